@@ -1,0 +1,97 @@
+"""Responsibilities of points to centres: entmax-1.5 (default), stable softmax, and hard argmin.
+
+These torch functions are the reference form of the mappings (any device, differentiable). The
+compiled CPU kernels in :mod:`streamrbf._kernels` compute the same numbers and are tested equal.
+
+All three take squared distances ``d`` of shape ``(..., k)`` and the temperature ``T``; the logits
+are ``z = -d / logit_divisor(T)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .temperature import logit_divisor
+
+__all__ = ["MAPPINGS", "entmax15", "hard", "responsibilities", "softmax", "sparse_entmax15"]
+
+MAPPINGS = ("entmax15", "softmax", "hard")
+
+
+def _shifted_half_logits(d: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``u = z/2 - max(z/2) = (d_min - d) / (2 divisor)``, clamped at -1 where entmax is exactly 0.
+
+    Clamping is exact: the entmax-1.5 threshold is never below ``max(u) - 1 = -1``, so any entry at
+    or below -1 gets responsibility 0 either way, and the clamp keeps tiny temperatures finite.
+    """
+    dmin = d.min(dim=-1, keepdim=True).values
+    return ((dmin - d) / (2.0 * logit_divisor(temperature))).clamp_min(-1.0)
+
+
+def _entmax15_threshold(vals: torch.Tensor) -> torch.Tensor:
+    """Exact entmax-1.5 threshold for rows of ``vals`` sorted in descending order."""
+    m = vals.shape[-1]
+    rho = torch.arange(1, m + 1, dtype=vals.dtype, device=vals.device)
+    s1 = vals.cumsum(-1)
+    mean = s1 / rho
+    ss = (vals * vals).cumsum(-1) - s1 * mean
+    delta = ((1.0 - ss) / rho).clamp_min(0.0)
+    tau = mean - delta.sqrt()
+    support = (tau <= vals).sum(dim=-1, keepdim=True)
+    return tau.gather(-1, support - 1)
+
+
+def sparse_entmax15(d: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entmax-1.5 responsibilities in sparse form ``(values, indices)``, each ``(..., m)``.
+
+    ``m`` is the largest number of candidates in any row (centres within ``2 T`` of the nearest),
+    so only those are sorted; values outside a row's support are exactly 0.
+    """
+    u = _shifted_half_logits(d, temperature)
+    m = int((u > -1.0).sum(dim=-1).max()) if u.numel() else 1
+    vals, idx = torch.topk(u, max(m, 1), dim=-1, sorted=True)
+    if m <= 1:
+        return torch.ones_like(vals), idx
+    tau = _entmax15_threshold(vals)
+    return (vals - tau).clamp_min(0.0).square(), idx
+
+
+def entmax15(d: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Dense entmax-1.5 responsibilities of squared distances ``d`` (exact zeros off the support).
+
+    >>> import torch
+    >>> entmax15(torch.tensor([[0.0, 0.5, 9.0]], dtype=torch.float64), 1.0)
+    tensor([[0.6740, 0.3260, 0.0000]], dtype=torch.float64)
+    """
+    u = _shifted_half_logits(d, temperature)
+    vals = torch.sort(u, dim=-1, descending=True).values
+    tau = _entmax15_threshold(vals)
+    return (u - tau).clamp_min(0.0).square()
+
+
+def softmax(d: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Numerically stable softmax of ``-d / T`` (max-shifted: never NaN for finite ``d``)."""
+    return torch.softmax(-d / logit_divisor(temperature), dim=-1)
+
+
+def hard(d: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+    """One-hot argmin (the K-Means / Voronoi limit); ``temperature`` is ignored."""
+    return torch.nn.functional.one_hot(d.argmin(dim=-1), d.shape[-1]).to(d.dtype)
+
+
+def responsibilities(d: torch.Tensor, temperature: float, mapping: str = "entmax15") -> torch.Tensor:
+    """Responsibilities ``p_ik`` of squared distances ``d`` under ``mapping``; rows sum to 1.
+
+    >>> import torch
+    >>> d = torch.tensor([[0.0, 4.0], [1.0, 1.0]])
+    >>> responsibilities(d, 1.0, "hard")
+    tensor([[1., 0.],
+            [1., 0.]])
+    """
+    if mapping == "entmax15":
+        return entmax15(d, temperature)
+    if mapping == "softmax":
+        return softmax(d, temperature)
+    if mapping == "hard":
+        return hard(d)
+    raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")

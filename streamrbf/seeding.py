@@ -1,0 +1,89 @@
+"""Where centres start, and where dead centres restart.
+
+``kmeans_plusplus`` is greedy k-means++ (Arthur & Vassilvitskii, with ``2 + log k`` local trials as
+in scikit-learn): each new centre is drawn with probability proportional to the squared distance to
+the nearest centre so far, keeping the best of several draws.
+
+The re-seeding rule (:func:`reseed_candidates`): a centre whose decayed mass has fallen below
+``ratio`` times the largest mass serves (almost) no one; it is moved onto a point of the current batch
+drawn with probability proportional to that point's squared distance to its nearest centre, i.e. a
+poorly served point. Every draw comes from the model's one random generator.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["kmeans_plusplus", "reseed_candidates"]
+
+
+def _sq_dist_to(X: np.ndarray, c: np.ndarray) -> np.ndarray:
+    diff = X - c
+    return np.einsum("ij,ij->i", diff, diff)
+
+
+def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
+    """Greedy k-means++ seeding; returns ``(n_clusters, d)`` rows of ``X`` (float64 copies).
+
+    >>> X = np.array([[0.0, 0.0], [0.1, 0.0], [10.0, 10.0], [10.1, 10.0]])
+    >>> C = kmeans_plusplus(X, 2, np.random.default_rng(0))
+    >>> sorted(int(c[0] > 5) for c in C)
+    [0, 1]
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[0]
+    if n < n_clusters:
+        raise ValueError(f"n_samples={n} should be >= n_clusters={n_clusters}")
+    trials = 2 + int(math.log(n_clusters))
+    centers = np.empty((n_clusters, X.shape[1]))
+    first = int(rng.integers(n))
+    centers[0] = X[first]
+    closest = _sq_dist_to(X, centers[0])
+    for c in range(1, n_clusters):
+        total = closest.sum()
+        if not total > 0 or not math.isfinite(total):
+            # Every point already sits on a centre (duplicates): pick uniformly.
+            cand = rng.integers(n, size=trials)
+        else:
+            cand = np.searchsorted(np.cumsum(closest), rng.random(trials) * total)
+            cand = np.minimum(cand, n - 1)
+        best_pot, best = math.inf, None
+        for j in cand:
+            new_closest = np.minimum(closest, _sq_dist_to(X, X[j]))
+            pot = new_closest.sum()
+            if pot < best_pot:
+                best_pot, best, best_closest = pot, int(j), new_closest
+        centers[c] = X[best]
+        closest = best_closest
+    return centers
+
+
+def reseed_candidates(
+    counts: torch.Tensor, ratio: float, nearest: torch.Tensor, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which centres to re-seed and onto which batch rows.
+
+    ``counts``: decayed masses (k,); ``nearest``: squared distance of each batch point to its nearest
+    centre. Returns ``(centre indices, row indices)``; both empty when no centre is starved.
+
+    >>> import torch
+    >>> dead, rows = reseed_candidates(torch.tensor([10.0, 0.0]), 0.01,
+    ...                                torch.tensor([0.0, 5.0]), np.random.default_rng(0))
+    >>> dead.tolist(), rows.tolist()
+    ([1], [1])
+    """
+    c = counts.detach().cpu().numpy()
+    dead = np.flatnonzero(c < ratio * c.max()) if c.max() > 0 else np.empty(0, np.int64)
+    if dead.size == 0:
+        return dead, dead
+    w = nearest.detach().cpu().numpy().astype(np.float64)
+    w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
+    n_rows = w.shape[0]
+    take = min(dead.size, int((w > 0).sum()))
+    if take == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    rows = rng.choice(n_rows, size=take, replace=False, p=w / w.sum())
+    return dead[:take], rows

@@ -1,0 +1,94 @@
+"""The temperature: how it enters the logits, how it starts, and how it anneals.
+
+The temperature ``T`` of a model is the only knob between soft and hard clustering. It enters the
+math through :func:`logit_divisor` alone (logits are ``z = -d / logit_divisor(T)``), so the paper's
+convention for sigma can be switched in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["TemperatureSchedule", "auto_temperature", "logit_divisor"]
+
+
+def logit_divisor(temperature: float) -> float:
+    """The divisor of squared distances in the logits: ``z_ik = -d_ik / logit_divisor(T)``.
+
+    streamrbf uses the convention ``T = sigma`` (MATH.md). Every formula that needs the temperature
+    (mappings, losses, the support rule ``d - d_min < 2 * divisor``) goes through this function.
+
+    >>> logit_divisor(0.5)
+    0.5
+    """
+    return temperature
+
+
+def auto_temperature(sq_distances: np.ndarray) -> float:
+    """A starting temperature scaled to the data: half the mean squared distance to the nearest centre.
+
+    ``sq_distances`` is an ``(n, k)`` array of squared distances from sample points to the initial
+    centres. At this temperature most points are shared by their two or three nearest centres, soft
+    enough for centres to compete, while far centres already receive exactly zero responsibility.
+
+    >>> auto_temperature(np.array([[1.0, 9.0], [4.0, 2.0]]))
+    0.75
+    """
+    d = np.asarray(sq_distances, dtype=np.float64)
+    nearest = d.min(axis=1)
+    finite = nearest[np.isfinite(nearest)]
+    t = 0.5 * float(finite.mean()) if finite.size else 1.0
+    if not t > 0.0 or not math.isfinite(t):
+        # All points sit on centres (or the scale is degenerate): any positive value anneals.
+        t = 1.0
+    return t
+
+
+@dataclass
+class TemperatureSchedule:
+    """A temperature that decays multiplicatively per step, from ``initial`` down to ``minimum``.
+
+    This is the per-stream temperature every adapter relies on: it is state of one model, read with
+    :attr:`value`, advanced with :meth:`step`, and raised again with :meth:`reheat` when a stream drifts.
+
+    >>> s = TemperatureSchedule(initial=1.0, decay=0.5, minimum=0.2)
+    >>> [s.step() for _ in range(4)]
+    [0.5, 0.25, 0.2, 0.2]
+    >>> s.reheat()
+    1.0
+    """
+
+    initial: float
+    decay: float = 0.9
+    minimum: float = 0.0
+    value: float = math.nan
+
+    def __post_init__(self) -> None:
+        if not (self.initial > 0 and math.isfinite(self.initial)):
+            raise ValueError(f"initial temperature must be finite and > 0, got {self.initial!r}")
+        if not 0 < self.decay <= 1:
+            raise ValueError(f"temperature decay must be in (0, 1], got {self.decay!r}")
+        if not (self.minimum >= 0 and math.isfinite(self.minimum)):
+            raise ValueError(f"minimum temperature must be finite and >= 0, got {self.minimum!r}")
+        if math.isnan(self.value):
+            self.value = max(self.initial, self.minimum)
+
+    def step(self, n: int = 1) -> float:
+        """Advance ``n`` steps and return the new temperature (never below ``minimum``, never 0)."""
+        v = self.value * self.decay**n
+        # A positive floor keeps 1/T finite even when minimum is 0.
+        self.value = max(v, self.minimum, np.finfo(np.float64).tiny)
+        return self.value
+
+    def reheat(self, factor: float | None = None) -> float:
+        """Raise the temperature: by ``factor`` (capped at ``initial``), or back to ``initial``."""
+        if factor is None:
+            self.value = self.initial
+        else:
+            if not factor >= 1:
+                raise ValueError(f"reheat factor must be >= 1, got {factor!r}")
+            self.value = min(self.value * factor, max(self.initial, self.value))
+        return self.value
