@@ -74,6 +74,8 @@ class BatchResult:
     stats: SufficientStatistics
     labels: torch.Tensor
     nearest: torch.Tensor
+    support: int = 0
+    """Number of non-zero responsibilities in the batch (== batch size when every row is one-hot)."""
 
 
 def sq_distances(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
@@ -119,7 +121,7 @@ def _batch_statistics_cpu(X, C, temperature, mapping, with_sums):
         else:
             _kernels.scatter_sums(Xn, vals, idx, length, sums)
     stats = SufficientStatistics(torch.from_numpy(mass), torch.from_numpy(sums), float(loss), B)
-    return BatchResult(stats, torch.from_numpy(labels), torch.from_numpy(nearest))
+    return BatchResult(stats, torch.from_numpy(labels), torch.from_numpy(nearest), int(nnz))
 
 
 def _batch_statistics_torch(X, C, temperature, mapping, with_sums):
@@ -147,7 +149,8 @@ def _batch_statistics_torch(X, C, temperature, mapping, with_sums):
     else:
         sums = torch.zeros(k, X.shape[1], dtype=torch.float64, device=X.device)
     stats = SufficientStatistics(mass, sums, loss, X.shape[0])
-    return BatchResult(stats, labels, nearest.to(torch.float64))
+    support = int((vals > 0).sum())
+    return BatchResult(stats, labels, nearest.to(torch.float64), support)
 
 
 def batch_statistics(

@@ -1,0 +1,216 @@
+"""Compiled (numba) kernels for one event at a time: the River adapter's hot path.
+
+Per event the arithmetic is tiny (about 35 ns at d=64, k=32); what costs is Python, so each call
+into this module does a whole event: distances, responsibilities (through the core's
+:func:`streamrbf._kernels.row_responsibilities`) and the step of :func:`streamrbf.statistics.apply_step`
+with that event's statistics ``m_k = p_k``, ``s_k = p_k x``:
+
+    n_k <- decay * n_k + p_k,        c_k <- c_k + (p_k x - p_k c_k) / n_k.
+
+Centres may be stored in float32 (River keeps one model per stream, memory matters); the step is
+computed in float64 and rounded once, exactly as ``apply_step`` does. Every kernel that reads an
+event first checks it is finite and returns a negative code ``-(t + 1)`` for a bad feature ``t``
+without touching any state, so a failed call leaves the model unchanged.
+
+The reseeding candidate is the reseed rule of :mod:`streamrbf.seeding` (a point drawn with
+probability proportional to its squared distance to the nearest centre) applied to all the events
+since the last check, by weighted reservoir sampling of size one; its random numbers come from a
+splitmix64 state seeded by the model's generator, so the model stays reproducible from ``seed``.
+
+>>> import numpy as np
+>>> C = np.array([[0.0, 0.0], [4.0, 0.0]])
+>>> counts = np.zeros(2)
+>>> aux, rs = np.zeros(3), np.zeros(1, np.uint64)
+>>> learn_event(np.array([1.0, 0.0]), C, counts, 0.01, 0, 1.0, aux, rs)
+(0, 1.0)
+>>> C[0].tolist(), counts.tolist()
+([1.0, 0.0], [1.0, 0.0])
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from ._kernels import row_responsibilities
+
+_jit = numba.njit(cache=True, nogil=True, fastmath=False)
+
+
+@_jit
+def first_nonfinite(x):
+    """Index of the first non-finite entry of ``x``, or -1."""
+    for t in range(x.shape[0]):
+        if not math.isfinite(x[t]):
+            return t
+    return -1
+
+
+@_jit
+def _sq_distances(x, C, out):
+    k, dim = C.shape
+    for j in range(k):
+        s = 0.0
+        for t in range(dim):
+            diff = x[t] - np.float64(C[j, t])
+            s += diff * diff
+        out[j] = s
+
+
+@_jit
+def _uniform(rs):
+    """splitmix64: the next uniform in [0, 1) from the state ``rs[0]``."""
+    z = rs[0] + np.uint64(0x9E3779B97F4A7C15)
+    rs[0] = z
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@_jit
+def _offer_candidate(x, w, aux, rs):
+    """Weighted reservoir of size one: keep ``x`` with probability ``w / (total weight so far)``.
+
+    ``aux[0]`` is the total weight, ``aux[1:]`` the candidate row.
+    """
+    if w > 0.0:
+        aux[0] += w
+        if _uniform(rs) * aux[0] < w:
+            for t in range(x.shape[0]):
+                aux[1 + t] = x[t]
+
+
+@_jit
+def learn_event(x, C, counts, divisor, mapping, decay, aux, rs):
+    """One gradient step on one event ``x``; returns ``(nearest centre, squared distance to it)``.
+
+    The nearest centre is measured before the step. A non-finite ``x[t]`` returns ``(-(t + 1),
+    nan)`` and changes nothing.
+    """
+    bad = first_nonfinite(x)
+    if bad >= 0:
+        return -(bad + 1), math.nan
+    k = C.shape[0]
+    d = np.empty(k, np.float64)
+    vals = np.empty(k, np.float64)
+    idx = np.empty(k, np.int64)
+    ubuf = np.empty(k, np.float64)
+    tbuf = np.empty(k, np.float64)
+    _sq_distances(x, C, d)
+    n, jmin, dmin = row_responsibilities(d, divisor, mapping, vals, idx, ubuf, tbuf)
+    _offer_candidate(x, dmin, aux, rs)
+    if decay != 1.0:
+        for j in range(k):
+            counts[j] = decay * counts[j]
+    for r in range(n):
+        j = idx[r]
+        p = vals[r]
+        nk = counts[j] + p
+        counts[j] = nk
+        if nk > 0.0:
+            for t in range(x.shape[0]):
+                c = np.float64(C[j, t])
+                C[j, t] = c + (p * x[t] - p * c) / nk
+    return jmin, dmin
+
+
+@_jit
+def learn_rows(X, n_rows, C, counts, divisor, mapping, decay, aux, rs, nearest):
+    """One gradient step on the summed statistics of the first ``n_rows`` rows of ``X``.
+
+    Rows must be finite (checked as they are buffered). Writes each row's squared distance to its
+    nearest centre (before the step) to ``nearest`` and returns the weighted distortion
+    ``sum_ik p_ik d_ik``.
+    """
+    k, dim = C.shape
+    d = np.empty(k, np.float64)
+    vals = np.empty(k, np.float64)
+    idx = np.empty(k, np.int64)
+    ubuf = np.empty(k, np.float64)
+    tbuf = np.empty(k, np.float64)
+    mass = np.zeros(k, np.float64)
+    sums = np.zeros((k, dim), np.float64)
+    loss = 0.0
+    for i in range(n_rows):
+        x = X[i]
+        _sq_distances(x, C, d)
+        n, jmin, dmin = row_responsibilities(d, divisor, mapping, vals, idx, ubuf, tbuf)
+        nearest[i] = dmin
+        _offer_candidate(x, dmin, aux, rs)
+        for r in range(n):
+            j = idx[r]
+            p = vals[r]
+            mass[j] += p
+            loss += p * d[j]
+            for t in range(dim):
+                sums[j, t] += p * x[t]
+    for j in range(k):
+        nk = decay * counts[j] + mass[j]
+        counts[j] = nk
+        if nk > 0.0 and mass[j] != 0.0:
+            m = mass[j]
+            for t in range(dim):
+                c = np.float64(C[j, t])
+                C[j, t] = c + (sums[j, t] - m * c) / nk
+    return loss
+
+
+@_jit
+def nearest_event(x, C):
+    """``(nearest centre, squared distance)`` of one event; ``(-(t + 1), nan)`` if ``x[t]`` is not
+    finite."""
+    bad = first_nonfinite(x)
+    if bad >= 0:
+        return -(bad + 1), math.nan
+    k, dim = C.shape
+    jmin = 0
+    dmin = math.inf
+    for j in range(k):
+        s = 0.0
+        for t in range(dim):
+            diff = x[t] - np.float64(C[j, t])
+            s += diff * diff
+        if s < dmin:
+            dmin = s
+            jmin = j
+    return jmin, dmin
+
+
+@_jit
+def responsibilities_event(x, C, divisor, mapping, vals, idx):
+    """Non-zero responsibilities of one event into ``vals[:n]``, ``idx[:n]``; returns ``n``, or
+    ``-(t + 1)`` if ``x[t]`` is not finite."""
+    bad = first_nonfinite(x)
+    if bad >= 0:
+        return -(bad + 1)
+    k = C.shape[0]
+    d = np.empty(k, np.float64)
+    ubuf = np.empty(k, np.float64)
+    tbuf = np.empty(k, np.float64)
+    _sq_distances(x, C, d)
+    n, jmin, dmin = row_responsibilities(d, divisor, mapping, vals, idx, ubuf, tbuf)
+    return n
+
+
+@_jit
+def nearest_rows(X, C):
+    """Nearest centre of each row of ``X`` (rows must be finite)."""
+    B = X.shape[0]
+    labels = np.empty(B, np.int64)
+    for i in range(B):
+        j, _ = nearest_event(X[i], C)
+        labels[i] = j
+    return labels
+
+
+@_jit
+def sq_distances_rows(X, C):
+    """``(n, k)`` squared distances, computed as differences (no cancellation)."""
+    B = X.shape[0]
+    out = np.empty((B, C.shape[0]), np.float64)
+    for i in range(B):
+        _sq_distances(X[i], C, out[i])
+    return out

@@ -1,0 +1,242 @@
+"""The torch layer: K-Means as a differentiable RBF layer for joint (deep) clustering."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import losses
+from .mappings import MAPPINGS, responsibilities, softmax
+from .seeding import kmeans_plusplus
+from .statistics import sq_distances
+from .temperature import TemperatureSchedule, auto_temperature
+
+__all__ = ["RBFCluster", "RBFOutput"]
+
+# Dtypes in which distances and memberships are computed as they come; anything else (bfloat16,
+# float16) is computed in float32: the norm expansion cancels badly and entmax returns NaN there.
+_COMPUTE_DTYPES = (torch.float32, torch.float64)
+
+
+class RBFOutput(NamedTuple):
+    """What :class:`RBFCluster` returns: memberships ``(n, k)`` (rows sum to 1) and the squared
+    distances ``(n, k)`` they were computed from, both in the input's dtype."""
+
+    memberships: torch.Tensor
+    sq_distances: torch.Tensor
+
+
+class RBFCluster(nn.Module):
+    r"""K-Means as a differentiable layer: learnable centres, an annealed temperature, entmax-1.5.
+
+    The layer maps embeddings ``x`` (n, d) to squared distances ``d_ik = ||x_i - c_k||^2`` and to
+    memberships ``p_i = mapping(-d_i / T)``. With entmax-1.5 (the default) far centres get exactly
+    zero membership and, once ``2T`` is below a point's margin between its two nearest centres,
+    the membership is exactly the K-Means (Voronoi) assignment, so annealing ``T`` turns the soft
+    layer into K-Means while staying differentiable. Train it with the weighted distortion
+    :math:`L_T = \sum_{ik} p_{ik} d_{ik}` or the free energy :math:`F_T`, both of which converge to
+    the K-Means objective as ``T -> 0``, and optionally the :meth:`balance` term.
+
+    Distances and memberships are computed in float32 (or float64) whatever the input dtype and
+    cast back on output, so bfloat16 and float16 inputs are safe. Gradients stay finite down to
+    ``T = 1e-8`` (the logits are shifted and clamped before any division blows up).
+
+    Parameters
+    ----------
+    n_clusters
+        Number of centres ``k``.
+    n_features
+        Dimension ``d`` of the embeddings.
+    temperature
+        Initial temperature. ``None`` (default) sets it from the data in :meth:`init_centers`
+        (:func:`streamrbf.temperature.auto_temperature`); until then it is 1.
+    decay
+        Multiplicative decay of the temperature per :meth:`step_temperature`.
+    min_temperature
+        The temperature never anneals below this.
+    mapping
+        ``"entmax15"`` (default), ``"softmax"`` or ``"hard"`` (one-hot argmin).
+    straight_through
+        With ``mapping="hard"``: forward one-hot, backward through the softmax at the current
+        temperature, so the memberships pass gradients (straight-through estimator).
+
+    Attributes
+    ----------
+    centers
+        The centres, an ``(n_clusters, n_features)`` parameter.
+    temperature
+        The current temperature, a float64 scalar buffer (saved in ``state_dict``).
+    initial_temperature
+        Where :meth:`reheat` returns to, a float64 scalar buffer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from streamrbf.nn import RBFCluster
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> x = torch.cat([torch.randn(50, 2) * 0.1, torch.randn(50, 2) * 0.1 + 3.0])
+    >>> layer = RBFCluster(2, 2, decay=0.5, min_temperature=1e-3).init_centers(x, seed=0)
+    >>> opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    >>> for _ in range(20):
+    ...     out = layer(x)
+    ...     loss = layer.distortion(out.sq_distances)
+    ...     opt.zero_grad(); loss.backward(); opt.step()
+    ...     _ = layer.step_temperature()
+    >>> layer.temperature.item()
+    0.001
+    >>> out = layer(x)
+    >>> bool((out.memberships.sum(dim=1) - 1).abs().max() < 1e-6)
+    True
+    >>> sorted(layer.predict(x).bincount().tolist())
+    [50, 50]
+    >>> sorted(round(v, 1) for v in layer.centers.detach().mean(dim=1).tolist())
+    [0.0, 3.0]
+    """
+
+    def __init__(
+        self,
+        n_clusters: int,
+        n_features: int,
+        *,
+        temperature: float | None = None,
+        decay: float = 0.99,
+        min_temperature: float = 1e-4,
+        mapping: str = "entmax15",
+        straight_through: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if mapping not in MAPPINGS:
+            raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
+        if straight_through and mapping != "hard":
+            raise ValueError("straight_through=True needs mapping='hard'")
+        self.n_clusters = n_clusters
+        self.n_features = n_features
+        self.decay = decay
+        self.min_temperature = min_temperature
+        self.mapping = mapping
+        self.straight_through = straight_through
+        self._auto_temperature = temperature is None
+        start = 1.0 if temperature is None else float(temperature)
+        # Validates the schedule's parameters; the buffers below are the state that is saved.
+        self._schedule = TemperatureSchedule(start, decay, min_temperature)
+        self.centers = nn.Parameter(torch.randn(n_clusters, n_features, device=device, dtype=dtype))
+        f64 = {"dtype": torch.float64, "device": device}
+        self.register_buffer("temperature", torch.tensor(self._schedule.value, **f64))
+        self.register_buffer("initial_temperature", torch.tensor(self._schedule.initial, **f64))
+        self.register_load_state_dict_post_hook(_sync_schedule)
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_clusters={self.n_clusters}, n_features={self.n_features}, mapping={self.mapping!r}, "
+            f"temperature={self._schedule.value:.4g}, decay={self.decay}, "
+            f"min_temperature={self.min_temperature}, straight_through={self.straight_through}"
+        )
+
+    # -- state -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_centers(
+        self, embeddings: torch.Tensor | np.ndarray, seed: int | np.random.Generator | None = None
+    ) -> RBFCluster:
+        """Place the centres on embeddings by k-means++; returns ``self``.
+
+        With ``temperature=None`` this also sets the initial temperature from the data
+        (half the mean squared distance to the nearest new centre).
+        """
+        if isinstance(embeddings, torch.Tensor):
+            embeddings = embeddings.detach().to("cpu", torch.float64).numpy()
+        X = np.asarray(embeddings, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(
+                f"embeddings must have shape (n, {self.n_features}), got {tuple(X.shape)}"
+            )
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        C = kmeans_plusplus(X, self.n_clusters, rng)
+        self.centers.copy_(torch.from_numpy(C))
+        if self._auto_temperature:
+            d = sq_distances(torch.from_numpy(X), torch.from_numpy(C)).numpy()
+            t = auto_temperature(d)
+            self._schedule = TemperatureSchedule(t, self.decay, self.min_temperature)
+            self.initial_temperature.fill_(t)
+            self.temperature.fill_(t)
+        return self
+
+    @torch.no_grad()
+    def step_temperature(self, n: int = 1) -> float:
+        """Anneal the temperature by ``n`` schedule steps; returns the new value."""
+        value = self._schedule.step(n)
+        self.temperature.fill_(value)
+        return value
+
+    @torch.no_grad()
+    def reheat(self, factor: float | None = None) -> float:
+        """Raise the temperature by ``factor`` (capped at the initial one) or back to it."""
+        value = self._schedule.reheat(factor)
+        self.temperature.fill_(value)
+        return value
+
+    # -- forward -----------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> RBFOutput:
+        """Memberships and squared distances of ``x`` (n, n_features), in ``x``'s dtype."""
+        compute = x.dtype if x.dtype in _COMPUTE_DTYPES else torch.float32
+        d = sq_distances(x.to(compute), self.centers.to(compute))
+        T = self.temperature
+        if self.straight_through:
+            soft = softmax(d, T)
+            p = responsibilities(d, T, "hard") + soft - soft.detach()
+        else:
+            p = responsibilities(d, T, self.mapping)
+        return RBFOutput(p.to(x.dtype), d.to(x.dtype))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest centre of each row of ``x`` (the argmax membership)."""
+        compute = x.dtype if x.dtype in _COMPUTE_DTYPES else torch.float32
+        return sq_distances(x.to(compute), self.centers.to(compute)).argmin(dim=1)
+
+    # -- losses ------------------------------------------------------------------------------
+
+    def distortion(self, sq_distances: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Weighted distortion ``L_T`` of the layer's mapping, per sample (``"mean"``) or ``"sum"``."""
+        d = _float(sq_distances)
+        return _reduce(losses.distortion(d, self.temperature, self.mapping), d, reduction)
+
+    def free_energy(self, sq_distances: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Free energy ``F_T`` (softmax family), per sample (``"mean"``) or ``"sum"``."""
+        d = _float(sq_distances)
+        return _reduce(losses.free_energy(d, self.temperature), d, reduction)
+
+    @staticmethod
+    def balance(memberships: torch.Tensor) -> torch.Tensor:
+        """``KL(mean membership || uniform)``: 0 when every cluster gets the same share of the batch,
+        ``log k`` when one cluster takes everything. Add it (weighted) against collapsed clusters."""
+        q = _float(memberships).mean(dim=0)
+        k = q.shape[-1]
+        return torch.xlogy(q, q).sum() + torch.log(torch.tensor(float(k), device=q.device))
+
+
+def _float(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype in _COMPUTE_DTYPES else t.float()
+
+
+def _reduce(total: torch.Tensor, d: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / max(d.shape[0], 1)
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def _sync_schedule(module: nn.Module, incompatible_keys) -> None:
+    # The saved buffers are the truth: rebuild the Python schedule from them after loading.
+    if isinstance(module, RBFCluster):
+        initial = float(module.initial_temperature)
+        module._schedule = TemperatureSchedule(initial, module.decay, module.min_temperature)
+        module._schedule.value = float(module.temperature)

@@ -1,0 +1,84 @@
+"""Safe model files: tensors in safetensors, everything else as JSON in its metadata header.
+
+Nothing is ever unpickled. A file carries its format name and version; loading checks both, and the
+shapes and finiteness of what it reads, and refuses anything else with a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+__all__ = ["FORMAT_VERSION", "read_model_file", "write_model_file"]
+
+FORMAT_VERSION = 1
+_KEY = "streamrbf"
+
+
+def write_model_file(
+    path: str | os.PathLike, kind: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> Path:
+    """Write ``tensors`` and the JSON-serialisable ``meta`` atomically (temp file, then rename).
+
+    >>> import tempfile, torch
+    >>> p = Path(tempfile.mkdtemp()) / "m.safetensors"
+    >>> _ = write_model_file(p, "demo", {"w": torch.ones(2)}, {"answer": 42})
+    >>> t, m = read_model_file(p, "demo")
+    >>> t["w"].tolist(), m["answer"]
+    ([1.0, 1.0], 42)
+    """
+    path = Path(path)
+    header = {_KEY: json.dumps({"kind": kind, "version": FORMAT_VERSION, "meta": meta})}
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(cpu, tmp, metadata=header)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_model_file(
+    path: str | os.PathLike, kind: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a file written by :func:`write_model_file` for ``kind``; ``ValueError`` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {str(path)!r}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{str(path)!r} is not a streamrbf model file (safetensors): {err}") from None
+    if _KEY not in header:
+        raise ValueError(f"{str(path)!r} is a safetensors file but not a streamrbf model.")
+    try:
+        info = json.loads(header[_KEY])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{str(path)!r} has a malformed streamrbf header: {err}") from None
+    if not isinstance(info, dict) or info.get("kind") != kind:
+        got = info.get("kind") if isinstance(info, dict) else None
+        raise ValueError(f"{str(path)!r} holds a {got!r} model, not a {kind!r} model.")
+    if info.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} has format version {info.get('version')!r}; this streamrbf reads "
+            f"version {FORMAT_VERSION}."
+        )
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{str(path)!r} is corrupt: tensor {name!r} holds NaN or infinity.")
+    return tensors, info.get("meta", {})

@@ -1,0 +1,138 @@
+"""Input checks shared by every entry point: one place that says what is wrong with a batch.
+
+A failed check raises before anything is touched, so a model is exactly as it was before the call.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["as_batch", "check_finite", "feature_names_of"]
+
+_FLOAT_DTYPES = {torch.float32, torch.float64}
+
+
+def feature_names_of(X: Any) -> np.ndarray | None:
+    """Column names of a DataFrame-like ``X`` when they are all strings (scikit-learn's rule)."""
+    cols = getattr(X, "columns", None)
+    if cols is None or isinstance(X, (np.ndarray, torch.Tensor)):
+        return None
+    names = np.asarray(list(cols), dtype=object)
+    if len(names) and all(isinstance(c, str) for c in names):
+        return names
+    return None
+
+
+def check_finite(X: torch.Tensor, what: str = "X") -> None:
+    """Raise ``ValueError`` naming the first non-finite entry of ``X``."""
+    if X.numel() == 0:
+        return
+    if X.device.type == "cpu":
+        ok = bool(np.isfinite(X.numpy()).all())
+    else:
+        ok = bool(torch.isfinite(X).all())
+    if not ok:
+        bad = (~torch.isfinite(X)).nonzero()[0].tolist()
+        value = X[tuple(bad)].item()
+        kind = "NaN" if value != value else "infinity"
+        where = f"row {bad[0]}, column {bad[1]}" if len(bad) == 2 else f"index {bad}"
+        raise ValueError(f"Input {what} contains NaN or infinity: {kind} at {where}.")
+
+
+def as_batch(
+    X: Any,
+    *,
+    n_features: int | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    estimator: str = "RBFKMeans",
+    min_samples: int = 1,
+) -> torch.Tensor:
+    """A validated 2-D float tensor from a numpy array, torch tensor, DataFrame or nested list.
+
+    Torch tensors stay on their device unless ``device`` is given; numpy arrays are wrapped without a
+    copy when their dtype already fits. Raises ``TypeError`` for types that are not numbers (and
+    sparse matrices), ``ValueError`` for wrong shape, empty input, NaN or infinity.
+
+    >>> as_batch([[1, 2], [3, 4]]).dtype
+    torch.float64
+    >>> as_batch([[1.0, float("nan")]])
+    Traceback (most recent call last):
+    ...
+    ValueError: Input X contains NaN or infinity: NaN at row 0, column 1.
+    """
+    if type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(
+            f"{estimator} does not accept sparse input: got {type(X).__name__}; "
+            "convert it with X.toarray()."
+        )
+    if isinstance(X, torch.Tensor):
+        t = X.detach()
+        if t.is_complex():
+            raise ValueError("Complex data not supported.")
+        if t.dtype == torch.bool or not (t.is_floating_point() or t.dtype in _INT_DTYPES):
+            raise TypeError(f"X must hold real numbers, got a tensor of {t.dtype}.")
+    else:
+        if hasattr(X, "columns") and hasattr(X, "dtypes"):
+            for name, dt in zip(X.columns, X.dtypes):
+                if not (np.issubdtype(np.dtype(dt), np.number) or np.dtype(dt) == np.bool_):
+                    if np.dtype(dt) == object:
+                        continue  # checked below by the float conversion
+                    raise TypeError(f"column {name!r} has non-numeric dtype {dt}.")
+        arr = np.asarray(X)
+        if np.iscomplexobj(arr):
+            raise ValueError("Complex data not supported.")
+        if arr.dtype.kind in "OUS":
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"X must hold real numbers: {err}") from None
+        elif arr.dtype.kind not in "biuf":
+            raise TypeError(f"X must hold real numbers, got dtype {arr.dtype}.")
+        if arr.dtype.kind in "biu" or arr.dtype == np.float16:
+            arr = arr.astype(np.float64 if arr.dtype.kind != "f" else np.float32)
+        arr = np.ascontiguousarray(arr)
+        if arr.flags.writeable:
+            t = torch.from_numpy(arr)
+        else:
+            # Read-only input (a memmap, a broadcast view): torch would warn; we never write to it.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                t = torch.from_numpy(arr)
+    if t.ndim != 2:
+        shape = tuple(t.shape)
+        raise ValueError(
+            f"Expected 2D array, got {t.ndim}D array instead (shape {shape}). Reshape your data "
+            "with X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) if it has a "
+            "single sample."
+        )
+    if t.shape[0] < min_samples:
+        raise ValueError(
+            f"Found array with {t.shape[0]} sample(s) (shape={tuple(t.shape)}) while a minimum of "
+            f"{min_samples} is required."
+        )
+    if t.shape[1] == 0:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={tuple(t.shape)}) while a minimum of 1 is "
+            "required."
+        )
+    if n_features is not None and t.shape[1] != n_features:
+        raise ValueError(
+            f"X has {t.shape[1]} features, but {estimator} is expecting {n_features} features as "
+            "input."
+        )
+    if not t.is_floating_point() or t.dtype not in _FLOAT_DTYPES:
+        t = t.to(torch.float64 if not t.is_floating_point() else torch.float32)
+    if dtype is not None and t.dtype != dtype:
+        t = t.to(dtype)
+    if device is not None and t.device != torch.device(device):
+        t = t.to(device)
+    check_finite(t)
+    return t if t.is_contiguous() else t.contiguous()
+
+
+_INT_DTYPES = {torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8}

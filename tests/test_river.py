@@ -1,0 +1,342 @@
+"""The River adapter: kernel == core step, the River contract, bad input, drift, keyed streams."""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+
+import entmax
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from river import checks, compose, drift, preprocessing
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from streamrbf import _online_kernels as ok
+from streamrbf._kernels import MAPPING_CODES
+from streamrbf.river import KeyedRBFKMeans, RBFKMeans
+from streamrbf.statistics import apply_step, batch_statistics
+from streamrbf.temperature import logit_divisor
+
+
+def _events(X, prefix="f"):
+    return [{f"{prefix}{i}": v for i, v in enumerate(row)} for row in np.asarray(X).tolist()]
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(3000, n_features=4, centers=4, cluster_std=0.5, random_state=3)
+    return _events(X), y
+
+
+def _fitted(events, **params):
+    model = RBFKMeans(**{"n_clusters": 4, "seed": 1, **params})
+    for x in events:
+        model.learn_one(x)
+    return model
+
+
+# -- the kernel computes the core's step -------------------------------------------------------
+
+
+@pytest.mark.parametrize("mapping", ["entmax15", "softmax", "hard"])
+@pytest.mark.parametrize("decay", [1.0, 0.9])
+def test_event_kernel_equals_core_step(mapping, decay):
+    rng = np.random.default_rng(0)
+    k, d, T = 5, 3, 2.0
+    X = rng.normal(size=(40, d)) * 2
+    C = rng.normal(size=(k, d))
+    counts = rng.uniform(0, 3, size=k)
+    Ct, nt = torch.from_numpy(C.copy()), torch.from_numpy(counts.copy())
+    aux, rs = np.zeros(d + 1), np.zeros(1, np.uint64)
+    for x in X:
+        ok.learn_event(x, C, counts, logit_divisor(T), MAPPING_CODES[mapping], decay, aux, rs)
+        res = batch_statistics(torch.from_numpy(x[None]), Ct, T, mapping)
+        Ct, nt = apply_step(Ct, nt, res.stats, decay)
+        np.testing.assert_allclose(C, Ct.numpy(), rtol=0, atol=1e-10)
+        np.testing.assert_allclose(counts, nt.numpy(), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("mapping", ["entmax15", "softmax"])
+def test_batch_kernel_equals_core_step(mapping):
+    rng = np.random.default_rng(1)
+    k, d, T, B = 4, 3, 1.5, 8
+    C = rng.normal(size=(k, d))
+    counts = np.zeros(k)
+    Ct, nt = torch.from_numpy(C.copy()), torch.from_numpy(counts.copy())
+    aux, rs = np.zeros(d + 1), np.zeros(1, np.uint64)
+    for _ in range(10):
+        X = rng.normal(size=(B, d)) * 2
+        nearest = np.empty(B)
+        loss = ok.learn_rows(X, B, C, counts, T, MAPPING_CODES[mapping], 0.95, aux, rs, nearest)
+        res = batch_statistics(torch.from_numpy(X), Ct, T, mapping)
+        Ct, nt = apply_step(Ct, nt, res.stats, 0.95)
+        np.testing.assert_allclose(C, Ct.numpy(), rtol=0, atol=1e-10)
+        np.testing.assert_allclose(counts, nt.numpy(), rtol=0, atol=1e-10)
+        assert loss == pytest.approx(res.stats.loss, rel=1e-10)
+        np.testing.assert_allclose(nearest, res.nearest.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_float32_centres_round_once_like_the_core():
+    rng = np.random.default_rng(2)
+    C = rng.normal(size=(6, 8)).astype(np.float32)
+    counts = np.zeros(6)
+    Ct, nt = torch.from_numpy(C.copy()), torch.from_numpy(counts.copy())
+    aux, rs = np.zeros(9), np.zeros(1, np.uint64)
+    for x in rng.normal(size=(50, 8)):
+        ok.learn_event(x, C, counts, 0.7, 0, 1.0, aux, rs)
+        Ct, nt = apply_step(Ct, nt, batch_statistics(torch.from_numpy(x[None]), Ct, 0.7).stats)
+    np.testing.assert_allclose(C, Ct.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("T", [0.05, 0.5, 5.0])
+def test_responsibilities_equal_entmax_package(T):
+    rng = np.random.default_rng(3)
+    k = 7
+    C = rng.normal(size=(k, 4))
+    vals, idx = np.empty(k), np.empty(k, np.int64)
+    for x in rng.normal(size=(30, 4)):
+        n = ok.responsibilities_event(x, C, logit_divisor(T), 0, vals, idx)
+        dense = np.zeros(k)
+        dense[idx[:n]] = vals[:n]
+        d = torch.from_numpy(((x - C) ** 2).sum(axis=1))
+        ref = entmax.entmax15(-d / logit_divisor(T), dim=-1).numpy()
+        np.testing.assert_allclose(dense, ref, atol=1e-6)
+        assert np.all(vals[:n] > 0)
+
+
+# -- River contract ----------------------------------------------------------------------------
+
+
+def test_check_estimator():
+    checks.check_estimator(RBFKMeans(n_clusters=3))
+    checks.check_estimator(RBFKMeans(n_clusters=2, batch_size=4, mapping="softmax", decay=0.99))
+    checks.check_estimator(KeyedRBFKMeans(RBFKMeans(n_clusters=2, seed=0), max_streams=4))
+
+
+def test_learns_separated_blobs(blobs):
+    events, y = blobs
+    model = RBFKMeans(n_clusters=4, seed=0)
+    preds = []
+    for x in events:
+        preds.append(model.predict_one(x))
+        model.learn_one(x)
+    final = [model.predict_one(x) for x in events]
+    assert adjusted_rand_score(y, final) > 0.99
+    assert adjusted_rand_score(y, preds) > 0.9
+    assert set(model.centers) == {0, 1, 2, 3}
+    assert set(model.centers[0]) == {"f0", "f1", "f2", "f3"}
+    assert 0 < model.temperature < 1e-3  # annealed towards K-Means
+    proba = model.predict_proba_one(events[0])
+    assert proba == {final[0]: 1.0}
+
+
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_mini_batches_learn_too(blobs, batch_size):
+    events, y = blobs
+    model = _fitted(events, batch_size=batch_size)
+    assert adjusted_rand_score(y, [model.predict_one(x) for x in events]) > 0.99
+    assert model._n_steps == math.ceil(0) + (len(events)) // batch_size
+
+
+def test_before_initialisation():
+    model = RBFKMeans(n_clusters=2, warmup=5)
+    assert model.predict_one({"a": 1.0}) == 0
+    assert model.predict_proba_one({"a": 1.0}) == {}
+    assert model.centers == {} and math.isnan(model.temperature)
+    for v in range(4):
+        model.learn_one({"a": float(v)})
+    assert model.centers == {} and model.predict_one({"a": 3.0}) == 0
+    model.learn_one({"a": 10.0})
+    assert len(model.centers) == 2 and model.temperature > 0
+
+
+def test_clone_pickle_and_copy_of_fitted_model(blobs):
+    events, _ = blobs
+    model = _fitted(events[:500], drift_detector=drift.ADWIN())
+    twins = [
+        pickle.loads(pickle.dumps(model)),
+        model.clone(include_attributes=True),
+        copy.deepcopy(model),
+    ]
+    for x in events[500:800]:
+        expected = model.predict_proba_one(x)
+        for twin in twins:
+            assert twin.predict_proba_one(x) == expected
+            assert twin.predict_one(x) == model.predict_one(x)
+        model.learn_one(x)
+        for twin in twins:
+            twin.learn_one(x)
+    for twin in twins:
+        np.testing.assert_array_equal(twin._C, model._C)
+    fresh = model.clone()
+    assert fresh.centers == {} and fresh.n_features == 0
+
+
+def test_same_seed_same_result(blobs):
+    events, _ = blobs
+    a, b = _fitted(events, seed=7), _fitted(events, seed=7)
+    assert pickle.dumps(a) == pickle.dumps(b)
+    c = _fitted(events, seed=8)
+    assert not np.array_equal(a._C, c._C)
+
+
+def test_mutate(blobs):
+    events, _ = blobs
+    model = _fitted(events[:200])
+    model.mutate({"temperature_decay": 0.5, "decay": 0.9})
+    assert model.decay == 0.9 and model._schedule.decay == 0.5
+    t = model.temperature
+    model.learn_one(events[200])
+    assert model.temperature == pytest.approx(max(t * 0.5, 0.0))
+    with pytest.raises(ValueError):
+        model.mutate({"n_clusters": 3})
+    with pytest.raises(ValueError, match="decay"):
+        model.mutate({"decay": 0.0})
+
+
+def test_pipeline_with_scaler(blobs):
+    events, y = blobs
+    pipe = preprocessing.StandardScaler() | RBFKMeans(n_clusters=4, seed=0)
+    for x in events[:1500]:
+        pipe.learn_one(x)
+    proba = pipe.predict_proba_one(events[0])
+    assert proba and abs(sum(proba.values()) - 1) < 1e-12
+    assert max(proba, key=proba.get) == pipe.predict_one(events[0])
+    X = pd.DataFrame(events[1500:])
+    pipe.learn_many(X)
+    labels = pipe.predict_many(X)
+    assert list(labels.index) == list(X.index)
+    assert labels.tolist() == [pipe.predict_one(x) for x in events[1500:]]
+    assert adjusted_rand_score(y[1500:], labels) > 0.95
+
+
+def test_learn_many_equals_learn_one(blobs):
+    events, _ = blobs
+    one, many = RBFKMeans(n_clusters=4, seed=2), RBFKMeans(n_clusters=4, seed=2)
+    for x in events[:700]:
+        one.learn_one(x)
+    many.learn_many(pd.DataFrame(events[:300]))
+    many.learn_many(pd.DataFrame(events[300:700]).iloc[:, ::-1])  # column order is irrelevant
+    assert pickle.dumps(one) == pickle.dumps(many)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+_BAD = st.sampled_from(["missing", "new", "str", "none", "nan", "inf", "-inf", "list"])
+
+
+def _corrupt(x, kind, feature):
+    x = dict(x)
+    if kind == "missing":
+        del x[feature]
+    elif kind == "new":
+        x["zz_new"] = 1.0
+        return x, "zz_new"
+    else:
+        x[feature] = {"str": "1.5", "none": None, "nan": math.nan, "inf": math.inf,
+                      "-inf": -math.inf, "list": [1.0]}[kind]
+    return x, feature
+
+
+@pytest.fixture(scope="module")
+def fitted_models(blobs):
+    events, _ = blobs
+    return {
+        "online": _fitted(events[:300], drift_detector=drift.ADWIN()),
+        "batch": _fitted(events[:301], batch_size=7),
+        "warmup": _fitted(events[:10]),
+    }
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.sampled_from(["online", "batch", "warmup"]), kind=_BAD,
+       feature=st.sampled_from(["f0", "f1", "f2", "f3"]), row=st.integers(0, 2999),
+       method=st.sampled_from(["learn_one", "predict_one", "predict_proba_one", "learn_many",
+                               "predict_many"]))
+def test_bad_events_raise_and_change_nothing(fitted_models, blobs, which, kind, feature, row,
+                                             method):
+    model = fitted_models[which]
+    bad, name = _corrupt(blobs[0][row], kind, feature)
+    before = pickle.dumps(model)
+    if method.endswith("many"):
+        if kind == "list":
+            return
+        arg = pd.DataFrame([blobs[0][row], bad])
+    else:
+        arg = bad
+    with pytest.raises(ValueError, match=repr(name)):
+        getattr(model, method)(arg)
+    assert pickle.dumps(model) == before
+
+
+def test_first_event_fixes_features_only_if_valid():
+    model = RBFKMeans(n_clusters=2)
+    with pytest.raises(ValueError, match="'b'"):
+        model.learn_one({"a": 1.0, "b": math.nan})
+    assert model.n_features == 0
+    model.learn_one({"a": 1.0, "b": 2.0})
+    assert model.n_features == 2
+
+
+def test_missing_zero_policy():
+    model = RBFKMeans(n_clusters=2, warmup=4, missing="zero", seed=0)
+    for v in range(4):
+        model.learn_one({"a": float(v), "b": 1.0})
+    twin = copy.deepcopy(model)
+    model.learn_one({"a": 2.0, "new": 5.0})
+    twin.learn_one({"a": 2.0, "b": 0.0})
+    model.learn_one({"a": 1.0, "b": math.nan})
+    twin.learn_one({"a": 1.0, "b": 0.0})
+    assert pickle.dumps(model._C) == pickle.dumps(twin._C)
+    with pytest.raises(ValueError, match="'b'"):
+        model.learn_one({"a": 1.0, "b": math.inf})
+
+
+# -- drift and keyed streams -------------------------------------------------------------------
+
+
+def test_drift_reheats_and_recovers():
+    X1, y1 = make_blobs(2000, n_features=4, centers=3, cluster_std=0.5, random_state=0)
+    X2, y2 = make_blobs(2000, n_features=4, centers=3, cluster_std=0.5, random_state=1)
+    model = RBFKMeans(n_clusters=3, drift_detector=drift.ADWIN(), seed=0)
+    temps = []
+    for x in _events(X1):
+        model.learn_one(x)
+    assert model.n_drifts == 0
+    t_before = model.temperature
+    for x in _events(X2):
+        model.learn_one(x)
+        temps.append(model.temperature)
+    assert model.n_drifts >= 1
+    assert max(temps) > 100 * t_before  # re-heated
+    tail = _events(X2[-500:])
+    assert adjusted_rand_score(y2[-500:], [model.predict_one(x) for x in tail]) > 0.95
+
+
+def test_keyed_wrapper_lru_eviction():
+    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=2, warmup=4, seed=0), key="id", max_streams=2)
+    for i in range(8):
+        keyed.learn_one({"id": "a", "v": float(i % 2)})
+        keyed.learn_one({"id": "b", "v": 10.0 + i % 2})
+    assert keyed.n_streams == 2 and keyed.n_evicted == 0
+    keyed.learn_one({"id": "a", "v": 0.0})  # a is now the most recently used
+    keyed.learn_one({"id": "c", "v": 5.0})  # evicts b
+    assert list(keyed.models) == ["a", "c"] and keyed.n_evicted == 1
+    assert keyed.predict_one({"id": "b", "v": 10.0}) == 0
+    assert keyed.predict_proba_one({"id": "b", "v": 10.0}) == {}
+    a = keyed.model_for("a")
+    assert a.n_features == 1 and a.temperature > 0
+    assert keyed.predict_one({"id": "a", "v": 1.0}) == a.predict_one({"v": 1.0})
+    assert keyed.model.centers == {}  # the template is never trained
+    with pytest.raises(ValueError, match="'id'"):
+        keyed.learn_one({"v": 1.0})
+    with pytest.raises(ValueError, match="'w'"):
+        keyed.learn_one({"id": "d", "v": 1.0, "w": "x"}) if False else keyed.learn_one(
+            {"id": "a", "v": 1.0, "w": 2.0})
+    assert keyed.n_streams == 2
