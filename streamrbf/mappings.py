@@ -48,12 +48,22 @@ def sparse_entmax15(d: torch.Tensor, temperature: float) -> tuple[torch.Tensor, 
     so only those are sorted; values outside a row's support are exactly 0.
     """
     u = _shifted_half_logits(d, temperature)
-    m = int((u > -1.0).sum(dim=-1).max()) if u.numel() else 1
+    candidates = (u > -1.0).sum(dim=-1, keepdim=True)
+    m = int(candidates.max()) if u.numel() else 1
     vals, idx = torch.topk(u, max(m, 1), dim=-1, sorted=True)
     if m <= 1:
         return torch.ones_like(vals), idx
+    return _entmax15_from_sorted(vals, candidates), idx
+
+
+def _entmax15_from_sorted(vals: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Entmax-1.5 of rows of clamped half-logits ``vals`` (sorted descending), exact at the edges:
+    entries at the clamp are exactly 0 (tau >= -1), and single-candidate rows exactly one-hot."""
     tau = _entmax15_threshold(vals)
-    return (vals - tau).clamp_min(0.0).square(), idx
+    p = torch.where(vals > -1.0, (vals - tau).clamp_min(0.0).square(), 0.0)
+    one_hot = torch.zeros_like(p)
+    one_hot[..., 0] = 1.0
+    return torch.where(candidates == 1, one_hot, p)
 
 
 def entmax15(d: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -64,9 +74,9 @@ def entmax15(d: torch.Tensor, temperature: float) -> torch.Tensor:
     tensor([[0.6740, 0.3260, 0.0000]], dtype=torch.float64)
     """
     u = _shifted_half_logits(d, temperature)
-    vals = torch.sort(u, dim=-1, descending=True).values
-    tau = _entmax15_threshold(vals)
-    return (u - tau).clamp_min(0.0).square()
+    candidates = (u > -1.0).sum(dim=-1, keepdim=True)
+    vals, order = torch.sort(u, dim=-1, descending=True)
+    return torch.zeros_like(u).scatter(-1, order, _entmax15_from_sorted(vals, candidates))
 
 
 def softmax(d: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -79,10 +79,15 @@ def as_batch(
     else:
         if hasattr(X, "columns") and hasattr(X, "dtypes"):
             for name, dt in zip(X.columns, X.dtypes):
-                if not (np.issubdtype(np.dtype(dt), np.number) or np.dtype(dt) == np.bool_):
-                    if np.dtype(dt) == object:
-                        continue  # checked below by the float conversion
-                    raise TypeError(f"column {name!r} has non-numeric dtype {dt}.")
+                if getattr(dt, "kind", "O") in "biuf":
+                    continue
+                try:
+                    np.asarray(X[name], dtype=np.float64)
+                except (TypeError, ValueError):
+                    raise TypeError(
+                        f"column {name!r} is not numeric (dtype {dt}); every feature must be a "
+                        "real number."
+                    ) from None
         arr = np.asarray(X)
         if np.iscomplexobj(arr):
             raise ValueError("Complex data not supported.")

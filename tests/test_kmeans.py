@@ -1,0 +1,334 @@
+"""RBFKMeans: the scikit-learn contract, inputs, safety, persistence, streaming and quality."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+from sklearn.utils.estimator_checks import check_estimator
+
+from streamrbf import NotFittedError, RBFKMeans
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(1000, centers=4, n_features=3, cluster_std=0.5, random_state=0)
+    return X, y
+
+
+def state_of(model: RBFKMeans) -> dict:
+    """Everything a call could change, deep-copied."""
+    return copy.deepcopy(
+        {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in vars(model).items()}
+    )
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            assert torch.equal(a[k], b[k]), k
+        elif isinstance(a[k], np.ndarray):
+            np.testing.assert_array_equal(a[k], b[k])
+        elif isinstance(a[k], np.random.Generator):
+            assert a[k].bit_generator.state == b[k].bit_generator.state
+        elif k == "_schedule":
+            assert vars(a[k]) == vars(b[k])
+        else:
+            assert a[k] == b[k], k
+
+
+def test_passes_scikit_learn_check_estimator():
+    # check_array_api_input needs the optional array-api-strict package; all others run.
+    results = check_estimator(RBFKMeans(), on_fail=None)
+    failed = [(r["check_name"], r["exception"]) for r in results if r["status"] == "failed"]
+    assert failed == []
+    assert len([r for r in results if r["status"] == "passed"]) >= 40
+
+
+def test_fit_finds_separated_blobs_and_exposes_fitted_attributes(blobs):
+    X, y = blobs
+    km = RBFKMeans(4, random_state=0).fit(X)
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(y, km.labels_) == 1.0
+    assert km.cluster_centers_.shape == (4, 3) and km.counts_.shape == (4,)
+    assert km.n_features_in_ == 3 and km.n_steps_ == km.n_iter_ >= 1
+    assert km.inertia_ == pytest.approx(-km.score(X))
+    np.testing.assert_array_equal(km.predict(X), km.labels_)
+    P = km.predict_proba(X)
+    np.testing.assert_allclose(P.sum(1), 1.0, atol=1e-12)
+    assert (P == 0).mean() > 0.5  # entmax: exact zeros
+    np.testing.assert_array_equal(P.argmax(1), km.labels_)
+    D = km.transform(X)
+    np.testing.assert_allclose(D.min(1) ** 2, ((X - km.cluster_centers_[km.labels_]) ** 2).sum(1))
+
+
+def test_not_fitted_error_before_fit():
+    with pytest.raises(NotFittedError, match="not fitted"):
+        RBFKMeans().predict(np.zeros((2, 2)))
+
+
+def test_same_seed_same_result_and_different_seed_can_differ(blobs):
+    X, _ = blobs
+    a = RBFKMeans(4, random_state=7).fit(X).cluster_centers_
+    b = RBFKMeans(4, random_state=7).fit(X).cluster_centers_
+    np.testing.assert_array_equal(a, b)
+    s1, s2 = RBFKMeans(4, random_state=3), RBFKMeans(4, random_state=3)
+    for lo in range(0, 1000, 100):
+        s1.partial_fit(X[lo : lo + 100])
+        s2.partial_fit(X[lo : lo + 100])
+    np.testing.assert_array_equal(s1.cluster_centers_, s2.cluster_centers_)
+    assert s1.temperature_ == s2.temperature_
+
+
+def test_temperature_anneals_per_step_and_can_be_reheated(blobs):
+    X, _ = blobs
+    km = RBFKMeans(4, temperature=10.0, temperature_decay=0.5, min_temperature=1.0, random_state=0)
+    km.partial_fit(X[:200])
+    t0 = km.temperature_
+    km.partial_fit(X[200:400])
+    assert km.temperature_ == pytest.approx(max(t0 * 0.5, 1.0))
+    for lo in range(400, 1000, 100):
+        km.partial_fit(X[lo : lo + 100])
+    assert km.temperature_ == 1.0
+    assert km.reheat(4.0) == 4.0 and km.temperature_ == 4.0
+    assert km.reheat() == 10.0
+
+
+def test_torch_tensors_stay_tensors_and_float32_stays_float32(blobs):
+    X, _ = blobs
+    Xt = torch.from_numpy(X).float()
+    km = RBFKMeans(4, random_state=0).fit(Xt)
+    assert km.centers_tensor_.dtype == torch.float32 and km.cluster_centers_.dtype == np.float32
+    labels = km.predict(Xt)
+    assert isinstance(labels, torch.Tensor) and labels.device == Xt.device
+    assert isinstance(km.predict_proba(Xt), torch.Tensor)
+    np.testing.assert_array_equal(labels.numpy(), km.predict(X.astype(np.float32)))
+
+
+def test_dataframes_record_feature_names_and_reject_others(blobs):
+    X, _ = blobs
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    km = RBFKMeans(4, random_state=0).fit(df)
+    np.testing.assert_array_equal(km.feature_names_in_, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="feature names should match"):
+        km.predict(df.rename(columns={"c": "z"}))
+    with pytest.raises(TypeError, match="column 'c'"):
+        km.predict(df.assign(c="x"))
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        km.predict(X)
+
+
+BAD_BATCHES = {
+    "nan": (np.array([[0.0, np.nan, 1.0]]), ValueError, "NaN"),
+    "inf": (np.array([[0.0, 1.0, np.inf]]), ValueError, "infinity"),
+    "wrong width": (np.zeros((3, 2)), ValueError, "X has 2 features, but RBFKMeans is expecting 3"),
+    "1-d": (np.zeros(3), ValueError, "Expected 2D array"),
+    "empty": (np.zeros((0, 3)), ValueError, "0 sample"),
+    "strings": (np.array([["a", "b", "c"]]), ValueError, "real numbers"),
+    "objects": (np.array([[{}, 1, 2]], dtype=object), TypeError, "real numbers"),
+    "complex": (np.ones((2, 3), dtype=complex), ValueError, "Complex"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BATCHES))
+@pytest.mark.parametrize("method", ["partial_fit", "predict", "predict_proba", "score"])
+def test_bad_input_raises_a_clear_error_and_changes_nothing(blobs, case, method):
+    X, _ = blobs
+    km = RBFKMeans(4, random_state=0).partial_fit(X[:300])
+    before = state_of(km)
+    bad, err, msg = BAD_BATCHES[case]
+    with pytest.raises(err, match=msg):
+        getattr(km, method)(bad)
+    assert_same_state(before, state_of(km))
+
+
+@given(
+    st.integers(0, 99),
+    st.integers(0, 2),
+    st.sampled_from([np.nan, np.inf, -np.inf]),
+)
+def test_a_single_bad_value_anywhere_is_refused(row, col, value):
+    X, _ = make_blobs(100, centers=3, n_features=3, random_state=1)
+    km = RBFKMeans(3, random_state=0).partial_fit(X)
+    before = state_of(km)
+    bad = X.copy()
+    bad[row, col] = value
+    with pytest.raises(ValueError, match=f"row {row}, column {col}"):
+        km.partial_fit(bad)
+    assert_same_state(before, state_of(km))
+
+
+@given(
+    scale_exp=st.integers(-8, 8),
+    temp_exp=st.integers(-12, 2),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    mapping=st.sampled_from(["entmax15", "softmax", "hard"]),
+    seed=st.integers(0, 1000),
+)
+def test_no_nan_or_inf_ever_reaches_the_state(scale_exp, temp_exp, dtype, mapping, seed):
+    rng = np.random.default_rng(seed)
+    scale = 10.0**scale_exp
+    X = (rng.normal(size=(120, 4)) * scale).astype(dtype)
+    t = 10.0**temp_exp * scale**2
+    km = RBFKMeans(3, temperature=t, min_temperature=0.0, mapping=mapping, random_state=seed)
+    for lo in range(0, 120, 40):
+        km.partial_fit(X[lo : lo + 40])
+    assert np.isfinite(km.cluster_centers_).all() and np.isfinite(km.counts_).all()
+    assert km.temperature_ > 0
+    P = km.predict_proba(X)
+    assert np.isfinite(P).all()
+    np.testing.assert_allclose(P.sum(1), 1.0, atol=1e-3 if dtype == np.float32 else 1e-9)
+
+
+def test_save_and_load_round_trip_identically(tmp_path, blobs):
+    X, _ = blobs
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    km = RBFKMeans(4, random_state=0, decay=0.9).fit(df)
+    path = tmp_path / "model.safetensors"
+    km.save(path)
+    loaded = RBFKMeans.load(path)
+    np.testing.assert_array_equal(loaded.cluster_centers_, km.cluster_centers_)
+    np.testing.assert_array_equal(loaded.predict_proba(df), km.predict_proba(df))
+    assert loaded.get_params() == km.get_params() and loaded.temperature_ == km.temperature_
+    # Training continues identically, random draws included.
+    km.partial_fit(df[:100])
+    loaded.partial_fit(df[:100])
+    np.testing.assert_array_equal(loaded.cluster_centers_, km.cluster_centers_)
+
+
+def test_load_refuses_malformed_and_foreign_files(tmp_path, blobs):
+    from safetensors.torch import save_file
+
+    from streamrbf.persistence import write_model_file
+
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x80\x04not a model at all")
+    with pytest.raises(ValueError, match="not a streamrbf model file"):
+        RBFKMeans.load(garbage)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.ones(2)}, str(foreign))
+    with pytest.raises(ValueError, match="not a streamrbf model"):
+        RBFKMeans.load(foreign)
+    other = tmp_path / "other.safetensors"
+    write_model_file(other, "SomethingElse", {"w": torch.ones(1)}, {})
+    with pytest.raises(ValueError, match="not a 'RBFKMeans' model"):
+        RBFKMeans.load(other)
+    broken = tmp_path / "broken.safetensors"
+    write_model_file(broken, "RBFKMeans", {"centers": torch.ones(2, 2)}, {"params": {}})
+    with pytest.raises(ValueError, match="not a valid RBFKMeans model file"):
+        RBFKMeans.load(broken)
+    with pytest.raises(FileNotFoundError):
+        RBFKMeans.load(tmp_path / "missing.safetensors")
+
+
+def test_pickle_and_clone_of_a_fitted_model(blobs):
+    from sklearn.base import clone
+
+    X, _ = blobs
+    km = RBFKMeans(4, random_state=0).fit(X)
+    again = pickle.loads(pickle.dumps(km))
+    np.testing.assert_array_equal(again.predict(X), km.predict(X))
+    fresh = clone(km)
+    assert fresh.get_params() == km.get_params() and not hasattr(fresh, "_centers")
+
+
+def test_dead_centres_are_reseeded_on_poorly_served_points():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 0.1, (300, 2)), rng.normal(20, 0.1, (300, 2))])
+    far = np.array([[0.0, 0.0], [0.1, 0.0], [1000.0, 1000.0]])  # a centre nobody will use
+    km = RBFKMeans(3, init=far, temperature=0.01, random_state=0)
+    km.partial_fit(X[rng.permutation(600)][:200])
+    assert np.abs(km.cluster_centers_).max() < 100  # the dead centre moved onto the data
+    full = RBFKMeans(3, init=far, temperature=0.01, max_iter=20).fit(X)
+    assert sorted(np.round(full.cluster_centers_[:, 0]).tolist())[-1] == 20.0
+
+
+def test_forgetting_lets_centres_follow_a_jump():
+    rng = np.random.default_rng(0)
+
+    def stream(offset):
+        centres = np.array([[0.0, 0.0], [10.0, 10.0]]) + offset
+        return centres[rng.integers(0, 2, 200)] + rng.normal(0, 0.5, (200, 2))
+
+    results = {}
+    for name, kwargs in {"never": {}, "half-life": {"half_life": 400.0}}.items():
+        km = RBFKMeans(2, random_state=0, **kwargs)
+        for _ in range(10):
+            km.partial_fit(stream(0.0))
+        for _ in range(10):
+            km.partial_fit(stream(5.0))
+        results[name] = np.sort(km.cluster_centers_[:, 0])
+    np.testing.assert_allclose(results["half-life"], [5.0, 15.0], atol=0.3)
+    assert np.abs(results["never"] - [5.0, 15.0]).max() > 1.0
+
+
+def test_statistics_of_shards_give_the_same_step_as_partial_fit_without_reseeding(blobs):
+    X, _ = blobs
+    a = RBFKMeans(4, random_state=0, reassignment_ratio=0.0).partial_fit(X[:300])
+    b = copy.deepcopy(a)
+    a.partial_fit(X[300:700])
+    stats = b.statistics(X[300:500]) + b.statistics(X[500:700])
+    b.apply_statistics(stats)
+    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=0, atol=1e-10)
+    assert a.temperature_ == b.temperature_ and a.n_steps_ == b.n_steps_
+
+
+def geometries(seed):
+    X, _ = make_blobs(n_samples=3000, centers=5, random_state=seed)
+    yield "blobs", X, 5
+    yield "anisotropic", X @ np.array([[0.6, -0.64], [-0.41, 0.85]]), 5
+    Xv, _ = make_blobs(3000, centers=5, cluster_std=[1.0, 2.5, 0.5, 1.5, 0.8], random_state=seed)
+    yield "unequal_variance", Xv, 5
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_quality_against_kmeans_with_ten_inits(seed):
+    for name, X, k in geometries(seed):
+        ref = KMeans(k, n_init=10, random_state=seed).fit(X).inertia_
+        fit = RBFKMeans(k, random_state=seed).fit(X)
+        assert fit.inertia_ <= 1.01 * ref, (name, fit.inertia_ / ref)
+        stream = RBFKMeans(k, random_state=seed)
+        rng = np.random.default_rng(seed)
+        for _ in range(3):
+            Xp = X[rng.permutation(len(X))]
+            for lo in range(0, len(X), 256):
+                stream.partial_fit(Xp[lo : lo + 256])
+        assert -stream.score(X) <= 1.03 * ref, (name, -stream.score(X) / ref)
+
+
+def test_minibatch_fit_and_softmax_and_hard_mappings_also_cluster(blobs):
+    from sklearn.metrics import adjusted_rand_score
+
+    X, y = blobs
+    for kwargs in ({"batch_size": 128}, {"mapping": "softmax"}, {"mapping": "hard"}):
+        km = RBFKMeans(4, random_state=0, **kwargs).fit(X)
+        assert adjusted_rand_score(y, km.labels_) == 1.0, kwargs
+
+
+@pytest.mark.parametrize(
+    "params, msg",
+    [
+        ({"n_clusters": 0}, "n_clusters"),
+        ({"mapping": "sparsemax"}, "mapping"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"temperature_decay": 1.5}, "temperature_decay"),
+        ({"decay": 0.0}, "decay"),
+        ({"half_life": 10.0, "decay": 0.5}, "either decay or half_life"),
+        ({"init": np.zeros((2, 3))}, "init array has shape"),
+        ({"n_clusters": 2000}, "n_samples=1000 should be >= n_clusters=2000"),
+        ({"random_state": "seed"}, "random_state"),
+    ],
+)
+def test_bad_parameters_are_named(blobs, params, msg):
+    with pytest.raises(ValueError, match=msg):
+        RBFKMeans(**params).fit(blobs[0])

@@ -1,0 +1,195 @@
+"""MATH.md, as numbers: the mappings, the bounds, the gradients and the step (claims 1, 4, 5, 6)."""
+
+from __future__ import annotations
+
+import math
+
+import entmax
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from streamrbf import _kernels
+from streamrbf.losses import distortion, fixed_responsibility_gradient, free_energy, kmeans_objective
+from streamrbf.mappings import entmax15, responsibilities, softmax, sparse_entmax15
+from streamrbf.statistics import SufficientStatistics, apply_step, batch_statistics, sq_distances
+
+finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
+
+
+def _kernel_rows(d: np.ndarray, temperature: float, mapping: str = "entmax15") -> np.ndarray:
+    """Dense responsibilities from the compiled row kernel."""
+    n, k = d.shape
+    out = np.zeros((n, k))
+    vals, idx = np.empty(k), np.empty(k, np.int64)
+    ub, tb = np.empty(k), np.empty(k)
+    for i in range(n):
+        m, _, _ = _kernels.row_responsibilities(
+            d[i], temperature, _kernels.MAPPING_CODES[mapping], vals, idx, ub, tb
+        )
+        out[i, idx[:m]] = vals[:m]
+    return out
+
+
+@st.composite
+def distance_rows(draw):
+    n = draw(st.integers(1, 12))
+    k = draw(st.integers(1, 40))
+    scale = 10.0 ** draw(st.integers(-8, 8))
+    d = draw(arrays(np.float64, (n, k), elements=st.floats(0, 1, allow_nan=False))) * scale
+    temperature = 10.0 ** draw(st.floats(-12, 8))
+    return d, temperature
+
+
+@given(distance_rows())
+def test_entmax_kernels_match_the_entmax_package(case):
+    d, temperature = case
+    ref = entmax.entmax15(torch.from_numpy(-d / temperature), dim=-1).numpy()
+    kernel = _kernel_rows(d, temperature)
+    dense = entmax15(torch.from_numpy(d), temperature).numpy()
+    vals, idx = sparse_entmax15(torch.from_numpy(d), temperature)
+    sparse = torch.zeros(d.shape, dtype=torch.float64).scatter_(1, idx, vals).numpy()
+    gap = d - d.min(axis=1, keepdims=True)
+    for p in (kernel, dense, sparse):
+        assert np.isfinite(p).all()
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-9)
+        assert np.all(p[gap >= 2 * temperature] == 0.0)  # fact 1: exact zeros off the support
+        if np.isfinite(ref).all():
+            assert np.abs(p - ref).max() <= 1e-6
+
+
+@given(distance_rows())
+def test_one_hot_when_the_margin_exceeds_two_t(case):
+    d, temperature = case
+    srt = np.sort(d, axis=1)
+    p = _kernel_rows(d, temperature)
+    if d.shape[1] > 1:
+        clear = (srt[:, 1] - srt[:, 0]) >= 2 * temperature  # fact 2
+        assert np.all(p[clear].max(axis=1) == 1.0)
+        np.testing.assert_array_equal(p[clear].argmax(axis=1), d[clear].argmin(axis=1))
+
+
+@given(distance_rows(), st.sampled_from(["softmax", "hard"]))
+def test_kernel_softmax_and_hard_match_torch(case, mapping):
+    d, temperature = case
+    torch_p = responsibilities(torch.from_numpy(d), temperature, mapping).numpy()
+    kernel = _kernel_rows(d, temperature, mapping)
+    if mapping == "hard":
+        np.testing.assert_array_equal(kernel, torch_p)
+    else:
+        np.testing.assert_allclose(kernel, torch_p, atol=1e-9)
+
+
+def test_below_half_the_margin_entmax_is_the_voronoi_assignment():
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.normal(size=(500, 3)))
+    C = torch.from_numpy(rng.normal(size=(6, 3)))
+    d = sq_distances(X, C)
+    srt = d.sort(dim=1).values
+    margin = float((srt[:, 1] - srt[:, 0]).min())
+    p = entmax15(d, 0.49 * margin)  # fact 3
+    hard = torch.nn.functional.one_hot(d.argmin(1), 6).to(p.dtype)
+    assert torch.equal(p, hard)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_naive_softmax_is_nan_at_tiny_t_and_entmax_never(dtype):
+    rng = np.random.default_rng(1)
+    d = torch.from_numpy(rng.uniform(1, 100, size=(1000, 8))).to(dtype)
+    t = 1e-6
+    naive = torch.exp(-d / t) / torch.exp(-d / t).sum(dim=1, keepdim=True)  # claim 4
+    assert (~torch.isfinite(naive)).any(dim=1).float().mean() > 0.9
+    for p in (entmax15(d, t), softmax(d, t)):
+        assert torch.isfinite(p).all()
+        torch.testing.assert_close(p.sum(1), torch.ones(1000, dtype=dtype))
+    assert np.isfinite(_kernel_rows(d.double().numpy(), t)).all()
+
+
+@given(
+    arrays(np.float64, (20, 4), elements=st.floats(0, 50)),
+    st.floats(1e-3, 1e2),
+)
+def test_uniform_bounds_of_the_losses(d_np, temperature):
+    d = torch.from_numpy(d_np)
+    n, k = d.shape
+    j = float(kmeans_objective(d))
+    slack = 1e-9 * (1 + j)
+    for mapping in ("softmax", "entmax15"):
+        lt = float(distortion(d, temperature, mapping))
+        assert -slack <= lt - j <= n * (k - 1) * temperature / math.e + slack
+    f = float(free_energy(d, temperature))
+    assert j - n * temperature * math.log(k) - slack <= f <= j + slack
+
+
+def test_fixed_p_gradient_is_autograd_of_free_energy_and_differs_from_l_t():
+    rng = np.random.default_rng(2)
+    X = torch.from_numpy(rng.normal(size=(200, 3)))
+    C0 = torch.from_numpy(rng.normal(size=(4, 3)))
+    gaps = []
+    for t in (10.0, 1.0, 0.1, 0.01):
+        C = C0.clone().requires_grad_(True)
+        free_energy(sq_distances(X, C), t).backward()
+        p = softmax(sq_distances(X, C0), t)
+        analytic = fixed_responsibility_gradient(X, C0, p)
+        torch.testing.assert_close(C.grad, analytic, rtol=1e-9, atol=1e-9)  # claim 5
+        C2 = C0.clone().requires_grad_(True)
+        distortion(sq_distances(X, C2), t, "softmax").backward()
+        gaps.append(float((C2.grad - analytic).norm()))
+    assert gaps[0] > 1e-3  # the full gradient of L_T has the extra factor ...
+    assert all(a > b for a, b in zip(gaps, gaps[1:]))  # ... whose effect shrinks with T
+    assert gaps[-1] < 1e-2 * gaps[0]
+
+
+@given(st.integers(0, 10_000), st.floats(0.01, 10.0), st.sampled_from(["entmax15", "softmax"]))
+def test_step_of_half_inverse_mass_is_the_weighted_mean(seed, temperature, mapping):
+    rng = np.random.default_rng(seed)
+    X = torch.from_numpy(rng.normal(size=(64, 3)))
+    C = torch.from_numpy(rng.normal(size=(4, 3)))
+    p = responsibilities(sq_distances(X, C), temperature, mapping)
+    mass = p.sum(0)
+    grad = fixed_responsibility_gradient(X, C, p)
+    stepped = C - grad / (2 * mass[:, None])  # claim 1: eta_k = 1 / (2 N_k)
+    xbar = (p.T @ X) / mass[:, None]
+    keep = mass > 1e-12
+    torch.testing.assert_close(stepped[keep], xbar[keep], rtol=0, atol=1e-10)
+    stats = batch_statistics(X, C, temperature, mapping).stats
+    via_stats, _ = apply_step(C, torch.zeros(4, dtype=torch.float64), stats, decay=0.0)
+    torch.testing.assert_close(via_stats[keep], xbar[keep], rtol=0, atol=1e-10)
+
+
+@given(st.integers(0, 10_000), st.integers(1, 7), st.sampled_from(["entmax15", "softmax", "hard"]))
+def test_merged_shard_statistics_equal_one_step_on_all_data(seed, shards, mapping):
+    rng = np.random.default_rng(seed)
+    X = torch.from_numpy(rng.normal(size=(300, 5)))
+    C = torch.from_numpy(rng.normal(size=(6, 5)))
+    counts = torch.from_numpy(rng.uniform(0, 50, 6))
+    whole = batch_statistics(X, C, 0.5, mapping).stats
+    parts = SufficientStatistics.zeros(6, 5)
+    for chunk in np.array_split(rng.permutation(300), shards):  # claim 6, any order
+        parts = parts + batch_statistics(X[torch.from_numpy(chunk)], C, 0.5, mapping).stats
+    assert parts.n == whole.n == 300
+    a, na = apply_step(C, counts, whole, 0.9)
+    b, nb = apply_step(C, counts, parts, 0.9)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    torch.testing.assert_close(na, nb, rtol=0, atol=1e-10)
+    assert abs(parts.loss - whole.loss) <= 1e-9 * (1 + whole.loss)
+
+
+@pytest.mark.parametrize("mapping", ["entmax15", "softmax", "hard"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numba_and_torch_backends_agree(mapping, dtype):
+    rng = np.random.default_rng(3)
+    X = torch.from_numpy(rng.normal(size=(2000, 16))).to(dtype)
+    C = torch.from_numpy(rng.normal(size=(32, 16))).to(dtype)
+    for t in (50.0, 2.0, 0.05):
+        a = batch_statistics(X, C, t, mapping, backend="numba")
+        b = batch_statistics(X, C, t, mapping, backend="torch")
+        tol = 1e-9 if dtype == torch.float64 else 1e-3
+        torch.testing.assert_close(a.stats.mass, b.stats.mass, rtol=tol, atol=tol)
+        torch.testing.assert_close(a.stats.sums, b.stats.sums, rtol=tol, atol=tol * 10)
+        assert torch.equal(a.labels, b.labels.to(a.labels.dtype))
+        if mapping != "softmax":  # softmax's support is wherever exp does not underflow
+            assert a.support == b.support
