@@ -37,41 +37,59 @@ def row_responsibilities(d, divisor, mapping, vals, idx, ubuf, tbuf):
         if d[j] < dmin:
             dmin = d[j]
             jmin = j
+    n = responsibilities_given_nearest(
+        d, jmin, dmin, divisor, mapping, vals.reshape(1, k), idx.reshape(1, k), 0, ubuf, tbuf
+    )
+    return n, jmin, dmin
+
+
+@_jit
+def responsibilities_given_nearest(d, jmin, dmin, divisor, mapping, vals, idx, row, ubuf, tbuf):
+    """:func:`row_responsibilities` for a row whose nearest centre is already known, writing to
+    row ``row`` of the 2-D ``vals`` and ``idx`` (no per-row array views in the batch loop)."""
+    k = d.shape[0]
     if mapping == HARD or k == 1:
-        vals[0] = 1.0
-        idx[0] = jmin
-        return 1, jmin, dmin
+        vals[row, 0] = 1.0
+        idx[row, 0] = jmin
+        return 1
     if mapping == SOFTMAX:
         total = 0.0
         n = 0
         for j in range(k):
             e = math.exp((dmin - d[j]) / divisor)
             if e > 0.0:
-                vals[n] = e
-                idx[n] = j
+                vals[row, n] = e
+                idx[row, n] = j
                 total += e
                 n += 1
         for r in range(n):
-            vals[r] /= total
-        return n, jmin, dmin
-    # entmax-1.5 on u = z / 2 - max(z / 2) = (d_min - d) / (2 divisor); candidates have u > -1.
+            vals[row, r] /= total
+        return n
+    # entmax-1.5 on u = z / 2 - max(z / 2) = (d_min - d) / (2 divisor). Candidates (u > -1, i.e.
+    # d - d_min < 2 divisor) are found without dividing; most rows have one, and are done.
     two_div = 2.0 * divisor
     m = 0
     for j in range(k):
-        u = (dmin - d[j]) / two_div
-        if u > -1.0:
+        if d[j] - dmin < two_div:
+            m += 1
+    if m == 1:
+        vals[row, 0] = 1.0
+        idx[row, 0] = jmin
+        return 1
+    m = 0
+    for j in range(k):
+        gap = d[j] - dmin
+        if gap < two_div:
+            u = -gap / two_div
             # insertion sort, descending by u (rows have few candidates)
             r = m
             while r > 0 and ubuf[r - 1] < u:
                 ubuf[r] = ubuf[r - 1]
-                idx[r] = idx[r - 1]
+                idx[row, r] = idx[row, r - 1]
                 r -= 1
             ubuf[r] = u
-            idx[r] = j
+            idx[row, r] = j
             m += 1
-    if m == 1:
-        vals[0] = 1.0
-        return 1, jmin, dmin
     s1 = 0.0
     s2 = 0.0
     support = 0
@@ -91,31 +109,76 @@ def row_responsibilities(d, divisor, mapping, vals, idx, ubuf, tbuf):
     for r in range(m):
         diff = ubuf[r] - tau_star
         if diff > 0.0:
-            vals[n] = diff * diff
-            idx[n] = idx[r]
+            vals[row, n] = diff * diff
+            idx[row, n] = idx[row, r]
             n += 1
-    return n, jmin, dmin
+    return n
 
 
 @_jit
-def batch_responsibilities(G, xx, cc, divisor, mapping, vals, idx, length, labels, nearest, mass):
-    """Sparse responsibilities of a batch, from ``G = X @ C.T`` and the squared norms ``xx``, ``cc``.
+def batch_responsibilities(X, C, G, divisor, mapping, vals, idx, length, labels, nearest, mass):
+    """Sparse responsibilities of the batch ``X`` against centres ``C``, given ``G = X @ C.T``.
 
-    Row ``i`` gets ``length[i]`` non-zeros ``vals[i, :length[i]]`` at centres ``idx[i, :length[i]]``,
-    its nearest centre ``labels[i]`` at squared distance ``nearest[i]``; masses are added to
-    ``mass``. Returns ``(weighted distortion sum_ik p_ik d_ik, number of non-zeros)``.
+    Row ``i`` gets ``length[i]`` non-zeros ``vals[i, :length[i]]`` at centres
+    ``idx[i, :length[i]]``, its nearest centre ``labels[i]`` at squared distance ``nearest[i]``;
+    masses are added to ``mass``. Returns ``(weighted distortion sum_ik p_ik d_ik, number of
+    non-zeros)``, or ``(0, -1)`` as soon as a row has more entmax candidates than ``vals`` has
+    columns (the caller retries with room for all ``k``; ``mass`` is then partial: reset it).
     """
     B, k = G.shape
+    dim = X.shape[1]
+    cap = vals.shape[1]
+    cc = np.empty(k, np.float64)
+    for j in range(k):
+        acc = 0.0
+        for t in range(dim):
+            acc += np.float64(C[j, t]) * C[j, t]
+        cc[j] = acc
     d = np.empty(k, np.float64)
     ubuf = np.empty(k, np.float64)
     tbuf = np.empty(k, np.float64)
     loss = 0.0
     nnz = 0
     for i in range(B):
+        xx = 0.0
+        for t in range(dim):
+            xx += np.float64(X[i, t]) * X[i, t]
+        jmin = 0
+        dmin = math.inf
+        dsecond = math.inf
         for j in range(k):
-            v = xx[i] - 2.0 * G[i, j] + cc[j]
-            d[j] = v if v > 0.0 else 0.0
-        n, jmin, dmin = row_responsibilities(d, divisor, mapping, vals[i], idx[i], ubuf, tbuf)
+            v = xx - 2.0 * G[i, j] + cc[j]
+            v = v if v > 0.0 else 0.0
+            d[j] = v
+            if v < dmin:
+                dsecond = dmin
+                dmin = v
+                jmin = j
+            elif v < dsecond:
+                dsecond = v
+        if mapping == ENTMAX15 and dsecond - dmin >= 2.0 * divisor:
+            # Margin above 2T: exactly one-hot (the common case once annealed).
+            vals[i, 0] = 1.0
+            idx[i, 0] = jmin
+            length[i] = 1
+            labels[i] = jmin
+            nearest[i] = dmin
+            nnz += 1
+            mass[jmin] += 1.0
+            loss += dmin
+            continue
+        if cap < k and mapping != HARD:
+            if mapping == SOFTMAX:
+                return 0.0, -1
+            m = 0
+            for j in range(k):
+                if d[j] - dmin < 2.0 * divisor:
+                    m += 1
+            if m > cap:
+                return 0.0, -1
+        n = responsibilities_given_nearest(
+            d, jmin, dmin, divisor, mapping, vals, idx, i, ubuf, tbuf
+        )
         length[i] = n
         labels[i] = jmin
         nearest[i] = dmin
@@ -152,16 +215,27 @@ def densify(vals, idx, length, k):
 
 
 @_jit
-def nearest_centres(G, xx, cc):
-    """Index and squared distance of the nearest centre of each row (ties: the lowest index)."""
+def nearest_centres(X, C, G):
+    """Index and squared distance of the nearest centre of each row of ``X`` given ``G = X @ C.T``
+    (ties: the lowest index)."""
     B, k = G.shape
+    dim = X.shape[1]
+    cc = np.empty(k, np.float64)
+    for j in range(k):
+        acc = 0.0
+        for t in range(dim):
+            acc += np.float64(C[j, t]) * C[j, t]
+        cc[j] = acc
     lab = np.empty(B, np.int64)
     best = np.empty(B, np.float64)
     for i in range(B):
+        xx = 0.0
+        for t in range(dim):
+            xx += np.float64(X[i, t]) * X[i, t]
         jmin = 0
         dmin = math.inf
         for j in range(k):
-            v = xx[i] - 2.0 * G[i, j] + cc[j]
+            v = xx - 2.0 * G[i, j] + cc[j]
             if v < dmin:
                 dmin = v
                 jmin = j

@@ -219,7 +219,9 @@ class RBFKMeans:
             value = getattr(self, name)
             default = defaults[name].default
             same = value is default or (
-                not isinstance(value, np.ndarray) and type(value) is type(default) and value == default
+                not isinstance(value, np.ndarray)
+                and type(value) is type(default)
+                and value == default
             )
             if not same:
                 text = "array(...)" if isinstance(value, np.ndarray) else repr(value)
@@ -277,7 +279,9 @@ class RBFKMeans:
             raise ValueError(f"mapping must be one of {MAPPINGS}, got {self.mapping!r}")
         if isinstance(self.temperature, str):
             if self.temperature != "auto":
-                raise ValueError(f"temperature must be 'auto' or a float > 0, got {self.temperature!r}")
+                raise ValueError(
+                    f"temperature must be 'auto' or a float > 0, got {self.temperature!r}"
+                )
         elif not (isinstance(self.temperature, (int, float)) and 0 < self.temperature < math.inf):
             raise ValueError(f"temperature must be 'auto' or a float > 0, got {self.temperature!r}")
         if isinstance(self.min_temperature, str):
@@ -285,11 +289,15 @@ class RBFKMeans:
                 raise ValueError(
                     f"min_temperature must be 'auto' or a float >= 0, got {self.min_temperature!r}"
                 )
-        elif not (isinstance(self.min_temperature, (int, float)) and 0 <= self.min_temperature < math.inf):
+        elif not (
+            isinstance(self.min_temperature, (int, float)) and 0 <= self.min_temperature < math.inf
+        ):
             raise ValueError(
                 f"min_temperature must be 'auto' or a float >= 0, got {self.min_temperature!r}"
             )
-        if not (isinstance(self.temperature_decay, (int, float)) and 0 < self.temperature_decay <= 1):
+        if not (
+            isinstance(self.temperature_decay, (int, float)) and 0 < self.temperature_decay <= 1
+        ):
             raise ValueError(f"temperature_decay must be in (0, 1], got {self.temperature_decay!r}")
         if not (isinstance(self.decay, (int, float)) and 0 < self.decay <= 1):
             raise ValueError(f"decay must be in (0, 1], got {self.decay!r}")
@@ -307,14 +315,22 @@ class RBFKMeans:
             raise ValueError(f"max_iter must be an int >= 1, got {self.max_iter!r}")
         if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
             raise ValueError(f"tol must be a float >= 0, got {self.tol!r}")
-        if not (isinstance(self.reassignment_ratio, (int, float)) and 0 <= self.reassignment_ratio < 1):
-            raise ValueError(f"reassignment_ratio must be in [0, 1), got {self.reassignment_ratio!r}")
+        if not (
+            isinstance(self.reassignment_ratio, (int, float)) and 0 <= self.reassignment_ratio < 1
+        ):
+            raise ValueError(
+                f"reassignment_ratio must be in [0, 1), got {self.reassignment_ratio!r}"
+            )
         if self.dtype not in (None, "float32", "float64"):
             raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
-        if not (self.n_init == "auto" or (
-            isinstance(self.n_init, (int, np.integer)) and not isinstance(self.n_init, bool)
-            and self.n_init >= 1
-        )):
+        if not (
+            self.n_init == "auto"
+            or (
+                isinstance(self.n_init, (int, np.integer))
+                and not isinstance(self.n_init, bool)
+                and self.n_init >= 1
+            )
+        ):
             raise ValueError(f"n_init must be 'auto' or an int >= 1, got {self.n_init!r}")
         if isinstance(self.init, str) and self.init != "k-means++":
             raise ValueError(f"init must be 'k-means++' or an array of centres, got {self.init!r}")
@@ -346,9 +362,16 @@ class RBFKMeans:
                 raise ValueError(
                     "The feature names should match those that were passed during fit.\n"
                     + (f"Feature names unseen at fit time: {unseen}\n" if unseen else "")
-                    + (f"Feature names seen at fit time, yet now missing: {missing}\n" if missing else "")
-                    + ("Feature names must be in the same order as they were in fit.\n"
-                       if not unseen and not missing else "")
+                    + (
+                        f"Feature names seen at fit time, yet now missing: {missing}\n"
+                        if missing
+                        else ""
+                    )
+                    + (
+                        "Feature names must be in the same order as they were in fit.\n"
+                        if not unseen and not missing
+                        else ""
+                    )
                 )
             return as_batch(
                 X,
@@ -360,7 +383,11 @@ class RBFKMeans:
             )
         dtype = {"float32": torch.float32, "float64": torch.float64}.get(self.dtype)
         t = as_batch(
-            X, dtype=dtype, device=self.device, estimator=type(self).__name__, min_samples=min_samples
+            X,
+            dtype=dtype,
+            device=self.device,
+            estimator=type(self).__name__,
+            min_samples=min_samples,
         )
         return t
 
@@ -388,7 +415,8 @@ class RBFKMeans:
             init = np.asarray(self.init, dtype=np.float64)
             if init.shape != (k, d):
                 raise ValueError(
-                    f"init array has shape {init.shape}, expected (n_clusters, n_features) = {(k, d)}"
+                    f"init array has shape {init.shape}, expected (n_clusters, n_features) = "
+                    f"{(k, d)}"
                 )
             if not np.isfinite(init).all():
                 raise ValueError("init array contains NaN or infinity.")
@@ -399,7 +427,9 @@ class RBFKMeans:
             t0 = _AUTO_SCALE * auto_temperature(_sq_distances(Xs, C).cpu().numpy())
         else:
             t0 = float(self.temperature)
-        t_min = t0 * _AUTO_MIN_RATIO if self.min_temperature == "auto" else float(self.min_temperature)
+        t_min = (
+            t0 * _AUTO_MIN_RATIO if self.min_temperature == "auto" else float(self.min_temperature)
+        )
         schedule = TemperatureSchedule(t0, float(self.temperature_decay), min(t_min, t0))
         counts = torch.zeros(k, dtype=torch.float64, device=X.device)
         return C, counts, schedule
@@ -479,7 +509,9 @@ class RBFKMeans:
             if cold and shift <= tol_abs:
                 break
         if full:
-            counts = batch_statistics(X, C, schedule.value, self.mapping, with_sums=False).stats.mass
+            counts = batch_statistics(
+                X, C, schedule.value, self.mapping, with_sums=False
+            ).stats.mass
         return C, counts, n_steps, n_iter
 
     def _n_init(self, stream: bool) -> int:
@@ -490,13 +522,15 @@ class RBFKMeans:
         return int(self.n_init)
 
     def _best_of(self, X, rng, n_init):
-        """Seed and anneal ``n_init`` times on ``X`` (full batch); keep the lowest K-Means objective.
-        Returns (C, counts, schedule, total steps)."""
+        """Seed and anneal ``n_init`` times on ``X`` (full batch); keep the lowest K-Means
+        objective. Returns (C, counts, schedule, total steps)."""
         best = None
         total_steps = 0
         for _ in range(n_init):
             C, counts, schedule = self._initial_state(X, rng)
-            C, counts, steps, _ = self._anneal(X, C, counts, schedule, rng, self.max_iter, full=True)
+            C, counts, steps, _ = self._anneal(
+                X, C, counts, schedule, rng, self.max_iter, full=True
+            )
             total_steps += steps
             objective = float(batch_statistics(X, C, 1.0, "hard", with_sums=False).nearest.sum())
             if best is None or objective < best[0]:

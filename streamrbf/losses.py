@@ -55,7 +55,8 @@ def fixed_responsibility_gradient(
     X: torch.Tensor, centers: torch.Tensor, p: torch.Tensor
 ) -> torch.Tensor:
     """Gradient of the distortion in the centres with responsibilities ``p`` held fixed:
-    ``2 sum_i p_ik (c_k - x_i) = 2 N_k (c_k - xbar_k)`` (the exact gradient of F_T with softmax ``p``).
+    ``2 sum_i p_ik (c_k - x_i) = 2 N_k (c_k - xbar_k)`` (the exact gradient of F_T with softmax
+    ``p``).
 
     >>> import torch
     >>> X = torch.tensor([[0.0], [2.0]]); C = torch.tensor([[0.0]]); p = torch.ones(2, 1)

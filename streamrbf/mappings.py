@@ -89,7 +89,9 @@ def hard(d: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
     return torch.nn.functional.one_hot(d.argmin(dim=-1), d.shape[-1]).to(d.dtype)
 
 
-def responsibilities(d: torch.Tensor, temperature: float, mapping: str = "entmax15") -> torch.Tensor:
+def responsibilities(
+    d: torch.Tensor, temperature: float, mapping: str = "entmax15"
+) -> torch.Tensor:
     """Responsibilities ``p_ik`` of squared distances ``d`` under ``mapping``; rows sum to 1.
 
     >>> import torch

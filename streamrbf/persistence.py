@@ -63,7 +63,9 @@ def read_model_file(
             header = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{str(path)!r} is not a streamrbf model file (safetensors): {err}") from None
+        raise ValueError(
+            f"{str(path)!r} is not a streamrbf model file (safetensors): {err}"
+        ) from None
     if _KEY not in header:
         raise ValueError(f"{str(path)!r} is a safetensors file but not a streamrbf model.")
     try:

@@ -5,9 +5,9 @@ in scikit-learn): each new centre is drawn with probability proportional to the 
 the nearest centre so far, keeping the best of several draws.
 
 The re-seeding rule (:func:`reseed_candidates`): a centre whose decayed mass has fallen below
-``ratio`` times the largest mass serves (almost) no one; it is moved onto a point of the current batch
-drawn with probability proportional to that point's squared distance to its nearest centre, i.e. a
-poorly served point. Every draw comes from the model's one random generator.
+``ratio`` times the largest mass serves (almost) no one; it is moved onto a point of the current
+batch drawn with probability proportional to that point's squared distance to its nearest
+centre, i.e. a poorly served point. Every draw comes from the model's one random generator.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def reseed_candidates(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which centres to re-seed and onto which batch rows.
 
-    ``counts``: decayed masses (k,); ``nearest``: squared distance of each batch point to its nearest
-    centre. Returns ``(centre indices, row indices)``; both empty when no centre is starved.
+    ``counts``: decayed masses (k,); ``nearest``: squared distance of each batch point to its
+    nearest centre. Returns ``(centre indices, row indices)``; both empty when no centre is starved.
 
     >>> import torch
     >>> dead, rows = reseed_candidates(torch.tensor([10.0, 0.0]), 0.01,

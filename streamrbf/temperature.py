@@ -28,7 +28,7 @@ def logit_divisor(temperature: float) -> float:
 
 
 def auto_temperature(sq_distances: np.ndarray) -> float:
-    """A starting temperature scaled to the data: half the mean squared distance to the nearest centre.
+    """A temperature scaled to the data: half the mean squared distance to the nearest centre.
 
     ``sq_distances`` is an ``(n, k)`` array of squared distances from sample points to the initial
     centres. At this temperature most points are shared by their two or three nearest centres, soft
@@ -51,8 +51,9 @@ def auto_temperature(sq_distances: np.ndarray) -> float:
 class TemperatureSchedule:
     """A temperature that decays multiplicatively per step, from ``initial`` down to ``minimum``.
 
-    This is the per-stream temperature every adapter relies on: it is state of one model, read with
-    :attr:`value`, advanced with :meth:`step`, and raised again with :meth:`reheat` when a stream drifts.
+    This is the per-stream temperature every adapter relies on: it is state of one model, read
+    with :attr:`value`, advanced with :meth:`step`, and raised again with :meth:`reheat` when a
+    stream drifts.
 
     >>> s = TemperatureSchedule(initial=1.0, decay=0.5, minimum=0.2)
     >>> [s.step() for _ in range(4)]

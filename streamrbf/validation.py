@@ -32,7 +32,10 @@ def check_finite(X: torch.Tensor, what: str = "X") -> None:
     if X.numel() == 0:
         return
     if X.device.type == "cpu":
-        ok = bool(np.isfinite(X.numpy()).all())
+        arr = X.numpy()
+        # A sum is finite only if every term is (NaN and inf propagate); a finite sum that
+        # overflowed falls through to the full check.
+        ok = bool(np.isfinite(arr.sum())) or bool(np.isfinite(arr).all())
     else:
         ok = bool(torch.isfinite(X).all())
     if not ok:
@@ -54,9 +57,9 @@ def as_batch(
 ) -> torch.Tensor:
     """A validated 2-D float tensor from a numpy array, torch tensor, DataFrame or nested list.
 
-    Torch tensors stay on their device unless ``device`` is given; numpy arrays are wrapped without a
-    copy when their dtype already fits. Raises ``TypeError`` for types that are not numbers (and
-    sparse matrices), ``ValueError`` for wrong shape, empty input, NaN or infinity.
+    Torch tensors stay on their device unless ``device`` is given; numpy arrays are wrapped
+    without a copy when their dtype already fits. Raises ``TypeError`` for types that are not
+    numbers (and sparse matrices), ``ValueError`` for wrong shape, empty input, NaN or infinity.
 
     >>> as_batch([[1, 2], [3, 4]]).dtype
     torch.float64

@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from streamrbf import _kernels
-from streamrbf.losses import distortion, fixed_responsibility_gradient, free_energy, kmeans_objective
+from streamrbf.losses import (
+    distortion,
+    fixed_responsibility_gradient,
+    free_energy,
+    kmeans_objective,
+)
 from streamrbf.mappings import entmax15, responsibilities, softmax, sparse_entmax15
 from streamrbf.statistics import SufficientStatistics, apply_step, batch_statistics, sq_distances
 

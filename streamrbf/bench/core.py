@@ -1,0 +1,151 @@
+"""Core benchmark: mini-batch throughput and clustering quality against scikit-learn.
+
+One process, interleaved rounds, one thread for everyone (numpy/BLAS via threadpoolctl, torch,
+numba's kernels are single-threaded anyway). Speed: events/s of ``partial_fit`` with B = 4096 at
+(d, k) = (16, 8), (64, 32), (128, 256) against ``MiniBatchKMeans.partial_fit``, as medians of
+interleaved rounds and their ratio. Quality: inertia relative to ``KMeans(n_init=10)`` after ``fit``
+and after 3 streaming passes of ``partial_fit`` with B = 256, on blobs, anisotropic and
+unequal-variance data, 5 seeds each.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+SHAPES = [(16, 8), (64, 32), (128, 256)]
+# The limit PERF.md measured for one core (distance + gradient matmuls + one row pass), events/s.
+LIMIT = {(16, 8): 60e6, (64, 32): 17.8e6, (128, 256): 1.5e6}
+
+
+def _stream(d: int, k: int, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 4.0
+    return (centres[rng.integers(0, k, n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+def speed(quick: bool = False, batch: int = 4096) -> list[dict[str, Any]]:
+    """Median events/s of partial_fit for streamrbf and MiniBatchKMeans, interleaved rounds."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    from streamrbf import RBFKMeans
+
+    rounds = 3 if quick else 7
+    steps = 5 if quick else 20
+    rows = []
+    for d, k in SHAPES:
+        X = _stream(d, k, batch * (steps + 1), seed=0)
+        batches = [X[i * batch : (i + 1) * batch] for i in range(steps + 1)]
+        ours = RBFKMeans(k, random_state=0).partial_fit(batches[0])
+        theirs = MiniBatchKMeans(k, batch_size=batch, n_init=1, random_state=0)
+        theirs.partial_fit(batches[0])
+        runners = {
+            "streamrbf": lambda b, m=ours: m.partial_fit(b),
+            "MiniBatchKMeans": lambda b, m=theirs: m.partial_fit(b),
+        }
+        timings: dict[str, list[float]] = {name: [] for name in runners}
+        for _ in range(rounds):
+            for name, step in runners.items():  # interleaved: both see the same machine state
+                t = time.perf_counter()
+                for b in batches[1:]:
+                    step(b)
+                timings[name].append(steps * batch / (time.perf_counter() - t))
+        ours_eps = statistics.median(timings["streamrbf"])
+        theirs_eps = statistics.median(timings["MiniBatchKMeans"])
+        rows.append(
+            {
+                "d": d,
+                "k": k,
+                "batch": batch,
+                "streamrbf_events_per_s": ours_eps,
+                "minibatchkmeans_events_per_s": theirs_eps,
+                "ratio": ours_eps / theirs_eps,
+                "fraction_of_limit": ours_eps / LIMIT[(d, k)],
+            }
+        )
+    return rows
+
+
+def _geometries(seed: int, n: int):
+    from sklearn.datasets import make_blobs
+
+    X, _ = make_blobs(n_samples=n, centers=5, random_state=seed)
+    yield "blobs", X
+    yield "anisotropic", X @ np.array([[0.6, -0.64], [-0.41, 0.85]])
+    Xv, _ = make_blobs(n, centers=5, cluster_std=[1.0, 2.5, 0.5, 1.5, 0.8], random_state=seed)
+    yield "unequal_variance", Xv
+
+
+def quality(quick: bool = False) -> list[dict[str, Any]]:
+    """Inertia / KMeans(n_init=10) inertia after fit and after 3 streaming passes (B = 256)."""
+    from sklearn.cluster import KMeans
+
+    from streamrbf import RBFKMeans
+
+    seeds = range(2 if quick else 5)
+    rows = []
+    for seed in seeds:
+        for name, X in _geometries(seed, 3000):
+            ref = KMeans(5, n_init=10, random_state=seed).fit(X).inertia_
+            fit = RBFKMeans(5, random_state=seed).fit(X)
+            stream = RBFKMeans(5, random_state=seed)
+            rng = np.random.default_rng(seed)
+            for _ in range(3):
+                Xp = X[rng.permutation(len(X))]
+                for lo in range(0, len(X), 256):
+                    stream.partial_fit(Xp[lo : lo + 256])
+            rows.append(
+                {
+                    "data": name,
+                    "seed": seed,
+                    "fit_ratio": fit.inertia_ / ref,
+                    "stream_ratio": -stream.score(X) / ref,
+                }
+            )
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "### partial_fit throughput, B = 4096, 1 thread (median of interleaved rounds)",
+        "",
+        "| (d, k) | streamrbf events/s | MiniBatchKMeans events/s | ratio | share of limit |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result["speed"]:
+        lines.append(
+            f"| ({r['d']}, {r['k']}) | {r['streamrbf_events_per_s'] / 1e6:.2f} M | "
+            f"{r['minibatchkmeans_events_per_s'] / 1e6:.2f} M | {r['ratio']:.2f} x | "
+            f"{r['fraction_of_limit']:.0%} |"
+        )
+    lines += [
+        "",
+        "### Quality: inertia / KMeans(n_init=10) inertia",
+        "",
+        "| data | seeds | fit: mean | fit: worst | 3 passes B=256: mean | 3 passes: worst |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in dict.fromkeys(r["data"] for r in result["quality"]):
+        rows = [r for r in result["quality"] if r["data"] == name]
+        fit = [r["fit_ratio"] for r in rows]
+        stream = [r["stream_ratio"] for r in rows]
+        lines.append(
+            f"| {name} | {len(rows)} | {np.mean(fit):.4f} | {max(fit):.4f} | "
+            f"{np.mean(stream):.4f} | {max(stream):.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Run both parts; returns ``{"speed": [...], "quality": [...]}`` and prints the tables."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        result = {"speed": speed(quick), "quality": quality(quick)}
+    print(markdown(result))
+    return result
