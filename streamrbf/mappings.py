@@ -35,8 +35,12 @@ def _entmax15_threshold(vals: torch.Tensor) -> torch.Tensor:
     s1 = vals.cumsum(-1)
     mean = s1 / rho
     ss = (vals * vals).cumsum(-1) - s1 * mean
-    delta = ((1.0 - ss) / rho).clamp_min(0.0)
-    tau = mean - delta.sqrt()
+    delta = (1.0 - ss) / rho
+    # sqrt only where delta > 0: its gradient at 0 is infinite, and 0 * inf would turn the
+    # (unselected) entries of exact ties into NaN gradients.
+    positive = delta > 0.0
+    root = torch.where(positive, delta, torch.ones_like(delta)).sqrt()
+    tau = mean - torch.where(positive, root, torch.zeros_like(root))
     support = (tau <= vals).sum(dim=-1, keepdim=True)
     return tau.gather(-1, support - 1)
 

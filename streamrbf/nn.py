@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -9,10 +10,10 @@ import torch
 from torch import nn
 
 from . import losses
-from .mappings import MAPPINGS, responsibilities, softmax
+from .mappings import MAPPINGS, entmax15, hard, softmax
 from .seeding import kmeans_plusplus
 from .statistics import sq_distances
-from .temperature import TemperatureSchedule, auto_temperature
+from .temperature import TemperatureSchedule, auto_temperature, logit_divisor
 
 __all__ = ["RBFCluster", "RBFOutput"]
 
@@ -83,7 +84,7 @@ class RBFCluster(nn.Module):
     >>> opt = torch.optim.SGD(layer.parameters(), lr=0.1)
     >>> for _ in range(20):
     ...     out = layer(x)
-    ...     loss = layer.distortion(out.sq_distances)
+    ...     loss = layer.distortion(out)
     ...     opt.zero_grad(); loss.backward(); opt.step()
     ...     _ = layer.step_temperature()
     >>> layer.temperature.item()
@@ -133,7 +134,8 @@ class RBFCluster(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"n_clusters={self.n_clusters}, n_features={self.n_features}, mapping={self.mapping!r}, "
+            f"n_clusters={self.n_clusters}, n_features={self.n_features}, "
+            f"mapping={self.mapping!r}, "
             f"temperature={self._schedule.value:.4g}, decay={self.decay}, "
             f"min_temperature={self.min_temperature}, straight_through={self.straight_through}"
         )
@@ -188,11 +190,15 @@ class RBFCluster(nn.Module):
         compute = x.dtype if x.dtype in _COMPUTE_DTYPES else torch.float32
         d = sq_distances(x.to(compute), self.centers.to(compute))
         T = self.temperature
-        if self.straight_through:
+        if self.mapping == "entmax15":
+            p = _Entmax15.apply(d, T)
+        elif self.mapping == "softmax":
+            p = softmax(d, T)
+        elif self.straight_through:
             soft = softmax(d, T)
-            p = responsibilities(d, T, "hard") + soft - soft.detach()
+            p = hard(d) + (soft - soft.detach())  # exactly one-hot forward: the bracket is 0
         else:
-            p = responsibilities(d, T, self.mapping)
+            p = hard(d)
         return RBFOutput(p.to(x.dtype), d.to(x.dtype))
 
     @torch.no_grad()
@@ -203,23 +209,56 @@ class RBFCluster(nn.Module):
 
     # -- losses ------------------------------------------------------------------------------
 
-    def distortion(self, sq_distances: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """Weighted distortion ``L_T`` of the layer's mapping, per sample (``"mean"``) or ``"sum"``."""
-        d = _float(sq_distances)
-        return _reduce(losses.distortion(d, self.temperature, self.mapping), d, reduction)
+    def distortion(self, out: RBFOutput, reduction: str = "mean") -> torch.Tensor:
+        """Weighted distortion ``L_T = sum_ik p_ik d_ik`` of a forward's output (its memberships,
+        so straight-through and the finite entmax gradient carry over); ``"mean"`` per sample."""
+        d = _float(out.sq_distances)
+        # Not losses.distortion: it recomputes p with the core entmax, whose autograd gives NaN
+        # on exact ties (see _Entmax15).
+        return _reduce((_float(out.memberships) * d).sum(), d, reduction)
 
-    def free_energy(self, sq_distances: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """Free energy ``F_T`` (softmax family), per sample (``"mean"``) or ``"sum"``."""
-        d = _float(sq_distances)
+    def free_energy(self, out: RBFOutput, reduction: str = "mean") -> torch.Tensor:
+        """Free energy ``F_T`` of a forward's distances (softmax family; the memberships are not
+        used), per sample (``"mean"``) or ``"sum"``."""
+        d = _float(out.sq_distances)
         return _reduce(losses.free_energy(d, self.temperature), d, reduction)
 
     @staticmethod
-    def balance(memberships: torch.Tensor) -> torch.Tensor:
-        """``KL(mean membership || uniform)``: 0 when every cluster gets the same share of the batch,
-        ``log k`` when one cluster takes everything. Add it (weighted) against collapsed clusters."""
-        q = _float(memberships).mean(dim=0)
+    def balance(out: RBFOutput) -> torch.Tensor:
+        """``KL(mean membership || uniform)``: 0 when every cluster gets the same share of the
+        batch, ``log k`` when one takes everything. Add it (weighted) against collapsed clusters."""
+        q = _float(out.memberships).mean(dim=0)
         k = q.shape[-1]
-        return torch.xlogy(q, q).sum() + torch.log(torch.tensor(float(k), device=q.device))
+        # log of the clamped share: 0 log 0 = 0 with a finite (not -inf) push on empty clusters.
+        log_q = q.clamp_min(torch.finfo(q.dtype).tiny).log()
+        return (q * log_q).sum() + math.log(k)
+
+
+class _Entmax15(torch.autograd.Function):
+    """``streamrbf.mappings.entmax15`` with the entmax-1.5 backward written in its output ``p``.
+
+    Same values and (tested) the same gradients as autograd through the core function, but that
+    autograd differentiates ``sqrt(0)`` in the closed-form threshold when a row's nearest distances
+    tie exactly (e.g. two coinciding centres) and returns NaN. In terms of the output the Jacobian
+    in the logits ``z = -d / T`` is ``diag(s) - s s^T / sum(s)`` with ``s = sqrt(p)``, always finite
+    (and exactly 0 on one-hot rows, so even ``T = 1e-8`` gives finite gradients).
+    """
+
+    @staticmethod
+    def forward(d: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+        return entmax15(d, temperature)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(output, inputs[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        p, temperature = ctx.saved_tensors
+        s = p.sqrt()
+        gz = s * grad
+        gz = gz - s * (gz.sum(dim=-1, keepdim=True) / s.sum(dim=-1, keepdim=True))
+        return -gz / logit_divisor(temperature).to(gz.dtype), None
 
 
 def _float(t: torch.Tensor) -> torch.Tensor:

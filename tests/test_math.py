@@ -198,3 +198,14 @@ def test_numba_and_torch_backends_agree(mapping, dtype):
         assert torch.equal(a.labels, b.labels.to(a.labels.dtype))
         if mapping != "softmax":  # softmax's support is wherever exp does not underflow
             assert a.support == b.support
+
+
+def test_entmax_gradient_is_finite_at_exact_ties():
+    d = torch.tensor([[0.0, 0.0, 5.0, 5.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
+    d.requires_grad_(True)
+    (entmax15(d, 1.0) * torch.arange(4.0, dtype=torch.float64)).sum().backward()
+    assert torch.isfinite(d.grad).all()
+    # ... and equals the entmax package's gradient.
+    z = (-d.detach() / 1.0).requires_grad_(True)
+    (entmax.entmax15(z, dim=-1) * torch.arange(4.0, dtype=torch.float64)).sum().backward()
+    torch.testing.assert_close(d.grad, -z.grad, rtol=1e-9, atol=1e-12)
