@@ -2,8 +2,8 @@
 
 Per event the arithmetic is tiny (about 35 ns at d=64, k=32); what costs is Python, so each call
 into this module does a whole event: distances, responsibilities (through the core's
-:func:`streamrbf._kernels.row_responsibilities`) and the step of :func:`streamrbf.statistics.apply_step`
-with that event's statistics ``m_k = p_k``, ``s_k = p_k x``:
+:func:`streamrbf._kernels.row_responsibilities`) and the step of
+:func:`streamrbf.statistics.apply_step` with that event's statistics ``m_k = p_k``, ``s_k = p_k x``:
 
     n_k <- decay * n_k + p_k,        c_k <- c_k + (p_k x - p_k c_k) / n_k.
 

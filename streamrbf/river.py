@@ -26,6 +26,9 @@ __all__ = ["KeyedRBFKMeans", "RBFKMeans"]
 
 # A centre is starved (and re-seeded) when its decayed mass falls below this share of the largest.
 _RESEED_RATIO = 0.01
+# Initialisation: k-means++ draws on the warm-up buffer, and annealed soft-Lloyd steps per draw.
+_N_INIT = 5
+_INIT_STEPS = 3
 
 
 class RBFKMeans(base.Clusterer):
@@ -79,8 +82,10 @@ class RBFKMeans(base.Clusterer):
         or NaN counts as 0 and new features are ignored (infinities and non-numbers still raise).
     drift_detector
         Optional `river.drift` detector (cloned), fed the squared distance of every event to its
-        nearest centre. On a detected drift the temperature is re-heated and the masses are scaled
-        by `drift_forget`, so the centres move fast again.
+        nearest centre. On a detected rise of that distortion the temperature is re-heated, the
+        masses are scaled by `drift_forget` (so the centres move fast again), and the next
+        `warmup` events are buffered: if fresh k-means++ centres explain them better than the
+        current centres, the model restarts from those.
     reheat_factor
         On drift, multiply the temperature by this factor (capped at the initial temperature);
         None re-heats to the initial temperature.
@@ -175,6 +180,7 @@ class RBFKMeans(base.Clusterer):
         self._buf: np.ndarray | None = None  # (batch_size, d) events waiting for a step
         self._n_buf = 0
         self._n_steps = 0
+        self._rewarm: list[np.ndarray] | None = None  # events buffered after a drift
         self.n_drifts = 0
 
     # -- parameters ---------------------------------------------------------------------------
@@ -190,7 +196,9 @@ class RBFKMeans(base.Clusterer):
         if not 0 < self.temperature_decay <= 1:
             raise ValueError(f"temperature_decay must be in (0, 1], got {self.temperature_decay!r}")
         if not 0 <= self.min_temperature < math.inf:
-            raise ValueError(f"min_temperature must be finite and >= 0, got {self.min_temperature!r}")
+            raise ValueError(
+                f"min_temperature must be finite and >= 0, got {self.min_temperature!r}"
+            )
         if self.mapping not in MAPPING_CODES:
             raise ValueError(f"mapping must be one of {tuple(MAPPING_CODES)}, got {self.mapping!r}")
         if not 0 < self.decay <= 1:
@@ -198,7 +206,9 @@ class RBFKMeans(base.Clusterer):
         if self.warmup is not None and not (
             isinstance(self.warmup, numbers.Integral) and self.warmup >= self.n_clusters
         ):
-            raise ValueError(f"warmup must be None or an integer >= n_clusters, got {self.warmup!r}")
+            raise ValueError(
+                f"warmup must be None or an integer >= n_clusters, got {self.warmup!r}"
+            )
         if self.missing not in ("error", "zero"):
             raise ValueError(f"missing must be 'error' or 'zero', got {self.missing!r}")
         if self.reheat_factor is not None and not self.reheat_factor >= 1:
@@ -232,9 +242,8 @@ class RBFKMeans(base.Clusterer):
     def centers(self) -> dict[int, dict[Any, float]]:
         if self._C is None:
             return {}
-        return {
-            i: dict(zip(self._features, row)) for i, row in enumerate(self._C.astype(float).tolist())
-        }
+        rows = self._C.astype(float).tolist()
+        return {i: dict(zip(self._features, row, strict=True)) for i, row in enumerate(rows)}
 
     @property
     def counts(self) -> dict[int, float]:
@@ -335,6 +344,8 @@ class RBFKMeans(base.Clusterer):
                     self._mapping_code, self.decay, self._aux, self._rs,
                 )
             self._after_step((dmin,))
+            if self._rewarm is not None:
+                self._rewarm_with(xv)
             return
         if self._features is None:
             xv = self._first_event(x)
@@ -355,27 +366,46 @@ class RBFKMeans(base.Clusterer):
                 self._mapping_code, self.decay, self._aux, self._rs,
             )
             self._after_step((dmin,))
-            return
-        self._buf[self._n_buf] = xv
-        self._n_buf += 1
-        if self._n_buf == self.batch_size:
-            nearest = np.empty(self._n_buf)
-            _ok.learn_rows(
-                self._buf, self._n_buf, self._C, self._counts,
-                logit_divisor(self._schedule.value), self._mapping_code, self.decay,
-                self._aux, self._rs, nearest,
-            )
-            self._n_buf = 0
-            self._after_step(nearest.tolist())
+        else:
+            self._buf[self._n_buf] = xv
+            self._n_buf += 1
+            if self._n_buf == self.batch_size:
+                nearest = np.empty(self._n_buf)
+                _ok.learn_rows(
+                    self._buf, self._n_buf, self._C, self._counts,
+                    logit_divisor(self._schedule.value), self._mapping_code, self.decay,
+                    self._aux, self._rs, nearest,
+                )
+                self._n_buf = 0
+                self._after_step(nearest.tolist())
+        if self._rewarm is not None:
+            self._rewarm_with(xv)
 
-    def _initialise(self) -> None:
+    def _initial_centres(self, X: np.ndarray):
+        """Best of a few k-means++ draws on ``X``, each refined by annealed soft-Lloyd steps (the
+        core step with decay 0); returns ``(centres, auto temperature, K-Means cost on X)``."""
         from .seeding import kmeans_plusplus
 
+        k, n = self.n_clusters, X.shape[0]
+        best = (math.inf, None, None)
+        for _ in range(_N_INIT):
+            C = kmeans_plusplus(X, k, self._rng)
+            t = auto_temperature(_ok.sq_distances_rows(X, C))
+            t_start = t
+            for _ in range(_INIT_STEPS):
+                _ok.learn_rows(X, n, C, np.zeros(k), logit_divisor(t), self._mapping_code, 0.0,
+                               np.zeros(1 + X.shape[1]), np.zeros(1, np.uint64), np.empty(n))
+                t *= 0.5
+            cost = _ok.sq_distances_rows(X, C).min(axis=1).sum()
+            if cost < best[0]:
+                best = (cost, C, t_start)
+        cost, C, t_auto = best
+        return C, t_auto, cost
+
+    def _initialise(self) -> None:
         X = np.stack(self._warm)
-        C = kmeans_plusplus(X, self.n_clusters, self._rng)
-        if self.initial_temperature == "auto":
-            t0 = auto_temperature(_ok.sq_distances_rows(X, C))
-        else:
+        C, t0, _ = self._initial_centres(X)
+        if self.initial_temperature != "auto":
             t0 = float(self.initial_temperature)
         self._schedule = TemperatureSchedule(t0, self.temperature_decay, self.min_temperature)
         self._C = C.astype(np.float32)
@@ -387,6 +417,23 @@ class RBFKMeans(base.Clusterer):
         self._warm = []
         for xv in X:
             self._learn_vector(xv)
+
+    def _rewarm_with(self, xv: np.ndarray) -> None:
+        """After a drift: buffer the next `warmup` events, then restart from fresh k-means++
+        centres on them if those explain the recent events better than the current centres."""
+        self._rewarm.append(np.array(xv, dtype=np.float64))
+        if len(self._rewarm) < self._warmup_size:
+            return
+        X = np.stack(self._rewarm)
+        self._rewarm = None
+        C, _, cost = self._initial_centres(X)
+        if cost < _ok.sq_distances_rows(X, self._C).min(axis=1).sum():
+            counts = np.zeros(self.n_clusters)
+            n = X.shape[0]
+            _ok.learn_rows(X, n, C, counts, logit_divisor(self._schedule.value),
+                           self._mapping_code, 0.0, self._aux, self._rs, np.empty(n))
+            self._C = C.astype(np.float32)
+            self._counts = counts
 
     def _after_step(self, nearest) -> None:
         """Temperature, drift and re-seeding bookkeeping after one gradient step."""
@@ -402,6 +449,8 @@ class RBFKMeans(base.Clusterer):
                     self.n_drifts += 1
                     self._schedule.reheat(self.reheat_factor)
                     self._counts *= self.drift_forget
+                    if self._rewarm is None:
+                        self._rewarm = []
         if self._n_steps % self._warmup_size == 0:
             self._reseed()
 
@@ -502,7 +551,7 @@ class RBFKMeans(base.Clusterer):
         n = _ok.responsibilities_event(
             xv, self._C, logit_divisor(self._schedule.value), self._mapping_code, vals, idx
         )
-        return dict(zip(idx[:n].tolist(), vals[:n].tolist()))
+        return dict(zip(idx[:n].tolist(), vals[:n].tolist(), strict=True))
 
     def predict_many(self, X):
         """Nearest cluster of each row of a DataFrame, as a Series with the frame's index."""

@@ -13,9 +13,12 @@ centre, i.e. a poorly served point. Every draw comes from the model's one random
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["kmeans_plusplus", "reseed_candidates"]
 
@@ -61,8 +64,16 @@ def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator) ->
     return centers
 
 
+def _host(a) -> np.ndarray:
+    """A numpy view of an array or (CPU/GPU) torch tensor, without importing torch."""
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+
+
 def reseed_candidates(
-    counts: torch.Tensor, ratio: float, nearest: torch.Tensor, rng: np.random.Generator
+    counts: torch.Tensor | np.ndarray,
+    ratio: float,
+    nearest: torch.Tensor | np.ndarray,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which centres to re-seed and onto which batch rows.
 
@@ -75,11 +86,11 @@ def reseed_candidates(
     >>> dead.tolist(), rows.tolist()
     ([1], [1])
     """
-    c = counts.detach().cpu().numpy()
+    c = _host(counts)
     dead = np.flatnonzero(c < ratio * c.max()) if c.max() > 0 else np.empty(0, np.int64)
     if dead.size == 0:
         return dead, dead
-    w = nearest.detach().cpu().numpy().astype(np.float64)
+    w = _host(nearest).astype(np.float64)
     w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
     n_rows = w.shape[0]
     take = min(dead.size, int((w > 0).sum()))

@@ -13,7 +13,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from river import checks, compose, drift, preprocessing
+from river import checks, drift, preprocessing
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
@@ -131,7 +131,7 @@ def test_learns_separated_blobs(blobs):
     assert adjusted_rand_score(y, preds) > 0.9
     assert set(model.centers) == {0, 1, 2, 3}
     assert set(model.centers[0]) == {"f0", "f1", "f2", "f3"}
-    assert 0 < model.temperature < 1e-3  # annealed towards K-Means
+    assert 0 < model.temperature < 0.1 * model._schedule.initial  # annealed towards K-Means
     proba = model.predict_proba_one(events[0])
     assert proba == {final[0]: 1.0}
 
@@ -141,7 +141,7 @@ def test_mini_batches_learn_too(blobs, batch_size):
     events, y = blobs
     model = _fitted(events, batch_size=batch_size)
     assert adjusted_rand_score(y, [model.predict_one(x) for x in events]) > 0.99
-    assert model._n_steps == math.ceil(0) + (len(events)) // batch_size
+    assert model._n_steps == len(events) // batch_size
 
 
 def test_before_initialisation():
@@ -254,7 +254,9 @@ def fitted_models(blobs):
     }
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(which=st.sampled_from(["online", "batch", "warmup"]), kind=_BAD,
        feature=st.sampled_from(["f0", "f1", "f2", "f3"]), row=st.integers(0, 2999),
        method=st.sampled_from(["learn_one", "predict_one", "predict_proba_one", "learn_many",
@@ -314,7 +316,7 @@ def test_drift_reheats_and_recovers():
         model.learn_one(x)
         temps.append(model.temperature)
     assert model.n_drifts >= 1
-    assert max(temps) > 100 * t_before  # re-heated
+    assert max(temps) > 5 * t_before  # re-heated
     tail = _events(X2[-500:])
     assert adjusted_rand_score(y2[-500:], [model.predict_one(x) for x in tail]) > 0.95
 
@@ -337,6 +339,7 @@ def test_keyed_wrapper_lru_eviction():
     with pytest.raises(ValueError, match="'id'"):
         keyed.learn_one({"v": 1.0})
     with pytest.raises(ValueError, match="'w'"):
-        keyed.learn_one({"id": "d", "v": 1.0, "w": "x"}) if False else keyed.learn_one(
-            {"id": "a", "v": 1.0, "w": 2.0})
+        keyed.learn_one({"id": "a", "v": 1.0, "w": 2.0})
+    with pytest.raises(ValueError, match="'v'"):
+        keyed.learn_one({"id": "d", "v": "x"})  # a bad first event registers no stream
     assert keyed.n_streams == 2
