@@ -10,6 +10,7 @@ mean (MacQueen) when ``a = 1``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,12 +93,32 @@ _DENSE_SUPPORT_FRACTION = 1 / 16
 _SPARSE_ROOM = 8
 
 
+# Below this many multiply-adds, X @ C.T runs on one BLAS thread: measured on 2 busy cores, a
+# second thread made (16, 8) x 4096 7x slower, while (128, 256) x 4096 gained about 30 %.
+_SMALL_MATMUL = 1 << 24
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """``X @ C.T``, on a single BLAS thread when the product is small (see ``_SMALL_MATMUL``)."""
+    if X.shape[0] * X.shape[1] * C.shape[0] < _SMALL_MATMUL:
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            return X @ C.T
+    return X @ C.T
+
+
 def _batch_statistics_cpu(X, C, temperature, mapping, with_sums):
     Xn = X.numpy()
     Cn = C.to(X.dtype).numpy()
     B, dim = Xn.shape
     k = Cn.shape[0]
-    G = Xn @ Cn.T
+    G = gram(Xn, Cn)
     divisor = float(logit_divisor(temperature))
     code = _kernels.MAPPING_CODES[mapping]
     labels = np.empty(B, np.int64)
