@@ -447,7 +447,10 @@ class RBFKMeans:
         """One mini-batch step on local state; returns (C, counts, result)."""
         result = self._stats(X, C, schedule.value)
         C, counts = apply_step(C, counts, result.stats, decay)
-        if self.reassignment_ratio > 0:
+        starved = self.reassignment_ratio > 0 and bool(
+            (counts < self.reassignment_ratio * counts.max()).any()
+        )
+        if starved:  # checked on the device first: the batch's distances cross to the host rarely
             dead, rows = reseed_candidates(counts, self.reassignment_ratio, result.nearest, rng)
             if dead.size:
                 dead_t = torch.from_numpy(dead).to(C.device)

@@ -332,3 +332,30 @@ def test_minibatch_fit_and_softmax_and_hard_mappings_also_cluster(blobs):
 def test_bad_parameters_are_named(blobs, params, msg):
     with pytest.raises(ValueError, match=msg):
         RBFKMeans(**params).fit(blobs[0])
+
+
+def test_the_torch_backend_used_on_gpus_gives_the_same_model(blobs, monkeypatch):
+    """CUDA tensors take the torch path; on CPU we force it and compare with the compiled path."""
+    import streamrbf.kmeans as kmeans_module
+    from streamrbf.statistics import batch_statistics
+
+    X, _ = blobs
+    numba_model = RBFKMeans(4, random_state=0).fit(X)
+    monkeypatch.setattr(
+        kmeans_module,
+        "batch_statistics",
+        lambda *a, **kw: batch_statistics(*a, **{**kw, "backend": "torch"}),
+    )
+    torch_model = RBFKMeans(4, random_state=0).fit(X)
+    np.testing.assert_allclose(torch_model.cluster_centers_, numba_model.cluster_centers_, atol=1e-9)
+    assert torch_model.n_iter_ == numba_model.n_iter_
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_stay_on_the_device(blobs):
+    X = torch.from_numpy(blobs[0]).float().cuda()
+    km = RBFKMeans(4, random_state=0).fit(X)
+    assert km.centers_tensor_.device.type == "cuda"
+    assert km.predict(X).device.type == "cuda"
+    km.partial_fit(X[:256])
+    assert np.isfinite(km.cluster_centers_).all()

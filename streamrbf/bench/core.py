@@ -69,6 +69,35 @@ def speed(quick: bool = False, batch: int = 4096) -> list[dict[str, Any]]:
     return rows
 
 
+def gpu_speed(d: int = 64, k: int = 32, batch: int = 65536, steps: int = 200) -> dict[str, Any]:
+    """events/s of ``partial_fit`` on a CUDA device with the data already there (no host copies)."""
+    import torch
+
+    from streamrbf import RBFKMeans
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    centres = torch.randn(k, d, device="cuda", generator=g) * 4
+    X = centres[torch.randint(0, k, (batch * 8,), device="cuda", generator=g)]
+    X += torch.randn(X.shape, device="cuda", generator=g)
+    batches = list(X.split(batch))
+    model = RBFKMeans(k, random_state=0, n_init=1).partial_fit(batches[0])
+    for b in batches[1:]:  # warm-up
+        model.partial_fit(b)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for i in range(steps):
+        model.partial_fit(batches[i % len(batches)])
+    torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t
+    return {
+        "device": torch.cuda.get_device_name(),
+        "d": d,
+        "k": k,
+        "batch": batch,
+        "events_per_s": steps * batch / elapsed,
+    }
+
+
 def _geometries(seed: int, n: int):
     from sklearn.datasets import make_blobs
 
@@ -148,4 +177,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     with threadpool_limits(1):
         result = {"speed": speed(quick), "quality": quality(quick)}
     print(markdown(result))
+    if torch.cuda.is_available():
+        result["gpu"] = gpu_speed(steps=50 if quick else 200)
+        g = result["gpu"]
+        print(
+            f"\nGPU ({g['device']}), data on the device, (d, k) = ({g['d']}, {g['k']}), "
+            f"B = {g['batch']}: {g['events_per_s'] / 1e6:.1f} M events/s"
+        )
     return result
