@@ -347,7 +347,9 @@ def test_the_torch_backend_used_on_gpus_gives_the_same_model(blobs, monkeypatch)
         lambda *a, **kw: batch_statistics(*a, **{**kw, "backend": "torch"}),
     )
     torch_model = RBFKMeans(4, random_state=0).fit(X)
-    np.testing.assert_allclose(torch_model.cluster_centers_, numba_model.cluster_centers_, atol=1e-9)
+    np.testing.assert_allclose(
+        torch_model.cluster_centers_, numba_model.cluster_centers_, atol=1e-9
+    )
     assert torch_model.n_iter_ == numba_model.n_iter_
 
 
