@@ -212,33 +212,3 @@ def densify(vals, idx, length, k):
         for r in range(length[i]):
             P[i, idx[i, r]] = vals[i, r]
     return P
-
-
-@_jit
-def nearest_centres(X, C, G):
-    """Index and squared distance of the nearest centre of each row of ``X`` given ``G = X @ C.T``
-    (ties: the lowest index)."""
-    B, k = G.shape
-    dim = X.shape[1]
-    cc = np.empty(k, np.float64)
-    for j in range(k):
-        acc = 0.0
-        for t in range(dim):
-            acc += np.float64(C[j, t]) * C[j, t]
-        cc[j] = acc
-    lab = np.empty(B, np.int64)
-    best = np.empty(B, np.float64)
-    for i in range(B):
-        xx = 0.0
-        for t in range(dim):
-            xx += np.float64(X[i, t]) * X[i, t]
-        jmin = 0
-        dmin = math.inf
-        for j in range(k):
-            v = xx - 2.0 * G[i, j] + cc[j]
-            if v < dmin:
-                dmin = v
-                jmin = j
-        lab[i] = jmin
-        best[i] = dmin if dmin > 0.0 else 0.0
-    return lab, best
