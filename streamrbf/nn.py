@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from . import losses
-from .mappings import MAPPINGS, entmax15, hard, softmax
+from .mappings import MAPPINGS, hard, responsibilities, softmax
 from .seeding import kmeans_plusplus
 from .statistics import sq_distances
-from .temperature import TemperatureSchedule, auto_temperature, logit_divisor
+from .temperature import TemperatureSchedule, auto_temperature
 
 __all__ = ["RBFCluster", "RBFOutput"]
 
@@ -42,8 +42,10 @@ class RBFCluster(nn.Module):
     the K-Means objective as ``T -> 0``, and optionally the :meth:`balance` term.
 
     Distances and memberships are computed in float32 (or float64) whatever the input dtype and
-    cast back on output, so bfloat16 and float16 inputs are safe. Gradients stay finite down to
-    ``T = 1e-8`` (the logits are shifted and clamped before any division blows up).
+    cast back on output, so bfloat16 and float16 inputs are safe. The memberships and losses are
+    the core's differentiable functions (:func:`streamrbf.mappings.responsibilities`,
+    :mod:`streamrbf.losses`) under plain autograd; gradients stay finite down to ``T = 1e-8`` and
+    at exact ties (the logits are shifted and clamped before any division blows up).
 
     Parameters
     ----------
@@ -144,22 +146,33 @@ class RBFCluster(nn.Module):
 
     @torch.no_grad()
     def init_centers(
-        self, embeddings: torch.Tensor | np.ndarray, seed: int | np.random.Generator | None = None
+        self,
+        embeddings: torch.Tensor | np.ndarray,
+        seed: int | np.random.Generator | None = None,
+        *,
+        centers: torch.Tensor | np.ndarray | None = None,
     ) -> RBFCluster:
-        """Place the centres on embeddings by k-means++; returns ``self``.
+        """Place the centres on embeddings by k-means++ (or at given ``centers``, e.g. a K-Means
+        solution of the embeddings); returns ``self``.
 
         With ``temperature=None`` this also sets the initial temperature from the data
         (half the mean squared distance to the nearest new centre).
         """
-        if isinstance(embeddings, torch.Tensor):
-            embeddings = embeddings.detach().to("cpu", torch.float64).numpy()
-        X = np.asarray(embeddings, dtype=np.float64)
+        X = _as_float64_array(embeddings)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(
                 f"embeddings must have shape (n, {self.n_features}), got {tuple(X.shape)}"
             )
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        C = kmeans_plusplus(X, self.n_clusters, rng)
+        if centers is None:
+            rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+            C = kmeans_plusplus(X, self.n_clusters, rng)
+        else:
+            C = _as_float64_array(centers)
+            if C.shape != (self.n_clusters, self.n_features):
+                raise ValueError(
+                    f"centers must have shape ({self.n_clusters}, {self.n_features}), "
+                    f"got {tuple(C.shape)}"
+                )
         self.centers.copy_(torch.from_numpy(C))
         if self._auto_temperature:
             d = sq_distances(torch.from_numpy(X), torch.from_numpy(C)).numpy()
@@ -190,15 +203,14 @@ class RBFCluster(nn.Module):
         compute = x.dtype if x.dtype in _COMPUTE_DTYPES else torch.float32
         d = sq_distances(x.to(compute), self.centers.to(compute))
         T = self.temperature
-        if self.mapping == "entmax15":
-            p = _Entmax15.apply(d, T)
-        elif self.mapping == "softmax":
-            p = softmax(d, T)
-        elif self.straight_through:
+        if self.straight_through:
             soft = softmax(d, T)
             p = hard(d) + (soft - soft.detach())  # exactly one-hot forward: the bracket is 0
         else:
-            p = hard(d)
+            # The core's differentiable mappings, autograd as is: its entmax-1.5 threshold guards
+            # the sqrt at exact ties, and clamped / one-hot rows have zero gradient, so gradients
+            # are finite down to T = 1e-8 (tested) and torch.compile(fullgraph=True) traces it.
+            p = responsibilities(d, T, self.mapping)
         return RBFOutput(p.to(x.dtype), d.to(x.dtype))
 
     @torch.no_grad()
@@ -210,12 +222,17 @@ class RBFCluster(nn.Module):
     # -- losses ------------------------------------------------------------------------------
 
     def distortion(self, out: RBFOutput, reduction: str = "mean") -> torch.Tensor:
-        """Weighted distortion ``L_T = sum_ik p_ik d_ik`` of a forward's output (its memberships,
-        so straight-through and the finite entmax gradient carry over); ``"mean"`` per sample."""
+        """Weighted distortion ``L_T = sum_ik p_ik d_ik`` of a forward's distances under the
+        layer's mapping and temperature (:func:`streamrbf.losses.distortion`), per sample
+        (``"mean"``) or ``"sum"``.
+
+        The core function recomputes the memberships from the distances (one sort of an
+        ``(n, k)`` array); the value and gradient equal those of ``out.memberships``, except that
+        with ``straight_through`` the loss has the exact K-Means gradient (through the distances
+        only) while the memberships keep their surrogate gradient for losses of your own.
+        """
         d = _float(out.sq_distances)
-        # Not losses.distortion: it recomputes p with the core entmax, whose autograd gives NaN
-        # on exact ties (see _Entmax15).
-        return _reduce((_float(out.memberships) * d).sum(), d, reduction)
+        return _reduce(losses.distortion(d, self.temperature, self.mapping), d, reduction)
 
     def free_energy(self, out: RBFOutput, reduction: str = "mean") -> torch.Tensor:
         """Free energy ``F_T`` of a forward's distances (softmax family; the memberships are not
@@ -234,31 +251,10 @@ class RBFCluster(nn.Module):
         return (q * log_q).sum() + math.log(k)
 
 
-class _Entmax15(torch.autograd.Function):
-    """``streamrbf.mappings.entmax15`` with the entmax-1.5 backward written in its output ``p``.
-
-    Same values and (tested) the same gradients as autograd through the core function, but that
-    autograd differentiates ``sqrt(0)`` in the closed-form threshold when a row's nearest distances
-    tie exactly (e.g. two coinciding centres) and returns NaN. In terms of the output the Jacobian
-    in the logits ``z = -d / T`` is ``diag(s) - s s^T / sum(s)`` with ``s = sqrt(p)``, always finite
-    (and exactly 0 on one-hot rows, so even ``T = 1e-8`` gives finite gradients).
-    """
-
-    @staticmethod
-    def forward(d: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-        return entmax15(d, temperature)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(output, inputs[1])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        p, temperature = ctx.saved_tensors
-        s = p.sqrt()
-        gz = s * grad
-        gz = gz - s * (gz.sum(dim=-1, keepdim=True) / s.sum(dim=-1, keepdim=True))
-        return -gz / logit_divisor(temperature).to(gz.dtype), None
+def _as_float64_array(a: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(a, dtype=np.float64)
 
 
 def _float(t: torch.Tensor) -> torch.Tensor:

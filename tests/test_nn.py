@@ -58,25 +58,43 @@ def test_memberships_equal_core_entmax():
     assert torch.allclose(out.memberships, expected, atol=1e-7)
 
 
-def test_entmax_gradient_equals_autograd_of_core_and_of_entmax_package():
+def test_core_entmax_gradient_equals_entmax_package():
+    # The layer uses the core entmax under plain autograd: its gradient must be the entmax-1.5
+    # Jacobian (the reference package's closed-form backward), at moderate and tiny temperatures.
     import entmax
 
     g = torch.Generator().manual_seed(1)
-    d = (3 * torch.rand(40, 6, generator=g, dtype=torch.float64)).requires_grad_()
-    w = torch.randn(40, 6, generator=g, dtype=torch.float64)
-    layer = RBFCluster(6, 2, temperature=0.4, dtype=torch.float64)
-    from streamrbf.nn import _Entmax15
+    for t in (0.4, 1e-3):
+        d = (3 * torch.rand(40, 6, generator=g, dtype=torch.float64)).requires_grad_()
+        w = torch.randn(40, 6, generator=g, dtype=torch.float64)
+        (core,) = torch.autograd.grad((entmax15(d, t) * w).sum(), d)
+        (pkg,) = torch.autograd.grad((entmax.entmax15(-d / t, dim=-1) * w).sum(), d)
+        assert torch.allclose(core, pkg, atol=1e-9 / t)
 
-    (ours,) = torch.autograd.grad((_Entmax15.apply(d, layer.temperature) * w).sum(), d)
-    (core,) = torch.autograd.grad((entmax15(d, 0.4) * w).sum(), d)
-    (pkg,) = torch.autograd.grad((entmax.entmax15(-d / 0.4, dim=-1) * w).sum(), d)
-    assert torch.allclose(ours, core, atol=1e-12)
-    assert torch.allclose(ours, pkg, atol=1e-12)
+
+@pytest.mark.parametrize("mapping", ["entmax15", "softmax", "hard"])
+def test_layer_losses_are_the_core_losses(mapping):
+    # distortion / free_energy delegate to streamrbf.losses; the distortion's gradient is the one
+    # of sum p d with the forward's memberships (no second formula, no different gradient).
+    from streamrbf import losses
+
+    x = _blobs(dtype=torch.float64)
+    layer = RBFCluster(3, 2, temperature=0.7, mapping=mapping, dtype=torch.float64)
+    layer.init_centers(x, seed=0)
+    out = layer(x)
+    L = layer.distortion(out, "sum")
+    assert L.item() == pytest.approx(losses.distortion(out.sq_distances, 0.7, mapping).item())
+    F = layer.free_energy(out, "sum")
+    assert F.item() == pytest.approx(losses.free_energy(out.sq_distances, 0.7).item())
+    (g_layer,) = torch.autograd.grad(L, layer.centers)
+    out = layer(x)
+    (g_members,) = torch.autograd.grad((out.memberships * out.sq_distances).sum(), layer.centers)
+    assert torch.allclose(g_layer, g_members, atol=1e-10)
 
 
 def test_entmax_gradient_finite_on_exact_ties():
-    # Two coinciding nearest centres and two far ones: the threshold's sqrt sits at 0 here; both
-    # the core's autograd and the layer's backward must stay finite.
+    # Two coinciding nearest centres and two far ones: the threshold's sqrt sits at 0 here; the
+    # core's autograd (which the layer uses as is) must stay finite.
     d = torch.tensor([[0.0, 0.0, 5.0, 5.0]], requires_grad=True)
     (core,) = torch.autograd.grad((entmax15(d, 0.1) * d).sum(), d)
     assert torch.isfinite(core).all()
@@ -232,6 +250,10 @@ def test_init_centers_kmeans_plusplus_and_auto_temperature():
     d = torch.cdist(x.double(), a.centers.detach().double()) ** 2
     assert a.temperature.item() == pytest.approx(0.5 * d.min(dim=1).values.mean().item(), rel=1e-5)
     assert a.initial_temperature.item() == a.temperature.item()
+    given = RBFCluster(3, 2).init_centers(x, centers=a.centers.detach().numpy() + 0.1)
+    assert torch.allclose(given.centers.detach(), a.centers.detach() + 0.1)
+    with pytest.raises(ValueError, match="centers"):
+        RBFCluster(3, 2).init_centers(x, centers=np.zeros((2, 2)))
     fixed = RBFCluster(3, 2, temperature=0.3).init_centers(x, seed=3)
     assert fixed.temperature.item() == pytest.approx(0.3)
     with pytest.raises(ValueError, match="shape"):
@@ -335,3 +357,7 @@ def test_digits_experiment_tiny_budget_is_seeded():
         assert 0.0 <= acc <= 1.0 and 0.0 <= nmi <= 1.0 and math.isfinite(acc + nmi)
         assert (acc, nmi) == (getattr(b, f"{key}_acc"), getattr(b, f"{key}_nmi"))
     assert a.raw_acc > 0.5  # K-Means on raw digits pixels is far above chance (0.1)
+    # The joint model starts at the two-step solution: with no joint epochs it is that solution.
+    c = run_seed(1, DigitsConfig(pretrain_epochs=2, joint_epochs=0), keep_codes=True)
+    assert (c.joint_acc, c.joint_nmi) == (c.two_step_acc, c.two_step_nmi)
+    assert np.array_equal(c.labels_start, c.labels_end)
