@@ -20,6 +20,7 @@ from river import base
 
 from . import _online_kernels as _ok
 from ._kernels import MAPPING_CODES
+from .seeding import kmeans_plusplus, reseed_candidates
 from .temperature import TemperatureSchedule, auto_temperature, logit_divisor
 
 __all__ = ["KeyedRBFKMeans", "RBFKMeans"]
@@ -29,6 +30,22 @@ _RESEED_RATIO = 0.01
 # Initialisation: k-means++ draws on the warm-up buffer, and annealed soft-Lloyd steps per draw.
 _N_INIT = 5
 _INIT_STEPS = 3
+# After a drift alarm the model restarts from fresh centres only if they cut the K-Means cost of
+# the events buffered since the alarm to below this share of the current centres' cost: a false
+# alarm (or a mere burst of one cluster) then changes nothing.
+_RESTART_GAIN = 0.5
+# A (re)start from `warmup` events can land in a local minimum (two centres on one cluster, one on
+# two); so the events keep being buffered up to this many times `warmup`, and fresh centres chosen
+# on all of them replace the current ones if their cost on them is below RECHECK_GAIN times the
+# current centres' (0.95 beat 0.9 and 1.0 on the benchmark's blobs and jump streams).
+_RECHECK = 3
+_RECHECK_GAIN = 0.95
+_NO_DETECTOR = np.zeros(0)
+# half_life="auto": max(100, 4 * n_clusters) events. Short memories gave the best prequential ARI
+# on stationary blobs too (k = 3..128; old, still-soft assignments are forgotten and starved
+# centres get re-seeded), but under ~4 events per cluster per half-life centres get noisy.
+_AUTO_HALF_LIFE = 100
+_AUTO_HALF_LIFE_PER_CLUSTER = 4
 
 
 class RBFKMeans(base.Clusterer):
@@ -43,15 +60,27 @@ class RBFKMeans(base.Clusterer):
 
     $$n_k \leftarrow a\, n_k + m_k, \qquad c_k \leftarrow c_k + (s_k - m_k c_k) / n_k,$$
 
-    which is the running mean (MacQueen) when $a = 1$ and forgets old events geometrically when
-    $a < 1$. The temperature starts from the data ("auto") and decays after every step, so the
-    model anneals from soft, competing centres to K-Means. No step size needs tuning.
+    with $a = 2^{-\text{batch\_size} / \text{half\_life}}$: the running mean (MacQueen) of
+    the recent events, older ones forgotten geometrically (Spark's half-life). The temperature
+    starts from the data ("auto") and decays after every step, so the model anneals from soft,
+    competing centres to K-Means. No step size needs tuning.
 
-    The first `warmup` events only fill a buffer; then k-means++ picks the initial centres from it
-    and the buffered events are learnt in order. Until then `predict_one` returns 0 and
-    `predict_proba_one` returns `{}`. A centre whose decayed mass falls below 1% of the largest
-    is moved onto a poorly served recent event (drawn with probability proportional to its
-    squared distance to the nearest centre), checked every `warmup` steps.
+    The first `warmup` events only fill a buffer; then the best of a few k-means++ draws on it
+    gives the initial centres, and one step on all the buffered events their masses. Until then
+    `predict_one` returns 0 and `predict_proba_one` returns `{}`. The events keep being buffered
+    up to `3 * warmup`; then fresh centres chosen on all of them replace the current ones if they
+    explain them better (a start from few events can put two centres on one cluster).
+
+    A centre whose decayed mass falls below 1% of the largest is moved onto a poorly served
+    recent event (drawn with probability proportional to its squared distance to the nearest
+    centre), checked every `warmup` steps (the rule of
+    :func:`streamrbf.seeding.reseed_candidates`).
+
+    Drift: forgetting lets centres follow a slow drift. For a sudden one, a detector watches the
+    squared distance of each event to its nearest centre (the distortion); on an alarm the next
+    `warmup` events are buffered, and if fresh k-means++ centres cut their K-Means cost by half
+    the model restarts from them (new centres, masses and temperature; then the same recheck as
+    after the warm-up). A false alarm changes nothing.
 
     The feature set is fixed by the first event. A missing or new feature, a value that is not a
     real number, NaN or infinity raises a `ValueError` naming the feature, and the model is left
@@ -72,8 +101,9 @@ class RBFKMeans(base.Clusterer):
         Floor of the temperature (0 lets it approach 0, i.e. hard K-Means).
     mapping
         "entmax15" (sparse, default), "softmax" or "hard" (plain online K-Means).
-    decay
-        Forgetting factor $a$ of the masses per step; 1 never forgets.
+    half_life
+        Events after which the masses have halved. "auto": `max(100, 4 * n_clusters)`. None never
+        forgets (the running mean of all events).
     warmup
         Events buffered to initialise the centres (at least `n_clusters`); None means
         `max(4 * n_clusters, 32)`.
@@ -81,16 +111,11 @@ class RBFKMeans(base.Clusterer):
         "error": a missing or new feature raises `ValueError`. "zero": a missing feature, `None`
         or NaN counts as 0 and new features are ignored (infinities and non-numbers still raise).
     drift_detector
-        Optional `river.drift` detector (cloned), fed the squared distance of every event to its
-        nearest centre. On a detected rise of that distortion the temperature is re-heated, the
-        masses are scaled by `drift_forget` (so the centres move fast again), and the next
-        `warmup` events are buffered: if fresh k-means++ centres explain them better than the
-        current centres, the model restarts from those.
-    reheat_factor
-        On drift, multiply the temperature by this factor (capped at the initial temperature);
-        None re-heats to the initial temperature.
-    drift_forget
-        Factor applied to all masses when a drift is detected (0 forgets everything).
+        What raises a drift alarm. "cusum" (default): a compiled one-sided CUSUM on the
+        distortion relative to its running mean (a sustained rise of 50% or more; 9 events
+        after a jump far from every centre). "adwin": `river.drift.ADWIN`. A `river` drift
+        detector (cloned) is fed the distortion of every event, and only a rise of its estimate
+        counts. None: no detector.
     seed
         Seed of every random choice (k-means++, re-seeding). Same seed, same data: same model.
 
@@ -102,8 +127,10 @@ class RBFKMeans(base.Clusterer):
         Current temperature (NaN before initialisation).
     counts : dict
         Decayed mass of each cluster.
+    n_alarms : int
+        Number of drift alarms.
     n_drifts : int
-        Number of drifts detected.
+        Number of restarts after an alarm (confirmed drifts).
 
     Examples
     --------
@@ -112,7 +139,7 @@ class RBFKMeans(base.Clusterer):
     >>> from sklearn.datasets import make_blobs
     >>> from streamrbf.river import RBFKMeans
 
-    >>> X, y = make_blobs(n_samples=2000, centers=4, cluster_std=1.0, random_state=0)
+    >>> X, y = make_blobs(n_samples=2000, centers=4, cluster_std=0.6, random_state=0)
     >>> model = RBFKMeans(n_clusters=4, seed=42)
     >>> metric = metrics.AdjustedRand()
 
@@ -143,12 +170,10 @@ class RBFKMeans(base.Clusterer):
         temperature_decay: float = 0.999,
         min_temperature: float = 0.0,
         mapping: str = "entmax15",
-        decay: float = 1.0,
+        half_life: float | str | None = "auto",
         warmup: int | None = None,
         missing: str = "error",
-        drift_detector: base.DriftDetector | None = None,
-        reheat_factor: float | None = None,
-        drift_forget: float = 0.0,
+        drift_detector: base.DriftDetector | str | None = "cusum",
         seed: int | None = None,
     ):
         self.n_clusters = n_clusters
@@ -157,18 +182,27 @@ class RBFKMeans(base.Clusterer):
         self.temperature_decay = temperature_decay
         self.min_temperature = min_temperature
         self.mapping = mapping
-        self.decay = decay
+        self.half_life = half_life
         self.warmup = warmup
         self.missing = missing
         self.drift_detector = drift_detector
-        self.reheat_factor = reheat_factor
-        self.drift_forget = drift_forget
         self.seed = seed
         self._check_params()
 
         self._rng = np.random.default_rng(seed)
         self._mapping_code = MAPPING_CODES[mapping]
-        self._drift = drift_detector.clone() if drift_detector is not None else None
+        self._decay = self._step_decay()
+        # the built-in detector's state lives in an array the kernels update; a River detector is
+        # fed from Python
+        self._det = np.zeros(3) if drift_detector == "cusum" else _NO_DETECTOR
+        if drift_detector == "adwin":
+            from river import drift
+
+            self._drift = drift.ADWIN()
+        elif isinstance(drift_detector, base.DriftDetector):
+            self._drift = drift_detector.clone()
+        else:
+            self._drift = None
         self._features: tuple | None = None  # feature order, fixed by the first event
         self._feature_set: frozenset | None = None
         self._warm: list[np.ndarray] = []  # warm-up events, dropped once initialised
@@ -180,7 +214,9 @@ class RBFKMeans(base.Clusterer):
         self._buf: np.ndarray | None = None  # (batch_size, d) events waiting for a step
         self._n_buf = 0
         self._n_steps = 0
-        self._rewarm: list[np.ndarray] | None = None  # events buffered after a drift
+        self._rewarm: list[np.ndarray] | None = None  # events buffered after a drift alarm
+        self._next_check = 0  # buffered events at which the next restart check happens
+        self.n_alarms = 0
         self.n_drifts = 0
 
     # -- parameters ---------------------------------------------------------------------------
@@ -201,8 +237,9 @@ class RBFKMeans(base.Clusterer):
             )
         if self.mapping not in MAPPING_CODES:
             raise ValueError(f"mapping must be one of {tuple(MAPPING_CODES)}, got {self.mapping!r}")
-        if not 0 < self.decay <= 1:
-            raise ValueError(f"decay must be in (0, 1], got {self.decay!r}")
+        h = self.half_life
+        if not (h is None or h == "auto" or (isinstance(h, numbers.Real) and 0 < h < math.inf)):
+            raise ValueError(f"half_life must be 'auto', None or a float > 0, got {h!r}")
         if self.warmup is not None and not (
             isinstance(self.warmup, numbers.Integral) and self.warmup >= self.n_clusters
         ):
@@ -211,18 +248,30 @@ class RBFKMeans(base.Clusterer):
             )
         if self.missing not in ("error", "zero"):
             raise ValueError(f"missing must be 'error' or 'zero', got {self.missing!r}")
-        if self.reheat_factor is not None and not self.reheat_factor >= 1:
-            raise ValueError(f"reheat_factor must be None or >= 1, got {self.reheat_factor!r}")
-        if not 0 <= self.drift_forget <= 1:
-            raise ValueError(f"drift_forget must be in [0, 1], got {self.drift_forget!r}")
+        det = self.drift_detector
+        if not (det is None or det in ("cusum", "adwin") or isinstance(det, base.DriftDetector)):
+            raise ValueError(
+                "drift_detector must be 'cusum', 'adwin', None or a river DriftDetector, "
+                f"got {det!r}"
+            )
+
+    def _step_decay(self) -> float:
+        """Forgetting factor of the masses per step: they halve every `half_life` events."""
+        h = self.half_life
+        if h is None:
+            return 1.0
+        if h == "auto":
+            h = max(_AUTO_HALF_LIFE, _AUTO_HALF_LIFE_PER_CLUSTER * self.n_clusters)
+        return 0.5 ** (self.batch_size / h)
 
     @property
     def _mutable_attributes(self) -> set[str]:
-        return {"temperature_decay", "min_temperature", "decay", "reheat_factor", "drift_forget"}
+        return {"temperature_decay", "min_temperature", "half_life"}
 
     def mutate(self, new_attrs: dict[str, Any]) -> None:
         super().mutate(new_attrs)
         self._check_params()
+        self._decay = self._step_decay()
         if self._schedule is not None:
             self._schedule.decay = self.temperature_decay
             self._schedule.minimum = self.min_temperature
@@ -230,7 +279,9 @@ class RBFKMeans(base.Clusterer):
     @classmethod
     def _unit_test_params(cls):
         yield {"n_clusters": 3}
-        yield {"n_clusters": 2, "batch_size": 4, "mapping": "softmax", "decay": 0.99}
+        yield {"n_clusters": 2, "batch_size": 4, "mapping": "softmax", "half_life": 50.0,
+               "drift_detector": "adwin"}
+        yield {"n_clusters": 2, "half_life": None, "drift_detector": None}
 
     @property
     def _warmup_size(self) -> int:
@@ -333,19 +384,17 @@ class RBFKMeans(base.Clusterer):
         if self._C is not None and self._buf is None:
             # hot path: initialised, one step per event
             xv = self._vector(x)
-            j, dmin = _ok.learn_event(
+            j, dmin, alarm = _ok.learn_event(
                 xv, self._C, self._counts, logit_divisor(self._schedule.value),
-                self._mapping_code, self.decay, self._aux, self._rs,
+                self._mapping_code, self._decay, self._aux, self._rs, self._det,
             )
             if j < 0:
                 xv = self._finite(xv)  # raises unless missing="zero" repairs it
-                j, dmin = _ok.learn_event(
+                j, dmin, alarm = _ok.learn_event(
                     xv, self._C, self._counts, logit_divisor(self._schedule.value),
-                    self._mapping_code, self.decay, self._aux, self._rs,
+                    self._mapping_code, self._decay, self._aux, self._rs, self._det,
                 )
-            self._after_step((dmin,))
-            if self._rewarm is not None:
-                self._rewarm_with(xv)
+            self._after_step((dmin,), alarm, xv)
             return
         if self._features is None:
             xv = self._first_event(x)
@@ -358,43 +407,45 @@ class RBFKMeans(base.Clusterer):
         if self._C is None:
             self._warm.append(np.array(xv, dtype=np.float64))
             if len(self._warm) >= self._warmup_size:
-                self._initialise()
+                X = np.stack(self._warm)
+                self._warm = []
+                self._start(X)
+                self._buffer_for_recheck(X)
             return
         if self._buf is None:
-            _, dmin = _ok.learn_event(
+            _, dmin, alarm = _ok.learn_event(
                 xv, self._C, self._counts, logit_divisor(self._schedule.value),
-                self._mapping_code, self.decay, self._aux, self._rs,
+                self._mapping_code, self._decay, self._aux, self._rs, self._det,
             )
-            self._after_step((dmin,))
-        else:
-            self._buf[self._n_buf] = xv
-            self._n_buf += 1
-            if self._n_buf == self.batch_size:
-                nearest = np.empty(self._n_buf)
-                _ok.learn_rows(
-                    self._buf, self._n_buf, self._C, self._counts,
-                    logit_divisor(self._schedule.value), self._mapping_code, self.decay,
-                    self._aux, self._rs, nearest,
-                )
-                self._n_buf = 0
-                self._after_step(nearest.tolist())
+            self._after_step((dmin,), alarm, xv)
+            return
+        self._buf[self._n_buf] = xv
+        self._n_buf += 1
         if self._rewarm is not None:
-            self._rewarm_with(xv)
+            self._rewarm.append(np.array(xv, dtype=np.float64))
+        if self._n_buf == self.batch_size:
+            nearest = np.empty(self._n_buf)
+            _, alarm = _ok.learn_rows(
+                self._buf, self._n_buf, self._C, self._counts,
+                logit_divisor(self._schedule.value), self._mapping_code, self._decay,
+                self._aux, self._rs, nearest, self._det,
+            )
+            self._n_buf = 0
+            self._after_step(nearest.tolist(), alarm, None)
 
     def _initial_centres(self, X: np.ndarray):
         """Best of a few k-means++ draws on ``X``, each refined by annealed soft-Lloyd steps (the
         core step with decay 0); returns ``(centres, auto temperature, K-Means cost on X)``."""
-        from .seeding import kmeans_plusplus
-
         k, n = self.n_clusters, X.shape[0]
         best = (math.inf, None, None)
+        scratch, rs = np.zeros(1 + X.shape[1]), np.zeros(1, np.uint64)
         for _ in range(_N_INIT):
             C = kmeans_plusplus(X, k, self._rng)
             t = auto_temperature(_ok.sq_distances_rows(X, C))
             t_start = t
             for _ in range(_INIT_STEPS):
                 _ok.learn_rows(X, n, C, np.zeros(k), logit_divisor(t), self._mapping_code, 0.0,
-                               np.zeros(1 + X.shape[1]), np.zeros(1, np.uint64), np.empty(n))
+                               scratch, rs, np.empty(n), _NO_DETECTOR)
                 t *= 0.5
             cost = _ok.sq_distances_rows(X, C).min(axis=1).sum()
             if cost < best[0]:
@@ -402,41 +453,30 @@ class RBFKMeans(base.Clusterer):
         cost, C, t_auto = best
         return C, t_auto, cost
 
-    def _initialise(self) -> None:
-        X = np.stack(self._warm)
-        C, t0, _ = self._initial_centres(X)
+    def _start(self, X: np.ndarray, C: np.ndarray | None = None, t0: float | None = None) -> None:
+        """(Re)start from centres chosen on the buffered events ``X``: one step of the core with
+        decay 0 on all of them (a soft-Lloyd step) gives the centres and their masses."""
+        if C is None:
+            C, t0, _ = self._initial_centres(X)
         if self.initial_temperature != "auto":
             t0 = float(self.initial_temperature)
         self._schedule = TemperatureSchedule(t0, self.temperature_decay, self.min_temperature)
+        n = X.shape[0]
         self._C = C.astype(np.float32)
         self._counts = np.zeros(self.n_clusters)
         self._aux = np.zeros(1 + X.shape[1])
-        self._rs = np.array([self._rng.integers(2**63)], dtype=np.uint64)
+        if self._rs is None:
+            self._rs = np.array([self._rng.integers(2**63)], dtype=np.uint64)
+        _ok.learn_rows(X, n, self._C, self._counts, logit_divisor(t0), self._mapping_code, 0.0,
+                       self._aux, self._rs, np.empty(n), _NO_DETECTOR)
+        self._det[:] = 0.0
         if self.batch_size > 1:
             self._buf = np.empty((self.batch_size, X.shape[1]))
-        self._warm = []
-        for xv in X:
-            self._learn_vector(xv)
+            self._n_buf = 0
 
-    def _rewarm_with(self, xv: np.ndarray) -> None:
-        """After a drift: buffer the next `warmup` events, then restart from fresh k-means++
-        centres on them if those explain the recent events better than the current centres."""
-        self._rewarm.append(np.array(xv, dtype=np.float64))
-        if len(self._rewarm) < self._warmup_size:
-            return
-        X = np.stack(self._rewarm)
-        self._rewarm = None
-        C, _, cost = self._initial_centres(X)
-        if cost < _ok.sq_distances_rows(X, self._C).min(axis=1).sum():
-            counts = np.zeros(self.n_clusters)
-            n = X.shape[0]
-            _ok.learn_rows(X, n, C, counts, logit_divisor(self._schedule.value),
-                           self._mapping_code, 0.0, self._aux, self._rs, np.empty(n))
-            self._C = C.astype(np.float32)
-            self._counts = counts
-
-    def _after_step(self, nearest) -> None:
-        """Temperature, drift and re-seeding bookkeeping after one gradient step."""
+    def _after_step(self, nearest, alarm: bool, xv: np.ndarray | None) -> None:
+        """Temperature, drift and re-seeding bookkeeping after one gradient step (``xv``: the
+        step's event when it learnt one event)."""
         self._schedule.step()
         self._n_steps += 1
         if self._drift is not None:
@@ -446,31 +486,55 @@ class RBFKMeans(base.Clusterer):
                 det.update(v)
                 # Only a rise of the distortion is a drift: it also falls while centres converge.
                 if det.drift_detected and (before is None or det.estimation > before):
-                    self.n_drifts += 1
-                    self._schedule.reheat(self.reheat_factor)
-                    self._counts *= self.drift_forget
-                    if self._rewarm is None:
-                        self._rewarm = []
+                    alarm = True
+        if self._rewarm is not None:
+            if xv is not None:
+                self._rewarm.append(np.array(xv, dtype=np.float64))
+            if len(self._rewarm) >= self._next_check:
+                self._check_restart()
+        elif alarm:
+            self.n_alarms += 1
+            self._rewarm = []  # buffer the next events, then decide
+            self._next_check = self._warmup_size
         if self._n_steps % self._warmup_size == 0:
             self._reseed()
 
-    def _reseed(self) -> None:
-        """Move the most starved centre onto the reservoir's candidate.
+    def _buffer_for_recheck(self, X: np.ndarray) -> None:
+        self._rewarm = list(X)
+        self._next_check = _RECHECK * self._warmup_size
 
-        The rule is that of :func:`streamrbf.seeding.reseed_candidates` (starved: decayed mass below
-        a share of the largest; target: a point drawn in proportion to its squared distance to the
-        nearest centre), with the draw made over all events since the last check by the kernels.
-        The moved centre gets the smallest mass of the centres that are not starved, as in
-        scikit-learn's MiniBatchKMeans, so it is not moved again at once.
+    def _check_restart(self) -> None:
+        """Restart from fresh centres chosen on the buffered events if they explain those events
+        much better than the current centres: after a drift alarm (first check), or a while after
+        a (re)start (the recheck)."""
+        X = np.stack(self._rewarm)
+        self._rewarm = None
+        first = self._next_check < _RECHECK * self._warmup_size
+        C, t0, cost = self._initial_centres(X)
+        gain = _RESTART_GAIN if first else _RECHECK_GAIN
+        if cost < gain * _ok.sq_distances_rows(X, self._C).min(axis=1).sum():
+            self._start(X, C, t0)
+            if first:
+                self.n_drifts += 1
+                self._buffer_for_recheck(X)
+
+    def _reseed(self) -> None:
+        """Move a starved centre onto the reservoir's candidate.
+
+        The rule is :func:`streamrbf.seeding.reseed_candidates` (starved: decayed mass below a
+        share of the largest; target: a point drawn in proportion to its squared distance to the
+        nearest centre), with the draw made over all events since the last check by the kernels:
+        the reservoir's one candidate stands for them, with their total weight. As in the core,
+        the moved centre gets the smallest mass of the other centres, so it is not moved again at
+        once.
         """
-        counts = self._counts
         if self.n_clusters > 1 and self._aux[0] > 0:
-            dead = np.flatnonzero(counts < _RESEED_RATIO * counts.max())
+            dead, _ = reseed_candidates(self._counts, _RESEED_RATIO, self._aux[:1], self._rng)
             if dead.size:
-                j = int(dead[np.argmin(counts[dead])])
-                alive = np.delete(counts, dead)
-                self._C[j] = self._aux[1:]
-                counts[j] = alive.min() if alive.size else 0.0
+                alive = np.ones(self.n_clusters, dtype=bool)
+                alive[dead] = False
+                self._C[dead] = self._aux[1:]
+                self._counts[dead] = self._counts[alive].min()
         self._aux[0] = 0.0
 
     def learn_many(self, X) -> None:

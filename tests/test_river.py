@@ -55,7 +55,8 @@ def test_event_kernel_equals_core_step(mapping, decay):
     Ct, nt = torch.from_numpy(C.copy()), torch.from_numpy(counts.copy())
     aux, rs = np.zeros(d + 1), np.zeros(1, np.uint64)
     for x in X:
-        ok.learn_event(x, C, counts, logit_divisor(T), MAPPING_CODES[mapping], decay, aux, rs)
+        ok.learn_event(x, C, counts, logit_divisor(T), MAPPING_CODES[mapping], decay, aux, rs,
+                       np.zeros(3))
         res = batch_statistics(torch.from_numpy(x[None]), Ct, T, mapping)
         Ct, nt = apply_step(Ct, nt, res.stats, decay)
         np.testing.assert_allclose(C, Ct.numpy(), rtol=0, atol=1e-10)
@@ -73,7 +74,8 @@ def test_batch_kernel_equals_core_step(mapping):
     for _ in range(10):
         X = rng.normal(size=(B, d)) * 2
         nearest = np.empty(B)
-        loss = ok.learn_rows(X, B, C, counts, T, MAPPING_CODES[mapping], 0.95, aux, rs, nearest)
+        loss, _ = ok.learn_rows(X, B, C, counts, T, MAPPING_CODES[mapping], 0.95, aux, rs,
+                                nearest, np.zeros(0))
         res = batch_statistics(torch.from_numpy(X), Ct, T, mapping)
         Ct, nt = apply_step(Ct, nt, res.stats, 0.95)
         np.testing.assert_allclose(C, Ct.numpy(), rtol=0, atol=1e-10)
@@ -89,7 +91,7 @@ def test_float32_centres_round_once_like_the_core():
     Ct, nt = torch.from_numpy(C.copy()), torch.from_numpy(counts.copy())
     aux, rs = np.zeros(9), np.zeros(1, np.uint64)
     for x in rng.normal(size=(50, 8)):
-        ok.learn_event(x, C, counts, 0.7, 0, 1.0, aux, rs)
+        ok.learn_event(x, C, counts, 0.7, 0, 1.0, aux, rs, np.zeros(0))
         Ct, nt = apply_step(Ct, nt, batch_statistics(torch.from_numpy(x[None]), Ct, 0.7).stats)
     np.testing.assert_allclose(C, Ct.numpy(), rtol=1e-6, atol=1e-6)
 
@@ -115,7 +117,9 @@ def test_responsibilities_equal_entmax_package(T):
 
 def test_check_estimator():
     checks.check_estimator(RBFKMeans(n_clusters=3))
-    checks.check_estimator(RBFKMeans(n_clusters=2, batch_size=4, mapping="softmax", decay=0.99))
+    checks.check_estimator(RBFKMeans(n_clusters=2, batch_size=4, mapping="softmax", half_life=50,
+                                     drift_detector=drift.ADWIN()))
+    checks.check_estimator(RBFKMeans(n_clusters=2, half_life=None, drift_detector=None))
     checks.check_estimator(KeyedRBFKMeans(RBFKMeans(n_clusters=2, seed=0), max_streams=4))
 
 
@@ -141,7 +145,8 @@ def test_mini_batches_learn_too(blobs, batch_size):
     events, y = blobs
     model = _fitted(events, batch_size=batch_size)
     assert adjusted_rand_score(y, [model.predict_one(x) for x in events]) > 0.99
-    assert model._n_steps == len(events) // batch_size
+    # the warm-up events start the model in one step; every later batch is one step
+    assert model._n_steps == (len(events) - model._warmup_size) // batch_size
 
 
 def test_before_initialisation():
@@ -189,15 +194,16 @@ def test_same_seed_same_result(blobs):
 def test_mutate(blobs):
     events, _ = blobs
     model = _fitted(events[:200])
-    model.mutate({"temperature_decay": 0.5, "decay": 0.9})
-    assert model.decay == 0.9 and model._schedule.decay == 0.5
+    model.mutate({"temperature_decay": 0.5, "half_life": 10})
+    assert model.half_life == 10 and model._decay == pytest.approx(0.5**0.1)
+    assert model._schedule.decay == 0.5
     t = model.temperature
     model.learn_one(events[200])
     assert model.temperature == pytest.approx(max(t * 0.5, 0.0))
     with pytest.raises(ValueError):
         model.mutate({"n_clusters": 3})
-    with pytest.raises(ValueError, match="decay"):
-        model.mutate({"decay": 0.0})
+    with pytest.raises(ValueError, match="half_life"):
+        model.mutate({"half_life": 0.0})
 
 
 def test_pipeline_with_scaler(blobs):
@@ -303,20 +309,86 @@ def test_missing_zero_policy():
 # -- drift and keyed streams -------------------------------------------------------------------
 
 
-def test_drift_reheats_and_recovers():
+def test_cusum_alarm_needs_a_sustained_rise():
+    det = np.zeros(3)
+    assert not any(ok.watch_distortion(det, 1.0) for _ in range(100))
+    assert not ok.watch_distortion(det, 1e6)  # one outlier counts as at most CAP = 4 times the mean
+    assert not any(ok.watch_distortion(det, 1.0) for _ in range(20))
+    det[2] = 0.0
+    # a sustained rise: each event adds 4 - 1 - 0.5 = 2.5, the threshold is 20: alarm on the 9th
+    alarms = [ok.watch_distortion(det, 10.0) for _ in range(9)]
+    assert alarms == [False] * 8 + [True]
+    assert det.tolist() == [0.0, 0.0, 0.0]  # restarted
+
+
+def _jump_stream(seed, n=2000, k=4, d=4):
+    X1, y1 = make_blobs(n, n_features=d, centers=k, cluster_std=0.5, random_state=seed)
+    X2, y2 = make_blobs(n, n_features=d, centers=k, cluster_std=0.5, random_state=seed + 100)
+    return _events(np.vstack([X1, X2])), np.concatenate([y1, y2 + k])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_defaults_recover_from_a_jump(seed):
+    events, y = _jump_stream(seed)
+    model = RBFKMeans(n_clusters=4, seed=seed)  # defaults: forgetting and the CUSUM detector
+    preds = []
+    for x in events:
+        preds.append(model.predict_one(x))
+        model.learn_one(x)
+    preds = np.array(preds)
+    assert model.n_drifts == 1 and model.n_alarms >= 1
+    # 9 events to the alarm, then 32 buffered (warmup for k = 4) before the restart
+    before = adjusted_rand_score(y[1800:2000], preds[1800:2000])
+    after = adjusted_rand_score(y[2050:2250], preds[2050:2250])
+    assert before > 0.99 and after > 0.99
+    # without a detector, forgetting alone has not caught up 250 events after the jump
+    slow = RBFKMeans(n_clusters=4, seed=seed, drift_detector=None)
+    slow_preds = []
+    for x in events:
+        slow_preds.append(slow.predict_one(x))
+        slow.learn_one(x)
+    assert adjusted_rand_score(y[2050:2250], slow_preds[2050:2250]) < after
+
+
+def test_no_drift_on_a_stationary_stream():
+    for d, std in ((1, 1.0), (2, 3.0), (16, 6.0)):
+        X, _ = make_blobs(20_000, n_features=d, centers=4, cluster_std=std, random_state=d)
+        model = RBFKMeans(n_clusters=4, seed=0)
+        for x in _events(X):
+            model.learn_one(x)
+        assert model.n_alarms == 0 and model.n_drifts == 0
+
+
+def test_half_life():
+    model = RBFKMeans(n_clusters=2, half_life=50, drift_detector=None, seed=0)
+    for v in range(2000):
+        model.learn_one({"a": float(v % 2)})
+    # each event adds mass 1; the masses sum to 1 / (1 - 2^(-1/50)) in the steady state
+    assert sum(model.counts.values()) == pytest.approx(1 / (1 - 0.5 ** (1 / 50)), rel=1e-9)
+    assert RBFKMeans(n_clusters=8)._decay == 0.5 ** (1 / 100)  # "auto": max(100, 4 k) events
+    assert RBFKMeans(n_clusters=64, batch_size=2)._decay == 0.5 ** (2 / 256)
+    assert RBFKMeans(half_life=None)._decay == 1.0
+    with pytest.raises(ValueError, match="half_life"):
+        RBFKMeans(half_life="never")
+    with pytest.raises(ValueError, match="drift_detector"):
+        RBFKMeans(drift_detector="page-hinkley")
+
+
+def test_river_detector_restarts_too():
     X1, y1 = make_blobs(2000, n_features=4, centers=3, cluster_std=0.5, random_state=0)
     X2, y2 = make_blobs(2000, n_features=4, centers=3, cluster_std=0.5, random_state=1)
-    model = RBFKMeans(n_clusters=3, drift_detector=drift.ADWIN(), seed=0)
-    temps = []
+    model = RBFKMeans(n_clusters=3, drift_detector="adwin", seed=0)
+    assert isinstance(model._drift, drift.ADWIN) and model._det.size == 0
     for x in _events(X1):
         model.learn_one(x)
     assert model.n_drifts == 0
     t_before = model.temperature
+    temps = []
     for x in _events(X2):
         model.learn_one(x)
         temps.append(model.temperature)
     assert model.n_drifts >= 1
-    assert max(temps) > 5 * t_before  # re-heated
+    assert max(temps) > 5 * t_before  # a restart starts a new temperature schedule
     tail = _events(X2[-500:])
     assert adjusted_rand_score(y2[-500:], [model.predict_one(x) for x in tail]) > 0.95
 

@@ -82,7 +82,7 @@ def speed(quick: bool) -> list[dict]:
 
 
 def _state_bytes(model) -> int:
-    arrays = (model._C, model._counts, model._aux, model._rs, model._buf)
+    arrays = (model._C, model._counts, model._aux, model._rs, model._buf, model._det)
     return sum(a.nbytes for a in arrays if a is not None)
 
 
@@ -181,7 +181,7 @@ def _stream(kind, n, seed):
 
 
 def quality(quick: bool) -> dict:
-    from river import cluster, drift
+    from river import cluster
     from sklearn.metrics import adjusted_rand_score as ari
 
     from streamrbf.river import RBFKMeans
@@ -199,8 +199,9 @@ def quality(quick: bool) -> dict:
             tail = X[jump:] if kind == "jump" else X
             models = {
                 "streamrbf (defaults)": RBFKMeans(n_clusters=k, seed=seed),
-                "streamrbf + ADWIN": RBFKMeans(n_clusters=k, seed=seed,
-                                               drift_detector=drift.ADWIN()),
+                "streamrbf + ADWIN": RBFKMeans(n_clusters=k, seed=seed, drift_detector="adwin"),
+                "streamrbf (never forgets, no detector)": RBFKMeans(
+                    n_clusters=k, seed=seed, half_life=None, drift_detector=None),
                 "river KMeans": cluster.KMeans(n_clusters=k, seed=seed),
                 "river STREAMKMeans": cluster.STREAMKMeans(n_clusters=k, seed=seed),
             }
