@@ -1,0 +1,1 @@
+"""Runnable Beam jobs built on streamrbf (``python -m pipelines.cluster_events``)."""

@@ -1,0 +1,217 @@
+"""Bad events: the dead-letter record and the parser that decides what is bad.
+
+Every event entering a streamrbf transform leaves as exactly one result or one :class:`DeadLetter`
+carrying the reason, so nothing is dropped silently and a bad event never reaches a model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import numpy as np
+
+__all__ = ["DEAD_LETTERS", "DeadLetter", "ValidateEvents", "parse_features", "parse_keyed"]
+
+_MAX_EVENT_CHARS = 2000
+
+
+class DeadLetter(NamedTuple):
+    """An event that could not be clustered: its ``key`` (None when the key itself is bad), the
+    ``event`` as text (truncated to 2000 characters), the ``reason`` and the ``stage`` that refused
+    it (``"parse"`` or ``"model"``).
+
+    >>> d = DeadLetter.of("s1", {"x": "a"}, "feature 'x' is not a real number")
+    >>> d.key, d.event, d.stage
+    ('s1', "{'x': 'a'}", 'parse')
+    """
+
+    key: str | None
+    event: str
+    reason: str
+    stage: str = "parse"
+
+    @classmethod
+    def of(cls, key: Any, event: Any, reason: str, stage: str = "parse") -> DeadLetter:
+        text = event if isinstance(event, str) else repr(event)
+        if isinstance(event, bytes):
+            text = event.decode("utf-8", "replace")
+        key = key if isinstance(key, str) or key is None else repr(key)
+        return cls(key, text[:_MAX_EVENT_CHARS], reason, stage)
+
+    def to_json(self) -> str:
+        """One JSON line (what the main job writes)."""
+        return json.dumps(self._asdict())
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(f"feature {name} is not a real number: {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"feature {name} is {'NaN' if v != v else 'infinite'}")
+    return v
+
+
+def parse_features(
+    features: Any,
+    feature_names: Sequence[str] | None = None,
+    n_features: int | None = None,
+) -> tuple[tuple[str, ...] | None, tuple[float, ...]]:
+    """Validate one event's features; return ``(names, values)``.
+
+    ``features`` is a dict ``{name: number}`` (ordered by ``feature_names``, else by sorted name),
+    a 1-D sequence or array of numbers, or a JSON string / bytes of either. Raises ``ValueError``
+    (or ``TypeError``) saying what is wrong: unparseable text, a missing or unexpected feature,
+    a value that is not a finite real number, the wrong dimension.
+
+    >>> parse_features({"b": 2, "a": 1.5})
+    (('a', 'b'), (1.5, 2.0))
+    >>> parse_features("[1, 2]", n_features=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: expected 3 features, got 2
+    """
+    if isinstance(features, (str, bytes)):
+        try:
+            features = json.loads(features)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"unparseable event: {err}") from None
+    if isinstance(features, Mapping):
+        keys = list(features)
+        if not all(isinstance(k, str) for k in keys):
+            raise TypeError(f"feature names must be strings, got {keys!r}")
+        if feature_names is not None:
+            missing = [f for f in feature_names if f not in features]
+            extra = sorted(set(keys) - set(feature_names))
+            if missing:
+                raise ValueError(f"missing features {missing}")
+            if extra:
+                raise ValueError(f"unexpected features {extra}")
+            names = tuple(feature_names)
+        else:
+            names = tuple(sorted(keys))
+        if not names:
+            raise ValueError("event has no features")
+        values = tuple(_real(repr(n), features[n]) for n in names)
+    else:
+        if type(features) in (list, tuple) and features and all(
+            type(v) is float or type(v) is int for v in features
+        ):
+            # Fast path for the common case (plain numbers): one pass, one finiteness check.
+            values = tuple(map(float, features))
+            if math.isfinite(sum(values)) or all(map(math.isfinite, values)):
+                if feature_names is not None and len(values) != len(feature_names):
+                    raise ValueError(f"expected {len(feature_names)} features, got {len(values)}")
+                if n_features is not None and len(values) != n_features:
+                    raise ValueError(f"expected {n_features} features, got {len(values)}")
+                return (None if feature_names is None else tuple(feature_names)), values
+        if isinstance(features, np.ndarray):
+            if features.ndim != 1:
+                raise ValueError(f"features must be 1-D, got shape {features.shape}")
+            features = features.tolist()
+        if not isinstance(features, (list, tuple)):
+            raise TypeError(
+                "features must be a dict, a 1-D sequence or JSON text, got "
+                f"{type(features).__name__}"
+            )
+        if not features:
+            raise ValueError("event has no features")
+        values = tuple(_real(f"#{i}", v) for i, v in enumerate(features))
+        names = None
+        if feature_names is not None:
+            if len(values) != len(feature_names):
+                raise ValueError(f"expected {len(feature_names)} features, got {len(values)}")
+            names = tuple(feature_names)
+    if n_features is not None and len(values) != n_features:
+        raise ValueError(f"expected {n_features} features, got {len(values)}")
+    return names, values
+
+
+def parse_keyed(
+    element: Any,
+    feature_names: Sequence[str] | None = None,
+    n_features: int | None = None,
+) -> tuple[str, tuple[tuple[str, ...] | None, tuple[float, ...]]]:
+    """Validate a ``(key, features)`` pair; the key must be a non-empty ``str``.
+
+    >>> parse_keyed(("s1", [1, 2]))
+    ('s1', (None, (1.0, 2.0)))
+    >>> parse_keyed((7, [1, 2]))
+    Traceback (most recent call last):
+    ...
+    TypeError: key must be a non-empty str, got int 7
+    """
+    if not isinstance(element, (tuple, list)) or len(element) != 2:
+        raise TypeError(f"expected a (key, features) pair, got {type(element).__name__}")
+    key, features = element
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"key must be a non-empty str, got {type(key).__name__} {key!r}")
+    return key, parse_features(features, feature_names, n_features)
+
+
+DEAD_LETTERS = "dead_letters"
+
+
+class _ValidateDoFn(beam.DoFn):
+    def __init__(self, keyed: bool, feature_names: tuple[str, ...] | None,
+                 n_features: int | None) -> None:
+        self.keyed = keyed
+        self.feature_names = feature_names
+        self.n_features = n_features
+
+    def process(self, element: Any) -> Iterable[Any]:
+        try:
+            if self.keyed:
+                yield parse_keyed(element, self.feature_names, self.n_features)
+            else:
+                yield parse_features(element, self.feature_names, self.n_features)[1]
+        except (ValueError, TypeError) as err:
+            key = None
+            if self.keyed and isinstance(element, (tuple, list)) and len(element) == 2:
+                key, element = element
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(key, element, str(err)))
+
+
+class ValidateEvents(beam.PTransform):
+    """Split events into valid ones and :class:`DeadLetter` records; returns ``(valid, dead)``.
+
+    Unkeyed events become tuples of floats; keyed events (``keyed=True``) become
+    ``(key, (names, values))`` with a ``str`` key. ``tagged=False`` splits with two filters
+    instead of a multi-output ParDo (for the DaskRunner).
+
+    >>> with beam.Pipeline(runner="FnApiRunner") as p:
+    ...     good, bad = p | beam.Create([[1, 2], [1, float("nan")], "oops"]) | ValidateEvents()
+    ...     _ = bad | beam.Map(lambda d: print(d.reason[:20]))
+    feature #1 is NaN
+    unparseable event: E
+    """
+
+    def __init__(self, feature_names: Sequence[str] | None = None, n_features: int | None = None,
+                 *, keyed: bool = False, tagged: bool = True) -> None:
+        super().__init__()
+        self.tagged = tagged
+        self.feature_names = None if feature_names is None else tuple(feature_names)
+        self.n_features = n_features
+        self.keyed = keyed
+
+    def expand(self, pcoll):
+        fn = _ValidateDoFn(self.keyed, self.feature_names, self.n_features)
+        if not self.tagged:
+            # One output and two filters: the DaskRunner mixes a multi-output ParDo's outputs.
+            both = pcoll | "Validate" >> beam.FlatMap(lambda e: [
+                (isinstance(o, beam.pvalue.TaggedOutput), getattr(o, "value", o))
+                for o in fn.process(e)])
+            valid = both | "Valid" >> beam.FlatMap(lambda r: [] if r[0] else [r[1]])
+            dead = both | "Invalid" >> beam.FlatMap(lambda r: [r[1]] if r[0] else [])
+            return valid, dead
+        pardo = beam.ParDo(fn)
+        if self.keyed:
+            # A typed str key gives GroupIntoBatches and state a deterministic key coder.
+            pardo = pardo.with_output_types(tuple[str, Any])
+        out = pcoll | "Validate" >> pardo.with_outputs(DEAD_LETTERS, main="valid")
+        return out.valid, out[DEAD_LETTERS]

@@ -1,0 +1,356 @@
+"""ClusterGlobally: one model trained data-parallel from summed sufficient statistics.
+
+Each step broadcasts the model as a side input, every worker computes the sufficient statistics of
+its shards against it, a plain CombineFn adds them, and the core takes the step. Since statistics
+are sums, the result is the step the core :class:`~streamrbf.kmeans.RBFKMeans` takes on all the
+data at once (to float rounding).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.transforms import window
+from apache_beam.transforms.periodicsequence import PeriodicImpulse
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
+
+from .dead_letters import ValidateEvents
+from .inference import assign
+from .state import ModelState, ModelStateCoder, from_estimator, to_estimator
+
+__all__ = ["ClusterGlobally", "GlobalResult", "latest_checkpoint"]
+
+_CKPT = re.compile(r"^step-(\d{10})\.safetensors$")
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """The checkpoint with the most steps in ``directory`` (None when there is none).
+
+    >>> import tempfile
+    >>> latest_checkpoint(tempfile.mkdtemp()) is None
+    True
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CKPT.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def _write_checkpoint(est: Any, directory: str) -> None:
+    # One file per step, written to a temp name and renamed (by the core): a retried bundle
+    # rewrites the same file with the same content.
+    est.save(Path(directory) / f"step-{est.n_steps_:010d}.safetensors")
+
+
+class GlobalResult(NamedTuple):
+    """Outputs of :class:`ClusterGlobally`: the final ``model`` (one ``ModelState``), the model
+    after every step (``history``), ``dead_letters``, and ``assignments`` of every valid event
+    under the final model (empty unless ``assign=True``)."""
+
+    model: beam.PCollection
+    history: beam.PCollection
+    dead_letters: beam.PCollection
+    assignments: beam.PCollection
+
+
+class _InitialModel(beam.DoFn):
+    def __init__(self, params: dict[str, Any], checkpoint_dir: str | None, seed: int) -> None:
+        self.params = params
+        self.checkpoint_dir = checkpoint_dir
+        self.seed = seed
+
+    def process(self, sample: list[Any]) -> Iterable[ModelState]:
+        from ..kmeans import RBFKMeans
+
+        ckpt = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
+        if ckpt is not None:
+            est = RBFKMeans.load(ckpt, device="cpu")
+            n_seen = 0
+        else:
+            if not sample:
+                return
+            X = np.asarray(sample, dtype=np.float64)
+            est = RBFKMeans(**{**self.params, "random_state": self.seed}).partial_fit(X)
+            n_seen = len(X)
+            if self.checkpoint_dir:
+                _write_checkpoint(est, self.checkpoint_dir)
+        yield from_estimator(est, n_seen)
+
+
+class _PartialStatistics(beam.DoFn):
+    """Sufficient statistics of one shard against the broadcast model."""
+
+    def __init__(self, params: dict[str, Any], seed: int) -> None:
+        self.params = params
+        self.seed = seed
+
+    def process(self, batch: Any, model: ModelState | None) -> Iterable[Any]:
+        if model is None:
+            return
+        est = to_estimator(model, self.params, self.seed)
+        yield est.statistics(np.asarray(batch, dtype=np.float64))
+
+
+class _SumStatistics(beam.CombineFn):
+    """Adds sufficient statistics with the core's ``+`` (no side input: see BEAM.md)."""
+
+    def create_accumulator(self) -> Any:
+        return None
+
+    def add_input(self, acc: Any, stats: Any) -> Any:
+        return stats if acc is None else acc + stats
+
+    def merge_accumulators(self, accs: Iterable[Any]) -> Any:
+        total = None
+        for a in accs:
+            if a is not None:
+                total = a if total is None else total + a
+        return total
+
+    def extract_output(self, acc: Any) -> Any:
+        return acc
+
+
+class _ApplyStep(beam.DoFn):
+    def __init__(self, params: dict[str, Any], checkpoint_dir: str | None, seed: int) -> None:
+        self.params = params
+        self.checkpoint_dir = checkpoint_dir
+        self.seed = seed
+
+    def process(self, stats: Any, model: ModelState) -> Iterable[ModelState]:
+        if stats is None or stats.n == 0:
+            yield model
+            return
+        est = to_estimator(model, self.params, self.seed).apply_statistics(stats)
+        if self.checkpoint_dir:
+            _write_checkpoint(est, self.checkpoint_dir)
+        yield from_estimator(est, model.n_seen + int(stats.n), model.feature_names)
+
+
+class _LoadLatest(beam.DoFn):
+    """The slowly-updating side input: on each impulse, the newest checkpoint."""
+
+    def __init__(self, checkpoint_dir: str) -> None:
+        self.checkpoint_dir = checkpoint_dir
+
+    def process(self, _: Any) -> Iterable[ModelState]:
+        from ..kmeans import RBFKMeans
+
+        ckpt = latest_checkpoint(self.checkpoint_dir)
+        if ckpt is not None:
+            yield from_estimator(RBFKMeans.load(ckpt, device="cpu"))
+
+
+class _UpdateModel(beam.DoFn):
+    """Streaming: the one canonical model, in state under a single key (global window). Each
+    window's summed statistics are one step; every step is checkpointed."""
+
+    MODEL = ReadModifyWriteStateSpec("model", ModelStateCoder())
+
+    def __init__(self, params: dict[str, Any], checkpoint_dir: str, seed: int) -> None:
+        self.params = params
+        self.checkpoint_dir = checkpoint_dir
+        self.seed = seed
+
+    def process(self, keyed: tuple[str, Any],
+                model=beam.DoFn.StateParam(MODEL)) -> Iterable[ModelState]:
+        from ..kmeans import RBFKMeans
+
+        stats = keyed[1]
+        if stats is None or stats.n == 0:
+            return
+        state = model.read()
+        if state is None:
+            state = from_estimator(RBFKMeans.load(latest_checkpoint(self.checkpoint_dir), "cpu"))
+        est = to_estimator(state, self.params, self.seed).apply_statistics(stats)
+        _write_checkpoint(est, self.checkpoint_dir)
+        state = from_estimator(est, state.n_seen + int(stats.n), state.feature_names)
+        model.write(state)
+        yield state
+
+
+def _initial_checkpoint(params: dict[str, Any], checkpoint_dir: str, seed: int) -> None:
+    """A first checkpoint from an ``init`` array when a stream starts with none."""
+    if latest_checkpoint(checkpoint_dir) is not None:
+        return
+    init = params.get("init")
+    if init is None or isinstance(init, str):
+        raise ValueError("streaming ClusterGlobally needs an init array or a checkpoint in "
+                         "checkpoint_dir to start from")
+    C = np.asarray(init, dtype=np.float64)
+    t = params.get("temperature", "auto")
+    t0 = float(t) if not isinstance(t, str) else 1.0
+    tmin = params.get("min_temperature", "auto")
+    tmin = float(tmin) if not isinstance(tmin, str) else 1e-3 * t0
+    state = ModelState(C, np.zeros(len(C)), t0, t0, min(tmin, t0))
+    _write_checkpoint(to_estimator(state, params, seed), checkpoint_dir)
+
+
+class _Assign(beam.DoFn):
+    def __init__(self, mapping: str) -> None:
+        self.mapping = mapping
+
+    def process(self, batch: Any, model: ModelState | None) -> Iterable[Any]:
+        X = np.asarray(batch, dtype=np.float64)
+        yield from assign(X, model.centers.astype(np.float64), model.temperature, self.mapping)
+
+
+class ClusterGlobally(beam.PTransform):
+    """Train one RBF K-Means model on a bounded PCollection, data-parallel across workers.
+
+    The model is initialised (core ``partial_fit``: k-means++ and annealing) on a sample of up to
+    ``init_sample`` events, or resumed from the latest checkpoint in ``checkpoint_dir``. Then
+    ``steps`` steps are unrolled in the graph; each one broadcasts the model as a side input,
+    computes the sufficient statistics of each of ``n_shards`` shards of the events, adds them with
+    a plain ``CombineFn`` and takes the core step (``apply_statistics``): step ``t`` equals the core
+    ``partial_fit`` on all the data (with ``reassignment_ratio=0``, as re-seeding needs points).
+    With ``checkpoint_dir`` every model is written there (``step-<n>.safetensors``, the core's safe
+    format): a new run with the same directory continues from the last one. Bad events go to
+    ``dead_letters``; the dimension is fixed by ``n_features``, ``feature_names`` or ``init``.
+
+    Unbounded input (streaming) trains continuously instead: events are windowed into
+    ``window_secs`` fixed windows, each window's statistics (against the model side input) are
+    summed and applied as one step by a single-key stateful DoFn in the global window, which
+    checkpoints every step to ``checkpoint_dir`` (required; it must hold a checkpoint or ``init``
+    must be an array). The side input is the slowly-updating pattern: a ``PeriodicImpulse``
+    every ``refresh_secs`` loads the newest checkpoint (``impulses`` replaces it with any windowed
+    PTransform of ticks, e.g. for runners without splittable DoFns). ``model`` and ``history``
+    are then the stream of updated models.
+
+    Examples
+    --------
+    >>> import apache_beam as beam
+    >>> events = [[0.0, 0.1 * (i % 3)] for i in range(30)] + [[5.0, 5.0], [5.0, 5.1], [None, 1]]
+    >>> with beam.Pipeline(runner="FnApiRunner") as p:
+    ...     out = p | beam.Create(events) | ClusterGlobally(2, steps=3, n_features=2)
+    ...     _ = out.model | beam.Map(lambda m: print(m.n_seen, np.round(np.sort(m.centers[:, 0]))))
+    ...     _ = out.dead_letters | beam.Map(lambda d: print(d.reason))
+    feature #0 is not a real number: None
+    128 [0. 5.]
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        steps: int = 10,
+        n_shards: int = 64,
+        init_sample: int = 10_000,
+        checkpoint_dir: str | os.PathLike | None = None,
+        assign: bool = False,
+        feature_names: Sequence[str] | None = None,
+        n_features: int | None = None,
+        random_state: int = 0,
+        window_secs: float = 60.0,
+        refresh_secs: float = 60.0,
+        impulses: beam.PTransform | None = None,
+        **model_params: Any,
+    ) -> None:
+        super().__init__()
+        from ..kmeans import RBFKMeans
+
+        self.window_secs = float(window_secs)
+        self.refresh_secs = float(refresh_secs)
+        self.impulses = impulses
+        params = {"n_clusters": n_clusters, "reassignment_ratio": 0.0, **model_params}
+        RBFKMeans(**params)._check_params()
+        self.params = params
+        self.steps = int(steps)
+        self.n_shards = int(n_shards)
+        self.init_sample = int(init_sample)
+        self.checkpoint_dir = None if checkpoint_dir is None else str(checkpoint_dir)
+        self.assign = assign
+        init = params.get("init")
+        if n_features is None and feature_names is not None:
+            n_features = len(feature_names)
+        if n_features is None and init is not None and not isinstance(init, str):
+            n_features = int(np.asarray(init).shape[1])
+        if n_features is None:
+            raise ValueError("ClusterGlobally needs n_features, feature_names or an init array: "
+                             "events of another dimension must go to the dead letters")
+        self.feature_names = feature_names
+        self.n_features = int(n_features)
+        self.random_state = int(random_state)
+
+    def _shards(self, vectors: beam.PCollection) -> beam.PCollection:
+        # Shards by a GroupByKey on a hash of the event, not BatchElements: the DaskRunner drops
+        # what a DoFn emits in finish_bundle. Float hashes are the same in every process.
+        n_shards = self.n_shards
+        return (
+            vectors
+            | "ShardKey" >> beam.Map(lambda v: (hash(v) % n_shards, v))
+            | "Shard" >> beam.GroupByKey()
+            | "ShardArray" >> beam.Map(lambda kv: np.asarray(list(kv[1]), dtype=np.float64))
+        )
+
+    def _expand_unbounded(self, pcoll: beam.PCollection) -> GlobalResult:
+        if not self.checkpoint_dir:
+            raise ValueError("streaming ClusterGlobally needs a checkpoint_dir")
+        seed = self.random_state
+        _initial_checkpoint(self.params, self.checkpoint_dir, seed)
+        impulses = self.impulses or PeriodicImpulse(
+            Timestamp.now(), MAX_TIMESTAMP, self.refresh_secs, apply_windowing=True)
+        side = (
+            pcoll.pipeline
+            | "Refresh" >> impulses
+            | "LoadLatest" >> beam.ParDo(_LoadLatest(self.checkpoint_dir))
+        )
+        windowed = pcoll | "Window" >> beam.WindowInto(window.FixedWindows(self.window_secs))
+        vectors, bad = windowed | "ValidateEvents" >> ValidateEvents(
+            self.feature_names, self.n_features, tagged=False)
+        models = (
+            self._shards(vectors)
+            | "Statistics" >> beam.ParDo(_PartialStatistics(self.params, seed),
+                                         model=beam.pvalue.AsSingleton(side))
+            | "Sum" >> beam.CombineGlobally(_SumStatistics()).without_defaults()
+            | "OneKey" >> beam.Map(lambda st: ("model", st)).with_output_types(tuple[str, Any])
+            | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+            | "Update" >> beam.ParDo(_UpdateModel(self.params, self.checkpoint_dir, seed))
+        )
+        none = vectors | "NoAssignments" >> beam.Filter(lambda _: False)
+        return GlobalResult(models, models, bad, none)
+
+    def expand(self, pcoll: beam.PCollection) -> GlobalResult:
+        if not pcoll.is_bounded:
+            return self._expand_unbounded(pcoll)
+        seed = self.random_state
+        vectors, bad = pcoll | "ValidateEvents" >> ValidateEvents(
+            self.feature_names, self.n_features, tagged=False)
+        batches = self._shards(vectors)
+        model = (
+            vectors
+            # without_defaults: the default-value injection runs twice on the DaskRunner.
+            | "Sample" >> beam.CombineGlobally(
+                beam.combiners.SampleCombineFn(self.init_sample)).without_defaults()
+            | "Initialise" >> beam.ParDo(_InitialModel(self.params, self.checkpoint_dir, seed))
+        )
+        history = [model]
+        for t in range(self.steps):
+            stats = (
+                batches
+                | f"Statistics{t}" >> beam.ParDo(
+                    _PartialStatistics(self.params, seed), model=beam.pvalue.AsSingleton(model))
+                | f"Sum{t}" >> beam.CombineGlobally(_SumStatistics())
+            )
+            # The statistics are the main input and the model the side input: a PCollection
+            # that is both (model -> Step, model -> Statistics) comes out twice on Dask.
+            model = stats | f"Step{t}" >> beam.ParDo(
+                _ApplyStep(self.params, self.checkpoint_dir, seed),
+                model=beam.pvalue.AsSingleton(model))
+            history.append(model)
+        all_models = tuple(history) | "History" >> beam.Flatten()
+        if self.assign:
+            assignments = batches | "Assign" >> beam.ParDo(
+                _Assign(self.params.get("mapping", "entmax15")),
+                model=beam.pvalue.AsSingleton(model))
+        else:
+            assignments = vectors | "NoAssignments" >> beam.Filter(lambda _: False)
+        return GlobalResult(model, all_models, bad, assignments)

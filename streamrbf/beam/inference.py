@@ -1,0 +1,165 @@
+"""Assignment of events to clusters: the shared scoring routine and a RunInference model handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from ..assignment import Assignment
+from .dead_letters import parse_features
+
+__all__ = ["RBFModelHandler", "assign"]
+
+_LOG = logging.getLogger(__name__)
+
+
+def assign(X: Any, centers: Any, temperature: float, mapping: str = "entmax15") -> list[Assignment]:
+    """Score the rows of ``X`` (n, d) against ``centers`` (k, d) at ``temperature``: one
+    :class:`~streamrbf.assignment.Assignment` per row, with only the non-zero memberships.
+
+    ``X`` and ``centers`` are numpy arrays or torch tensors (kept on their device: a GPU batch is
+    scored on the GPU and only the results come back).
+
+    >>> a = assign(np.array([[0.0], [0.9]]), np.array([[0.0], [1.0]]), 0.1)
+    >>> [(x.cluster, sorted(x.memberships)) for x in a]
+    [(0, [0]), (1, [1])]
+    """
+    import torch
+
+    from ..mappings import responsibilities
+    from ..statistics import sq_distances
+
+    Xt = torch.as_tensor(X)
+    Ct = torch.as_tensor(centers).to(device=Xt.device, dtype=Xt.dtype)
+    D = sq_distances(Xt, Ct).to(torch.float64)
+    P_np = responsibilities(D, float(temperature), mapping).cpu().numpy()
+    # Reductions in numpy: torch's intra-op threads contend with the runner's on small batches.
+    D_np = D.cpu().numpy()
+    labels_np = D_np.argmin(axis=1)
+    dist = np.sqrt(D_np[np.arange(len(D_np)), labels_np]).tolist()
+    labels_l = labels_np.tolist()
+    rows, cols = np.nonzero(P_np)
+    vals = P_np[rows, cols].tolist()
+    splits = np.searchsorted(rows, np.arange(1, P_np.shape[0])).tolist()
+    out: list[Assignment] = []
+    cols_l = cols.tolist()
+    start = 0
+    t = float(temperature)
+    for i, stop in enumerate([*splits, len(cols_l)]):
+        members = dict(zip(cols_l[start:stop], vals[start:stop]))
+        out.append(Assignment(labels_l[i], members, dist[i], t))
+        start = stop
+    return out
+
+
+class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):
+    """RunInference handler for saved :class:`~streamrbf.kmeans.RBFKMeans` models.
+
+    Loads the safe model format only (safetensors + JSON header; anything else is refused), scores
+    large batches on ``device`` (``"cpu"``, ``"cuda"`` / ``"GPU"``; falls back to the CPU when no
+    GPU is visible) and yields ``PredictionResult(example, Assignment, model_id)``. Examples are
+    dicts, 1-D arrays or JSON text (fix ``feature_names`` for dict events), or pre-batched 2-D
+    arrays whose inference is a list of assignments (use ``max_batch_size=1`` then: the
+    DaskRunner loses BatchElements' last partial batch). A new model path arriving
+    through ``RunInference(..., model_metadata_pcoll=...)`` is loaded in place of the old one.
+    ``gpu_hints=True`` declares ``accelerator`` resource hints for Dataflow.
+
+    Examples
+    --------
+    >>> import tempfile, apache_beam as beam
+    >>> from apache_beam.ml.inference.base import RunInference
+    >>> from streamrbf import RBFKMeans
+    >>> path = tempfile.mkdtemp() + "/m.safetensors"
+    >>> RBFKMeans(2, random_state=0).fit([[0.0, 0], [0, 1], [9, 9], [9, 8]]).save(path)
+    >>> with beam.Pipeline(runner="FnApiRunner") as p:
+    ...     _ = (p | beam.Create([[0.0, 0.5], [9.0, 8.5]])
+    ...          | RunInference(RBFModelHandler(path))
+    ...          | beam.Map(lambda r: r.inference.cluster) | beam.combiners.ToList()
+    ...          | beam.Map(lambda c: print(len(set(c)))))
+    2
+    """
+
+    def __init__(
+        self,
+        model_uri: str,
+        *,
+        device: str = "cpu",
+        feature_names: Sequence[str] | None = None,
+        gpu_hints: bool = False,
+        accelerator: str = "type:nvidia-l4;count:1;install-nvidia-driver",
+        min_batch_size: int | None = 64,
+        max_batch_size: int | None = 65536,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size, **kwargs)
+        self._model_uri = model_uri
+        self._device = device
+        self._feature_names = None if feature_names is None else tuple(feature_names)
+        self._gpu_hints = gpu_hints
+        self._accelerator = accelerator
+
+    def _torch_device(self) -> str:
+        import torch
+
+        want = str(self._device).lower()
+        if want in ("gpu", "cuda") or want.startswith("cuda:"):
+            if torch.cuda.is_available():
+                return "cuda" if want == "gpu" else want
+            _LOG.warning("RBFModelHandler: no GPU visible, assigning on the CPU")
+        return "cpu"
+
+    def load_model(self) -> Any:
+        """Load the model file (safe format only) onto the device."""
+        from ..kmeans import RBFKMeans
+
+        return RBFKMeans.load(self._model_uri, device=self._torch_device())
+
+    def run_inference(
+        self, batch: Sequence[Any], model: Any, inference_args: dict[str, Any] | None = None
+    ) -> Iterable[PredictionResult]:
+        import torch
+
+        names = self._feature_names
+        if names is None and getattr(model, "feature_names_in_", None) is not None:
+            names = tuple(model.feature_names_in_)
+        d = model.n_features_in_
+        rows: list[Any] = []
+        spans = []
+        for x in batch:
+            if isinstance(x, np.ndarray) and x.ndim == 2:
+                # A pre-batched block of events (one example): its inference is a list.
+                block = np.asarray(x, dtype=np.float64)
+                if block.shape[1] != d or not np.isfinite(block).all():
+                    raise ValueError(f"block of shape {block.shape} is not finite (n, {d})")
+                spans.append((len(rows), len(rows) + len(block), True))
+                rows.extend(block)
+            else:
+                spans.append((len(rows), len(rows) + 1, False))
+                rows.append(parse_features(x, names, d)[1])
+        C = model.centers_tensor_
+        X = torch.as_tensor(np.asarray(rows, dtype=np.float64).reshape(-1, d), dtype=C.dtype,
+                            device=C.device)
+        out = assign(X, C, model.temperature_, model.mapping)
+        return [PredictionResult(x, out[a:b] if block else out[a], self._model_uri)
+                for x, (a, b, block) in zip(batch, spans)]
+
+    def update_model_path(self, model_path: str | None = None) -> None:
+        if model_path:
+            self._model_uri = model_path
+
+    def get_num_bytes(self, batch: Sequence[Any]) -> int:
+        return sum(8 * len(x) if hasattr(x, "__len__") else 8 for x in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "streamrbf"
+
+    def get_resource_hints(self) -> dict:
+        return {"accelerator": self._accelerator} if self._gpu_hints else {}
+
+    def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
+        if inference_args:
+            raise ValueError(f"RBFModelHandler takes no inference_args, got {inference_args!r}")

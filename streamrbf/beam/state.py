@@ -1,0 +1,210 @@
+"""The model as Beam carries it: numpy arrays and a few floats, with a compact binary coder.
+
+A :class:`ModelState` is what lives in Beam state (one per key), travels as a side input and is
+checkpointed: never a pickled torch module. :func:`to_estimator` and :func:`from_estimator`
+translate it to and from the core :class:`~streamrbf.kmeans.RBFKMeans`, which does all the math.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from apache_beam import coders
+from apache_beam.runners.worker.statecache import CacheAware
+
+__all__ = [
+    "AssignmentCoder", "ModelState", "ModelStateCoder", "from_estimator", "stable_hash",
+    "to_estimator",
+]
+
+_MAGIC = b"SRB1"
+_HEADER = struct.Struct("<4sBIIIdddqq")
+
+
+@dataclass
+class ModelState(CacheAware):
+    """One model's state: centres ``(k, d)``, decayed masses ``(k,)``, the temperature schedule's
+    ``temperature`` / ``initial_temperature`` / ``min_temperature``, step and event counters, the
+    feature names (None for array events) and ``pending`` warm-up rows not yet used to initialise.
+
+    >>> s = ModelState(np.zeros((2, 3)), np.ones(2), 0.5, 1.0, 0.001, n_steps=4, n_seen=80)
+    >>> t = ModelStateCoder().decode(ModelStateCoder().encode(s))
+    >>> t.centers.shape, t.temperature, t.n_seen, t.initialised
+    ((2, 3), 0.5, 80, True)
+    """
+
+    centers: np.ndarray
+    counts: np.ndarray
+    temperature: float
+    initial_temperature: float
+    min_temperature: float
+    n_steps: int = 0
+    n_seen: int = 0
+    feature_names: tuple[str, ...] | None = None
+    pending: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def initialised(self) -> bool:
+        """Whether the centres exist (a key still warming up has only ``pending`` rows)."""
+        return self.centers.size > 0
+
+    @property
+    def n_features(self) -> int | None:
+        if self.initialised:
+            return int(self.centers.shape[1])
+        if self.pending is not None and self.pending.size:
+            return int(self.pending.shape[1])
+        return None
+
+    @classmethod
+    def warming_up(cls, pending: np.ndarray, names: tuple[str, ...] | None) -> ModelState:
+        """A state that only buffers rows until there are enough to initialise a model."""
+        return cls(np.zeros((0, 0)), np.zeros(0), float("nan"), float("nan"), float("nan"),
+                   feature_names=names, pending=pending)
+
+    def get_referents_for_cache(self) -> list[Any]:
+        # Beam's state cache weighs cached values by walking their references: point it at the
+        # arrays only, not at the class and its module's globals (milliseconds per write).
+        return [a for a in (self.centers, self.counts, self.pending) if a is not None]
+
+    def nbytes(self) -> int:
+        """Encoded size in bytes (what one key costs in the state backend)."""
+        return len(ModelStateCoder().encode(self))
+
+
+class ModelStateCoder(coders.Coder):
+    """Binary coder of :class:`ModelState`: a fixed header, the names as JSON, raw array bytes."""
+
+    def encode(self, s: ModelState) -> bytes:
+        centers = np.ascontiguousarray(s.centers)
+        wide = centers.dtype == np.float64
+        centers = centers.astype(np.float64 if wide else np.float32, copy=False)
+        counts = np.ascontiguousarray(s.counts, dtype=np.float64)
+        pending = (np.zeros((0, 0)) if s.pending is None else
+                   np.ascontiguousarray(s.pending, dtype=np.float64))
+        names = b"" if s.feature_names is None else json.dumps(list(s.feature_names)).encode()
+        k, d = centers.shape if centers.size else (0, pending.shape[1] if pending.size else 0)
+        head = _HEADER.pack(_MAGIC, int(wide), k, d, pending.shape[0], s.temperature,
+                            s.initial_temperature, s.min_temperature, s.n_steps, s.n_seen)
+        return b"".join([head, struct.pack("<I", len(names)), names, centers.tobytes(),
+                         counts.tobytes(), pending.tobytes()])
+
+    def decode(self, data: bytes) -> ModelState:
+        magic, wide, k, d, m, t, t0, tmin, steps, seen = _HEADER.unpack_from(data, 0)
+        if magic != _MAGIC:
+            raise ValueError("not an encoded streamrbf ModelState")
+        off = _HEADER.size
+        (n_names,) = struct.unpack_from("<I", data, off)
+        off += 4
+        names = tuple(json.loads(data[off:off + n_names])) if n_names else None
+        off += n_names
+        dtype = np.float64 if wide else np.float32
+        centers = np.frombuffer(data, dtype, k * d, off).reshape(k, d).copy()
+        off += k * d * centers.itemsize
+        counts = np.frombuffer(data, np.float64, k, off).copy()
+        off += k * 8
+        pending = np.frombuffer(data, np.float64, m * d, off).reshape(m, d).copy() if m else None
+        if k == 0:
+            centers = np.zeros((0, 0), dtype)
+        return ModelState(centers, counts, t, t0, tmin, steps, seen, names, pending)
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self) -> Any:
+        return ModelState
+
+
+coders.registry.register_coder(ModelState, ModelStateCoder)
+
+
+def stable_hash(text: str) -> int:
+    """A process-independent 32-bit hash (Python's ``hash`` of a str differs per process)."""
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def to_estimator(state: ModelState, params: dict[str, Any], seed: int = 0):
+    """An :class:`~streamrbf.kmeans.RBFKMeans` holding ``state``, ready for ``partial_fit``.
+
+    Its random generator is derived from ``(seed, n_steps)``: a retried bundle redoes exactly the
+    same step, whichever worker runs it.
+    """
+    import torch
+
+    from ..kmeans import RBFKMeans
+    from ..temperature import TemperatureSchedule
+
+    model = RBFKMeans(**params)
+    schedule = TemperatureSchedule(state.initial_temperature, float(model.temperature_decay),
+                                   state.min_temperature, state.temperature)
+    rng = np.random.default_rng([int(seed), int(state.n_steps)])
+    # The core has no public "set state" (yet): this is the one place that reaches into it.
+    model._set_state(torch.from_numpy(np.array(state.centers)),
+                     torch.from_numpy(np.array(state.counts, dtype=np.float64)), schedule, rng)
+    model.n_features_in_ = int(state.centers.shape[1])
+    model.n_steps_ = int(state.n_steps)
+    model.inertia_ = float("nan")
+    return model
+
+
+def from_estimator(model, n_seen: int = 0,
+                   feature_names: tuple[str, ...] | None = None) -> ModelState:
+    """The :class:`ModelState` of a fitted :class:`~streamrbf.kmeans.RBFKMeans`."""
+    schedule = model._schedule
+    return ModelState(
+        np.array(model.cluster_centers_), np.array(model.counts_, dtype=np.float64),
+        float(schedule.value), float(schedule.initial), float(schedule.minimum),
+        int(model.n_steps_), int(n_seen), feature_names,
+    )
+
+
+_ASSIGN_HEAD = struct.Struct("<qddI")
+
+
+class AssignmentCoder(coders.Coder):
+    """Binary coder of :class:`~streamrbf.assignment.Assignment` (cluster, distance,
+    temperature, then the non-zero memberships as (int32 id, float64) pairs).
+
+    >>> from streamrbf.assignment import Assignment
+    >>> a = Assignment(1, {1: 0.75, 0: 0.25}, 0.5, 0.1)
+    >>> AssignmentCoder().decode(AssignmentCoder().encode(a)) == a
+    True
+    """
+
+    def encode(self, a: Any) -> bytes:
+        m = a.memberships
+        ids = np.fromiter(m.keys(), np.int32, len(m))
+        vals = np.fromiter(m.values(), np.float64, len(m))
+        return (_ASSIGN_HEAD.pack(a.cluster, a.distance, a.temperature, len(m))
+                + ids.tobytes() + vals.tobytes())
+
+    def decode(self, data: bytes) -> Any:
+        from ..assignment import Assignment
+
+        cluster, distance, temperature, n = _ASSIGN_HEAD.unpack_from(data, 0)
+        off = _ASSIGN_HEAD.size
+        ids = np.frombuffer(data, np.int32, n, off).tolist()
+        vals = np.frombuffer(data, np.float64, n, off + 4 * n).tolist()
+        return Assignment(cluster, dict(zip(ids, vals)), distance, temperature)
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self) -> Any:
+        from ..assignment import Assignment
+
+        return Assignment
+
+
+def _register_assignment_coder() -> None:
+    from ..assignment import Assignment
+
+    coders.registry.register_coder(Assignment, AssignmentCoder)
+
+
+_register_assignment_coder()

@@ -1,0 +1,247 @@
+"""ClusterPerKey on FnApiRunner (batch, multi-processing) and BundleBasedDirectRunner (TestStream),
+the state coder, and bad input at the DoFn level (hypothesis)."""
+
+from __future__ import annotations
+
+import math
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing import test_stream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms import window
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamrbf import RBFKMeans
+from streamrbf.assignment import Assignment
+from streamrbf.beam import ClusterPerKey, DeadLetter, ModelState, ModelStateCoder
+from streamrbf.beam.dead_letters import _ValidateDoFn
+from streamrbf.beam.per_key import _ScoreAndLearnDoFn
+from streamrbf.beam.state import from_estimator
+
+pytestmark = pytest.mark.timeout(120)
+
+CENTRES = {
+    "s0": [[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]],
+    "s1": [[20.0, 20.0], [26.0, 20.0], [20.0, 26.0]],
+}
+BAD = [
+    ("s0", "{not json"),                   # unparseable
+    ("s0", [1.0, float("nan")]),           # NaN
+    ("s0", [1.0, 2.0, 3.0]),               # wrong dimension (parsed fine, refused by the model)
+    (42, [1.0, 2.0]),                      # wrong key type
+    ("s1", {"x": 1.0}),                    # dict event on an array stream
+    ("s0", []),                            # no features
+    "just a string",                       # not a pair
+]
+
+
+def keyed_events(n_per_key: int = 150, seed: int = 0) -> list[tuple[str, list[float]]]:
+    rng = np.random.default_rng(seed)
+    events = []
+    for i in range(n_per_key):
+        for key, cs in CENTRES.items():
+            c = np.asarray(cs[i % 3])
+            events.append((key, (c + rng.normal(0, 0.3, 2)).tolist()))
+    return events
+
+
+def _tag(kind):
+    return lambda x: kind
+
+
+def _labels(out):
+    """One PCollection of 'assignment' / 'dead' labels, one per output event."""
+    return (
+        (out.assignments | "LabelA" >> beam.Map(_tag("assignment")),
+         out.dead_letters | "LabelD" >> beam.Map(_tag("dead")))
+        | "All" >> beam.Flatten()
+    )
+
+
+def _count_outputs(out):
+    return _labels(out) | "Count" >> beam.combiners.Count.PerElement()
+
+
+def test_batch_fnapi_every_event_accounted_and_clusters_found():
+    events = keyed_events() + BAD
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(events) | ClusterPerKey(
+            3, batch_size=50, warmup=60, snapshot_every=1, random_state=1)
+        assert_that(_count_outputs(out), equal_to([("assignment", 300), ("dead", 7)]),
+                    label="CountAll")
+        purity = out.assignments
+
+        def check(pairs):
+            # Each stream's clusters are pure: events of one true centre share one cluster.
+            got = {}
+            for key, a in pairs:
+                assert isinstance(a, Assignment)
+                assert math.isclose(sum(a.memberships.values()), 1.0, rel_tol=1e-9)
+                assert a.cluster in a.memberships and a.distance >= 0 and a.temperature > 0
+                got.setdefault(key, []).append(a.cluster)
+            assert set(got) == {"s0", "s1"}
+            for clusters in got.values():
+                assert len(set(clusters)) == 3
+                assert sorted(np.bincount(clusters).tolist()) == [50, 50, 50]
+
+        assert_that(purity, check, label="Purity")
+        reasons = out.dead_letters | beam.Map(lambda d: (d.key, d.stage))
+        assert_that(reasons, equal_to([
+            ("s0", "parse"), ("s0", "parse"), ("s0", "model"), ("42", "parse"),
+            ("s1", "model"), ("s0", "parse"), (None, "parse"),
+        ]), label="Reasons")
+        snaps = out.snapshots | beam.Map(lambda s: (s.key, s.n_seen))
+        # Initialised on 2 batches of 50 (warmup 60 -> 100 rows), then one step per batch.
+        assert_that(snaps, equal_to([("s0", 100), ("s0", 150), ("s1", 100), ("s1", 150)]),
+                    label="Snapshots")
+
+
+def test_state_coder_roundtrip_and_size():
+    est = RBFKMeans(3, random_state=0).partial_fit(np.asarray([e[1] for e in keyed_events(30)]))
+    s = from_estimator(est, 90, ("a", "b"))
+    coder = ModelStateCoder()
+    t = coder.decode(coder.encode(s))
+    np.testing.assert_array_equal(t.centers, s.centers)
+    np.testing.assert_array_equal(t.counts, s.counts)
+    assert (t.temperature, t.initial_temperature, t.n_steps, t.n_seen, t.feature_names) == (
+        s.temperature, s.initial_temperature, s.n_steps, 90, ("a", "b"))
+    # (k=3, d=2) float64 centres + counts + header: about 150 bytes, no pickle.
+    assert s.nbytes() < 200
+    assert b"torch" not in coder.encode(s)
+
+
+def test_streaming_teststream_watermarks_late_data_and_processing_time_flush():
+    events = keyed_events(40, seed=2)
+    stream = test_stream.TestStream().advance_watermark_to(0)
+    for i, (k, x) in enumerate(events[:60]):
+        stream = stream.add_elements([window.TimestampedValue((k, x), 10 + i)])
+    stream = stream.advance_watermark_to(1000)
+    # Late data (behind the watermark) still reaches the per-key models (global window).
+    late = [window.TimestampedValue(kv, 5) for kv in events[60:]] + [
+        window.TimestampedValue(("s0", [float("inf"), 0.0]), 5)]
+    stream = stream.add_elements(late)
+    # Only a processing-time flush releases the last partial batches (batch_size > remaining).
+    stream = stream.advance_processing_time(30).advance_watermark_to_infinity()
+    options = PipelineOptions(runner="BundleBasedDirectRunner")
+    options.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(options=options) as p:
+        out = (p | stream | beam.WindowInto(window.FixedWindows(100))
+               | ClusterPerKey(3, batch_size=32, max_buffering_secs=10, warmup=30,
+                               ttl_secs=None, clock=lambda: 0.0, random_state=3))
+        assert_that(_labels(out), equal_to(["assignment"] * 80 + ["dead"]))
+
+
+def test_streaming_ttl_clears_idle_keys():
+    events = keyed_events(20, seed=4)
+    stream = (test_stream.TestStream().advance_watermark_to(0)
+              .add_elements([window.TimestampedValue(kv, 1) for kv in events[:30]])
+              .advance_processing_time(5)      # flush (buffering 2 s)
+              .advance_processing_time(100)    # idle for > ttl: state cleared
+              .add_elements([window.TimestampedValue(kv, 2) for kv in events[30:]])
+              .advance_processing_time(5)
+              .advance_watermark_to_infinity())
+    options = PipelineOptions(runner="BundleBasedDirectRunner")
+    options.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(options=options) as p:
+        out = (p | stream
+               | ClusterPerKey(3, batch_size=100, max_buffering_secs=2, warmup=12, ttl_secs=50,
+                               snapshot_every=1, clock=lambda: 0.0))
+        # Each key starts twice: 15 events initialise it; it expires; the 5 events after expiry
+        # (fewer than warmup, at least n_clusters) initialise a fresh model when the stream ends.
+        # Without the TTL the second batch would have been one step of the first model (n_seen 20).
+        assert_that(out.snapshots | beam.Map(lambda s: (s.key, s.n_seen)),
+                    equal_to([("s0", 15), ("s1", 15), ("s0", 5), ("s1", 5)]), label="Snaps")
+        assert_that(_labels(out), equal_to(["assignment"] * 40), label="Count")
+
+
+def test_multiprocessing_two_workers():
+    events = keyed_events(60, seed=5) + BAD
+    options = PipelineOptions(runner="FnApiRunner", direct_running_mode="multi_processing",
+                              direct_num_workers=2)
+    with beam.Pipeline(options=options) as p:
+        out = p | beam.Create(events) | ClusterPerKey(3, batch_size=40, warmup=40)
+        assert_that(_count_outputs(out), equal_to([("assignment", 120), ("dead", 7)]))
+
+
+# ----------------------------------------------------------------------------- DoFn level
+class _State:
+    def __init__(self, value=None):
+        self.value = value
+
+    def read(self):
+        return self.value
+
+    def write(self, v):
+        self.value = ModelStateCoder().decode(ModelStateCoder().encode(v))
+
+    def clear(self):
+        self.value = None
+
+
+class _Timer:
+    def set(self, t):
+        pass
+
+    def clear(self):
+        pass
+
+
+_good = st.lists(st.floats(-50, 50), min_size=2, max_size=2)
+_bad = st.one_of(
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=2, max_size=2).filter(
+        lambda v: not all(math.isfinite(x) for x in v)),
+    st.lists(st.floats(-5, 5), min_size=0, max_size=4).filter(lambda v: len(v) != 2),
+    st.text(max_size=8),
+    st.dictionaries(st.text(max_size=3), st.floats(-1, 1), max_size=3),
+    st.just([True, 1.0]),
+    st.just(None),
+)
+_event = st.one_of(
+    st.tuples(st.just("k"), _good),
+    st.tuples(st.just("k"), _bad),
+    st.tuples(st.integers(), _good),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_event, min_size=1, max_size=25))
+def test_bad_events_never_corrupt_the_model(events):
+    rng = np.random.default_rng(0)
+    X0 = np.concatenate([rng.normal(c, 0.3, (20, 2)) for c in ([0, 0], [8, 0], [0, 8])])
+    params = {"n_clusters": 3, "reassignment_ratio": 0.0}
+    initial = from_estimator(RBFKMeans(**params, random_state=0).partial_fit(X0), 60)
+
+    validate = _ValidateDoFn(True, None, None)
+    fn = _ScoreAndLearnDoFn(params, 9, None, 0, lambda: 0.0, 0)
+    valid, dead = [], 0
+    for e in events:
+        for out in validate.process(e):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                dead += 1
+            else:
+                valid.append(out[1])
+    state = _State(initial)
+    outs = list(fn.process(("k", valid), state, _Timer(), _Timer())) if valid else []
+    n_assign = sum(not isinstance(o, beam.pvalue.TaggedOutput) for o in outs)
+    n_dead = sum(isinstance(o, beam.pvalue.TaggedOutput) and o.tag == "dead_letters"
+                 for o in outs)
+    assert n_assign + n_dead + dead == len(events)        # exactly one output per event
+    assert all(isinstance(o.value, DeadLetter) for o in outs if isinstance(
+        o, beam.pvalue.TaggedOutput))
+    s: ModelState = state.read()
+    assert s.centers.shape == (3, 2) and np.isfinite(s.centers).all()
+    assert np.isfinite(s.counts).all() and s.temperature > 0
+    # The model learnt exactly the good events: same as the core on those rows alone.
+    good = [v for names, v in valid if names is None and len(v) == 2]
+    if good:
+        from streamrbf.beam.state import to_estimator
+
+        ref = to_estimator(initial, params, 0).partial_fit(np.asarray(good))
+        np.testing.assert_allclose(s.centers, ref.cluster_centers_, atol=1e-12)
+        assert s.n_seen == 60 + len(good)
+    else:
+        np.testing.assert_array_equal(s.centers, initial.centers)
