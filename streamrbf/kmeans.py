@@ -258,6 +258,47 @@ class RBFKMeans:
         return self._schedule.value
 
     @property
+    def temperature_schedule_(self) -> TemperatureSchedule:
+        """A copy of the model's temperature schedule (start, decay, floor, current value)."""
+        self._check_fitted()
+        return TemperatureSchedule(**vars(self._schedule))
+
+    @classmethod
+    def from_state(
+        cls,
+        centers: Any,
+        counts: Any,
+        schedule: TemperatureSchedule,
+        *,
+        n_steps: int = 0,
+        **params: Any,
+    ) -> RBFKMeans:
+        """A fitted model from its state: centres ``(k, d)``, decayed masses ``(k,)`` and the
+        temperature schedule (for adapters that keep state elsewhere, e.g. Beam state). The random
+        generator comes from ``params["random_state"]``.
+
+        >>> import numpy as np
+        >>> from streamrbf.temperature import TemperatureSchedule
+        >>> m = RBFKMeans.from_state(np.eye(2), np.ones(2), TemperatureSchedule(1.0), n_steps=3)
+        >>> m.predict([[0.9, 0.1]]).tolist(), m.n_steps_, m.temperature_
+        ([0], 3, 1.0)
+        """
+        model = cls(n_clusters=len(centers), **params)
+        model._check_params()
+        C = as_batch(centers, estimator=cls.__name__)
+        n = torch.as_tensor(np.asarray(counts, dtype=np.float64)).to(C.device)
+        if n.shape != (C.shape[0],) or not bool(torch.isfinite(n).all()) or bool((n < 0).any()):
+            raise ValueError(
+                f"counts must be {C.shape[0]} finite masses >= 0, got {tuple(n.shape)}"
+            )
+        rng = _make_rng(model.random_state)
+        model._set_state(C, n, TemperatureSchedule(**vars(schedule)), rng)
+        model.n_features_in_ = int(C.shape[1])
+        model.n_steps_ = int(n_steps)
+        model.inertia_ = math.nan
+        return model
+
+    @property
     def centers_tensor_(self) -> torch.Tensor:
         """The centres as a torch tensor on the model's device (no copy)."""
         self._check_fitted()

@@ -18,7 +18,11 @@ from apache_beam import coders
 from apache_beam.runners.worker.statecache import CacheAware
 
 __all__ = [
-    "AssignmentCoder", "ModelState", "ModelStateCoder", "from_estimator", "stable_hash",
+    "AssignmentCoder",
+    "ModelState",
+    "ModelStateCoder",
+    "from_estimator",
+    "stable_hash",
     "to_estimator",
 ]
 
@@ -64,8 +68,15 @@ class ModelState(CacheAware):
     @classmethod
     def warming_up(cls, pending: np.ndarray, names: tuple[str, ...] | None) -> ModelState:
         """A state that only buffers rows until there are enough to initialise a model."""
-        return cls(np.zeros((0, 0)), np.zeros(0), float("nan"), float("nan"), float("nan"),
-                   feature_names=names, pending=pending)
+        return cls(
+            np.zeros((0, 0)),
+            np.zeros(0),
+            float("nan"),
+            float("nan"),
+            float("nan"),
+            feature_names=names,
+            pending=pending,
+        )
 
     def get_referents_for_cache(self) -> list[Any]:
         # Beam's state cache weighs cached values by walking their references: point it at the
@@ -85,14 +96,35 @@ class ModelStateCoder(coders.Coder):
         wide = centers.dtype == np.float64
         centers = centers.astype(np.float64 if wide else np.float32, copy=False)
         counts = np.ascontiguousarray(s.counts, dtype=np.float64)
-        pending = (np.zeros((0, 0)) if s.pending is None else
-                   np.ascontiguousarray(s.pending, dtype=np.float64))
+        pending = (
+            np.zeros((0, 0))
+            if s.pending is None
+            else np.ascontiguousarray(s.pending, dtype=np.float64)
+        )
         names = b"" if s.feature_names is None else json.dumps(list(s.feature_names)).encode()
         k, d = centers.shape if centers.size else (0, pending.shape[1] if pending.size else 0)
-        head = _HEADER.pack(_MAGIC, int(wide), k, d, pending.shape[0], s.temperature,
-                            s.initial_temperature, s.min_temperature, s.n_steps, s.n_seen)
-        return b"".join([head, struct.pack("<I", len(names)), names, centers.tobytes(),
-                         counts.tobytes(), pending.tobytes()])
+        head = _HEADER.pack(
+            _MAGIC,
+            int(wide),
+            k,
+            d,
+            pending.shape[0],
+            s.temperature,
+            s.initial_temperature,
+            s.min_temperature,
+            s.n_steps,
+            s.n_seen,
+        )
+        return b"".join(
+            [
+                head,
+                struct.pack("<I", len(names)),
+                names,
+                centers.tobytes(),
+                counts.tobytes(),
+                pending.tobytes(),
+            ]
+        )
 
     def decode(self, data: bytes) -> ModelState:
         magic, wide, k, d, m, t, t0, tmin, steps, seen = _HEADER.unpack_from(data, 0)
@@ -101,7 +133,7 @@ class ModelStateCoder(coders.Coder):
         off = _HEADER.size
         (n_names,) = struct.unpack_from("<I", data, off)
         off += 4
-        names = tuple(json.loads(data[off:off + n_names])) if n_names else None
+        names = tuple(json.loads(data[off : off + n_names])) if n_names else None
         off += n_names
         dtype = np.float64 if wide else np.float32
         centers = np.frombuffer(data, dtype, k * d, off).reshape(k, d).copy()
@@ -134,32 +166,39 @@ def to_estimator(state: ModelState, params: dict[str, Any], seed: int = 0):
     Its random generator is derived from ``(seed, n_steps)``: a retried bundle redoes exactly the
     same step, whichever worker runs it.
     """
-    import torch
-
     from ..kmeans import RBFKMeans
     from ..temperature import TemperatureSchedule
 
-    model = RBFKMeans(**params)
-    schedule = TemperatureSchedule(state.initial_temperature, float(model.temperature_decay),
-                                   state.min_temperature, state.temperature)
-    rng = np.random.default_rng([int(seed), int(state.n_steps)])
-    # The core has no public "set state" (yet): this is the one place that reaches into it.
-    model._set_state(torch.from_numpy(np.array(state.centers)),
-                     torch.from_numpy(np.array(state.counts, dtype=np.float64)), schedule, rng)
-    model.n_features_in_ = int(state.centers.shape[1])
-    model.n_steps_ = int(state.n_steps)
-    model.inertia_ = float("nan")
-    return model
+    params = {k: v for k, v in params.items() if k not in ("n_clusters", "random_state")}
+    decay = float(params.get("temperature_decay", 0.9))
+    schedule = TemperatureSchedule(
+        state.initial_temperature, decay, state.min_temperature, state.temperature
+    )
+    # The generator is derived from (seed, n_steps): a retried bundle redraws the same numbers.
+    return RBFKMeans.from_state(
+        np.array(state.centers),
+        np.array(state.counts, dtype=np.float64),
+        schedule,
+        n_steps=int(state.n_steps),
+        random_state=np.random.default_rng([int(seed), int(state.n_steps)]),
+        **params,
+    )
 
 
-def from_estimator(model, n_seen: int = 0,
-                   feature_names: tuple[str, ...] | None = None) -> ModelState:
+def from_estimator(
+    model, n_seen: int = 0, feature_names: tuple[str, ...] | None = None
+) -> ModelState:
     """The :class:`ModelState` of a fitted :class:`~streamrbf.kmeans.RBFKMeans`."""
-    schedule = model._schedule
+    schedule = model.temperature_schedule_
     return ModelState(
-        np.array(model.cluster_centers_), np.array(model.counts_, dtype=np.float64),
-        float(schedule.value), float(schedule.initial), float(schedule.minimum),
-        int(model.n_steps_), int(n_seen), feature_names,
+        np.array(model.cluster_centers_),
+        np.array(model.counts_, dtype=np.float64),
+        float(schedule.value),
+        float(schedule.initial),
+        float(schedule.minimum),
+        int(model.n_steps_),
+        int(n_seen),
+        feature_names,
     )
 
 
@@ -180,8 +219,11 @@ class AssignmentCoder(coders.Coder):
         m = a.memberships
         ids = np.fromiter(m.keys(), np.int32, len(m))
         vals = np.fromiter(m.values(), np.float64, len(m))
-        return (_ASSIGN_HEAD.pack(a.cluster, a.distance, a.temperature, len(m))
-                + ids.tobytes() + vals.tobytes())
+        return (
+            _ASSIGN_HEAD.pack(a.cluster, a.distance, a.temperature, len(m))
+            + ids.tobytes()
+            + vals.tobytes()
+        )
 
     def decode(self, data: bytes) -> Any:
         from ..assignment import Assignment
