@@ -139,6 +139,13 @@ class RBFKMeans:
     feature_names_in_ : ndarray of str
         Only when fitted on a DataFrame with string column names.
 
+    Notes
+    -----
+    Passes scikit-learn's ``check_estimator`` (tests/test_kmeans.py); the one check skipped is
+    ``check_array_api_input``, which scikit-learn itself skips unless ``SCIPY_ARRAY_API=1`` and
+    ``array-api-strict`` are installed. On CPU the hot path is a compiled kernel; ``X @ C.T`` runs
+    on one BLAS thread for small products (a second thread was 7x slower on busy 2-core machines).
+
     Examples
     --------
     >>> import numpy as np
