@@ -83,7 +83,8 @@ class RBFKMeans:
         Number of k-means++ seedings tried, each annealed on the initialisation data; the one with
         the lowest K-Means objective is kept. ``"auto"``: 1 for :meth:`fit` (annealing over all the
         data already escapes poor seedings) and 5 for the first :meth:`partial_fit` batch (a small
-        sample, where a poor local optimum would persist). Ignored when ``init`` is an array.
+        sample, where a poor local optimum would persist; 1 when that batch is large, above 2**24
+        point-centre-feature products). Ignored when ``init`` is an array.
     temperature
         Starting temperature: a positive float, or ``"auto"`` (twice the mean squared distance of
         the initialisation sample to its nearest initial centre).
@@ -565,12 +566,16 @@ class RBFKMeans:
             ).stats.mass
         return C, counts, n_steps, n_iter
 
-    def _n_init(self, stream: bool) -> int:
+    def _n_init(self, stream: bool, size: int = 0) -> int:
+        """Seedings to try; ``size`` is the first batch's point-centre-feature products."""
         if not isinstance(self.init, str):
             return 1
         if self.n_init == "auto":
-            return 5 if stream else 1
+            return 5 if stream and size <= self._BEST_OF_LIMIT else 1
         return int(self.n_init)
+
+    # A first partial_fit batch above this many point-centre-feature products is seeded once.
+    _BEST_OF_LIMIT = 1 << 24
 
     def _best_of(self, X, rng, n_init):
         """Seed and anneal ``n_init`` times on ``X`` (full batch); keep the lowest K-Means
@@ -621,7 +626,8 @@ class RBFKMeans:
             self._check_params()
             Xt = self._validate(X, reset=True)
             rng = _make_rng(self.random_state)
-            C, counts, schedule, n_steps = self._best_of(Xt, rng, self._n_init(stream=True))
+            n_init = self._n_init(stream=True, size=Xt.numel() * int(self.n_clusters))
+            C, counts, schedule, n_steps = self._best_of(Xt, rng, n_init)
             result = batch_statistics(Xt, C, schedule.value, "hard", with_sums=False)
             self._set_state(C, counts, schedule, rng)
             self._record_input(X, Xt)

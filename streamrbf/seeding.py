@@ -41,6 +41,7 @@ def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator) ->
     if n < n_clusters:
         raise ValueError(f"n_samples={n} should be >= n_clusters={n_clusters}")
     trials = 2 + int(math.log(n_clusters))
+    norms = np.einsum("ij,ij->i", X, X)
     centers = np.empty((n_clusters, X.shape[1]))
     first = int(rng.integers(n))
     centers[0] = X[first]
@@ -53,14 +54,12 @@ def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator) ->
         else:
             cand = np.searchsorted(np.cumsum(closest), rng.random(trials) * total)
             cand = np.minimum(cand, n - 1)
-        best_pot, best = math.inf, None
-        for j in cand:
-            new_closest = np.minimum(closest, _sq_dist_to(X, X[j]))
-            pot = new_closest.sum()
-            if pot < best_pot:
-                best_pot, best, best_closest = pot, int(j), new_closest
-        centers[c] = X[best]
-        closest = best_closest
+        # Squared distances of every point to every candidate in one matmul: (n, trials).
+        d = norms[:, None] - 2.0 * (X @ X[cand].T) + norms[cand][None, :]
+        pots = np.minimum(closest[:, None], np.maximum(d, 0.0))
+        best = int(np.argmin(pots.sum(axis=0)))
+        centers[c] = X[cand[best]]
+        closest = pots[:, best]
     return centers
 
 
