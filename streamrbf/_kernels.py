@@ -21,6 +21,8 @@ HARD = 2
 MAPPING_CODES = {"entmax15": ENTMAX15, "softmax": SOFTMAX, "hard": HARD}
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=False)
+# Batch loops may reassociate sums and fuse multiply-adds (SIMD); no flag that assumes away NaN/inf.
+_jit_batch = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 
 
 @_jit
@@ -115,7 +117,7 @@ def responsibilities_given_nearest(d, jmin, dmin, divisor, mapping, vals, idx, r
     return n
 
 
-@_jit
+@_jit_batch
 def batch_responsibilities(X, C, G, divisor, mapping, vals, idx, length, labels, nearest, mass):
     """Sparse responsibilities of the batch ``X`` against centres ``C``, given ``G = X @ C.T``.
 
@@ -143,13 +145,13 @@ def batch_responsibilities(X, C, G, divisor, mapping, vals, idx, length, labels,
         xx = 0.0
         for t in range(dim):
             xx += np.float64(X[i, t]) * X[i, t]
+        for j in range(k):  # branch-free: vectorises
+            d[j] = max(xx - 2.0 * G[i, j] + cc[j], 0.0)
         jmin = 0
         dmin = math.inf
         dsecond = math.inf
         for j in range(k):
-            v = xx - 2.0 * G[i, j] + cc[j]
-            v = v if v > 0.0 else 0.0
-            d[j] = v
+            v = d[j]
             if v < dmin:
                 dsecond = dmin
                 dmin = v
@@ -191,7 +193,7 @@ def batch_responsibilities(X, C, G, divisor, mapping, vals, idx, length, labels,
     return loss, nnz
 
 
-@_jit
+@_jit_batch
 def scatter_sums(X, vals, idx, length, sums):
     """``sums[k] += sum_i p_ik x_i`` over the sparse responsibilities (cost: non-zeros x dim)."""
     B, dim = X.shape
