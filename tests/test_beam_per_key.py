@@ -12,14 +12,14 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
+from apache_beam.utils.windowed_value import WindowedValue
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamrbf import RBFKMeans
 from streamrbf.assignment import Assignment
 from streamrbf.beam import ClusterPerKey, DeadLetter, ModelState, ModelStateCoder
-from streamrbf.beam.dead_letters import _ValidateDoFn
-from streamrbf.beam.per_key import _ScoreAndLearnDoFn
+from streamrbf.beam.per_key import _ParseAndBatchDoFn, _ScoreAndLearnDoFn
 from streamrbf.beam.state import from_estimator
 
 pytestmark = pytest.mark.timeout(120)
@@ -112,6 +112,20 @@ def test_state_coder_roundtrip_and_size():
     # (k=3, d=2) float64 centres + counts + header: about 150 bytes, no pickle.
     assert s.nbytes() < 200
     assert b"torch" not in coder.encode(s)
+    # Pending rows and an armed flush timer survive the round trip; state written by the first
+    # format (no flush timer) still decodes.
+    s.pending, s.flush_at = np.ones((5, 2)), 12.5
+    t = coder.decode(coder.encode(s))
+    np.testing.assert_array_equal(t.pending, s.pending)
+    assert t.flush_at == 12.5
+    from streamrbf.beam import state as state_mod
+
+    v2 = coder.encode(s)
+    head = state_mod._HEADER.unpack_from(v2, 0)
+    v1 = state_mod._HEADER_V1.pack(b"SRB1", *head[1:-1]) + v2[state_mod._HEADER.size:]
+    t = coder.decode(v1)
+    np.testing.assert_array_equal(t.centers, s.centers)
+    assert t.flush_at is None and t.n_seen == 90 and t.pending.shape == (5, 2)
 
 
 def test_streaming_teststream_watermarks_late_data_and_processing_time_flush():
@@ -207,41 +221,56 @@ _event = st.one_of(
 )
 
 
+def _outputs(results):
+    """Plain values of a DoFn's outputs: (tag, value) pairs, WindowedValues unwrapped."""
+    out = []
+    for o in results or []:
+        tag = o.tag if isinstance(o, beam.pvalue.TaggedOutput) else None
+        v = o.value if isinstance(o, beam.pvalue.TaggedOutput) else o
+        out.append((tag, v.value if isinstance(v, WindowedValue) else v))
+    return out
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(_event, min_size=1, max_size=25))
-def test_bad_events_never_corrupt_the_model(events):
+@given(st.lists(_event, min_size=1, max_size=25), st.integers(1, 8))
+def test_bad_events_never_corrupt_the_model(events, chunk_rows):
     rng = np.random.default_rng(0)
     X0 = np.concatenate([rng.normal(c, 0.3, (20, 2)) for c in ([0, 0], [8, 0], [0, 8])])
     params = {"n_clusters": 3, "reassignment_ratio": 0.0}
     initial = from_estimator(RBFKMeans(**params, random_state=0).partial_fit(X0), 60)
 
-    validate = _ValidateDoFn(True, None, None)
-    fn = _ScoreAndLearnDoFn(params, 9, None, 0, lambda: 0.0, 0)
-    valid, dead = [], 0
-    for e in events:
-        for out in validate.process(e):
-            if isinstance(out, beam.pvalue.TaggedOutput):
-                dead += 1
-            else:
-                valid.append(out[1])
+    # Stage 1 (stateless): parse, validate and chunk per key within the bundle.
+    parse = _ParseAndBatchDoFn(None, None, chunk_rows)
+    parse.start_bundle()
+    staged = [o for e in events for o in _outputs(parse.process(e))]
+    staged += _outputs(parse.finish_bundle())
+    dead = sum(tag == "dead_letters" for tag, _ in staged)
+    chunks = [v for tag, v in staged if tag is None]
+    assert sum(len(c) for _, c in chunks) + dead == len(events)
+    # Stage 2 (stateful), batch size larger than the events: one step at the end of input.
+    fn = _ScoreAndLearnDoFn(params, 9, None, 0, lambda: 0.0, 0, 32, None)
     state = _State(initial)
-    outs = list(fn.process(("k", valid), state, _Timer(), _Timer())) if valid else []
-    n_assign = sum(not isinstance(o, beam.pvalue.TaggedOutput) for o in outs)
-    n_dead = sum(isinstance(o, beam.pvalue.TaggedOutput) and o.tag == "dead_letters"
-                 for o in outs)
+    outs = [o for kv in chunks for o in _outputs(fn.process(kv, state, _Timer(), _Timer(),
+                                                             _Timer()))]
+    outs += _outputs(fn.end_of_input("k", state, _Timer(), _Timer()))
+    n_assign = sum(tag is None for tag, _ in outs)
+    n_dead = sum(tag == "dead_letters" for tag, _ in outs)
     assert n_assign + n_dead + dead == len(events)        # exactly one output per event
-    assert all(isinstance(o.value, DeadLetter) for o in outs if isinstance(
-        o, beam.pvalue.TaggedOutput))
+    assert all(isinstance(v, DeadLetter) for tag, v in outs if tag == "dead_letters")
+    assert all(isinstance(v[1], Assignment) for tag, v in outs if tag is None)
     s: ModelState = state.read()
     assert s.centers.shape == (3, 2) and np.isfinite(s.centers).all()
-    assert np.isfinite(s.counts).all() and s.temperature > 0
+    assert np.isfinite(s.counts).all() and s.temperature > 0 and s.pending is None
     # The model learnt exactly the good events: same as the core on those rows alone.
-    good = [v for names, v in valid if names is None and len(v) == 2]
+    good = [np.asarray(x, dtype=float) for key, x in events
+            if key == "k" and isinstance(x, list) and len(x) == 2
+            and all(isinstance(v, float) and math.isfinite(v) for v in x)]
     if good:
         from streamrbf.beam.state import to_estimator
 
         ref = to_estimator(initial, params, 0).partial_fit(np.asarray(good))
         np.testing.assert_allclose(s.centers, ref.cluster_centers_, atol=1e-12)
         assert s.n_seen == 60 + len(good)
+        assert n_assign == len(good)
     else:
         np.testing.assert_array_equal(s.centers, initial.centers)

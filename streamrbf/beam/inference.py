@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from itertools import islice, repeat
 from typing import Any
 
 import numpy as np
@@ -21,13 +22,69 @@ def assign(X: Any, centers: Any, temperature: float, mapping: str = "entmax15") 
     """Score the rows of ``X`` (n, d) against ``centers`` (k, d) at ``temperature``: one
     :class:`~streamrbf.assignment.Assignment` per row, with only the non-zero memberships.
 
-    ``X`` and ``centers`` are numpy arrays or torch tensors (kept on their device: a GPU batch is
-    scored on the GPU and only the results come back).
+    ``X`` and ``centers`` are numpy arrays or torch tensors. CPU data goes through the core's
+    compiled kernel (exact sparse entmax, one pass per row); a GPU batch is scored on the GPU with
+    the core's torch mappings and only the results come back.
 
     >>> a = assign(np.array([[0.0], [0.9]]), np.array([[0.0], [1.0]]), 0.1)
     >>> [(x.cluster, sorted(x.memberships)) for x in a]
     [(0, [0]), (1, [1])]
     """
+    import torch
+
+    if isinstance(X, torch.Tensor) and X.device.type != "cpu":
+        return _assign_torch(X, centers, temperature, mapping)
+    if isinstance(X, torch.Tensor):
+        X = X.numpy()
+    if isinstance(centers, torch.Tensor):
+        centers = centers.cpu().numpy()
+    return _assign_cpu(np.asarray(X), np.asarray(centers), temperature, mapping)
+
+
+_tuple_new = tuple.__new__
+
+
+def _assignments(labels: list[int], members: list[dict[int, float]], dist: list[float],
+                 temperature: float) -> list[Assignment]:
+    # tuple.__new__ straight away: Assignment's generated __new__ costs a Python call per event.
+    return [_tuple_new(Assignment, r) for r in zip(labels, members, dist, repeat(temperature))]
+
+
+def _assign_cpu(X: np.ndarray, C: np.ndarray, temperature: float, mapping: str
+                ) -> list[Assignment]:
+    from .. import _kernels
+    from ..statistics import gram
+    from ..temperature import logit_divisor
+
+    dtype = np.float32 if X.dtype == np.float32 and C.dtype == np.float32 else np.float64
+    X = np.ascontiguousarray(X, dtype=dtype)
+    C = np.ascontiguousarray(C, dtype=dtype)
+    B, k = X.shape[0], C.shape[0]
+    G = np.ascontiguousarray(gram(X, C))
+    divisor = float(logit_divisor(float(temperature)))
+    code = _kernels.MAPPING_CODES[mapping]
+    labels = np.empty(B, np.int64)
+    nearest = np.empty(B, np.float64)
+    room = 1 if mapping == "hard" else min(k, 8) if mapping == "entmax15" else k
+    while True:
+        vals = np.empty((B, room), np.float64)
+        idx = np.empty((B, room), np.int64)
+        length = np.empty(B, np.int64)
+        _, nnz = _kernels.batch_responsibilities(
+            X, C, G, divisor, code, vals, idx, length, labels, nearest, np.zeros(k, np.float64))
+        if nnz >= 0:
+            break
+        room = k  # a row had more candidates than room: redo with room for all
+    if room == 1:
+        members = [{j: v} for j, v in zip(idx[:, 0].tolist(), vals[:, 0].tolist())]
+    else:
+        keep = np.arange(room) < length[:, None]
+        pairs = zip(idx[keep].tolist(), vals[keep].tolist())
+        members = [dict(islice(pairs, n)) for n in length.tolist()]
+    return _assignments(labels.tolist(), members, np.sqrt(nearest).tolist(), float(temperature))
+
+
+def _assign_torch(X: Any, centers: Any, temperature: float, mapping: str) -> list[Assignment]:
     import torch
 
     from ..mappings import responsibilities
@@ -37,23 +94,14 @@ def assign(X: Any, centers: Any, temperature: float, mapping: str = "entmax15") 
     Ct = torch.as_tensor(centers).to(device=Xt.device, dtype=Xt.dtype)
     D = sq_distances(Xt, Ct).to(torch.float64)
     P_np = responsibilities(D, float(temperature), mapping).cpu().numpy()
-    # Reductions in numpy: torch's intra-op threads contend with the runner's on small batches.
     D_np = D.cpu().numpy()
     labels_np = D_np.argmin(axis=1)
     dist = np.sqrt(D_np[np.arange(len(D_np)), labels_np]).tolist()
-    labels_l = labels_np.tolist()
     rows, cols = np.nonzero(P_np)
-    vals = P_np[rows, cols].tolist()
-    splits = np.searchsorted(rows, np.arange(1, P_np.shape[0])).tolist()
-    out: list[Assignment] = []
-    cols_l = cols.tolist()
-    start = 0
-    t = float(temperature)
-    for i, stop in enumerate([*splits, len(cols_l)]):
-        members = dict(zip(cols_l[start:stop], vals[start:stop]))
-        out.append(Assignment(labels_l[i], members, dist[i], t))
-        start = stop
-    return out
+    pairs = zip(cols.tolist(), P_np[rows, cols].tolist())
+    counts = np.bincount(rows, minlength=len(P_np)).tolist()
+    members = [dict(islice(pairs, n)) for n in counts]
+    return _assignments(labels_np.tolist(), members, dist, float(temperature))
 
 
 class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):

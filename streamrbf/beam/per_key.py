@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from array import array
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
+from math import isfinite
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -11,16 +14,28 @@ import numpy as np
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+from apache_beam.utils.timestamp import MIN_TIMESTAMP as _MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from ..assignment import Assignment
-from .dead_letters import DEAD_LETTERS, DeadLetter, ValidateEvents
+from .dead_letters import DEAD_LETTERS, DeadLetter, parse_keyed
 from .inference import assign
-from .state import ModelState, ModelStateCoder, from_estimator, stable_hash, to_estimator
+from .state import (
+    EventChunk,
+    ModelState,
+    ModelStateCoder,
+    from_estimator,
+    stable_hash,
+    to_estimator,
+)
 
 __all__ = ["ClusterPerKey", "PerKeyResult", "Snapshot"]
 
 SNAPSHOTS = "snapshots"
 _END_OF_TIME = GlobalWindow().max_timestamp()
+_GLOBAL = (GlobalWindow(),)
+# Rows a key gathers within a bundle before they go to the stateful step as one chunk.
+_CHUNK_ROWS = 4096
 
 
 class Snapshot(NamedTuple):
@@ -47,22 +62,116 @@ def _snapshot(key: str, s: ModelState) -> Snapshot:
     return Snapshot(key, s.n_steps, s.n_seen, s.temperature, s.centers.tolist(), s.counts.tolist())
 
 
+_NUMBER_TYPES = frozenset((float, int))
+
+
+class _ParseAndBatchDoFn(beam.DoFn):
+    """Validate ``(key, features)`` events and gather them per key within the bundle.
+
+    Emits ``(key, EventChunk)`` when a key's buffer holds ``chunk_rows`` events, and what is left
+    in ``finish_bundle``; bad events leave as dead letters. Events of one key with different
+    features (names or dimension) go to different chunks, so the stateful step can refuse a whole
+    chunk. Values are copied into flat ``array('d')`` buffers: no per-event Python object stays
+    alive (which would make the garbage collector rescan them, the main cost at 100k events/s).
+    """
+
+    def __init__(self, feature_names: tuple[str, ...] | None, n_features: int | None,
+                 chunk_rows: int) -> None:
+        self.feature_names = feature_names
+        self.n_features = n_features
+        self.chunk_rows = chunk_rows
+
+    def start_bundle(self) -> None:
+        # (key, names, d) -> flat float64 values
+        self._buffers: dict[tuple[Any, ...], array] = {}
+        self._timestamp = _MIN_TIMESTAMP
+        self._dim = len(self.feature_names) if self.feature_names is not None else self.n_features
+
+    def process(self, element: Any) -> Iterable[Any]:
+        slot = None
+        if type(element) is tuple and len(element) == 2:
+            key, features = element
+            t = type(features)
+            # Fast path, plain (str, list of numbers): one type check per value, one finiteness
+            # check per event (a sum; an overflow or a non-finite value takes the full parser).
+            if (type(key) is str and key and (t is list or t is tuple) and features
+                    and _NUMBER_TYPES.issuperset(map(type, features))
+                    and (self._dim is None or len(features) == self._dim)):
+                try:
+                    if isfinite(sum(features)):
+                        slot = (key, self.feature_names, len(features))
+                except OverflowError:
+                    pass
+        if slot is None:
+            # Anything else: the full parser decides (and says why an event is bad).
+            try:
+                key, (names, features) = parse_keyed(element, self.feature_names,
+                                                     self.n_features)
+            except (ValueError, TypeError, OverflowError) as err:
+                key = None
+                if isinstance(element, (tuple, list)) and len(element) == 2:
+                    key, element = element
+                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(key, element, str(err)))
+                return
+            slot = (key, names, len(features))
+        buf = self._buffers.get(slot)
+        if buf is None:
+            buf = self._buffers[slot] = array("d")
+        buf.extend(features)
+        if len(buf) >= self.chunk_rows * slot[2]:
+            del self._buffers[slot]
+            yield _chunk(slot, buf)
+
+    def finish_bundle(self) -> Iterable[Any]:
+        # Larger chunks first: a key's first chunk fixes its features, let the majority decide.
+        for slot, buf in sorted(self._buffers.items(), key=lambda kv: -len(kv[1]) // kv[0][2]):
+            yield WindowedValue(_chunk(slot, buf), self._timestamp, _GLOBAL)
+        self._buffers = {}
+
+
+class _ParseAndBatchTimestampedDoFn(_ParseAndBatchDoFn):
+    """For streams: the chunks left at the end of a bundle carry the latest timestamp of the
+    bundle's events (as a GroupIntoBatches batch carries one timestamp for all its events), so
+    that event-time windows downstream see them on time. (Asking Beam for every event's timestamp
+    costs ~3 us per event on the FnApiRunner: bounded input skips it, its leftover chunks carry
+    the minimum timestamp.)"""
+
+    def process(self, element: Any, timestamp=beam.DoFn.TimestampParam) -> Iterable[Any]:
+        if timestamp > self._timestamp:
+            self._timestamp = timestamp
+        return super().process(element)
+
+
+def _chunk(slot: tuple[Any, ...], buf: array) -> tuple[str, EventChunk]:
+    key, names, d = slot
+    return key, EventChunk(names, np.frombuffer(buf, np.float64).reshape(-1, d))
+
+
 class _ScoreAndLearnDoFn(beam.DoFn):
-    """Per key: buffer the first ``warmup`` events, initialise, then score each batch and learn
-    from it (prequential). State is one :class:`ModelState`; a timer clears idle keys."""
+    """Per key: batch the rows of incoming chunks into batches of ``batch_size``, buffer the first
+    ``warmup`` events and initialise, then score each batch and learn from it (prequential).
+
+    State is one :class:`ModelState` (its ``pending`` rows: the warm-up rows, then the part of the
+    next batch received so far). Timers: ``flush`` (processing time, ``max_buffering_secs`` after
+    a batch starts filling; streaming only), ``end_of_input`` (watermark) and ``idle`` (TTL).
+    """
 
     MODEL = ReadModifyWriteStateSpec("model", ModelStateCoder())
+    FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
     IDLE = TimerSpec("idle", TimeDomain.REAL_TIME)
     END = TimerSpec("end_of_input", TimeDomain.WATERMARK)
 
     def __init__(self, params: dict[str, Any], warmup: int, ttl_secs: float | None,
-                 snapshot_every: int, clock: Callable[[], float], seed: int) -> None:
+                 snapshot_every: int, clock: Callable[[], float], seed: int,
+                 batch_size: int = 256, max_buffering_secs: float | None = None) -> None:
         self.params = params
         self.warmup = warmup
         self.ttl_secs = ttl_secs
         self.snapshot_every = snapshot_every
         self.clock = clock
         self.seed = seed
+        self.batch_size = batch_size
+        self.max_buffering_secs = max_buffering_secs
 
     def setup(self) -> None:
         import torch
@@ -74,11 +183,12 @@ class _ScoreAndLearnDoFn(beam.DoFn):
     def _seed(self, key: str) -> int:
         return (self.seed * 1_000_003 + stable_hash(key)) % (2**32)
 
-    def _initialise(self, key: str, rows: np.ndarray, names) -> tuple[ModelState, Iterable[Any]]:
+    def _initialise(self, key: str, rows: np.ndarray, names, n_seen: int = 0
+                    ) -> tuple[ModelState, list[Any]]:
         from ..kmeans import RBFKMeans
 
         est = RBFKMeans(**{**self.params, "random_state": self._seed(key)}).partial_fit(rows)
-        state = from_estimator(est, len(rows), names)
+        state = from_estimator(est, n_seen + len(rows), names)
         out = assign(rows, state.centers, state.temperature, est.mapping)
         return state, [(key, a) for a in out]
 
@@ -87,82 +197,136 @@ class _ScoreAndLearnDoFn(beam.DoFn):
         if every and (before < 0 or state.n_steps // every != before // every):
             yield beam.pvalue.TaggedOutput(SNAPSHOTS, _snapshot(key, state))
 
+    def _advance(self, key: str, state: ModelState, rows: np.ndarray, flush: bool):
+        """Learn from the whole batches in ``rows`` (all of them if ``flush``); keep the rest.
+        Yields the outputs (batch by batch: no chunk-sized list of outputs stays alive) and
+        returns the new state."""
+        b = self.batch_size
+        names = state.feature_names
+        if not state.initialised:
+            # Initialise on the first `warmup` events rounded up to whole batches (or on what
+            # there is, at least `warmup`, when a flush comes first).
+            first = -(-self.warmup // b) * b
+            if len(rows) < first and not (flush and len(rows) >= self.warmup):
+                state.pending = rows if len(rows) else None
+                return state
+            first = min(first, len(rows))
+            flush_at = state.flush_at
+            state, scored = self._initialise(key, rows[:first], names, state.n_seen)
+            state.flush_at = flush_at
+            yield from scored
+            yield from self._snap(key, -1, state)
+            rows = rows[first:]
+        n_full = len(rows) if flush else len(rows) - len(rows) % b
+        if n_full:
+            est = to_estimator(state, self.params, self._seed(key))
+            before, n_seen = state.n_steps, state.n_seen
+            for start in range(0, n_full, b):
+                X = rows[start:start + b]
+                # Prequential: score with the model as it was, then learn from the batch.
+                scored = assign(X, np.asarray(est.cluster_centers_),
+                                float(est.temperature_schedule_.value), est.mapping)
+                yield from zip(repeat(key), scored)
+                del scored
+                est.partial_fit(X)
+                n_seen += len(X)
+            flush_at = state.flush_at
+            state = from_estimator(est, n_seen, names)
+            state.flush_at = flush_at
+            yield from self._snap(key, before, state)
+            rows = rows[n_full:]
+        state.pending = rows if len(rows) else None
+        return state
+
     def process(
         self,
-        element: tuple[str, Sequence[Any]],
+        element: tuple[str, EventChunk],
         model=beam.DoFn.StateParam(MODEL),
+        flush=beam.DoFn.TimerParam(FLUSH),
         idle=beam.DoFn.TimerParam(IDLE),
         end=beam.DoFn.TimerParam(END),
     ) -> Iterable[Any]:
-        key, batch = element
+        key, chunk = element
         state: ModelState | None = model.read()
-        names0 = state.feature_names if state is not None else None
-        d0 = state.n_features if state is not None else None
-        rows = []
-        for names, values in batch:
-            if d0 is None:
-                names0, d0 = names, len(values)
-            if len(values) != d0 or names != names0:
-                what = f"{d0} features {list(names0) if names0 else ''}".rstrip()
+        rows = chunk.rows
+        if state is None:
+            # A new stream: its first chunk fixes its features.
+            end.set(_END_OF_TIME)
+            state = ModelState.warming_up(None, chunk.names)
+        elif chunk.names != state.feature_names or rows.shape[1] != (
+                state.n_features or rows.shape[1]):
+            d0, names0 = state.n_features, state.feature_names
+            what = f"{d0} features {list(names0) if names0 else ''}".rstrip()
+            names = chunk.names
+            got = f"{rows.shape[1]} {list(names) if names else ''}".rstrip()
+            for row in rows.tolist():
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
-                    key, dict(zip(names, values)) if names else list(values),
-                    f"stream {key!r} has {what}; event has {len(values)} "
-                    f"{list(names) if names else ''}".rstrip(), "model"))
-            else:
-                rows.append(values)
-        if rows:
-            X = np.asarray(rows, dtype=np.float64)
-            if state is None or not state.initialised:
-                if state is not None and state.pending is not None:
-                    X = np.concatenate([state.pending, X])
-                if len(X) < self.warmup:
-                    state = ModelState.warming_up(X, names0)
-                else:
-                    state, out = self._initialise(key, X, names0)
-                    yield from out
-                    yield from self._snap(key, -1, state)
-            else:
-                est = to_estimator(state, self.params, self._seed(key))
-                # Prequential: score with the model as it was, then learn from the batch.
-                for a in assign(X, state.centers, state.temperature, est.mapping):
-                    yield key, a
-                est.partial_fit(X)
-                before = state.n_steps
-                state = from_estimator(est, state.n_seen + len(X), names0)
-                yield from self._snap(key, before, state)
-            model.write(state)
-        end.set(_END_OF_TIME)
+                    key, dict(zip(names, row)) if names else row,
+                    f"stream {key!r} has {what}; event has {got}", "model"))
+            return
         if self.ttl_secs is not None:
             idle.set(self.clock() + self.ttl_secs)
+        had_pending = state.n_pending > 0
+        if had_pending:
+            rows = np.concatenate([state.pending, rows])
+        before = state.n_steps if state.initialised else -1
+        state = yield from self._advance(key, state, rows, flush=False)
+        if self.max_buffering_secs is not None:
+            # The flush timer runs from when the current batch started filling (GroupIntoBatches'
+            # rule): armed when pending rows appear, re-armed when a batch was just learnt from.
+            stepped = state.initialised and state.n_steps != before
+            if state.n_pending and (state.flush_at is None or stepped):
+                state.flush_at = self.clock() + self.max_buffering_secs
+                flush.set(state.flush_at)
+            elif not state.n_pending and state.flush_at is not None:
+                state.flush_at = None
+                flush.clear()
+        model.write(state)
 
-    def _flush(self, key: str, model) -> Iterable[Any]:
-        """Account for warm-up events of a stream that ends (or goes idle) before initialising."""
+    def _flush(self, key: str, model, final: bool) -> Iterable[Any]:
+        """Learn from the pending rows now. ``final``: the stream ends (input over or idle), so a
+        stream still warming up initialises on what it has, or, with fewer than ``n_clusters``
+        events, sends them to the dead letters."""
         state: ModelState | None = model.read()
-        if state is not None and not state.initialised and state.pending is not None:
+        if state is None:
+            return
+        state.flush_at = None
+        if state.n_pending:
+            state = yield from self._advance(key, state, state.pending, flush=True)
+        if final and not state.initialised and state.n_pending:
             rows = state.pending
-            if len(rows) >= int(self.params.get("n_clusters", 8)):
-                state, out = self._initialise(key, rows, state.feature_names)
+            k = int(self.params.get("n_clusters", 8))
+            if len(rows) >= k:
+                state, out = self._initialise(key, rows, state.feature_names, state.n_seen)
                 yield from out
                 yield from self._snap(key, -1, state)
-                model.write(state)
             else:
                 for row in rows.tolist():
                     event = dict(zip(state.feature_names, row)) if state.feature_names else row
                     yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
                         key, event, f"stream {key!r} ended with {len(rows)} events, fewer than "
-                        f"n_clusters={self.params.get('n_clusters', 8)}", "model"))
+                        f"n_clusters={k}", "model"))
                 model.clear()
+                return
+        model.write(state)
+
+    @on_timer(FLUSH)
+    def flush_batch(self, key=beam.DoFn.KeyParam, model=beam.DoFn.StateParam(MODEL)):
+        yield from self._flush(key, model, final=False)
 
     @on_timer(END)
     def end_of_input(self, key=beam.DoFn.KeyParam, model=beam.DoFn.StateParam(MODEL),
-                     idle=beam.DoFn.TimerParam(IDLE)):
+                     flush=beam.DoFn.TimerParam(FLUSH), idle=beam.DoFn.TimerParam(IDLE)):
         # Bounded input is over: a pending processing-time timer would keep the runner waiting.
+        flush.clear()
         idle.clear()
-        yield from self._flush(key, model)
+        yield from self._flush(key, model, final=True)
 
     @on_timer(IDLE)
-    def expire(self, key=beam.DoFn.KeyParam, model=beam.DoFn.StateParam(MODEL)):
-        yield from self._flush(key, model)
+    def expire(self, key=beam.DoFn.KeyParam, model=beam.DoFn.StateParam(MODEL),
+               flush=beam.DoFn.TimerParam(FLUSH)):
+        flush.clear()
+        yield from self._flush(key, model, final=True)
         model.clear()
 
 
@@ -170,11 +334,14 @@ class ClusterPerKey(beam.PTransform):
     """Cluster ``(key, features)`` events with one streaming RBF K-Means model per key.
 
     Each key (stream) has its own centres and its own annealing temperature, kept in Beam state
-    (global window) as a compact :class:`~streamrbf.beam.state.ModelState`. Events are grouped
-    per key into batches of ``batch_size`` (flushed after ``max_buffering_secs`` of processing
-    time); each batch is scored first and then learned from, one core ``partial_fit`` step per
-    batch. The first ``warmup`` events of a key initialise its model (k-means++ and annealing) and
-    are then scored by it. A key idle for ``ttl_secs`` is dropped from state.
+    (global window) as a compact :class:`~streamrbf.beam.state.ModelState`. Events are validated
+    and gathered per key within each bundle (one chunk per key, as raw float64 rows), then the
+    stateful step cuts each key's rows into batches of exactly ``batch_size`` (a partial batch
+    waits in state; streams flush it after ``max_buffering_secs`` of processing time, bounded input
+    at its end); each batch is scored first and then learned from, one core ``partial_fit`` step
+    per batch. The first ``warmup`` events of a key, rounded up to whole batches, initialise its
+    model (k-means++ and annealing) and are then scored by it. A key idle for ``ttl_secs`` is
+    dropped from state (streams only).
 
     ``features`` is a dict, a 1-D array or list, or JSON text. Events with a bad key, unparseable
     or non-finite features, missing or extra features, or a dimension different from their
@@ -186,7 +353,8 @@ class ClusterPerKey(beam.PTransform):
     n_clusters
         Centres per key.
     batch_size, max_buffering_secs
-        ``GroupIntoBatches`` size and buffering time.
+        Batch size, and the processing time a partial batch may wait (streams; None: until full
+        or idle).
     warmup
         Events a key buffers before initialising its model; None: ``max(4 * n_clusters, 32)``.
     ttl_secs
@@ -257,21 +425,27 @@ class ClusterPerKey(beam.PTransform):
         self.random_state = int(random_state)
 
     def expand(self, pcoll: beam.PCollection) -> PerKeyResult:
-        valid, bad = pcoll | "ValidateEvents" >> ValidateEvents(
-            self.feature_names, self.n_features, keyed=True)
-        batches = (
-            valid
-            | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "BatchPerKey" >> beam.GroupIntoBatches(
-                self.batch_size, self.max_buffering_secs, clock=self.clock)
-        )
+        # State per key AND window: the models live in the global window. Input already there
+        # (the usual case) skips the per-event re-windowing.
+        if not isinstance(pcoll.windowing.windowfn, GlobalWindows):
+            pcoll = pcoll | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
+        chunk_rows = -(-max(_CHUNK_ROWS, self.batch_size) // self.batch_size) * self.batch_size
+        # A typed str key: a deterministic key coder for the state; chunks travel as raw bytes.
+        streaming = not pcoll.is_bounded
+        parse = _ParseAndBatchTimestampedDoFn if streaming else _ParseAndBatchDoFn
+        parsed = pcoll | "ParseAndBatch" >> beam.ParDo(parse(
+            None if self.feature_names is None else tuple(self.feature_names), self.n_features,
+            chunk_rows,
+        )).with_output_types(tuple[str, EventChunk]).with_outputs(DEAD_LETTERS, main="chunks")
+        chunks = parsed.chunks
         # Bounded input ends with the end-of-input timer, and a processing-time timer set while
-        # the runner drains timers at the end is never run (FnApiRunner): TTL is for streams.
-        ttl = None if pcoll.is_bounded else self.ttl_secs
-        scored = batches | "ScoreAndLearn" >> beam.ParDo(_ScoreAndLearnDoFn(
-            self.params, self.warmup, ttl, self.snapshot_every, self.clock,
-            self.random_state,
+        # the runner drains timers at the end is never run (FnApiRunner): buffering time and TTL
+        # are for streams.
+        scored = chunks | "ScoreAndLearn" >> beam.ParDo(_ScoreAndLearnDoFn(
+            self.params, self.warmup, self.ttl_secs if streaming else None, self.snapshot_every,
+            self.clock, self.random_state, self.batch_size,
+            self.max_buffering_secs if streaming else None,
         )).with_output_types(tuple[str, Assignment]).with_outputs(
             DEAD_LETTERS, SNAPSHOTS, main="assignments")
-        dead = (bad, scored[DEAD_LETTERS]) | "DeadLetters" >> beam.Flatten()
+        dead = (parsed[DEAD_LETTERS], scored[DEAD_LETTERS]) | "DeadLetters" >> beam.Flatten()
         return PerKeyResult(scored.assignments, dead, scored[SNAPSHOTS])

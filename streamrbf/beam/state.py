@@ -19,6 +19,8 @@ from apache_beam.runners.worker.statecache import CacheAware
 
 __all__ = [
     "AssignmentCoder",
+    "EventChunk",
+    "EventChunkCoder",
     "ModelState",
     "ModelStateCoder",
     "from_estimator",
@@ -26,15 +28,19 @@ __all__ = [
     "to_estimator",
 ]
 
-_MAGIC = b"SRB1"
-_HEADER = struct.Struct("<4sBIIIdddqq")
+_MAGIC_V1 = b"SRB1"
+_MAGIC = b"SRB2"
+_HEADER_V1 = struct.Struct("<4sBIIIdddqq")
+_HEADER = struct.Struct("<4sBIIIdddqqd")  # v2: + flush_at (NaN: no flush timer armed)
 
 
 @dataclass
 class ModelState(CacheAware):
     """One model's state: centres ``(k, d)``, decayed masses ``(k,)``, the temperature schedule's
     ``temperature`` / ``initial_temperature`` / ``min_temperature``, step and event counters, the
-    feature names (None for array events) and ``pending`` warm-up rows not yet used to initialise.
+    feature names (None for array events), ``pending`` rows not yet learnt from (the warm-up rows
+    of a key still warming up, then the part of the next batch received so far) and ``flush_at``,
+    the processing time when the pending rows are flushed (None: no flush timer armed).
 
     >>> s = ModelState(np.zeros((2, 3)), np.ones(2), 0.5, 1.0, 0.001, n_steps=4, n_seen=80)
     >>> t = ModelStateCoder().decode(ModelStateCoder().encode(s))
@@ -51,6 +57,7 @@ class ModelState(CacheAware):
     n_seen: int = 0
     feature_names: tuple[str, ...] | None = None
     pending: np.ndarray | None = field(default=None, repr=False)
+    flush_at: float | None = None
 
     @property
     def initialised(self) -> bool:
@@ -78,10 +85,18 @@ class ModelState(CacheAware):
             pending=pending,
         )
 
+    @property
+    def n_pending(self) -> int:
+        return 0 if self.pending is None else len(self.pending)
+
     def get_referents_for_cache(self) -> list[Any]:
-        # Beam's state cache weighs cached values by walking their references: point it at the
-        # arrays only, not at the class and its module's globals (milliseconds per write).
-        return [a for a in (self.centers, self.counts, self.pending) if a is not None]
+        # Beam's state cache weighs cached values by walking their references: nothing to walk,
+        # __sizeof__ already counts the arrays (walking numpy arrays reaches dtype objects).
+        return []
+
+    def __sizeof__(self) -> int:
+        arrays = (self.centers, self.counts, self.pending)
+        return object.__sizeof__(self) + 256 + sum(a.nbytes for a in arrays if a is not None)
 
     def nbytes(self) -> int:
         """Encoded size in bytes (what one key costs in the state backend)."""
@@ -114,6 +129,7 @@ class ModelStateCoder(coders.Coder):
             s.min_temperature,
             s.n_steps,
             s.n_seen,
+            float("nan") if s.flush_at is None else s.flush_at,
         )
         return b"".join(
             [
@@ -127,10 +143,15 @@ class ModelStateCoder(coders.Coder):
         )
 
     def decode(self, data: bytes) -> ModelState:
-        magic, wide, k, d, m, t, t0, tmin, steps, seen = _HEADER.unpack_from(data, 0)
-        if magic != _MAGIC:
+        magic = bytes(data[:4])
+        if magic == _MAGIC:
+            _, wide, k, d, m, t, t0, tmin, steps, seen, flush_at = _HEADER.unpack_from(data, 0)
+            off = _HEADER.size
+        elif magic == _MAGIC_V1:  # state written before the flush timer existed
+            _, wide, k, d, m, t, t0, tmin, steps, seen = _HEADER_V1.unpack_from(data, 0)
+            flush_at, off = float("nan"), _HEADER_V1.size
+        else:
             raise ValueError("not an encoded streamrbf ModelState")
-        off = _HEADER.size
         (n_names,) = struct.unpack_from("<I", data, off)
         off += 4
         names = tuple(json.loads(data[off : off + n_names])) if n_names else None
@@ -143,7 +164,8 @@ class ModelStateCoder(coders.Coder):
         pending = np.frombuffer(data, np.float64, m * d, off).reshape(m, d).copy() if m else None
         if k == 0:
             centers = np.zeros((0, 0), dtype)
-        return ModelState(centers, counts, t, t0, tmin, steps, seen, names, pending)
+        return ModelState(centers, counts, t, t0, tmin, steps, seen, names, pending,
+                          None if flush_at != flush_at else flush_at)
 
     def is_deterministic(self) -> bool:
         return True
@@ -153,6 +175,64 @@ class ModelStateCoder(coders.Coder):
 
 
 coders.registry.register_coder(ModelState, ModelStateCoder)
+
+
+class EventChunk:
+    """Validated events of one key with the same features, as one ``(n, d)`` float64 array.
+
+    What :class:`~streamrbf.beam.ClusterPerKey` sends to its stateful step: one element (and one
+    state read and write) per chunk instead of per event. ``names`` are the feature names (None
+    for array events).
+
+    >>> c = EventChunkCoder().decode(EventChunkCoder().encode(EventChunk(None, np.eye(2))))
+    >>> c.names, c.rows.tolist()
+    (None, [[1.0, 0.0], [0.0, 1.0]])
+    """
+
+    __slots__ = ("names", "rows")
+
+    def __init__(self, names: tuple[str, ...] | None, rows: np.ndarray) -> None:
+        self.names = names
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"EventChunk(names={self.names!r}, rows={self.rows.shape})"
+
+
+_CHUNK_HEAD = struct.Struct("<IIi")
+
+
+class EventChunkCoder(coders.Coder):
+    """Binary coder of :class:`EventChunk`: ``(n, d, len(names JSON) or -1)``, names, raw rows."""
+
+    def encode(self, c: EventChunk) -> bytes:
+        rows = np.ascontiguousarray(c.rows, dtype=np.float64)
+        names = b"" if c.names is None else json.dumps(list(c.names)).encode()
+        head = _CHUNK_HEAD.pack(rows.shape[0], rows.shape[1], -1 if c.names is None else len(names))
+        return b"".join([head, names, rows.tobytes()])
+
+    def decode(self, data: bytes) -> EventChunk:
+        n, d, n_names = _CHUNK_HEAD.unpack_from(data, 0)
+        off = _CHUNK_HEAD.size
+        names = None
+        if n_names >= 0:
+            names = tuple(json.loads(data[off : off + n_names]))
+            off += n_names
+        # A writable copy: torch warns on read-only numpy buffers.
+        rows = np.frombuffer(data, np.float64, n * d, off).reshape(n, d).copy()
+        return EventChunk(names, rows)
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self) -> Any:
+        return EventChunk
+
+
+coders.registry.register_coder(EventChunk, EventChunkCoder)
 
 
 def stable_hash(text: str) -> int:
