@@ -496,8 +496,9 @@ class RBFKMeans:
         """One mini-batch step on local state; returns (C, counts, result)."""
         result = self._stats(X, C, schedule.value)
         C, counts = apply_step(C, counts, result.stats, decay)
+        host = counts.numpy() if counts.device.type == "cpu" else counts
         starved = self.reassignment_ratio > 0 and bool(
-            (counts < self.reassignment_ratio * counts.max()).any()
+            (host < self.reassignment_ratio * host.max()).any()
         )
         if starved:  # checked on the device first: the batch's distances cross to the host rarely
             dead, rows = reseed_candidates(counts, self.reassignment_ratio, result.nearest, rng)
@@ -635,16 +636,23 @@ class RBFKMeans:
             self.inertia_ = float(result.nearest.sum())
             return self
         Xt = self._validate(X, reset=False)
-        # Work on copies: nothing is committed until the step has succeeded.
-        rng = np.random.Generator(type(self._rng.bit_generator)())
-        rng.bit_generator.state = self._rng.bit_generator.state
+        # Nothing is committed until the step has succeeded: the step works on new tensors and a
+        # copy of the schedule, and the generator's state is put back if anything raises.
+        rng_state = self._rng.bit_generator.state
         schedule = TemperatureSchedule(**vars(self._schedule))
-        C, counts, result = self._stream_step(
-            Xt, self._centers, self._counts, schedule, rng, self._decay_for(Xt.shape[0])
-        )
-        self._set_state(C, counts, schedule, rng)
+        try:
+            C, counts, result = self._stream_step(
+                Xt, self._centers, self._counts, schedule, self._rng, self._decay_for(Xt.shape[0])
+            )
+        except BaseException:
+            self._rng.bit_generator.state = rng_state
+            raise
+        self._set_state(C, counts, schedule, self._rng)
         self.n_steps_ += 1
-        self.inertia_ = float(result.nearest.sum())
+        nearest = result.nearest
+        self.inertia_ = float(
+            nearest.numpy().sum() if nearest.device.type == "cpu" else nearest.sum()
+        )
         return self
 
     def _set_state(self, C, counts, schedule, rng) -> None:

@@ -105,9 +105,14 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+# Below this, BLAS stays on one thread by itself and limiting it would cost more than the product.
+_TINY_MATMUL = 1 << 16
+
+
 def gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
     """``X @ C.T``, on a single BLAS thread when the product is small (see ``_SMALL_MATMUL``)."""
-    if X.shape[0] * X.shape[1] * C.shape[0] < _SMALL_MATMUL:
+    size = X.shape[0] * X.shape[1] * C.shape[0]
+    if _TINY_MATMUL <= size < _SMALL_MATMUL:
         with _blas_controller().limit(limits=1, user_api="blas"):
             return X @ C.T
     return X @ C.T
