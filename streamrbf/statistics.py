@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,7 +21,15 @@ from . import _kernels
 from .mappings import responsibilities, sparse_entmax15
 from .temperature import logit_divisor
 
-__all__ = ["BatchResult", "SufficientStatistics", "apply_step", "batch_statistics", "sq_distances"]
+__all__ = [
+    "BatchResult",
+    "SparseMemberships",
+    "SufficientStatistics",
+    "apply_step",
+    "batch_statistics",
+    "sparse_memberships",
+    "sq_distances",
+]
 
 
 @dataclass
@@ -118,12 +127,34 @@ def gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
     return X @ C.T
 
 
-def _batch_statistics_cpu(X, C, temperature, mapping, with_sums):
-    Xn = X.numpy()
-    Cn = C.to(X.dtype).numpy()
-    B, dim = Xn.shape
-    k = Cn.shape[0]
-    G = gram(Xn, Cn)
+class SparseMemberships(NamedTuple):
+    """Responsibilities of a CPU batch in sparse form: row ``i`` has ``length[i]`` non-zeros
+    ``vals[i, :length[i]]`` at centres ``idx[i, :length[i]]``; ``labels``/``nearest`` are each row's
+    nearest centre and squared distance; ``mass``, ``loss`` and ``nnz`` sum over the batch."""
+
+    vals: np.ndarray
+    idx: np.ndarray
+    length: np.ndarray
+    labels: np.ndarray
+    nearest: np.ndarray
+    mass: np.ndarray
+    loss: float
+    nnz: int
+
+
+def sparse_memberships(
+    X: np.ndarray, C: np.ndarray, temperature: float, mapping: str = "entmax15"
+) -> SparseMemberships:
+    """Sparse responsibilities of the rows of ``X`` against ``C`` (numpy, same dtype), by the
+    compiled kernel: the one CPU scoring path (statistics here, assignments in the adapters).
+
+    >>> m = sparse_memberships(np.array([[0.0], [0.9]]), np.array([[0.0], [1.0]]), 0.1)
+    >>> m.labels.tolist(), m.length.tolist(), m.nnz
+    ([0, 1], [1, 1], 2)
+    """
+    B = X.shape[0]
+    k = C.shape[0]
+    G = gram(X, C)
     divisor = float(logit_divisor(temperature))
     code = _kernels.MAPPING_CODES[mapping]
     labels = np.empty(B, np.int64)
@@ -135,20 +166,28 @@ def _batch_statistics_cpu(X, C, temperature, mapping, with_sums):
         length = np.empty(B, np.int64)
         mass = np.zeros(k, np.float64)
         loss, nnz = _kernels.batch_responsibilities(
-            Xn, Cn, G, divisor, code, vals, idx, length, labels, nearest, mass
+            X, C, G, divisor, code, vals, idx, length, labels, nearest, mass
         )
         if nnz >= 0:
-            break
-        room = k
+            return SparseMemberships(vals, idx, length, labels, nearest, mass, float(loss), nnz)
+        room = k  # a row had more candidates than room: redo with room for all
+
+
+def _batch_statistics_cpu(X, C, temperature, mapping, with_sums):
+    Xn = X.numpy()
+    Cn = C.to(X.dtype).numpy()
+    B, dim = Xn.shape
+    k = Cn.shape[0]
+    m = sparse_memberships(Xn, Cn, temperature, mapping)
     sums = np.zeros((k, dim), np.float64)
     if with_sums and B:
-        if nnz > B * max(2.0, k * _DENSE_SUPPORT_FRACTION):
-            P = _kernels.densify(vals, idx, length, k)
+        if m.nnz > B * max(2.0, k * _DENSE_SUPPORT_FRACTION):
+            P = _kernels.densify(m.vals, m.idx, m.length, k)
             sums = P.T @ Xn.astype(np.float64, copy=False)
         else:
-            _kernels.scatter_sums(Xn, vals, idx, length, sums)
-    stats = SufficientStatistics(torch.from_numpy(mass), torch.from_numpy(sums), float(loss), B)
-    return BatchResult(stats, torch.from_numpy(labels), torch.from_numpy(nearest), int(nnz))
+            _kernels.scatter_sums(Xn, m.vals, m.idx, m.length, sums)
+    stats = SufficientStatistics(torch.from_numpy(m.mass), torch.from_numpy(sums), m.loss, B)
+    return BatchResult(stats, torch.from_numpy(m.labels), torch.from_numpy(m.nearest), m.nnz)
 
 
 def _batch_statistics_torch(X, C, temperature, mapping, with_sums):

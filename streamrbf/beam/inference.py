@@ -52,29 +52,14 @@ def _assignments(labels: list[int], members: list[dict[int, float]], dist: list[
 
 def _assign_cpu(X: np.ndarray, C: np.ndarray, temperature: float, mapping: str
                 ) -> list[Assignment]:
-    from .. import _kernels
-    from ..statistics import gram
-    from ..temperature import logit_divisor
+    from ..statistics import sparse_memberships
 
     dtype = np.float32 if X.dtype == np.float32 and C.dtype == np.float32 else np.float64
     X = np.ascontiguousarray(X, dtype=dtype)
     C = np.ascontiguousarray(C, dtype=dtype)
-    B, k = X.shape[0], C.shape[0]
-    G = np.ascontiguousarray(gram(X, C))
-    divisor = float(logit_divisor(float(temperature)))
-    code = _kernels.MAPPING_CODES[mapping]
-    labels = np.empty(B, np.int64)
-    nearest = np.empty(B, np.float64)
-    room = 1 if mapping == "hard" else min(k, 8) if mapping == "entmax15" else k
-    while True:
-        vals = np.empty((B, room), np.float64)
-        idx = np.empty((B, room), np.int64)
-        length = np.empty(B, np.int64)
-        _, nnz = _kernels.batch_responsibilities(
-            X, C, G, divisor, code, vals, idx, length, labels, nearest, np.zeros(k, np.float64))
-        if nnz >= 0:
-            break
-        room = k  # a row had more candidates than room: redo with room for all
+    m = sparse_memberships(X, C, float(temperature), mapping)
+    vals, idx, length, labels, nearest = m.vals, m.idx, m.length, m.labels, m.nearest
+    room = vals.shape[1]
     if room == 1:
         members = [{j: v} for j, v in zip(idx[:, 0].tolist(), vals[:, 0].tolist())]
     else:
