@@ -128,6 +128,47 @@ def test_state_coder_roundtrip_and_size():
     assert t.flush_at is None and t.n_seen == 90 and t.pending.shape == (5, 2)
 
 
+def test_assignment_output_coder_is_binary_and_stable():
+    import struct
+
+    from streamrbf.beam.state import AssignmentCoder
+
+    # The assignments PCollection is typed: Beam encodes it with AssignmentCoder, not pickle.
+    p = beam.Pipeline(runner="FnApiRunner")
+    out = p | beam.Create([("a", [1.0])]) | ClusterPerKey(1, warmup=1)
+    coder = beam.coders.registry.get_coder(out.assignments.element_type)
+    assert coder == beam.coders.TupleCoder([beam.coders.StrUtf8Coder(), AssignmentCoder()])
+    c = AssignmentCoder()
+    for a in (Assignment(1, {1: 0.75, 0: 0.25}, 0.5, 0.1), Assignment(3, {3: 1.0}, 2.0, 1e-3),
+              Assignment(0, {}, 0.0, 1.0)):
+        data = c.encode(a)
+        # Wire format: cluster, distance, temperature, n, then n int32 ids and n float64 values.
+        m = a.memberships
+        assert data == struct.pack(f"<qddI{len(m)}i{len(m)}d", a.cluster, a.distance,
+                                   a.temperature, len(m), *m, *m.values())
+        b = c.decode(data)
+        assert b == a and type(b) is Assignment
+
+
+@pytest.mark.parametrize("temperature", [1e-3, 0.05, 2.0, 30.0, 1e4])
+def test_assign_matches_the_kernel_for_any_sparsity(temperature):
+    from streamrbf.beam.inference import assign
+    from streamrbf.statistics import sparse_memberships
+
+    rng = np.random.default_rng(1)
+    C = rng.uniform(-3, 3, (6, 4))
+    X = C[rng.integers(6, size=200)] + rng.normal(0, 1.5, (200, 4))
+    m = sparse_memberships(X, C, temperature)
+    out = assign(X, C, temperature)
+    assert len(out) == 200
+    for r, a in enumerate(out):
+        n = int(m.length[r])
+        assert type(a) is Assignment and a.cluster == m.labels[r]
+        assert a.memberships == dict(zip(m.idx[r, :n].tolist(), m.vals[r, :n].tolist()))
+        assert a.distance == pytest.approx(math.sqrt(m.nearest[r]))
+        assert a.temperature == temperature
+
+
 def test_streaming_teststream_watermarks_late_data_and_processing_time_flush():
     events = keyed_events(40, seed=2)
     stream = test_stream.TestStream().advance_watermark_to(0)

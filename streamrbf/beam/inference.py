@@ -46,8 +46,10 @@ _tuple_new = tuple.__new__
 
 def _assignments(labels: list[int], members: list[dict[int, float]], dist: list[float],
                  temperature: float) -> list[Assignment]:
-    # tuple.__new__ straight away: Assignment's generated __new__ costs a Python call per event.
-    return [_tuple_new(Assignment, r) for r in zip(labels, members, dist, repeat(temperature))]
+    # tuple.__new__ straight away, mapped in C: Assignment's generated __new__ (or a list
+    # comprehension) costs a Python-level call per event.
+    return list(map(_tuple_new, repeat(Assignment),
+                    zip(labels, members, dist, repeat(temperature))))
 
 
 def _assign_cpu(X: np.ndarray, C: np.ndarray, temperature: float, mapping: str
@@ -59,9 +61,19 @@ def _assign_cpu(X: np.ndarray, C: np.ndarray, temperature: float, mapping: str
     C = np.ascontiguousarray(C, dtype=dtype)
     m = sparse_memberships(X, C, float(temperature), mapping)
     vals, idx, length, labels, nearest = m.vals, m.idx, m.length, m.labels, m.nearest
-    room = vals.shape[1]
-    if room == 1:
+    n_rows, room = vals.shape
+    if room == 1 or m.nnz == n_rows:
+        # Every row has one non-zero membership (hard mapping, or a cold model: the usual case).
         members = [{j: v} for j, v in zip(idx[:, 0].tolist(), vals[:, 0].tolist())]
+    elif 2 * m.nnz < 3 * n_rows:
+        # Mostly single memberships: build those in one pass, then the few wider rows.
+        members = [{j: v} for j, v in zip(idx[:, 0].tolist(), vals[:, 0].tolist())]
+        wide = np.flatnonzero(length > 1)
+        n_wide = length[wide]
+        keep = np.arange(room) < n_wide[:, None]
+        pairs = zip(idx[wide][keep].tolist(), vals[wide][keep].tolist())
+        for r, n in zip(wide.tolist(), n_wide.tolist()):
+            members[r] = dict(islice(pairs, n))
     else:
         keep = np.arange(room) < length[:, None]
         pairs = zip(idx[keep].tolist(), vals[keep].tolist())

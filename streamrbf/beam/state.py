@@ -17,6 +17,8 @@ import numpy as np
 from apache_beam import coders
 from apache_beam.runners.worker.statecache import CacheAware
 
+from ..assignment import Assignment
+
 __all__ = [
     "AssignmentCoder",
     "EventChunk",
@@ -283,6 +285,15 @@ def from_estimator(
 
 
 _ASSIGN_HEAD = struct.Struct("<qddI")
+# One Struct per membership count (at most n_clusters of them): header, int32 ids, float64 values.
+_ASSIGN_FORMATS: dict[int, struct.Struct] = {}
+
+
+def _assign_format(n: int) -> struct.Struct:
+    f = _ASSIGN_FORMATS.get(n)
+    if f is None:
+        f = _ASSIGN_FORMATS[n] = struct.Struct(f"<qddI{n}i{n}d")
+    return f
 
 
 class AssignmentCoder(coders.Coder):
@@ -297,36 +308,20 @@ class AssignmentCoder(coders.Coder):
 
     def encode(self, a: Any) -> bytes:
         m = a.memberships
-        ids = np.fromiter(m.keys(), np.int32, len(m))
-        vals = np.fromiter(m.values(), np.float64, len(m))
-        return (
-            _ASSIGN_HEAD.pack(a.cluster, a.distance, a.temperature, len(m))
-            + ids.tobytes()
-            + vals.tobytes()
-        )
+        n = len(m)
+        return _assign_format(n).pack(a.cluster, a.distance, a.temperature, n, *m, *m.values())
 
     def decode(self, data: bytes) -> Any:
-        from ..assignment import Assignment
-
-        cluster, distance, temperature, n = _ASSIGN_HEAD.unpack_from(data, 0)
-        off = _ASSIGN_HEAD.size
-        ids = np.frombuffer(data, np.int32, n, off).tolist()
-        vals = np.frombuffer(data, np.float64, n, off + 4 * n).tolist()
-        return Assignment(cluster, dict(zip(ids, vals)), distance, temperature)
+        n = _ASSIGN_HEAD.unpack_from(data, 0)[3]
+        cluster, distance, temperature, _, *rest = _assign_format(n).unpack_from(data, 0)
+        return tuple.__new__(Assignment, (cluster, dict(zip(rest[:n], rest[n:])), distance,
+                                          temperature))
 
     def is_deterministic(self) -> bool:
         return True
 
     def to_type_hint(self) -> Any:
-        from ..assignment import Assignment
-
         return Assignment
 
 
-def _register_assignment_coder() -> None:
-    from ..assignment import Assignment
-
-    coders.registry.register_coder(Assignment, AssignmentCoder)
-
-
-_register_assignment_coder()
+coders.registry.register_coder(Assignment, AssignmentCoder)
