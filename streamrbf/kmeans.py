@@ -496,11 +496,8 @@ class RBFKMeans:
         """One mini-batch step on local state; returns (C, counts, result)."""
         result = self._stats(X, C, schedule.value)
         C, counts = apply_step(C, counts, result.stats, decay)
-        host = counts.numpy() if counts.device.type == "cpu" else counts
-        starved = self.reassignment_ratio > 0 and bool(
-            (host < self.reassignment_ratio * host.max()).any()
-        )
-        if starved:  # checked on the device first: the batch's distances cross to the host rarely
+        if self.reassignment_ratio > 0:
+            # The batch's distances cross to the host only when some centre is starved.
             dead, rows = reseed_candidates(counts, self.reassignment_ratio, result.nearest, rng)
             if dead.size:
                 dead_t = torch.from_numpy(dead).to(C.device)
@@ -509,7 +506,7 @@ class RBFKMeans:
                 alive = torch.ones_like(counts, dtype=torch.bool)
                 alive[dead_t] = False
                 counts = counts.clone()
-                counts[dead_t] = counts[alive].min() if bool(alive.any()) else 0.0
+                counts[dead_t] = counts[alive].min()  # the largest centre is never starved
         schedule.step()
         return C, counts, result
 
@@ -534,7 +531,7 @@ class RBFKMeans:
     def _anneal(self, X, C, counts, schedule, rng, max_iter, full=None):
         """Run ``fit``'s loop on ``X``: annealed full-batch (or mini-batch epoch) steps until the
         clustering is hard and the centres stop moving. ``full`` forces full-batch steps.
-        Returns (C, counts, steps, iterations)."""
+        Returns (C, counts, the final pass's BatchResult, steps, iterations)."""
         n = X.shape[0]
         tol_abs = self._tol_abs(X)
         if full is None:
@@ -561,11 +558,11 @@ class RBFKMeans:
             cold = hard or self.mapping == "hard" or schedule.value <= schedule.minimum
             if cold and shift <= tol_abs:
                 break
+        # One last pass: the masses of a full-batch fit, and every point's nearest centre.
+        final = batch_statistics(X, C, schedule.value, self.mapping, with_sums=False)
         if full:
-            counts = batch_statistics(
-                X, C, schedule.value, self.mapping, with_sums=False
-            ).stats.mass
-        return C, counts, n_steps, n_iter
+            counts = final.stats.mass
+        return C, counts, final, n_steps, n_iter
 
     def _n_init(self, stream: bool, size: int = 0) -> int:
         """Seedings to try; ``size`` is the first batch's point-centre-feature products."""
@@ -578,35 +575,31 @@ class RBFKMeans:
     # A first partial_fit batch above this many point-centre-feature products is seeded once.
     _BEST_OF_LIMIT = 1 << 24
 
-    def _best_of(self, X, rng, n_init):
-        """Seed and anneal ``n_init`` times on ``X`` (full batch); keep the lowest K-Means
-        objective. Returns (C, counts, schedule, total steps)."""
+    def _best_of(self, X, rng, n_init, full=None):
+        """Seed and anneal ``n_init`` times on ``X``; keep the lowest K-Means objective.
+        Returns (C, counts, schedule, final pass, total steps, iterations of the kept run)."""
         best = None
         total_steps = 0
         for _ in range(n_init):
             C, counts, schedule = self._initial_state(X, rng)
-            C, counts, steps, _ = self._anneal(
-                X, C, counts, schedule, rng, self.max_iter, full=True
+            C, counts, final, steps, n_iter = self._anneal(
+                X, C, counts, schedule, rng, self.max_iter, full=full
             )
             total_steps += steps
-            objective = float(batch_statistics(X, C, 1.0, "hard", with_sums=False).nearest.sum())
+            objective = float(final.nearest.sum())
             if best is None or objective < best[0]:
-                best = (objective, C, counts, schedule)
-        return best[1], best[2], best[3], total_steps
+                best = (objective, C, counts, schedule, final, n_iter)
+        _, C, counts, schedule, final, n_iter = best
+        return C, counts, schedule, final, total_steps, n_iter
 
     def fit(self, X: Any, y: Any = None) -> RBFKMeans:
         """Fit from scratch: k-means++, then annealed steps (full batch or mini-batch epochs)."""
         self._check_params()
         Xt = self._validate(X, reset=True)
         rng = _make_rng(self.random_state)
-        n_init = self._n_init(stream=False)
-        if n_init == 1:
-            C, counts, schedule = self._initial_state(Xt, rng)
-            C, counts, n_steps, n_iter = self._anneal(Xt, C, counts, schedule, rng, self.max_iter)
-        else:
-            C, counts, schedule, n_steps = self._best_of(Xt, rng, n_init)
-            n_iter = n_steps
-        final = batch_statistics(Xt, C, schedule.value, "hard", with_sums=False)
+        C, counts, schedule, final, n_steps, n_iter = self._best_of(
+            Xt, rng, self._n_init(stream=False)
+        )
         self._set_state(C, counts, schedule, rng)
         self._record_input(X, Xt)
         self.n_steps_ = n_steps
@@ -628,12 +621,11 @@ class RBFKMeans:
             Xt = self._validate(X, reset=True)
             rng = _make_rng(self.random_state)
             n_init = self._n_init(stream=True, size=Xt.numel() * int(self.n_clusters))
-            C, counts, schedule, n_steps = self._best_of(Xt, rng, n_init)
-            result = batch_statistics(Xt, C, schedule.value, "hard", with_sums=False)
+            C, counts, schedule, final, n_steps, _ = self._best_of(Xt, rng, n_init, full=True)
             self._set_state(C, counts, schedule, rng)
             self._record_input(X, Xt)
             self.n_steps_ = n_steps
-            self.inertia_ = float(result.nearest.sum())
+            self.inertia_ = float(final.nearest.sum())
             return self
         Xt = self._validate(X, reset=False)
         # Nothing is committed until the step has succeeded: the step works on new tensors and a

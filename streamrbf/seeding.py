@@ -63,6 +63,10 @@ def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator) ->
     return centers
 
 
+_NONE = np.empty(0, np.int64)
+_NONE.flags.writeable = False
+
+
 def _host(a) -> np.ndarray:
     """A numpy view of an array or (CPU/GPU) torch tensor, without importing torch."""
     return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
@@ -86,9 +90,11 @@ def reseed_candidates(
     ([1], [1])
     """
     c = _host(counts)
-    dead = np.flatnonzero(c < ratio * c.max()) if c.max() > 0 else np.empty(0, np.int64)
-    if dead.size == 0:
-        return dead, dead
+    top = c.max()
+    starved = c < ratio * top
+    if not top > 0 or not starved.any():  # the common case: a cheap exit on every step
+        return _NONE, _NONE
+    dead = np.flatnonzero(starved)
     w = _host(nearest).astype(np.float64)
     w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
     n_rows = w.shape[0]

@@ -361,3 +361,11 @@ def test_cuda_tensors_stay_on_the_device(blobs):
     assert km.predict(X).device.type == "cuda"
     km.partial_fit(X[:256])
     assert np.isfinite(km.cluster_centers_).all()
+
+
+def test_n_init_keeps_the_best_seeding_and_reports_its_iterations(blobs):
+    X, _ = blobs
+    one = RBFKMeans(4, random_state=0, max_iter=30).fit(X)
+    many = RBFKMeans(4, random_state=0, max_iter=30, n_init=4).fit(X)
+    assert many.inertia_ <= one.inertia_ + 1e-9 * one.inertia_
+    assert 1 <= many.n_iter_ <= 30 and many.n_iter_ < many.n_steps_  # kept run vs all runs
