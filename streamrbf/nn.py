@@ -14,6 +14,7 @@ from .mappings import MAPPINGS, hard, responsibilities, softmax
 from .seeding import kmeans_plusplus
 from .statistics import sq_distances
 from .temperature import TemperatureSchedule, auto_temperature
+from .validation import as_batch
 
 __all__ = ["RBFCluster", "RBFOutput"]
 
@@ -158,8 +159,9 @@ class RBFCluster(nn.Module):
         With ``temperature=None`` this also sets the initial temperature from the data
         (half the mean squared distance to the nearest new centre).
         """
-        X = _as_float64_array(embeddings)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
+        # The core's checks (2-D, not empty, no NaN or infinity, each named in the message).
+        X = as_batch(embeddings, dtype=torch.float64, device="cpu", estimator="RBFCluster").numpy()
+        if X.shape[1] != self.n_features:
             raise ValueError(
                 f"embeddings must have shape (n, {self.n_features}), got {tuple(X.shape)}"
             )
@@ -167,7 +169,8 @@ class RBFCluster(nn.Module):
             rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
             C = kmeans_plusplus(X, self.n_clusters, rng)
         else:
-            C = _as_float64_array(centers)
+            C = as_batch(centers, dtype=torch.float64, device="cpu", estimator="RBFCluster")
+            C = C.numpy()
             if C.shape != (self.n_clusters, self.n_features):
                 raise ValueError(
                     f"centers must have shape ({self.n_clusters}, {self.n_features}), "
@@ -249,12 +252,6 @@ class RBFCluster(nn.Module):
         # log of the clamped share: 0 log 0 = 0 with a finite (not -inf) push on empty clusters.
         log_q = q.clamp_min(torch.finfo(q.dtype).tiny).log()
         return (q * log_q).sum() + math.log(k)
-
-
-def _as_float64_array(a: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(a, dtype=np.float64)
 
 
 def _float(t: torch.Tensor) -> torch.Tensor:

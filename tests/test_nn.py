@@ -361,3 +361,14 @@ def test_digits_experiment_tiny_budget_is_seeded():
     c = run_seed(1, DigitsConfig(pretrain_epochs=2, joint_epochs=0), keep_codes=True)
     assert (c.joint_acc, c.joint_nmi) == (c.two_step_acc, c.two_step_nmi)
     assert np.array_equal(c.labels_start, c.labels_end)
+
+
+def test_init_centers_refuses_non_finite_embeddings():
+    layer = RBFCluster(2, 2)
+    bad = torch.tensor([[0.0, 0.0], [1.0, float("nan")], [2.0, 2.0]])
+    before = layer.centers.detach().clone()
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        layer.init_centers(bad, seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        layer.init_centers(torch.zeros(5, 3), seed=0)
+    assert torch.equal(layer.centers.detach(), before)
