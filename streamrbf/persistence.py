@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 __all__ = ["FORMAT_VERSION", "read_model_file", "write_model_file"]
 
@@ -59,9 +59,9 @@ def read_model_file(
     try:
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # one open: header and tensors
             header = f.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ValueError(
             f"{str(path)!r} is not a streamrbf model file (safetensors): {err}"

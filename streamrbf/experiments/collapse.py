@@ -23,9 +23,8 @@ def collapse_table(
     """Rows ``{temperature, relative_temperature, centroid_distance, objective_gap}``."""
     km = KMeans(n_clusters, n_init=10, random_state=seed, tol=0, max_iter=1000).fit(X)
     C_star = km.cluster_centers_
-    d = ((X[:, None, :] - C_star[None]) ** 2).sum(-1)
-    j_star = d.min(axis=1).sum()
-    scale = float(d.min(axis=1).mean())
+    j_star = km.inertia_
+    scale = j_star / len(X)  # mean squared distance to the nearest centre
     if temperatures is None:
         temperatures = [scale * 2.0**e for e in range(2, -14, -2)]
     rows = []
