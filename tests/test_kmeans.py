@@ -369,3 +369,23 @@ def test_n_init_keeps_the_best_seeding_and_reports_its_iterations(blobs):
     many = RBFKMeans(4, random_state=0, max_iter=30, n_init=4).fit(X)
     assert many.inertia_ <= one.inertia_ + 1e-9 * one.inertia_
     assert 1 <= many.n_iter_ <= 30 and many.n_iter_ < many.n_steps_  # kept run vs all runs
+
+
+def test_apply_statistics_and_from_state_refuse_corrupt_state(blobs):
+    from streamrbf import SufficientStatistics, TemperatureSchedule
+
+    X, _ = blobs
+    km = RBFKMeans(4, random_state=0).partial_fit(X[:300])
+    before = state_of(km)
+    stats = km.statistics(X[300:400])
+    bad = SufficientStatistics(stats.mass, stats.sums.clone(), stats.loss, stats.n)
+    bad.sums[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        km.apply_statistics(bad)
+    with pytest.raises(ValueError, match="statistics have shape"):
+        km.apply_statistics(SufficientStatistics.zeros(3, 3))
+    assert_same_state(before, state_of(km))
+    with pytest.raises(ValueError, match="counts must be 4 finite masses"):
+        RBFKMeans.from_state(km.cluster_centers_, [1.0, -1.0, 1.0, 1.0], TemperatureSchedule(1.0))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        RBFKMeans.from_state(np.full((4, 3), np.inf), np.ones(4), TemperatureSchedule(1.0))
