@@ -21,6 +21,7 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
+from ..kmeans import _AUTO_MIN_RATIO
 from .dead_letters import ValidateEvents
 from .inference import assign
 from .state import ModelState, ModelStateCoder, from_estimator, to_estimator
@@ -189,7 +190,7 @@ def _initial_checkpoint(params: dict[str, Any], checkpoint_dir: str, seed: int) 
     t = params.get("temperature", "auto")
     t0 = float(t) if not isinstance(t, str) else 1.0
     tmin = params.get("min_temperature", "auto")
-    tmin = float(tmin) if not isinstance(tmin, str) else 1e-3 * t0
+    tmin = float(tmin) if not isinstance(tmin, str) else _AUTO_MIN_RATIO * t0
     state = ModelState(C, np.zeros(len(C)), t0, t0, min(tmin, t0))
     _write_checkpoint(to_estimator(state, params, seed), checkpoint_dir)
 

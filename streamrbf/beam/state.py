@@ -252,7 +252,7 @@ def to_estimator(state: ModelState, params: dict[str, Any], seed: int = 0):
     from ..temperature import TemperatureSchedule
 
     params = {k: v for k, v in params.items() if k not in ("n_clusters", "random_state")}
-    decay = float(params.get("temperature_decay", 0.9))
+    decay = float(params.get("temperature_decay", RBFKMeans().temperature_decay))
     schedule = TemperatureSchedule(
         state.initial_temperature, decay, state.min_temperature, state.temperature
     )
