@@ -15,10 +15,17 @@ import torch
 from .mappings import MAPPINGS, responsibilities
 from .persistence import read_model_file, write_model_file
 from .seeding import kmeans_plusplus, reseed_candidates
-from .statistics import BatchResult, SufficientStatistics, apply_step, batch_statistics
+from .statistics import (
+    BatchResult,
+    SufficientStatistics,
+    apply_step,
+    batch_statistics,
+    compiled_fused_step,
+    fused_step,
+)
 from .statistics import sq_distances as _sq_distances
 from .temperature import TemperatureSchedule, auto_temperature
-from .validation import as_batch, feature_names_of
+from .validation import as_batch, check_finite, feature_names_of
 
 __all__ = ["NotFittedError", "RBFKMeans"]
 
@@ -33,7 +40,17 @@ _AUTO_MIN_RATIO = 1e-3
 
 
 class NotFittedError(ValueError, AttributeError):
-    """Raised when a method needs a fitted model (same bases as scikit-learn's NotFittedError)."""
+    """Raised when a method needs a fitted model (same bases as scikit-learn's NotFittedError).
+
+    Examples
+    --------
+    >>> from streamrbf import NotFittedError, RBFKMeans
+    >>> try:
+    ...     RBFKMeans(2).predict([[0.0, 0.0]])
+    ... except NotFittedError as err:
+    ...     print(isinstance(err, ValueError), isinstance(err, AttributeError))
+    True True
+    """
 
 
 def _not_fitted_error() -> type[NotFittedError]:
@@ -119,6 +136,11 @@ class RBFKMeans:
         (torch tensors stay on their device).
     dtype
         ``"float32"`` or ``"float64"`` for the centres; ``None`` follows the first input.
+    compile
+        On accelerators, run :meth:`partial_fit`'s step through ``torch.compile``: ``True``
+        (default mode) or ``"reduce-overhead"`` (CUDA graphs). The first call per batch shape
+        compiles (seconds); later steps launch a few fused kernels instead of dozens. Ignored on
+        CPU, where the step is a compiled numba kernel already.
 
     Attributes
     ----------
@@ -180,6 +202,7 @@ class RBFKMeans:
         random_state: int | np.random.Generator | None = None,
         device: str | None = None,
         dtype: str | None = None,
+        compile: bool | str = False,
     ) -> None:
         self.n_clusters = n_clusters
         self.init = init
@@ -197,6 +220,7 @@ class RBFKMeans:
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.compile = compile
 
     # ----------------------------------------------------------------- scikit-learn protocol
     @classmethod
@@ -372,6 +396,11 @@ class RBFKMeans:
             )
         if self.dtype not in (None, "float32", "float64"):
             raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
+        if self.compile not in (False, True, "default", "reduce-overhead"):
+            raise ValueError(
+                "compile must be False, True, 'default' or 'reduce-overhead', got "
+                f"{self.compile!r}"
+            )
         if not (
             self.n_init == "auto"
             or (
@@ -384,7 +413,9 @@ class RBFKMeans:
         if isinstance(self.init, str) and self.init != "k-means++":
             raise ValueError(f"init must be 'k-means++' or an array of centres, got {self.init!r}")
 
-    def _validate(self, X: Any, *, reset: bool, min_samples: int = 1) -> torch.Tensor:
+    def _validate(
+        self, X: Any, *, reset: bool, min_samples: int = 1, finite: bool = True
+    ) -> torch.Tensor:
         fitted = hasattr(self, "_centers") and not reset
         names = feature_names_of(X)
         if fitted:
@@ -429,6 +460,7 @@ class RBFKMeans:
                 device=self._centers.device,
                 estimator=type(self).__name__,
                 min_samples=min_samples,
+                finite=finite,
             )
         dtype = {"float32": torch.float32, "float64": torch.float64}.get(self.dtype)
         t = as_batch(
@@ -497,18 +529,58 @@ class RBFKMeans:
         result = self._stats(X, C, schedule.value)
         C, counts = apply_step(C, counts, result.stats, decay)
         if self.reassignment_ratio > 0:
-            # The batch's distances cross to the host only when some centre is starved.
-            dead, rows = reseed_candidates(counts, self.reassignment_ratio, result.nearest, rng)
-            if dead.size:
-                dead_t = torch.from_numpy(dead).to(C.device)
-                C = C.clone()
-                C[dead_t] = X[torch.from_numpy(rows).to(X.device)]
-                alive = torch.ones_like(counts, dtype=torch.bool)
-                alive[dead_t] = False
-                counts = counts.clone()
-                counts[dead_t] = counts[alive].min()  # the largest centre is never starved
+            C, counts = self._reseed(X, C, counts, result.nearest, rng)
         schedule.step()
         return C, counts, result
+
+    def _reseed(self, X, C, counts, nearest, rng):
+        """Move starved centres onto poorly served points of the batch ``X``."""
+        # The batch's distances cross to the host only when some centre is starved.
+        dead, rows = reseed_candidates(counts, self.reassignment_ratio, nearest, rng)
+        if dead.size:
+            dead_t = torch.from_numpy(dead).to(C.device)
+            C = C.clone()
+            C[dead_t] = X[torch.from_numpy(rows).to(X.device)].to(C.dtype)
+            alive = torch.ones_like(counts, dtype=torch.bool)
+            alive[dead_t] = False
+            counts = counts.clone()
+            counts[dead_t] = counts[alive].min()  # the largest centre is never starved
+        return C, counts
+
+    def _device_step(self, X: torch.Tensor) -> None:
+        """``partial_fit``'s step on an accelerator: one fused pass (optionally compiled) and one
+        transfer to the host, which also says whether the batch was finite."""
+        C0, n0 = self._centers, self._counts
+        schedule = TemperatureSchedule(**vars(self._schedule))
+        decay = self._decay_for(X.shape[0])
+        ratio = float(self.reassignment_ratio)
+        if self.compile:
+            mode = "reduce-overhead" if self.compile == "reduce-overhead" else "default"
+            scalars = torch.tensor([schedule.value, decay], dtype=torch.float64).to(
+                X.device, non_blocking=True
+            )
+            out = compiled_fused_step(mode, tuple(C0.shape))(
+                X, C0, n0, scalars[0], scalars[1], ratio, self.mapping
+            )
+            # CUDA graphs reuse their output buffers on the next replay: keep our own copies.
+            C, counts = out.centers.clone(), out.counts.clone()
+        else:
+            out = fused_step(X, C0, n0, schedule.value, decay, ratio, self.mapping)
+            C, counts = out.centers, out.counts
+        finite, _, _, inertia, starving = out.flags.tolist()
+        if not finite:
+            check_finite(X)  # raises, naming the first bad entry; the model is untouched
+        if starving and ratio > 0:
+            rng_state = self._rng.bit_generator.state
+            try:
+                C, counts = self._reseed(X, C, counts, out.nearest, self._rng)
+            except BaseException:
+                self._rng.bit_generator.state = rng_state
+                raise
+        schedule.step()
+        self._set_state(C, counts, schedule, self._rng)
+        self.n_steps_ += 1
+        self.inertia_ = inertia
 
     def _full_batch_step(self, X, C, schedule):
         """One soft-Lloyd (EM) step on all of ``X``; empty centres go to the farthest points."""
@@ -627,7 +699,11 @@ class RBFKMeans:
             self.n_steps_ = n_steps
             self.inertia_ = float(final.nearest.sum())
             return self
-        Xt = self._validate(X, reset=False)
+        on_host = self._centers.device.type == "cpu"
+        Xt = self._validate(X, reset=False, finite=on_host)
+        if not on_host:
+            self._device_step(Xt)
+            return self
         # Nothing is committed until the step has succeeded: the step works on new tensors and a
         # copy of the schedule, and the generator's state is put back if anything raises.
         rng_state = self._rng.bit_generator.state

@@ -41,7 +41,9 @@ def _entmax15_threshold(vals: torch.Tensor) -> torch.Tensor:
     positive = delta > 0.0
     root = torch.where(positive, delta, torch.ones_like(delta)).sqrt()
     tau = mean - torch.where(positive, root, torch.zeros_like(root))
-    support = (tau <= vals).sum(dim=-1, keepdim=True)
+    # At least 1 for any finite row; the clamp keeps a NaN row (which the callers reject) from
+    # indexing out of bounds, a device-side assert on GPUs.
+    support = (tau <= vals).sum(dim=-1, keepdim=True).clamp_min(1)
     return tau.gather(-1, support - 1)
 
 
@@ -50,6 +52,17 @@ def sparse_entmax15(d: torch.Tensor, temperature: float) -> tuple[torch.Tensor, 
 
     ``m`` is the largest number of candidates in any row (centres within ``2 T`` of the nearest),
     so only those are sorted; values outside a row's support are exactly 0.
+
+    Examples
+    --------
+    >>> import torch
+    >>> d = torch.tensor([[0.0, 0.5, 9.0], [4.0, 0.0, 9.0]], dtype=torch.float64)
+    >>> vals, idx = sparse_entmax15(d, 1.0)   # at most 2 centres within 2T of the nearest
+    >>> vals
+    tensor([[0.6740, 0.3260],
+            [1.0000, 0.0000]], dtype=torch.float64)
+    >>> torch.equal(torch.zeros_like(d).scatter(-1, idx, vals), entmax15(d, 1.0))
+    True
     """
     u = _shifted_half_logits(d, temperature)
     candidates = (u > -1.0).sum(dim=-1, keepdim=True)
@@ -73,6 +86,8 @@ def _entmax15_from_sorted(vals: torch.Tensor, candidates: torch.Tensor) -> torch
 def entmax15(d: torch.Tensor, temperature: float) -> torch.Tensor:
     """Dense entmax-1.5 responsibilities of squared distances ``d`` (exact zeros off the support).
 
+    Examples
+    --------
     >>> import torch
     >>> entmax15(torch.tensor([[0.0, 0.5, 9.0]], dtype=torch.float64), 1.0)
     tensor([[0.6740, 0.3260, 0.0000]], dtype=torch.float64)
@@ -84,12 +99,27 @@ def entmax15(d: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def softmax(d: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Numerically stable softmax of ``-d / T`` (max-shifted: never NaN for finite ``d``)."""
+    """Numerically stable softmax of ``-d / T`` (max-shifted: never NaN for finite ``d``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> softmax(torch.tensor([[0.0, 1e6]]), 1e-9)   # never NaN, even at a tiny temperature
+    tensor([[1., 0.]])
+    """
     return torch.softmax(-d / logit_divisor(temperature), dim=-1)
 
 
 def hard(d: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
-    """One-hot argmin (the K-Means / Voronoi limit); ``temperature`` is ignored."""
+    """One-hot argmin (the K-Means / Voronoi limit); ``temperature`` is ignored.
+
+    Examples
+    --------
+    >>> import torch
+    >>> hard(torch.tensor([[0.0, 0.5, 9.0], [4.0, 1.0, 9.0]]))
+    tensor([[1., 0., 0.],
+            [0., 1., 0.]])
+    """
     return torch.nn.functional.one_hot(d.argmin(dim=-1), d.shape[-1]).to(d.dtype)
 
 
@@ -98,6 +128,8 @@ def responsibilities(
 ) -> torch.Tensor:
     """Responsibilities ``p_ik`` of squared distances ``d`` under ``mapping``; rows sum to 1.
 
+    Examples
+    --------
     >>> import torch
     >>> d = torch.tensor([[0.0, 4.0], [1.0, 1.0]])
     >>> responsibilities(d, 1.0, "hard")

@@ -17,7 +17,29 @@ _FLOAT_DTYPES = {torch.float32, torch.float64}
 
 
 def feature_names_of(X: Any) -> np.ndarray | None:
-    """Column names of a DataFrame-like ``X`` when they are all strings (scikit-learn's rule)."""
+    """Column names of a DataFrame-like ``X`` when they are all strings (scikit-learn's rule).
+
+    Parameters
+    ----------
+    X
+        Any input; only objects with a ``columns`` attribute (pandas, polars, ...) have names.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        The names as an object array, or None for arrays, tensors, lists and frames with a
+        non-string (or no) column name.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> feature_names_of(pd.DataFrame({"a": [1.0], "b": [2.0]}))
+    array(['a', 'b'], dtype=object)
+    >>> feature_names_of(pd.DataFrame([[1.0, 2.0]])) is None  # integer column names
+    True
+    >>> feature_names_of(np.ones((1, 2))) is None
+    True
+    """
     cols = getattr(X, "columns", None)
     if cols is None or isinstance(X, (np.ndarray, torch.Tensor)):
         return None
@@ -28,7 +50,28 @@ def feature_names_of(X: Any) -> np.ndarray | None:
 
 
 def check_finite(X: torch.Tensor, what: str = "X") -> None:
-    """Raise ``ValueError`` naming the first non-finite entry of ``X``."""
+    """Raise ``ValueError`` naming the first non-finite entry of ``X``.
+
+    Parameters
+    ----------
+    X
+        A floating-point tensor, on any device.
+    what
+        How the message names the input.
+
+    Raises
+    ------
+    ValueError
+        When ``X`` holds NaN or infinity; the message gives the first one's kind and position.
+
+    Examples
+    --------
+    >>> check_finite(torch.tensor([[1.0, 2.0]]))  # finite: returns None
+    >>> check_finite(torch.tensor([[1.0, 2.0], [float("inf"), 0.0]]), what="centers")
+    Traceback (most recent call last):
+    ...
+    ValueError: Input centers contains NaN or infinity: infinity at row 1, column 0.
+    """
     if X.numel() == 0:
         return
     if X.device.type == "cpu":
@@ -54,19 +97,60 @@ def as_batch(
     device: torch.device | str | None = None,
     estimator: str = "RBFKMeans",
     min_samples: int = 1,
+    finite: bool = True,
 ) -> torch.Tensor:
     """A validated 2-D float tensor from a numpy array, torch tensor, DataFrame or nested list.
 
     Torch tensors stay on their device unless ``device`` is given; numpy arrays are wrapped
-    without a copy when their dtype already fits. Raises ``TypeError`` for types that are not
-    numbers (and sparse matrices), ``ValueError`` for wrong shape, empty input, NaN or infinity.
+    without a copy when their dtype already fits. Integers become float64, float16 and bfloat16
+    become float32; float32 and float64 are kept unless ``dtype`` is given.
 
+    Parameters
+    ----------
+    X
+        The batch, ``(n, d)``.
+    n_features
+        Expected number of columns (None: any).
+    dtype
+        Convert to this torch dtype.
+    device
+        Move to this device.
+    estimator
+        How error messages name the caller.
+    min_samples
+        Fewest rows accepted.
+    finite
+        ``False`` leaves the NaN/infinity check to the caller (:func:`check_finite`), for
+        accelerator paths that fold it into the step's single transfer to the host.
+
+    Returns
+    -------
+    torch.Tensor
+        A contiguous 2-D float32 or float64 tensor (finite unless ``finite=False``).
+
+    Raises
+    ------
+    TypeError
+        For data that are not real numbers, and for sparse matrices.
+    ValueError
+        For the wrong number of dimensions or features, too few rows, complex numbers, NaN or
+        infinity; the message says which.
+
+    Examples
+    --------
     >>> as_batch([[1, 2], [3, 4]]).dtype
     torch.float64
+    >>> x = np.ones((2, 3), dtype=np.float32)
+    >>> np.shares_memory(as_batch(x).numpy(), x)  # wrapped, not copied
+    True
     >>> as_batch([[1.0, float("nan")]])
     Traceback (most recent call last):
     ...
     ValueError: Input X contains NaN or infinity: NaN at row 0, column 1.
+    >>> as_batch([[1.0, 2.0]], n_features=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: X has 2 features, but RBFKMeans is expecting 3 features as input.
     """
     if type(X).__module__.startswith("scipy.sparse"):
         raise TypeError(
@@ -139,7 +223,8 @@ def as_batch(
         t = t.to(dtype)
     if device is not None and t.device != torch.device(device):
         t = t.to(device)
-    check_finite(t)
+    if finite:
+        check_finite(t)
     return t if t.is_contiguous() else t.contiguous()
 
 

@@ -363,6 +363,68 @@ def test_cuda_tensors_stay_on_the_device(blobs):
     assert np.isfinite(km.cluster_centers_).all()
 
 
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "torch.compile"])
+def test_fused_accelerator_step_equals_the_cpu_step(blobs, compile):
+    # The accelerator path (one fused pass, one transfer) driven on CPU tensors: same trajectory
+    # as the numba path, the compiled variant included, and bad batches leave the model as it was.
+    X = blobs[0].astype(np.float32)
+    host = RBFKMeans(4, random_state=0, half_life=500, compile=compile).partial_fit(X[:200])
+    fused = copy.deepcopy(host)
+    for lo in range(200, 1000, 100):
+        host.partial_fit(X[lo : lo + 100])
+        fused._device_step(torch.from_numpy(X[lo : lo + 100]))
+        np.testing.assert_allclose(fused.cluster_centers_, host.cluster_centers_, atol=1e-4)
+        np.testing.assert_allclose(fused.counts_, host.counts_, rtol=1e-5)
+        assert fused.temperature_ == host.temperature_ and fused.n_steps_ == host.n_steps_
+        assert fused.inertia_ == pytest.approx(host.inertia_, rel=1e-5)
+    before = state_of(fused)
+    bad = torch.from_numpy(X[:100].copy())
+    bad[7, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN at row 7, column 1"):
+        fused._device_step(bad)
+    assert_same_state(state_of(fused), before)
+
+
+def test_fused_step_reseeds_a_starved_centre_like_the_cpu_step():
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(0, 0.1, (200, 2)), rng.normal(8, 0.1, (200, 2))])
+    init = np.array([[0.0, 0.0], [8.0, 8.0], [100.0, 100.0]])  # the third centre never wins
+    host = RBFKMeans(3, init=init, random_state=3, temperature=0.01).partial_fit(X[:10])
+    fused = copy.deepcopy(host)
+    host.partial_fit(X)
+    fused._device_step(torch.from_numpy(X))
+    assert np.abs(host.cluster_centers_[2]).max() < 20  # re-seeded onto the data
+    np.testing.assert_allclose(fused.cluster_centers_, host.cluster_centers_, atol=1e-9)
+    np.testing.assert_allclose(fused.counts_, host.counts_, atol=1e-9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("compile", [False, True, "reduce-overhead"])
+def test_cuda_stream_follows_the_cpu_stream(blobs, compile):
+    X = blobs[0].astype(np.float32)
+    cpu = RBFKMeans(4, random_state=0, compile=compile).partial_fit(X[:200])
+    gpu = RBFKMeans.from_state(
+        torch.from_numpy(cpu.cluster_centers_).cuda(),
+        cpu.counts_,
+        cpu.temperature_schedule_,
+        random_state=0,
+        compile=compile,
+    )
+    for _ in range(2):
+        for lo in range(200, 1000, 100):
+            cpu.partial_fit(X[lo : lo + 100])
+            gpu.partial_fit(torch.from_numpy(X[lo : lo + 100]).cuda())
+    assert gpu.centers_tensor_.device.type == "cuda"
+    np.testing.assert_allclose(gpu.cluster_centers_, cpu.cluster_centers_, atol=1e-3)
+    np.testing.assert_allclose(gpu.counts_, cpu.counts_, rtol=1e-4)
+    before = state_of(gpu)
+    bad = torch.from_numpy(X[:100].copy()).cuda()
+    bad[3, 2] = float("inf")
+    with pytest.raises(ValueError, match="infinity at row 3, column 2"):
+        gpu.partial_fit(bad)
+    assert_same_state(state_of(gpu), before)
+
+
 def test_n_init_keeps_the_best_seeding_and_reports_its_iterations(blobs):
     X, _ = blobs
     one = RBFKMeans(4, random_state=0, max_iter=30).fit(X)

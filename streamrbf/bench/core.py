@@ -69,33 +69,65 @@ def speed(quick: bool = False, batch: int = 4096) -> list[dict[str, Any]]:
     return rows
 
 
-def gpu_speed(d: int = 64, k: int = 32, batch: int = 65536, steps: int = 200) -> dict[str, Any]:
-    """events/s of ``partial_fit`` on a CUDA device with the data already there (no host copies)."""
+GPU_MODES = (False, True, "reduce-overhead")
+
+
+def gpu_speed(
+    shapes: tuple[tuple[int, int], ...] = ((64, 32),),
+    modes: tuple[bool | str, ...] = GPU_MODES,
+    batch: int = 65536,
+    steps: int = 200,
+) -> list[dict[str, Any]]:
+    """events/s of ``partial_fit`` on a CUDA device with the data already there (no host copies),
+    per shape and ``compile`` mode (eager, ``torch.compile``, CUDA graphs). Each step includes the
+    validation and the one transfer to the host that says whether the batch was finite."""
     import torch
 
     from streamrbf import RBFKMeans
 
-    g = torch.Generator(device="cuda").manual_seed(0)
-    centres = torch.randn(k, d, device="cuda", generator=g) * 4
-    X = centres[torch.randint(0, k, (batch * 8,), device="cuda", generator=g)]
-    X += torch.randn(X.shape, device="cuda", generator=g)
-    batches = list(X.split(batch))
-    model = RBFKMeans(k, random_state=0, n_init=1).partial_fit(batches[0])
-    for b in batches[1:]:  # warm-up
-        model.partial_fit(b)
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for i in range(steps):
-        model.partial_fit(batches[i % len(batches)])
-    torch.cuda.synchronize()
-    elapsed = time.perf_counter() - t
-    return {
-        "device": torch.cuda.get_device_name(),
-        "d": d,
-        "k": k,
-        "batch": batch,
-        "events_per_s": steps * batch / elapsed,
-    }
+    rows = []
+    for d, k in shapes:
+        g = torch.Generator(device="cuda").manual_seed(0)
+        centres = torch.randn(k, d, device="cuda", generator=g) * 4
+        X = centres[torch.randint(0, k, (batch * 8,), device="cuda", generator=g)]
+        X += torch.randn(X.shape, device="cuda", generator=g)
+        batches = list(X.split(batch))
+        for mode in modes:
+            model = RBFKMeans(k, random_state=0, n_init=1, compile=mode).partial_fit(batches[0])
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            model.partial_fit(batches[1])  # compiles, when asked
+            torch.cuda.synchronize()
+            first = time.perf_counter() - t
+            for b in batches[2:] * 2:  # warm-up (CUDA graphs record after a few calls)
+                model.partial_fit(b)
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            for i in range(steps):
+                model.partial_fit(batches[i % len(batches)])
+            torch.cuda.synchronize()
+            elapsed = time.perf_counter() - t
+            rows.append(
+                {
+                    "device": torch.cuda.get_device_name(),
+                    "d": d,
+                    "k": k,
+                    "batch": batch,
+                    "compile": mode,
+                    "first_step_s": first,
+                    "us_per_step": elapsed / steps * 1e6,
+                    "events_per_s": steps * batch / elapsed,
+                    "inertia_per_event": model.inertia_ / batch,
+                }
+            )
+            r = rows[-1]
+            print(
+                f"GPU {r['device']} (d, k) = ({d}, {k}), B = {batch}, compile={mode!r}: "
+                f"{r['events_per_s'] / 1e6:,.0f} M events/s ({r['us_per_step']:.0f} us/step; "
+                f"first step {first:.1f} s)",
+                flush=True,
+            )
+    return rows
 
 
 def _geometries(seed: int, n: int):
@@ -165,6 +197,20 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {name} | {len(rows)} | {np.mean(fit):.4f} | {max(fit):.4f} | "
             f"{np.mean(stream):.4f} | {max(stream):.4f} |"
         )
+    if result.get("gpu"):
+        lines += [
+            "",
+            "### partial_fit on a GPU, data on the device",
+            "",
+            "| device | (d, k) | B | compile | events/s | us per step | first step |",
+            "| --- | --- | ---: | --- | ---: | ---: | ---: |",
+        ]
+        for r in result["gpu"]:
+            lines.append(
+                f"| {r['device']} | ({r['d']}, {r['k']}) | {r['batch']} | {r['compile']!r} | "
+                f"{r['events_per_s'] / 1e6:,.0f} M | {r['us_per_step']:.0f} | "
+                f"{r['first_step_s']:.1f} s |"
+            )
     return "\n".join(lines)
 
 
@@ -178,10 +224,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         result = {"speed": speed(quick), "quality": quality(quick)}
     print(markdown(result))
     if torch.cuda.is_available():
-        result["gpu"] = gpu_speed(steps=50 if quick else 200)
-        g = result["gpu"]
-        print(
-            f"\nGPU ({g['device']}), data on the device, (d, k) = ({g['d']}, {g['k']}), "
-            f"B = {g['batch']}: {g['events_per_s'] / 1e6:.1f} M events/s"
-        )
+        shapes = ((64, 32),) if quick else ((16, 8), (64, 32), (128, 256))
+        result["gpu"] = gpu_speed(shapes, steps=50 if quick else 200)
+        print(markdown({"speed": [], "quality": [], "gpu": result["gpu"]}))
     return result
