@@ -22,10 +22,35 @@ __all__ = [
 def distortion(d: torch.Tensor, temperature: float, mapping: str = "entmax15") -> torch.Tensor:
     """Weighted distortion ``L_T = sum_i sum_k p_ik d_ik`` with ``p = mapping(d, T)``.
 
+    The training loss of the soft model: each squared distance weighted by the responsibility
+    the mapping gives it at temperature ``T``. It lies within ``n (k - 1) T / e`` above the K-Means
+    objective, so it becomes :func:`kmeans_objective` as ``T -> 0``.
+
+    Parameters
+    ----------
+    d
+        Squared distances ``(n, k)`` of ``n`` points to ``k`` centres.
+    temperature
+        Temperature ``T`` of the mapping (a float or a 0-d tensor).
+    mapping
+        ``"entmax15"``, ``"softmax"`` or ``"hard"``
+        (see :func:`streamrbf.mappings.responsibilities`).
+
+    Returns
+    -------
+    torch.Tensor
+        The summed distortion, a 0-d tensor, differentiable in ``d``.
+
+    Examples
+    --------
+    A cold temperature gives the K-Means objective; a hot one shares each point between centres:
+
     >>> import torch
     >>> d = torch.tensor([[0.0, 9.0], [4.0, 1.0]])
-    >>> float(distortion(d, 0.1))
-    1.0
+    >>> float(distortion(d, 0.1)), float(kmeans_objective(d))
+    (1.0, 1.0)
+    >>> round(float(distortion(d, 10.0, mapping="softmax")), 4)
+    4.8781
     """
     return (responsibilities(d, temperature, mapping) * d).sum()
 
@@ -33,9 +58,32 @@ def distortion(d: torch.Tensor, temperature: float, mapping: str = "entmax15") -
 def free_energy(d: torch.Tensor, temperature: float) -> torch.Tensor:
     """Free energy ``F_T = -T sum_i log sum_k exp(-d_ik / T)`` (log-sum-exp: stable at tiny T).
 
+    The objective whose exact gradient in the centres is the softmax-weighted pull
+    (:func:`fixed_responsibility_gradient`). It is bounded by ``J - n T log k <= F_T <= J``, so it
+    tends to the K-Means objective ``J`` as ``T -> 0``.
+
+    Parameters
+    ----------
+    d
+        Squared distances ``(n, k)``.
+    temperature
+        Temperature ``T`` (a float or a 0-d tensor).
+
+    Returns
+    -------
+    torch.Tensor
+        The free energy, a 0-d tensor, differentiable in ``d``.
+
+    Examples
+    --------
     >>> import torch
-    >>> round(float(free_energy(torch.tensor([[0.0, 9.0], [4.0, 1.0]]), 1e-3)), 6)
+    >>> d = torch.tensor([[0.0, 9.0], [4.0, 1.0]])
+    >>> round(float(free_energy(d, 1e-3)), 6)
     1.0
+    >>> import math
+    >>> J, n, k, T = float(kmeans_objective(d)), 2, 2, 1.0
+    >>> J - n * T * math.log(k) <= float(free_energy(d, T)) <= J
+    True
     """
     t = logit_divisor(temperature)
     return -t * torch.logsumexp(-d / t, dim=-1).sum()
@@ -44,6 +92,18 @@ def free_energy(d: torch.Tensor, temperature: float) -> torch.Tensor:
 def kmeans_objective(d: torch.Tensor) -> torch.Tensor:
     """K-Means objective ``J = sum_i min_k d_ik`` (the inertia).
 
+    Parameters
+    ----------
+    d
+        Squared distances ``(n, k)``.
+
+    Returns
+    -------
+    torch.Tensor
+        The sum of each point's squared distance to its nearest centre, a 0-d tensor.
+
+    Examples
+    --------
     >>> import torch
     >>> float(kmeans_objective(torch.tensor([[0.0, 9.0], [4.0, 1.0]])))
     1.0
@@ -54,14 +114,45 @@ def kmeans_objective(d: torch.Tensor) -> torch.Tensor:
 def fixed_responsibility_gradient(
     X: torch.Tensor, centers: torch.Tensor, p: torch.Tensor
 ) -> torch.Tensor:
-    """Gradient of the distortion in the centres with responsibilities ``p`` held fixed:
-    ``2 sum_i p_ik (c_k - x_i) = 2 N_k (c_k - xbar_k)`` (the exact gradient of F_T with softmax
-    ``p``).
+    """Gradient of the distortion in the centres with the responsibilities held fixed.
 
+    ``2 sum_i p_ik (c_k - x_i) = 2 N_k (c_k - xbar_k)``, where ``N_k`` is centre ``k``'s mass and
+    ``xbar_k`` the mean of its points weighted by ``p``: a step of ``1 / (2 N_k)`` against it moves
+    each centre onto ``xbar_k`` (a soft-Lloyd step). With softmax ``p`` it is the exact gradient
+    of :func:`free_energy`.
+
+    Parameters
+    ----------
+    X
+        Points ``(n, d)``.
+    centers
+        Centres ``(k, d)``.
+    p
+        Responsibilities ``(n, k)``.
+
+    Returns
+    -------
+    torch.Tensor
+        The gradient ``(k, d)``, one row per centre.
+
+    Examples
+    --------
     >>> import torch
     >>> X = torch.tensor([[0.0], [2.0]]); C = torch.tensor([[0.0]]); p = torch.ones(2, 1)
     >>> fixed_responsibility_gradient(X, C, p)
     tensor([[-4.]])
+
+    With softmax responsibilities it equals autograd's gradient of the free energy:
+
+    >>> from streamrbf.mappings import softmax
+    >>> from streamrbf.statistics import sq_distances
+    >>> X = torch.tensor([[0.0, 1.0], [2.0, 0.0], [3.0, 3.0]], dtype=torch.float64)
+    >>> C = torch.tensor([[0.0, 0.0], [3.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    >>> d = sq_distances(X, C)
+    >>> free_energy(d, 2.0).backward()
+    >>> g = fixed_responsibility_gradient(X, C.detach(), softmax(d.detach(), 2.0))
+    >>> torch.allclose(g, C.grad)
+    True
     """
     mass = p.sum(dim=0)
     return 2.0 * (mass[:, None] * centers - p.T @ X)

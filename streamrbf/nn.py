@@ -24,8 +24,35 @@ _COMPUTE_DTYPES = (torch.float32, torch.float64)
 
 
 class RBFOutput(NamedTuple):
-    """What :class:`RBFCluster` returns: memberships ``(n, k)`` (rows sum to 1) and the squared
-    distances ``(n, k)`` they were computed from, both in the input's dtype."""
+    """What :class:`RBFCluster` returns: the memberships and the distances they come from.
+
+    Both tensors are in the input's dtype and differentiable in the input and the centres; pass
+    the whole record to the layer's losses (:meth:`RBFCluster.distortion`,
+    :meth:`RBFCluster.free_energy`, :meth:`RBFCluster.balance`).
+
+    Attributes
+    ----------
+    memberships : torch.Tensor
+        Memberships ``(n, k)``; rows sum to 1 (exactly sparse under entmax-1.5).
+    sq_distances : torch.Tensor
+        Squared distances ``(n, k)`` of the inputs to the centres.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from streamrbf.nn import RBFCluster
+    >>> layer = RBFCluster(2, 1, temperature=1.0)
+    >>> layer = layer.init_centers(torch.zeros(1, 1), centers=torch.tensor([[0.0], [4.0]]))
+    >>> memberships, sq_distances = layer(torch.tensor([[0.0], [1.0], [4.0]]))
+    >>> memberships.detach()
+    tensor([[1., 0.],
+            [1., 0.],
+            [0., 1.]])
+    >>> sq_distances.detach()
+    tensor([[ 0., 16.],
+            [ 1.,  9.],
+            [16.,  0.]])
+    """
 
     memberships: torch.Tensor
     sq_distances: torch.Tensor
@@ -153,11 +180,33 @@ class RBFCluster(nn.Module):
         *,
         centers: torch.Tensor | np.ndarray | None = None,
     ) -> RBFCluster:
-        """Place the centres on embeddings by k-means++ (or at given ``centers``, e.g. a K-Means
-        solution of the embeddings); returns ``self``.
+        """Place the centres on embeddings by k-means++, or at given ``centers``; returns ``self``.
 
         With ``temperature=None`` this also sets the initial temperature from the data
         (half the mean squared distance to the nearest new centre).
+
+        Parameters
+        ----------
+        embeddings
+            Embeddings ``(n, n_features)`` to seed from (and to set the temperature from).
+        seed
+            Seed or generator of the k-means++ draws.
+        centers
+            Centres ``(n_clusters, n_features)`` to start from instead of k-means++, e.g. a
+            K-Means solution of the embeddings.
+
+        Returns
+        -------
+        RBFCluster
+            The layer itself.
+
+        Examples
+        --------
+        >>> import torch
+        >>> x = torch.tensor([[0.0], [1.0], [9.0], [10.0]])
+        >>> layer = RBFCluster(2, 1).init_centers(x, seed=0)
+        >>> sorted(layer.centers.detach().flatten().tolist()), layer.temperature.item()
+        ([0.0, 10.0], 0.25)
         """
         # The core's checks (2-D, not empty, no NaN or infinity, each named in the message).
         X = as_batch(embeddings, dtype=torch.float64, device="cpu", estimator="RBFCluster").numpy()
@@ -194,7 +243,24 @@ class RBFCluster(nn.Module):
 
     @torch.no_grad()
     def reheat(self, factor: float | None = None) -> float:
-        """Raise the temperature by ``factor`` (capped at the initial one) or back to it."""
+        """Raise the temperature by ``factor`` (capped at the initial one) or back to it.
+
+        Parameters
+        ----------
+        factor
+            Multiplier >= 1; None returns to the initial temperature.
+
+        Returns
+        -------
+        float
+            The new temperature.
+
+        Examples
+        --------
+        >>> layer = RBFCluster(2, 1, temperature=1.0, decay=0.5)
+        >>> layer.step_temperature(3), layer.reheat(2.0), layer.reheat()
+        (0.125, 0.25, 1.0)
+        """
         value = self._schedule.reheat(factor)
         self.temperature.fill_(value)
         return value
@@ -238,15 +304,41 @@ class RBFCluster(nn.Module):
         return _reduce(losses.distortion(d, self.temperature, self.mapping), d, reduction)
 
     def free_energy(self, out: RBFOutput, reduction: str = "mean") -> torch.Tensor:
-        """Free energy ``F_T`` of a forward's distances (softmax family; the memberships are not
-        used), per sample (``"mean"``) or ``"sum"``."""
+        """Free energy ``F_T`` of a forward's distances, per sample (``"mean"``) or ``"sum"``.
+
+        The softmax family's objective (:func:`streamrbf.losses.free_energy`): the memberships
+        are not used. It lies within ``T log k`` per sample below the K-Means objective.
+
+        Examples
+        --------
+        >>> import torch
+        >>> layer = RBFCluster(2, 1, temperature=0.01)
+        >>> layer = layer.init_centers(torch.zeros(1, 1), centers=torch.tensor([[0.0], [4.0]]))
+        >>> out = layer(torch.tensor([[0.0], [1.0], [4.0]]))
+        >>> round(layer.free_energy(out).item(), 4), round(layer.free_energy(out, "sum").item(), 4)
+        (0.3333, 1.0)
+        """
         d = _float(out.sq_distances)
         return _reduce(losses.free_energy(d, self.temperature), d, reduction)
 
     @staticmethod
     def balance(out: RBFOutput) -> torch.Tensor:
-        """``KL(mean membership || uniform)``: 0 when every cluster gets the same share of the
-        batch, ``log k`` when one takes everything. Add it (weighted) against collapsed clusters."""
+        """``KL(mean membership || uniform)``: a penalty on unequal cluster shares.
+
+        It is 0 when every cluster gets the same share of the batch and ``log k`` when one takes
+        everything. Add it (weighted) to the loss against collapsed clusters.
+
+        Examples
+        --------
+        >>> import math, torch
+        >>> layer = RBFCluster(2, 1, temperature=0.01)
+        >>> layer = layer.init_centers(torch.zeros(1, 1), centers=torch.tensor([[0.0], [4.0]]))
+        >>> RBFCluster.balance(layer(torch.tensor([[0.0], [4.0]]))).item()  # one point each
+        0.0
+        >>> collapsed = RBFCluster.balance(layer(torch.tensor([[0.0], [1.0]]))).item()
+        >>> math.isclose(collapsed, math.log(2), rel_tol=1e-6)
+        True
+        """
         q = _float(out.memberships).mean(dim=0)
         k = q.shape[-1]
         # log of the clamped share: 0 log 0 = 0 with a finite (not -inf) push on empty clusters.

@@ -27,6 +27,28 @@ def write_model_file(
 ) -> Path:
     """Write ``tensors`` and the JSON-serialisable ``meta`` atomically (temp file, then rename).
 
+    The tensors are stored on the CPU; the header records ``kind`` and :data:`FORMAT_VERSION` so
+    that :func:`read_model_file` can refuse a file of another kind or version. Missing parent
+    directories are created, and a reader never sees a half-written file.
+
+    Parameters
+    ----------
+    path
+        Destination file (conventionally ``*.safetensors``); replaced if it exists.
+    kind
+        Name of the model type (e.g. ``"RBFKMeans"``), checked on reading.
+    tensors
+        Named tensors, on any device.
+    meta
+        Everything else, as JSON-serialisable values.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Examples
+    --------
     >>> import tempfile, torch
     >>> p = Path(tempfile.mkdtemp()) / "m.safetensors"
     >>> _ = write_model_file(p, "demo", {"w": torch.ones(2)}, {"answer": 42})
@@ -52,7 +74,48 @@ def write_model_file(
 def read_model_file(
     path: str | os.PathLike, kind: str
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a file written by :func:`write_model_file` for ``kind``; ``ValueError`` otherwise."""
+    """Read a file written by :func:`write_model_file` for ``kind``; ``ValueError`` otherwise.
+
+    Nothing is unpickled: the file must be safetensors with a streamrbf header of this ``kind``
+    and version, and every floating-point tensor must be finite.
+
+    Parameters
+    ----------
+    path
+        The model file.
+    kind
+        The model type expected (what was passed to :func:`write_model_file`).
+
+    Returns
+    -------
+    tuple
+        ``(tensors, meta)``: the named tensors (on the CPU) and the metadata dict.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` is not a file.
+    ValueError
+        When the file is not a streamrbf model of this ``kind`` and version, or holds NaN or
+        infinity.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> p = write_model_file(Path(tempfile.mkdtemp()) / "m.safetensors", "demo",
+    ...                      {"w": torch.zeros(1)}, {})
+    >>> read_model_file(p, "demo")
+    ({'w': tensor([0.])}, {})
+    >>> read_model_file(p, "RBFKMeans")
+    Traceback (most recent call last):
+    ...
+    ValueError: '...m.safetensors' holds a 'demo' model, not a 'RBFKMeans' model.
+    >>> _ = p.write_bytes(b"not a model")
+    >>> read_model_file(p, "demo")
+    Traceback (most recent call last):
+    ...
+    ValueError: '...m.safetensors' is not a streamrbf model file (safetensors): ...
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {str(path)!r}")

@@ -541,6 +541,25 @@ class RBFKMeans(base.Clusterer):
         """Learn the rows of a DataFrame in order (the same as `learn_one` on each row).
 
         The whole frame is validated first: a bad frame raises and changes nothing.
+
+        Parameters
+        ----------
+        X
+            A `pandas.DataFrame` whose columns are the features.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from streamrbf.river import RBFKMeans
+        >>> model = RBFKMeans(n_clusters=2, warmup=4, seed=0)
+        >>> X = pd.DataFrame({"a": [0.0, 0.2, 5.0, 5.2] * 10, "b": [0.0, 0.1, 5.0, 5.1] * 10})
+        >>> model.learn_many(X)
+        >>> sorted(round(c["a"], 1) for c in model.centers.values())
+        [0.1, 5.1]
+        >>> model.learn_many(pd.DataFrame({"a": [1.0], "c": [2.0]}))
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown feature 'c': the feature set is fixed by the first event
         """
         if len(X) == 0:
             return
@@ -603,8 +622,10 @@ class RBFKMeans(base.Clusterer):
         return j
 
     def predict_proba_one(self, x: dict) -> dict[int, float]:
-        """Non-zero memberships `{cluster: responsibility}` at the current temperature ({} before
-        initialisation)."""
+        """Non-zero memberships `{cluster: responsibility}` at the current temperature.
+
+        Before initialisation (during the warm-up) it returns `{}`. The class example shows it.
+        """
         if self._C is None:
             if self._features is not None:
                 self._finite(self._vector(x))
@@ -618,7 +639,32 @@ class RBFKMeans(base.Clusterer):
         return dict(zip(idx[:n].tolist(), vals[:n].tolist(), strict=True))
 
     def predict_many(self, X):
-        """Nearest cluster of each row of a DataFrame, as a Series with the frame's index."""
+        """Nearest cluster of each row of a DataFrame, as a Series with the frame's index.
+
+        Before initialisation every row gets cluster 0.
+
+        Parameters
+        ----------
+        X
+            A `pandas.DataFrame` with the model's features as columns.
+
+        Returns
+        -------
+        pandas.Series
+            The cluster of each row (int64), indexed like `X`.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from streamrbf.river import RBFKMeans
+        >>> model = RBFKMeans(n_clusters=2, warmup=4, seed=0)
+        >>> X = pd.DataFrame({"a": [0.0, 0.2, 5.0, 5.2] * 10, "b": [0.0, 0.1, 5.0, 5.1] * 10})
+        >>> model.predict_many(X.head(2)).tolist()  # not initialised yet
+        [0, 0]
+        >>> model.learn_many(X)
+        >>> model.predict_many(X.head(4)).tolist() in ([0, 0, 1, 1], [1, 1, 0, 0])
+        True
+        """
         import pandas as pd
 
         if self._C is None:
@@ -722,5 +768,22 @@ class KeyedRBFKMeans(base.Wrapper, base.Clusterer):
         return {} if m is None else m.predict_proba_one(rest)
 
     def model_for(self, key: Any) -> RBFKMeans | None:
-        """The model of one stream (None if unknown); does not count as a use."""
+        """The model of one stream (None if unknown); does not count as a use.
+
+        Parameters
+        ----------
+        key
+            The value of the key field that identifies the stream.
+
+        Examples
+        --------
+        >>> from streamrbf.river import KeyedRBFKMeans, RBFKMeans
+        >>> keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=2, warmup=4, seed=0), key="id")
+        >>> for i in range(20):
+        ...     keyed.learn_one({"id": "s" + str(i % 2), "v": float(i % 4)})
+        >>> sorted(c["v"] for c in keyed.model_for("s0").centers.values())  # s0 saw 0 and 2
+        [0.0, 2.0]
+        >>> keyed.model_for("unknown") is None
+        True
+        """
         return self.models.get(key)

@@ -31,10 +31,33 @@ def _sq_dist_to(X: np.ndarray, c: np.ndarray) -> np.ndarray:
 def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
     """Greedy k-means++ seeding; returns ``(n_clusters, d)`` rows of ``X`` (float64 copies).
 
+    The first centre is a uniformly drawn row; each next one is the best (lowest total squared
+    distance to the nearest centre) of ``2 + log k`` rows drawn in proportion to their squared
+    distance to the centres so far. Duplicated points are handled: when every point already sits
+    on a centre the draws are uniform.
+
+    Parameters
+    ----------
+    X
+        Points ``(n, d)``, with ``n >= n_clusters``.
+    n_clusters
+        Number of centres ``k``.
+    rng
+        The random generator every draw comes from.
+
+    Returns
+    -------
+    numpy.ndarray
+        The centres, ``(n_clusters, d)`` float64 copies of rows of ``X``.
+
+    Examples
+    --------
     >>> X = np.array([[0.0, 0.0], [0.1, 0.0], [10.0, 10.0], [10.1, 10.0]])
     >>> C = kmeans_plusplus(X, 2, np.random.default_rng(0))
     >>> sorted(int(c[0] > 5) for c in C)
     [0, 1]
+    >>> all(any((c == x).all() for x in X) for c in C)  # centres are data points
+    True
     """
     X = np.asarray(X, dtype=np.float64)
     n = X.shape[0]
@@ -80,14 +103,38 @@ def reseed_candidates(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which centres to re-seed and onto which batch rows.
 
-    ``counts``: decayed masses (k,); ``nearest``: squared distance of each batch point to its
-    nearest centre. Returns ``(centre indices, row indices)``; both empty when no centre is starved.
+    A centre is starved when its decayed mass is below ``ratio`` times the largest mass; each
+    starved centre gets a distinct batch row drawn with probability proportional to the row's
+    squared distance to its nearest centre (rows already on a centre are never drawn). When there
+    are fewer such rows than starved centres, the first starved centres get them.
 
+    Parameters
+    ----------
+    counts
+        Decayed masses ``(k,)`` (numpy array or torch tensor, on any device).
+    ratio
+        Starvation threshold as a share of the largest mass.
+    nearest
+        Squared distance ``(n,)`` of each batch point to its nearest centre.
+    rng
+        The random generator the rows are drawn from.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(centre indices, row indices)`` of equal length; both empty when no centre is starved.
+
+    Examples
+    --------
     >>> import torch
     >>> dead, rows = reseed_candidates(torch.tensor([10.0, 0.0]), 0.01,
     ...                                torch.tensor([0.0, 5.0]), np.random.default_rng(0))
     >>> dead.tolist(), rows.tolist()
     ([1], [1])
+    >>> dead, rows = reseed_candidates(np.array([10.0, 5.0]), 0.01, np.array([0.0, 5.0]),
+    ...                                np.random.default_rng(0))
+    >>> dead.size, rows.size  # no centre is starved
+    (0, 0)
     """
     c = _host(counts)
     top = c.max()

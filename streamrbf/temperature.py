@@ -21,8 +21,28 @@ def logit_divisor(temperature: float) -> float:
     streamrbf uses the convention ``T = sigma`` (MATH.md). Every formula that needs the temperature
     (mappings, losses, the support rule ``d - d_min < 2 * divisor``) goes through this function.
 
+    Parameters
+    ----------
+    temperature
+        The model temperature ``T``.
+
+    Returns
+    -------
+    float
+        The divisor of the squared distances in the logits.
+
+    Examples
+    --------
     >>> logit_divisor(0.5)
     0.5
+
+    Under entmax-1.5, only centres within ``2 * logit_divisor(T)`` of the nearest share a point:
+
+    >>> import torch
+    >>> from streamrbf.mappings import entmax15
+    >>> d = torch.tensor([[0.0, 0.9, 1.1]])
+    >>> (entmax15(d, 0.5) > 0).tolist(), 2 * logit_divisor(0.5)
+    ([[True, True, False]], 1.0)
     """
     return temperature
 
@@ -30,12 +50,26 @@ def logit_divisor(temperature: float) -> float:
 def auto_temperature(sq_distances: np.ndarray) -> float:
     """A temperature scaled to the data: half the mean squared distance to the nearest centre.
 
-    ``sq_distances`` is an ``(n, k)`` array of squared distances from sample points to the initial
-    centres. At this temperature most points are shared by their two or three nearest centres, soft
+    At this temperature most points are shared by their two or three nearest centres, soft
     enough for centres to compete, while far centres already receive exactly zero responsibility.
+    Non-finite distances are ignored; when every point sits on a centre the result is 1.
 
+    Parameters
+    ----------
+    sq_distances
+        Squared distances ``(n, k)`` from sample points to the initial centres.
+
+    Returns
+    -------
+    float
+        A finite temperature > 0.
+
+    Examples
+    --------
     >>> auto_temperature(np.array([[1.0, 9.0], [4.0, 2.0]]))
     0.75
+    >>> auto_temperature(np.zeros((3, 2)))  # every point on a centre
+    1.0
     """
     d = np.asarray(sq_distances, dtype=np.float64)
     nearest = d.min(axis=1)
@@ -53,13 +87,39 @@ class TemperatureSchedule:
 
     This is the per-stream temperature every adapter relies on: it is state of one model, read
     with :attr:`value`, advanced with :meth:`step`, and raised again with :meth:`reheat` when a
-    stream drifts.
+    stream drifts. The parameters are checked on construction (``ValueError`` naming the bad one).
 
+    Parameters
+    ----------
+    initial
+        Starting temperature, finite and > 0; :meth:`reheat` returns to it.
+    decay
+        Multiplicative factor per step, in (0, 1]; 1 keeps the temperature constant.
+    minimum
+        Floor, finite and >= 0. With 0 the temperature still stays positive (the smallest
+        positive float64), so ``1 / T`` is finite.
+    value
+        Current temperature; NaN (the default) starts it at ``max(initial, minimum)``.
+
+    Attributes
+    ----------
+    value : float
+        The current temperature.
+
+    Examples
+    --------
+    >>> from streamrbf import TemperatureSchedule
     >>> s = TemperatureSchedule(initial=1.0, decay=0.5, minimum=0.2)
     >>> [s.step() for _ in range(4)]
     [0.5, 0.25, 0.2, 0.2]
     >>> s.reheat()
     1.0
+    >>> s.step(2), s.reheat(factor=3.0)
+    (0.25, 0.75)
+    >>> TemperatureSchedule(initial=1.0, decay=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature decay must be in (0, 1], got 1.5
     """
 
     initial: float
@@ -78,14 +138,37 @@ class TemperatureSchedule:
             self.value = max(self.initial, self.minimum)
 
     def step(self, n: int = 1) -> float:
-        """Advance ``n`` steps and return the new temperature (never below ``minimum``, never 0)."""
+        """Advance ``n`` steps and return the new temperature (never below ``minimum``, never 0).
+
+        Parameters
+        ----------
+        n
+            Number of steps; the temperature is multiplied by ``decay ** n``.
+
+        Returns
+        -------
+        float
+            The new :attr:`value`.
+        """
         v = self.value * self.decay**n
         # A positive floor keeps 1/T finite even when minimum is 0.
         self.value = max(v, self.minimum, np.finfo(np.float64).tiny)
         return self.value
 
     def reheat(self, factor: float | None = None) -> float:
-        """Raise the temperature: by ``factor`` (capped at ``initial``), or back to ``initial``."""
+        """Raise the temperature: by ``factor`` (capped at ``initial``), or back to ``initial``.
+
+        Parameters
+        ----------
+        factor
+            Multiplier >= 1, or None to return to ``initial``. A temperature already above
+            ``initial`` (set by hand) is never lowered.
+
+        Returns
+        -------
+        float
+            The new :attr:`value`.
+        """
         if factor is None:
             self.value = self.initial
         else:

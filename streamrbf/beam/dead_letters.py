@@ -21,13 +21,30 @@ _MAX_EVENT_CHARS = 2000
 
 
 class DeadLetter(NamedTuple):
-    """An event that could not be clustered: its ``key`` (None when the key itself is bad), the
-    ``event`` as text (truncated to 2000 characters), the ``reason`` and the ``stage`` that refused
-    it (``"parse"`` or ``"model"``).
+    """An event that could not be clustered, with the reason.
 
+    Build one with :meth:`of`, which turns any key and event into text; write it with
+    :meth:`to_json`.
+
+    Attributes
+    ----------
+    key : str or None
+        The event's key (its ``repr`` when not a str; None for unkeyed events or a bad key).
+    event : str
+        The event as text, truncated to 2000 characters.
+    reason : str
+        Why it was refused (the validation error's message).
+    stage : str
+        Which step refused it: ``"parse"`` or ``"model"``.
+
+    Examples
+    --------
     >>> d = DeadLetter.of("s1", {"x": "a"}, "feature 'x' is not a real number")
     >>> d.key, d.event, d.stage
     ('s1', "{'x': 'a'}", 'parse')
+    >>> print(d.to_json())
+    {"key": "s1", "event": "{'x': 'a'}", "reason": "feature 'x' is not a real number",
+     "stage": "parse"}
     """
 
     key: str | None
@@ -37,6 +54,8 @@ class DeadLetter(NamedTuple):
 
     @classmethod
     def of(cls, key: Any, event: Any, reason: str, stage: str = "parse") -> DeadLetter:
+        """A dead letter for any ``key`` and ``event``: text is kept, bytes decoded (invalid
+        UTF-8 replaced), anything else written with ``repr``; the event is truncated."""
         text = event if isinstance(event, str) else repr(event)
         if isinstance(event, bytes):
             text = event.decode("utf-8", "replace")
@@ -64,11 +83,33 @@ def parse_features(
 ) -> tuple[tuple[str, ...] | None, tuple[float, ...]]:
     """Validate one event's features; return ``(names, values)``.
 
-    ``features`` is a dict ``{name: number}`` (ordered by ``feature_names``, else by sorted name),
-    a 1-D sequence or array of numbers, or a JSON string / bytes of either. Raises ``ValueError``
-    (or ``TypeError``) saying what is wrong: unparseable text, a missing or unexpected feature,
-    a value that is not a finite real number, the wrong dimension.
+    Parameters
+    ----------
+    features
+        A dict ``{name: number}`` (ordered by ``feature_names``, else by sorted name), a 1-D
+        sequence or array of numbers, or a JSON string / bytes of either.
+    feature_names
+        The expected names: a dict must have exactly these keys; a sequence gets these names
+        and must have as many values.
+    n_features
+        The expected number of values.
 
+    Returns
+    -------
+    tuple
+        ``(names, values)``: the feature names (None for a sequence without ``feature_names``)
+        and the values as floats.
+
+    Raises
+    ------
+    ValueError
+        Unparseable text, a missing or unexpected feature, a value that is not a finite real
+        number, the wrong dimension; the message says which.
+    TypeError
+        An event that is neither a dict, a sequence nor text, or a dict with non-str keys.
+
+    Examples
+    --------
     >>> parse_features({"b": 2, "a": 1.5})
     (('a', 'b'), (1.5, 2.0))
     >>> parse_features("[1, 2]", n_features=3)
@@ -139,6 +180,29 @@ def parse_keyed(
 ) -> tuple[str, tuple[tuple[str, ...] | None, tuple[float, ...]]]:
     """Validate a ``(key, features)`` pair; the key must be a non-empty ``str``.
 
+    Parameters
+    ----------
+    element
+        A ``(key, features)`` tuple or 2-element list.
+    feature_names
+        Passed to :func:`parse_features`.
+    n_features
+        Passed to :func:`parse_features`.
+
+    Returns
+    -------
+    tuple
+        ``(key, (names, values))``.
+
+    Raises
+    ------
+    TypeError
+        When ``element`` is not a pair or the key is not a non-empty ``str``.
+    ValueError
+        When the features are invalid (see :func:`parse_features`).
+
+    Examples
+    --------
     >>> parse_keyed(("s1", [1, 2]))
     ('s1', (None, (1.0, 2.0)))
     >>> parse_keyed((7, [1, 2]))
@@ -181,9 +245,21 @@ class ValidateEvents(beam.PTransform):
     """Split events into valid ones and :class:`DeadLetter` records; returns ``(valid, dead)``.
 
     Unkeyed events become tuples of floats; keyed events (``keyed=True``) become
-    ``(key, (names, values))`` with a ``str`` key. ``tagged=False`` splits with two filters
-    instead of a multi-output ParDo (for the DaskRunner).
+    ``(key, (names, values))`` with a ``str`` key.
 
+    Parameters
+    ----------
+    feature_names
+        The expected feature names (see :func:`parse_features`).
+    n_features
+        The expected number of features.
+    keyed
+        Whether events are ``(key, features)`` pairs.
+    tagged
+        ``False`` splits with two filters instead of a multi-output ParDo (for the DaskRunner).
+
+    Examples
+    --------
     >>> with beam.Pipeline(runner="FnApiRunner") as p:
     ...     good, bad = p | beam.Create([[1, 2], [1, float("nan")], "oops"]) | ValidateEvents()
     ...     _ = bad | beam.Map(lambda d: print(d.reason[:20]))

@@ -34,9 +34,29 @@ _CKPT = re.compile(r"^step-(\d{10})\.safetensors$")
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     """The checkpoint with the most steps in ``directory`` (None when there is none).
 
+    Checkpoints are the files ``step-<10 digits>.safetensors`` that :class:`ClusterGlobally`
+    writes; other files are ignored, and a missing directory has none.
+
+    Parameters
+    ----------
+    directory
+        The checkpoint directory.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The newest checkpoint.
+
+    Examples
+    --------
     >>> import tempfile
-    >>> latest_checkpoint(tempfile.mkdtemp()) is None
+    >>> d = Path(tempfile.mkdtemp())
+    >>> latest_checkpoint(d) is None
     True
+    >>> for name in ["step-0000000002.safetensors", "step-0000000010.safetensors", "notes.txt"]:
+    ...     (d / name).touch()
+    >>> latest_checkpoint(d).name
+    'step-0000000010.safetensors'
     """
     d = Path(directory)
     if not d.is_dir():
@@ -52,9 +72,37 @@ def _write_checkpoint(est: Any, directory: str) -> None:
 
 
 class GlobalResult(NamedTuple):
-    """Outputs of :class:`ClusterGlobally`: the final ``model`` (one ``ModelState``), the model
-    after every step (``history``), ``dead_letters``, and ``assignments`` of every valid event
-    under the final model (empty unless ``assign=True``)."""
+    """The outputs of :class:`ClusterGlobally`, four PCollections.
+
+    On unbounded input ``model`` and ``history`` are both the stream of updated models and
+    ``assignments`` is empty.
+
+    Attributes
+    ----------
+    model : apache_beam.PCollection
+        The final model, one :class:`~streamrbf.beam.ModelState`.
+    history : apache_beam.PCollection
+        The model after initialisation and after every step.
+    dead_letters : apache_beam.PCollection
+        A :class:`~streamrbf.beam.DeadLetter` for every invalid event.
+    assignments : apache_beam.PCollection
+        An :class:`~streamrbf.assignment.Assignment` of every valid event under the final model
+        (empty unless ``assign=True``).
+
+    Examples
+    --------
+    >>> import apache_beam as beam
+    >>> from apache_beam.pvalue import AsSingleton
+    >>> count = beam.combiners.Count.Globally
+    >>> with beam.Pipeline(runner="FnApiRunner") as p:
+    ...     out = p | beam.Create([[0.0], [0.2], [5.0], [5.2], ["x"]]) | ClusterGlobally(
+    ...         2, steps=2, n_features=1, assign=True)
+    ...     n_dead = AsSingleton(out.dead_letters | "Dead" >> count())
+    ...     n_assigned = AsSingleton(out.assignments | "Assigned" >> count())
+    ...     _ = (out.history | "Models" >> count()  # the initial model and one per step
+    ...          | beam.Map(lambda n, a, d: print(n, a, d), n_assigned, n_dead))
+    3 4 1
+    """
 
     model: beam.PCollection
     history: beam.PCollection
@@ -225,6 +273,36 @@ class ClusterGlobally(beam.PTransform):
     every ``refresh_secs`` loads the newest checkpoint (``impulses`` replaces it with any windowed
     PTransform of ticks, e.g. for runners without splittable DoFns). ``model`` and ``history``
     are then the stream of updated models.
+
+    Parameters
+    ----------
+    n_clusters
+        Number of centres.
+    steps
+        Data-parallel steps unrolled in the graph (bounded input).
+    n_shards
+        Shards the events are split into; each one's statistics are computed on one worker.
+    init_sample
+        Events sampled to initialise the model.
+    checkpoint_dir
+        Where every model is written, and resumed from (required for unbounded input).
+    assign
+        Whether to emit the assignment of every valid event under the final model.
+    feature_names
+        Feature names of dict events (fixes the dimension).
+    n_features
+        Dimension of the events; events of another one go to the dead letters.
+    random_state
+        Seed of every random choice.
+    window_secs
+        Streaming: length of the fixed windows, each one a step.
+    refresh_secs
+        Streaming: how often the model side input reloads the newest checkpoint.
+    impulses
+        Streaming: a PTransform of windowed ticks replacing the ``PeriodicImpulse``.
+    **model_params
+        Any other :class:`~streamrbf.kmeans.RBFKMeans` parameter (``mapping``, ``temperature``,
+        ``init``, ...); ``reassignment_ratio`` defaults to 0.
 
     Examples
     --------

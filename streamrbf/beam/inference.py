@@ -19,16 +19,39 @@ _LOG = logging.getLogger(__name__)
 
 
 def assign(X: Any, centers: Any, temperature: float, mapping: str = "entmax15") -> list[Assignment]:
-    """Score the rows of ``X`` (n, d) against ``centers`` (k, d) at ``temperature``: one
-    :class:`~streamrbf.assignment.Assignment` per row, with only the non-zero memberships.
+    """One :class:`~streamrbf.assignment.Assignment` per row of ``X``, scored against ``centers``.
 
-    ``X`` and ``centers`` are numpy arrays or torch tensors. CPU data goes through the core's
-    compiled kernel (exact sparse entmax, one pass per row); a GPU batch is scored on the GPU with
-    the core's torch mappings and only the results come back.
+    Each keeps only the non-zero memberships. CPU data goes through the core's compiled kernel
+    (exact sparse entmax, one pass per row); a GPU batch is scored on the GPU with the core's
+    torch mappings and only the results come back.
 
+    Parameters
+    ----------
+    X
+        Events ``(n, d)``, a numpy array or torch tensor.
+    centers
+        Centres ``(k, d)``, a numpy array or torch tensor.
+    temperature
+        Temperature of the mapping.
+    mapping
+        ``"entmax15"``, ``"softmax"`` or ``"hard"``.
+
+    Returns
+    -------
+    list of Assignment
+        One per row of ``X``, in order.
+
+    Examples
+    --------
     >>> a = assign(np.array([[0.0], [0.9]]), np.array([[0.0], [1.0]]), 0.1)
     >>> [(x.cluster, sorted(x.memberships)) for x in a]
     [(0, [0]), (1, [1])]
+
+    A point halfway between two centres is shared, and only between those two:
+
+    >>> b, = assign(np.array([[0.5, 0.0]]), np.array([[0.0, 0.0], [1.0, 0.0], [9.0, 9.0]]), 0.5)
+    >>> b.memberships, b.distance
+    ({0: 0.5, 1: 0.5}, 0.5)
     """
     import torch
 
@@ -113,6 +136,26 @@ class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):
     through ``RunInference(..., model_metadata_pcoll=...)`` is loaded in place of the old one.
     ``gpu_hints=True`` declares ``accelerator`` resource hints for Dataflow.
 
+    Parameters
+    ----------
+    model_uri
+        Path of a model saved with :meth:`RBFKMeans.save <streamrbf.kmeans.RBFKMeans.save>`.
+    device
+        Where the model is loaded and batches are scored: ``"cpu"``, ``"cuda"``, ``"cuda:<i>"``
+        or ``"GPU"``.
+    feature_names
+        Feature order of dict events (default: the names the model was fitted with).
+    gpu_hints
+        Whether to declare the ``accelerator`` resource hint.
+    accelerator
+        The Dataflow accelerator hint.
+    min_batch_size
+        Smallest batch RunInference forms.
+    max_batch_size
+        Largest batch RunInference forms.
+    **kwargs
+        Passed to Beam's ``ModelHandler``.
+
     Examples
     --------
     >>> import tempfile, apache_beam as beam
@@ -166,6 +209,27 @@ class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):
     def run_inference(
         self, batch: Sequence[Any], model: Any, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
+        """Score a batch of examples: one ``PredictionResult`` per example, in order.
+
+        A pre-batched 2-D array is one example whose inference is a list of assignments. Invalid
+        events raise ``ValueError`` or ``TypeError`` (validate them first with
+        :class:`~streamrbf.beam.ValidateEvents` to route them to dead letters instead).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from streamrbf import RBFKMeans
+        >>> path = tempfile.mkdtemp() + "/m.safetensors"
+        >>> RBFKMeans(2, random_state=0).fit([[0.0, 0], [0, 1], [9, 9], [9, 8]]).save(path)
+        >>> handler = RBFModelHandler(path)
+        >>> one, text, block = handler.run_inference(
+        ...     [[0.0, 0.5], "[9.0, 8.5]", np.array([[9.0, 8.5], [0.0, 0.0]])],
+        ...     handler.load_model())
+        >>> one.inference.distance, one.inference.memberships == {one.inference.cluster: 1.0}
+        (0.0, True)
+        >>> [a.cluster for a in block.inference] == [text.inference.cluster, one.inference.cluster]
+        True
+        """
         import torch
 
         names = self._feature_names

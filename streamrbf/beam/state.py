@@ -38,16 +38,45 @@ _HEADER = struct.Struct("<4sBIIIdddqqd")  # v2: + flush_at (NaN: no flush timer 
 
 @dataclass
 class ModelState(CacheAware):
-    """One model's state: centres ``(k, d)``, decayed masses ``(k,)``, the temperature schedule's
-    ``temperature`` / ``initial_temperature`` / ``min_temperature``, step and event counters, the
-    feature names (None for array events), ``pending`` rows not yet learnt from (the warm-up rows
-    of a key still warming up, then the part of the next batch received so far) and ``flush_at``,
-    the processing time when the pending rows are flushed (None: no flush timer armed).
+    """One model's state, as Beam stores, broadcasts and checkpoints it.
 
+    Plain numpy arrays and floats (never a pickled torch module), encoded by
+    :class:`ModelStateCoder`, which Beam picks up for this type. :func:`to_estimator` turns it into
+    the core :class:`~streamrbf.kmeans.RBFKMeans` for a step, :func:`from_estimator` back.
+
+    Parameters
+    ----------
+    centers
+        Centres ``(k, d)`` (``(0, 0)`` while a key is warming up).
+    counts
+        Decayed masses ``(k,)``.
+    temperature
+        Current temperature of the schedule.
+    initial_temperature
+        The schedule's starting temperature (where a reheat returns to).
+    min_temperature
+        The schedule's floor.
+    n_steps
+        Gradient steps taken.
+    n_seen
+        Events learnt from.
+    feature_names
+        Names of the features (None for array events).
+    pending
+        Rows not yet learnt from: the warm-up rows of a key still warming up, then the part of
+        the next batch received so far.
+    flush_at
+        Processing time when the pending rows are flushed (None: no flush timer armed).
+
+    Examples
+    --------
     >>> s = ModelState(np.zeros((2, 3)), np.ones(2), 0.5, 1.0, 0.001, n_steps=4, n_seen=80)
     >>> t = ModelStateCoder().decode(ModelStateCoder().encode(s))
     >>> t.centers.shape, t.temperature, t.n_seen, t.initialised
     ((2, 3), 0.5, 80, True)
+    >>> w = ModelState.warming_up(np.ones((3, 2)), names=("x", "y"))
+    >>> w.initialised, w.n_pending, w.n_features
+    (False, 3, 2)
     """
 
     centers: np.ndarray
@@ -106,7 +135,28 @@ class ModelState(CacheAware):
 
 
 class ModelStateCoder(coders.Coder):
-    """Binary coder of :class:`ModelState`: a fixed header, the names as JSON, raw array bytes."""
+    """Binary coder of :class:`ModelState`: a fixed header, the names as JSON, raw array bytes.
+
+    Registered for :class:`ModelState`, so Beam uses it for state, side inputs and shuffles. It is
+    deterministic, keeps float32 centres in float32 (float64 otherwise) and still decodes states
+    written by the previous format version.
+
+    Examples
+    --------
+    >>> coder = ModelStateCoder()
+    >>> s = ModelState(np.eye(2, dtype=np.float32), np.ones(2), 0.5, 1.0, 0.0,
+    ...                feature_names=("x", "y"), pending=np.zeros((1, 2)))
+    >>> data = coder.encode(s)
+    >>> len(data) == s.nbytes()
+    True
+    >>> t = coder.decode(data)
+    >>> t.centers.dtype, t.feature_names, t.n_pending
+    (dtype('float32'), ('x', 'y'), 1)
+    >>> coder.decode(b"not a state")
+    Traceback (most recent call last):
+    ...
+    ValueError: not an encoded streamrbf ModelState
+    """
 
     def encode(self, s: ModelState) -> bytes:
         centers = np.ascontiguousarray(s.centers)
@@ -183,12 +233,20 @@ class EventChunk:
     """Validated events of one key with the same features, as one ``(n, d)`` float64 array.
 
     What :class:`~streamrbf.beam.ClusterPerKey` sends to its stateful step: one element (and one
-    state read and write) per chunk instead of per event. ``names`` are the feature names (None
-    for array events).
+    state read and write) per chunk instead of per event.
 
-    >>> c = EventChunkCoder().decode(EventChunkCoder().encode(EventChunk(None, np.eye(2))))
-    >>> c.names, c.rows.tolist()
-    (None, [[1.0, 0.0], [0.0, 1.0]])
+    Parameters
+    ----------
+    names
+        The feature names (None for array events).
+    rows
+        The events, ``(n, d)``.
+
+    Examples
+    --------
+    >>> c = EventChunk(("x", "y"), np.array([[1.0, 2.0], [3.0, 4.0]]))
+    >>> len(c), c
+    (2, EventChunk(names=('x', 'y'), rows=(2, 2)))
     """
 
     __slots__ = ("names", "rows")
@@ -208,7 +266,16 @@ _CHUNK_HEAD = struct.Struct("<IIi")
 
 
 class EventChunkCoder(coders.Coder):
-    """Binary coder of :class:`EventChunk`: ``(n, d, len(names JSON) or -1)``, names, raw rows."""
+    """Binary coder of :class:`EventChunk`: ``(n, d, len(names JSON) or -1)``, names, raw rows.
+
+    Registered for :class:`EventChunk`; deterministic; rows are decoded as a writable copy.
+
+    Examples
+    --------
+    >>> c = EventChunkCoder().decode(EventChunkCoder().encode(EventChunk(None, np.eye(2))))
+    >>> c.names, c.rows.tolist()
+    (None, [[1.0, 0.0], [0.0, 1.0]])
+    """
 
     def encode(self, c: EventChunk) -> bytes:
         rows = np.ascontiguousarray(c.rows, dtype=np.float64)
@@ -238,7 +305,18 @@ coders.registry.register_coder(EventChunk, EventChunkCoder)
 
 
 def stable_hash(text: str) -> int:
-    """A process-independent 32-bit hash (Python's ``hash`` of a str differs per process)."""
+    """A process-independent 32-bit hash (Python's ``hash`` of a str differs per process).
+
+    The CRC-32 of the UTF-8 text: the same on every worker and in every run, so it can derive
+    per-key seeds and shard numbers.
+
+    Examples
+    --------
+    >>> stable_hash("sensor-1")
+    1463541715
+    >>> stable_hash("sensor-1") == stable_hash("sensor-1") != stable_hash("sensor-2")
+    True
+    """
     return zlib.crc32(text.encode("utf-8"))
 
 
@@ -247,6 +325,30 @@ def to_estimator(state: ModelState, params: dict[str, Any], seed: int = 0):
 
     Its random generator is derived from ``(seed, n_steps)``: a retried bundle redoes exactly the
     same step, whichever worker runs it.
+
+    Parameters
+    ----------
+    state
+        An initialised state.
+    params
+        The estimator's parameters (``n_clusters`` and ``random_state`` are ignored: they come
+        from the state and the seed).
+    seed
+        The transform's seed.
+
+    Returns
+    -------
+    RBFKMeans
+        A fitted estimator with the state's centres, masses, temperature and step count.
+
+    Examples
+    --------
+    >>> s = ModelState(np.array([[0.0, 0.0], [9.0, 9.0]]), np.ones(2), 0.5, 1.0, 0.0, n_steps=3)
+    >>> X = np.array([[0.0, 1.0], [9.0, 8.0]])
+    >>> a = to_estimator(s, {"n_clusters": 2}, seed=7).partial_fit(X)
+    >>> b = to_estimator(s, {"n_clusters": 2}, seed=7).partial_fit(X)  # a retry
+    >>> a.n_steps_, np.array_equal(a.cluster_centers_, b.cluster_centers_)
+    (4, True)
     """
     from ..kmeans import RBFKMeans
     from ..temperature import TemperatureSchedule
@@ -270,7 +372,32 @@ def to_estimator(state: ModelState, params: dict[str, Any], seed: int = 0):
 def from_estimator(
     model, n_seen: int = 0, feature_names: tuple[str, ...] | None = None
 ) -> ModelState:
-    """The :class:`ModelState` of a fitted :class:`~streamrbf.kmeans.RBFKMeans`."""
+    """The :class:`ModelState` of a fitted :class:`~streamrbf.kmeans.RBFKMeans`.
+
+    Parameters
+    ----------
+    model
+        A fitted estimator.
+    n_seen
+        Events learnt from, recorded in the state.
+    feature_names
+        Names of the features, recorded in the state.
+
+    Returns
+    -------
+    ModelState
+        The centres, masses, temperature schedule and step count of ``model``.
+
+    Examples
+    --------
+    >>> from streamrbf import RBFKMeans
+    >>> km = RBFKMeans(2, random_state=0).fit([[0.0, 0.0], [0.0, 1.0], [9.0, 9.0], [9.0, 8.0]])
+    >>> s = from_estimator(km, n_seen=4, feature_names=("x", "y"))
+    >>> s.centers.shape, s.counts.tolist(), s.n_seen, s.feature_names
+    ((2, 2), [2.0, 2.0], 4, ('x', 'y'))
+    >>> np.array_equal(to_estimator(s, {}).cluster_centers_, km.cluster_centers_)
+    True
+    """
     schedule = model.temperature_schedule_
     return ModelState(
         np.array(model.cluster_centers_),
@@ -297,9 +424,13 @@ def _assign_format(n: int) -> struct.Struct:
 
 
 class AssignmentCoder(coders.Coder):
-    """Binary coder of :class:`~streamrbf.assignment.Assignment` (cluster, distance,
-    temperature, then the non-zero memberships as (int32 id, float64) pairs).
+    """Binary coder of :class:`~streamrbf.assignment.Assignment`.
 
+    The cluster, distance and temperature, then the non-zero memberships as (int32 id, float64)
+    pairs: a few dozen bytes per event. Registered for ``Assignment``; deterministic.
+
+    Examples
+    --------
     >>> from streamrbf.assignment import Assignment
     >>> a = Assignment(1, {1: 0.75, 0: 0.25}, 0.5, 0.1)
     >>> AssignmentCoder().decode(AssignmentCoder().encode(a)) == a
