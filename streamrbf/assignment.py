@@ -1,10 +1,16 @@
-"""The record every adapter emits for one scored event."""
+"""The records adapters emit for scored events: one :class:`Assignment` per event, or one
+:class:`AssignmentBatch` (columns) per batch."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice, repeat
+from typing import Any, NamedTuple
 
-__all__ = ["Assignment"]
+import numpy as np
+
+__all__ = ["Assignment", "AssignmentBatch"]
 
 
 class Assignment(NamedTuple):
@@ -41,3 +47,96 @@ class Assignment(NamedTuple):
     memberships: dict[int, float]
     distance: float
     temperature: float
+
+
+_tuple_new = tuple.__new__
+
+
+@dataclass(frozen=True, eq=False)
+class AssignmentBatch:
+    """The assignments of a batch of events, in columns: one record per batch instead of one per
+    event (what ``ClusterPerKey(output="batches")`` emits), cheap to move between workers and to
+    turn into arrays. Row ``i``'s non-zero memberships are ``member_values[offsets[i]:offsets[i +
+    1]]`` at clusters ``member_clusters[...]`` (CSR layout). Indexing and iteration give
+    :class:`Assignment` records.
+
+    Attributes
+    ----------
+    clusters : ndarray of int64, shape (n,)
+        Nearest centre of each event.
+    distances : ndarray of float64, shape (n,)
+        Euclidean distance of each event to its nearest centre.
+    offsets : ndarray of int64, shape (n + 1,)
+        Row pointers into the membership columns.
+    member_clusters, member_values : ndarray, shape (nnz,)
+        The non-zero memberships, row after row.
+    temperature : float
+        The model temperature the batch was scored at.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> b = AssignmentBatch(np.array([0, 1]), np.array([0.5, 2.0]), np.array([0, 1, 3]),
+    ...                     np.array([0, 1, 0]), np.array([1.0, 0.75, 0.25]), temperature=0.1)
+    >>> len(b), b[1]
+    (2, Assignment(cluster=1, memberships={1: 0.75, 0: 0.25}, distance=2.0, temperature=0.1))
+    >>> b.dense_memberships(n_clusters=2)
+    array([[1.  , 0.  ],
+           [0.25, 0.75]])
+    """
+
+    clusters: np.ndarray
+    distances: np.ndarray
+    offsets: np.ndarray
+    member_clusters: np.ndarray
+    member_values: np.ndarray
+    temperature: float
+
+    @classmethod
+    def from_memberships(cls, m: Any, temperature: float) -> AssignmentBatch:
+        """From the core's sparse memberships (:class:`~streamrbf.statistics.SparseMemberships`:
+        ``vals``, ``idx``, ``length``, ``labels``, ``nearest`` with squared distances)."""
+        length = m.length
+        offsets = np.zeros(len(length) + 1, np.int64)
+        np.cumsum(length, out=offsets[1:])
+        room = m.vals.shape[1]
+        if room == 1 or m.nnz == len(length):
+            # One membership per row (a cold model, the hard mapping): the first column.
+            clusters, values = m.idx[:, 0].copy(), m.vals[:, 0].copy()
+        else:
+            keep = np.arange(room) < length[:, None]
+            clusters, values = m.idx[keep], m.vals[keep]
+        return cls(m.labels.copy(), np.sqrt(m.nearest), offsets, clusters, values,
+                   float(temperature))
+
+    def __len__(self) -> int:
+        return len(self.clusters)
+
+    def __getitem__(self, i: int) -> Assignment:
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        members = dict(zip(self.member_clusters[lo:hi].tolist(),
+                           self.member_values[lo:hi].tolist()))
+        return Assignment(int(self.clusters[i]), members, float(self.distances[i]),
+                          self.temperature)
+
+    def __iter__(self) -> Iterator[Assignment]:
+        return iter(self.to_list())
+
+    def to_list(self) -> list[Assignment]:
+        """One :class:`Assignment` per event, in order (built column-wise: ~0.3 us an event)."""
+        n = len(self.clusters)
+        pairs = zip(self.member_clusters.tolist(), self.member_values.tolist())
+        if len(self.member_clusters) == n:
+            members = [{j: v} for j, v in pairs]
+        else:
+            members = [dict(islice(pairs, c)) for c in np.diff(self.offsets).tolist()]
+        # tuple.__new__ mapped in C: Assignment's generated __new__ costs a Python call per event.
+        return list(map(_tuple_new, repeat(Assignment), zip(
+            self.clusters.tolist(), members, self.distances.tolist(), repeat(self.temperature))))
+
+    def dense_memberships(self, n_clusters: int) -> np.ndarray:
+        """The memberships as a dense ``(n, n_clusters)`` array (rows sum to 1)."""
+        P = np.zeros((len(self.clusters), n_clusters))
+        rows = np.repeat(np.arange(len(self.clusters)), np.diff(self.offsets))
+        P[rows, self.member_clusters] = self.member_values
+        return P

@@ -547,7 +547,7 @@ class RBFKMeans:
             counts[dead_t] = counts[alive].min()  # the largest centre is never starved
         return C, counts
 
-    def _device_step(self, X: torch.Tensor) -> None:
+    def _device_step(self, X: torch.Tensor, keep: bool = False) -> BatchResult | None:
         """``partial_fit``'s step on an accelerator: one fused pass (optionally compiled) and one
         transfer to the host, which also says whether the batch was finite."""
         C0, n0 = self._centers, self._counts
@@ -567,7 +567,7 @@ class RBFKMeans:
         else:
             out = fused_step(X, C0, n0, schedule.value, decay, ratio, self.mapping)
             C, counts = out.centers, out.counts
-        finite, _, _, inertia, starving = out.flags.tolist()
+        finite, loss, support, inertia, starving = out.flags.tolist()
         if not finite:
             check_finite(X)  # raises, naming the first bad entry; the model is untouched
         if starving and ratio > 0:
@@ -581,6 +581,11 @@ class RBFKMeans:
         self._set_state(C, counts, schedule, self._rng)
         self.n_steps_ += 1
         self.inertia_ = inertia
+        if not keep:
+            return None
+        labels, nearest, mass, sums = (t.clone() for t in out[2:6])
+        stats = SufficientStatistics(mass, sums, loss, X.shape[0])
+        return BatchResult(stats, labels, nearest.to(torch.float64), int(support))
 
     def _full_batch_step(self, X, C, schedule):
         """One soft-Lloyd (EM) step on all of ``X``; empty centres go to the farthest points."""
@@ -699,11 +704,39 @@ class RBFKMeans:
             self.n_steps_ = n_steps
             self.inertia_ = float(final.nearest.sum())
             return self
+        self._learn(X, keep=False)
+        return self
+
+    def score_then_learn(self, X: Any) -> BatchResult:
+        """Score the batch ``X`` with the model as it is, then take :meth:`partial_fit`'s step on
+        it, in one pass over the data (prequential evaluation; what streaming adapters do with
+        every batch). The model must be fitted.
+
+        Returns the batch's :class:`~streamrbf.statistics.BatchResult` before the step: ``labels``
+        and ``nearest`` (what :meth:`predict` and the squared distances would have given), the
+        statistics the step used and, for CPU batches, the sparse ``memberships`` (what
+        :meth:`predict_proba` would have given, without its dense array).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> km = RBFKMeans(2, random_state=0).partial_fit([[0.0], [0.2], [5.0], [5.2]])
+        >>> X = np.array([[0.1], [5.1], [2.6]])
+        >>> before = km.predict(X)
+        >>> r = km.score_then_learn(X)   # the point halfway has two non-zero memberships
+        >>> bool((r.labels.numpy() == before).all()), r.memberships.length.tolist()
+        (True, [1, 1, 2])
+        """
+        self._check_fitted()
+        return self._learn(X, keep=True)
+
+    def _learn(self, X: Any, keep: bool) -> BatchResult | None:
+        """One step on ``X`` for a fitted model; the batch's result from before the step when
+        ``keep`` (accelerators copy it out of reused buffers only then)."""
         on_host = self._centers.device.type == "cpu"
         Xt = self._validate(X, reset=False, finite=on_host)
         if not on_host:
-            self._device_step(Xt)
-            return self
+            return self._device_step(Xt, keep)
         # Nothing is committed until the step has succeeded: the step works on new tensors and a
         # copy of the schedule, and the generator's state is put back if anything raises.
         rng_state = self._rng.bit_generator.state
@@ -717,11 +750,8 @@ class RBFKMeans:
             raise
         self._set_state(C, counts, schedule, self._rng)
         self.n_steps_ += 1
-        nearest = result.nearest
-        self.inertia_ = float(
-            nearest.numpy().sum() if nearest.device.type == "cpu" else nearest.sum()
-        )
-        return self
+        self.inertia_ = float(result.nearest.numpy().sum())
+        return result
 
     def _set_state(self, C, counts, schedule, rng) -> None:
         self._centers = C.contiguous()

@@ -101,6 +101,8 @@ class BatchResult:
     nearest: torch.Tensor
     support: int = 0
     """Number of non-zero responsibilities (== batch size when every row is one-hot)."""
+    memberships: SparseMemberships | None = None
+    """The sparse responsibilities themselves (CPU batches; None from accelerators)."""
 
 
 def sq_distances(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
@@ -219,7 +221,7 @@ def _batch_statistics_cpu(X, C, temperature, mapping, with_sums):
         else:
             _kernels.scatter_sums(Xn, m.vals, m.idx, m.length, sums)
     stats = SufficientStatistics(torch.from_numpy(m.mass), torch.from_numpy(sums), m.loss, B)
-    return BatchResult(stats, torch.from_numpy(m.labels), torch.from_numpy(m.nearest), m.nnz)
+    return BatchResult(stats, torch.from_numpy(m.labels), torch.from_numpy(m.nearest), m.nnz, m)
 
 
 def _batch_statistics_torch(X, C, temperature, mapping, with_sums):
@@ -350,6 +352,7 @@ class FusedStep(NamedTuple):
     labels: torch.Tensor
     nearest: torch.Tensor
     mass: torch.Tensor
+    sums: torch.Tensor
     flags: torch.Tensor
 
 
@@ -397,7 +400,7 @@ def fused_step(
             starving.to(torch.float64),
         ]
     )
-    return FusedStep(C.to(centers.dtype), n, labels, nearest, mass, flags)
+    return FusedStep(C.to(centers.dtype), n, labels, nearest, mass, sums, flags)
 
 
 @functools.cache

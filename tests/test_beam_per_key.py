@@ -100,6 +100,44 @@ def test_batch_fnapi_every_event_accounted_and_clusters_found():
                     label="Snapshots")
 
 
+def _canonical(kv):
+    key, a = kv
+    members = tuple(sorted((j, round(v, 9)) for j, v in a.memberships.items()))
+    return key, a.cluster, round(a.distance, 9), round(a.temperature, 12), members
+
+
+def _append_to(path):
+    def write(line):
+        with open(path, "a") as f:
+            f.write(repr(line) + "\n")
+    return write
+
+
+def test_batches_output_equals_the_events_output(tmp_path):
+    # output="batches" carries exactly the per-event assignments, in columns.
+    events = keyed_events(n_per_key=160, seed=3) + BAD
+    for output in ("events", "batches"):
+        with beam.Pipeline(runner="FnApiRunner") as p:
+            out = p | beam.Create(events) | ClusterPerKey(
+                3, batch_size=40, warmup=60, snapshot_every=2, random_state=2, output=output)
+            rows = out.assignments
+            if output == "batches":
+                # per key: the 80 warm-up rows (scored by the model they initialised), then
+                # batches of 40
+                assert_that(out.assignments | beam.Map(lambda kv: len(kv[1])),
+                            equal_to([80, 40, 40] * 2), label="BatchSizes")
+                rows = rows | beam.FlatMap(lambda kv: [(kv[0], a) for a in kv[1]])
+            _ = rows | beam.Map(_canonical) | beam.Map(_append_to(tmp_path / output))
+            assert_that(out.dead_letters | beam.combiners.Count.Globally(), equal_to([7]))
+            # A snapshot at initialisation (80 rows) and at every second step after it.
+            snaps = out.snapshots | beam.Map(lambda s: (s.key, s.n_seen))
+            assert_that(snaps, equal_to([("s0", 80), ("s0", 160), ("s1", 80), ("s1", 160)]),
+                        label="Snapshots")
+    got = {o: sorted((tmp_path / o).read_text().splitlines()) for o in ("events", "batches")}
+    assert len(got["events"]) == 320
+    assert got["events"] == got["batches"]
+
+
 def test_state_coder_roundtrip_and_size():
     est = RBFKMeans(3, random_state=0).partial_fit(np.asarray([e[1] for e in keyed_events(30)]))
     s = from_estimator(est, 90, ("a", "b"))

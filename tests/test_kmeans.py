@@ -416,6 +416,13 @@ def test_cuda_stream_follows_the_cpu_stream(blobs, compile):
             gpu.partial_fit(torch.from_numpy(X[lo : lo + 100]).cuda())
     assert gpu.centers_tensor_.device.type == "cuda"
     np.testing.assert_allclose(gpu.cluster_centers_, cpu.cluster_centers_, atol=1e-3)
+    # score_then_learn gives the batch's labels from before the step, on the device
+    X_next = X[:300]
+    expected = cpu.predict(X_next)
+    r = gpu.score_then_learn(torch.from_numpy(X_next).cuda())
+    gpu.partial_fit(torch.from_numpy(X_next).cuda())  # a later replay must not change r
+    assert r.labels.device.type == "cuda"
+    assert (r.labels.cpu().numpy() == expected).mean() > 0.99
     np.testing.assert_allclose(gpu.counts_, cpu.counts_, rtol=1e-4)
     before = state_of(gpu)
     bad = torch.from_numpy(X[:100].copy()).cuda()
@@ -423,6 +430,26 @@ def test_cuda_stream_follows_the_cpu_stream(blobs, compile):
     with pytest.raises(ValueError, match="infinity at row 3, column 2"):
         gpu.partial_fit(bad)
     assert_same_state(state_of(gpu), before)
+
+
+def test_score_then_learn_scores_before_the_step_in_one_pass(blobs):
+    X, _ = blobs
+    a = RBFKMeans(4, random_state=0, temperature_decay=0.99).partial_fit(X[:200])
+    b = copy.deepcopy(a)
+    batch = X[200:456]
+    proba, labels = a.predict_proba(batch), a.predict(batch)
+    r = a.score_then_learn(batch)
+    b.partial_fit(batch)
+    assert_same_state(state_of(a), state_of(b))  # the same step as partial_fit
+    assert r.labels.numpy().tolist() == labels.tolist()
+    m = r.memberships
+    dense = np.zeros_like(proba)
+    for i in range(len(batch)):
+        dense[i, m.idx[i, : m.length[i]]] = m.vals[i, : m.length[i]]
+    np.testing.assert_allclose(dense, proba, atol=1e-12)
+    assert 0 < m.nnz < proba.size and m.nnz == (proba > 0).sum()  # soft, and exactly sparse
+    with pytest.raises(NotFittedError):
+        RBFKMeans(2).score_then_learn(batch)
 
 
 def test_n_init_keeps_the_best_seeding_and_reports_its_iterations(blobs):

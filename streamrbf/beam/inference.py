@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from itertools import islice, repeat
 from typing import Any
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from ..assignment import Assignment
+from ..assignment import Assignment, AssignmentBatch
 from .dead_letters import parse_features
 
 __all__ = ["RBFModelHandler", "assign"]
@@ -64,44 +63,20 @@ def assign(X: Any, centers: Any, temperature: float, mapping: str = "entmax15") 
     return _assign_cpu(np.asarray(X), np.asarray(centers), temperature, mapping)
 
 
-_tuple_new = tuple.__new__
-
-
-def _assignments(labels: list[int], members: list[dict[int, float]], dist: list[float],
-                 temperature: float) -> list[Assignment]:
-    # tuple.__new__ straight away, mapped in C: Assignment's generated __new__ (or a list
-    # comprehension) costs a Python-level call per event.
-    return list(map(_tuple_new, repeat(Assignment),
-                    zip(labels, members, dist, repeat(temperature))))
-
-
 def _assign_cpu(X: np.ndarray, C: np.ndarray, temperature: float, mapping: str
                 ) -> list[Assignment]:
+    return _batch_cpu(X, C, temperature, mapping).to_list()
+
+
+def _batch_cpu(X: np.ndarray, C: np.ndarray, temperature: float, mapping: str
+               ) -> AssignmentBatch:
     from ..statistics import sparse_memberships
 
     dtype = np.float32 if X.dtype == np.float32 and C.dtype == np.float32 else np.float64
     X = np.ascontiguousarray(X, dtype=dtype)
     C = np.ascontiguousarray(C, dtype=dtype)
     m = sparse_memberships(X, C, float(temperature), mapping)
-    vals, idx, length, labels, nearest = m.vals, m.idx, m.length, m.labels, m.nearest
-    n_rows, room = vals.shape
-    if room == 1 or m.nnz == n_rows:
-        # Every row has one non-zero membership (hard mapping, or a cold model: the usual case).
-        members = [{j: v} for j, v in zip(idx[:, 0].tolist(), vals[:, 0].tolist())]
-    elif 2 * m.nnz < 3 * n_rows:
-        # Mostly single memberships: build those in one pass, then the few wider rows.
-        members = [{j: v} for j, v in zip(idx[:, 0].tolist(), vals[:, 0].tolist())]
-        wide = np.flatnonzero(length > 1)
-        n_wide = length[wide]
-        keep = np.arange(room) < n_wide[:, None]
-        pairs = zip(idx[wide][keep].tolist(), vals[wide][keep].tolist())
-        for r, n in zip(wide.tolist(), n_wide.tolist()):
-            members[r] = dict(islice(pairs, n))
-    else:
-        keep = np.arange(room) < length[:, None]
-        pairs = zip(idx[keep].tolist(), vals[keep].tolist())
-        members = [dict(islice(pairs, n)) for n in length.tolist()]
-    return _assignments(labels.tolist(), members, np.sqrt(nearest).tolist(), float(temperature))
+    return AssignmentBatch.from_memberships(m, temperature)
 
 
 def _assign_torch(X: Any, centers: Any, temperature: float, mapping: str) -> list[Assignment]:
@@ -113,15 +88,14 @@ def _assign_torch(X: Any, centers: Any, temperature: float, mapping: str) -> lis
     Xt = torch.as_tensor(X)
     Ct = torch.as_tensor(centers).to(device=Xt.device, dtype=Xt.dtype)
     D = sq_distances(Xt, Ct).to(torch.float64)
-    P_np = responsibilities(D, float(temperature), mapping).cpu().numpy()
-    D_np = D.cpu().numpy()
-    labels_np = D_np.argmin(axis=1)
-    dist = np.sqrt(D_np[np.arange(len(D_np)), labels_np]).tolist()
-    rows, cols = np.nonzero(P_np)
-    pairs = zip(cols.tolist(), P_np[rows, cols].tolist())
-    counts = np.bincount(rows, minlength=len(P_np)).tolist()
-    members = [dict(islice(pairs, n)) for n in counts]
-    return _assignments(labels_np.tolist(), members, dist, float(temperature))
+    nearest, labels = D.min(dim=1)
+    P = responsibilities(D, float(temperature), mapping)
+    rows, cols = P.nonzero(as_tuple=True)  # row-major: grouped by event
+    offsets = torch.zeros(len(P) + 1, dtype=torch.int64, device=P.device)
+    offsets[1:] = torch.bincount(rows, minlength=len(P)).cumsum(0)
+    # Only the non-zeros come back to the host, not the dense n x k arrays.
+    host = [t.cpu().numpy() for t in (labels, nearest.sqrt(), offsets, cols, P[rows, cols])]
+    return AssignmentBatch(*host, float(temperature)).to_list()
 
 
 class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):

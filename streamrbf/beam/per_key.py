@@ -17,9 +17,9 @@ from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import MIN_TIMESTAMP as _MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from ..assignment import Assignment
+from ..assignment import Assignment, AssignmentBatch
 from .dead_letters import DEAD_LETTERS, DeadLetter, parse_keyed
-from .inference import assign
+from .inference import _batch_cpu
 from .state import (
     EventChunk,
     ModelState,
@@ -39,7 +39,22 @@ _CHUNK_ROWS = 4096
 
 
 class Snapshot(NamedTuple):
-    """A key's model after ``n_steps`` steps and ``n_seen`` events (plain lists: JSON-ready)."""
+    """A key's model after ``n_steps`` steps and ``n_seen`` events (plain lists: JSON-ready).
+
+    Examples
+    --------
+    >>> import apache_beam as beam
+    >>> events = [("a", [float(i % 2) * 5.0]) for i in range(40)]
+    >>> with beam.Pipeline(runner="FnApiRunner") as p:
+    ...     out = p | beam.Create(events) | ClusterPerKey(2, batch_size=10, warmup=20,
+    ...                                                   snapshot_every=1)
+    ...     _ = (out.snapshots
+    ...          | beam.Map(lambda s: (s.n_seen, s.key, sorted(round(c[0], 1) for c in s.centers)))
+    ...          | beam.combiners.ToList() | beam.FlatMap(sorted) | beam.Map(print))
+    (20, 'a', [0.0, 5.0])
+    (30, 'a', [0.0, 5.0])
+    (40, 'a', [0.0, 5.0])
+    """
 
     key: str
     n_steps: int
@@ -50,8 +65,24 @@ class Snapshot(NamedTuple):
 
 
 class PerKeyResult(NamedTuple):
-    """Outputs of :class:`ClusterPerKey`: ``(key, Assignment)`` per good event, ``DeadLetter`` per
-    bad one, and ``Snapshot`` records (empty unless ``snapshot_every`` is set)."""
+    """Outputs of :class:`ClusterPerKey`: ``(key, Assignment)`` per good event (or ``(key,
+    AssignmentBatch)`` per batch with ``output="batches"``), ``DeadLetter`` per bad one, and
+    ``Snapshot`` records (empty unless ``snapshot_every`` is set).
+
+    Examples
+    --------
+    >>> import apache_beam as beam
+    >>> from apache_beam.pvalue import AsSingleton
+    >>> events = [("a", [float(i % 2) * 5.0]) for i in range(40)] + [("b", ["oops"])]
+    >>> count = beam.combiners.Count.Globally
+    >>> with beam.Pipeline(runner="FnApiRunner") as p:
+    ...     out = p | beam.Create(events) | ClusterPerKey(2, batch_size=10, warmup=20,
+    ...                                                   output="batches")
+    ...     n_dead = AsSingleton(out.dead_letters | "Dead" >> count())
+    ...     _ = (out.assignments | beam.Map(lambda kv: len(kv[1])) | beam.CombineGlobally(sum)
+    ...          | beam.Map(lambda n, d: print(n, "assigned,", d, "dead letter"), n_dead))
+    40 assigned, 1 dead letter
+    """
 
     assignments: beam.PCollection
     dead_letters: beam.PCollection
@@ -163,8 +194,10 @@ class _ScoreAndLearnDoFn(beam.DoFn):
 
     def __init__(self, params: dict[str, Any], warmup: int, ttl_secs: float | None,
                  snapshot_every: int, clock: Callable[[], float], seed: int,
-                 batch_size: int = 256, max_buffering_secs: float | None = None) -> None:
+                 batch_size: int = 256, max_buffering_secs: float | None = None,
+                 output: str = "events") -> None:
         self.params = params
+        self.output = output
         self.warmup = warmup
         self.ttl_secs = ttl_secs
         self.snapshot_every = snapshot_every
@@ -183,14 +216,21 @@ class _ScoreAndLearnDoFn(beam.DoFn):
     def _seed(self, key: str) -> int:
         return (self.seed * 1_000_003 + stable_hash(key)) % (2**32)
 
+    def _emit(self, key: str, batch: AssignmentBatch) -> Iterable[Any]:
+        if self.output == "batches":
+            yield key, batch
+        else:
+            yield from zip(repeat(key), batch.to_list())
+
     def _initialise(self, key: str, rows: np.ndarray, names, n_seen: int = 0
-                    ) -> tuple[ModelState, list[Any]]:
+                    ) -> tuple[ModelState, Iterable[Any]]:
         from ..kmeans import RBFKMeans
 
         est = RBFKMeans(**{**self.params, "random_state": self._seed(key)}).partial_fit(rows)
         state = from_estimator(est, n_seen + len(rows), names)
-        out = assign(rows, state.centers, state.temperature, est.mapping)
-        return state, [(key, a) for a in out]
+        # The first events are scored by the model they initialised.
+        return state, self._emit(key, _batch_cpu(rows, state.centers, state.temperature,
+                                                  est.mapping))
 
     def _snap(self, key: str, before: int, state: ModelState) -> Iterable[Any]:
         every = self.snapshot_every
@@ -220,20 +260,21 @@ class _ScoreAndLearnDoFn(beam.DoFn):
         n_full = len(rows) if flush else len(rows) - len(rows) % b
         if n_full:
             est = to_estimator(state, self.params, self._seed(key))
-            before, n_seen = state.n_steps, state.n_seen
+            n_seen = state.n_seen
             for start in range(0, n_full, b):
                 X = rows[start:start + b]
-                # Prequential: score with the model as it was, then learn from the batch.
-                scored = assign(X, np.asarray(est.cluster_centers_),
-                                float(est.temperature_schedule_.value), est.mapping)
-                yield from zip(repeat(key), scored)
-                del scored
-                est.partial_fit(X)
+                # Prequential: scored with the model as it was, then learnt from (one pass).
+                temperature = est.temperature_
+                result = est.score_then_learn(X)
+                yield from self._emit(key, AssignmentBatch.from_memberships(
+                    result.memberships, temperature))
+                del result
                 n_seen += len(X)
+                if self.snapshot_every and est.n_steps_ % self.snapshot_every == 0:
+                    yield from self._snap(key, -1, from_estimator(est, n_seen, names))
             flush_at = state.flush_at
             state = from_estimator(est, n_seen, names)
             state.flush_at = flush_at
-            yield from self._snap(key, before, state)
             rows = rows[n_full:]
         state.pending = rows if len(rows) else None
         return state
@@ -368,6 +409,11 @@ class ClusterPerKey(beam.PTransform):
         Processing-time clock for buffering and TTL (tests under ``TestStream`` pass one).
     random_state
         Base seed; each key's seed is derived from it and the key.
+    output
+        ``"events"``: one ``(key, Assignment)`` per event. ``"batches"``: one ``(key,``
+        :class:`~streamrbf.assignment.AssignmentBatch` ``)`` per scored batch, the assignments in
+        columns (events in arrival order within a key); the same numbers at a fraction of Beam's
+        per-element cost, for sinks that write columns or reduce per batch.
     model_params
         Any other :class:`~streamrbf.kmeans.RBFKMeans` parameter (``temperature_decay``,
         ``decay``, ``mapping``, ...).
@@ -404,9 +450,13 @@ class ClusterPerKey(beam.PTransform):
         n_features: int | None = None,
         clock: Callable[[], float] = time.time,
         random_state: int = 0,
+        output: str = "events",
         **model_params: Any,
     ) -> None:
         super().__init__()
+        if output not in ("events", "batches"):
+            raise ValueError(f"output must be 'events' or 'batches', got {output!r}")
+        self.output = output
         from ..kmeans import RBFKMeans
 
         params = {"n_clusters": n_clusters, **model_params}
@@ -444,8 +494,10 @@ class ClusterPerKey(beam.PTransform):
         scored = chunks | "ScoreAndLearn" >> beam.ParDo(_ScoreAndLearnDoFn(
             self.params, self.warmup, self.ttl_secs if streaming else None, self.snapshot_every,
             self.clock, self.random_state, self.batch_size,
-            self.max_buffering_secs if streaming else None,
-        )).with_output_types(tuple[str, Assignment]).with_outputs(
+            self.max_buffering_secs if streaming else None, self.output,
+        )).with_output_types(
+            tuple[str, AssignmentBatch] if self.output == "batches" else tuple[str, Assignment]
+        ).with_outputs(
             DEAD_LETTERS, SNAPSHOTS, main="assignments")
         dead = (parsed[DEAD_LETTERS], scored[DEAD_LETTERS]) | "DeadLetters" >> beam.Flatten()
         return PerKeyResult(scored.assignments, dead, scored[SNAPSHOTS])
