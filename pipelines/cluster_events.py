@@ -1,27 +1,41 @@
 """Cluster keyed event streams with one annealed RBF K-Means model per stream.
 
-Run ``python -m pipelines.cluster_events`` with no arguments to cluster a built-in generator of
-several keyed streams whose clusters drift; ``--input`` reads JSON lines (``*.jsonl``, ``*.json``)
-or CSV files (with a header) instead, one event per line with a key field and numeric features.
-``--input_subscription`` / ``--input_topic`` read JSON events from Pub/Sub (a streaming job;
-needs ``apache-beam[gcp]``). Every other flag goes to Beam (``--runner``, ``--streaming``,
-Dataflow / Flink options); the runner defaults to the in-process ``FnApiRunner``.
+This is the main job: ``streamrbf run`` (or ``streamrbf`` alone, or ``python -m
+pipelines.cluster_events``); ``streamrbf run --help`` lists the flags. With no arguments it clusters
+a built-in generator of several keyed streams whose clusters drift; ``--input`` reads JSON lines
+(``*.jsonl``, ``*.json``) or CSV files (with a header) instead, one event per line with a key field
+and numeric features. ``--input_subscription`` / ``--input_topic`` read JSON events from Pub/Sub (a
+streaming job; needs ``apache-beam[gcp]``). Every other flag goes to Beam (``--runner``,
+``--streaming``, Dataflow / Flink options; a flag Beam does not know is a usage error); the runner
+defaults to the in-process ``FnApiRunner``.
 
 Writes to ``--output_dir`` (default ``./streamrbf-output``): ``assignments.jsonl``,
-``dead_letters.jsonl``, ``snapshots.jsonl`` (each stream's model after every step),
+``dead_letters.jsonl``, ``snapshots.jsonl`` (each stream's model after its steps),
 ``summary.json`` and ``summary.md`` (a table per stream) and ``clusters.png`` (centres and
-temperature over time).
+temperature over time). While the pipeline runs, a progress bar on stderr (only when stderr is a
+terminal; never with ``--no-progress`` or ``--quiet``) counts the events processed (clustered or
+dead-lettered) and shows how many streams have a model and their temperature range. It costs one
+attribute increment per event, in the steps that already turn each output into JSON; a thread in
+the driver polls the counters. So it needs the DoFns in the driver's process: the default
+FnApiRunner and the DirectRunner, not in multi-processing mode; other runners get no bar (their
+own consoles show progress).
+
+Exit codes (see :mod:`streamrbf.cli`): 0 success; 1 the work failed (``--input`` matches no file,
+an unreadable input or unwritable output, an error in the pipeline); 2 bad usage (an unknown flag,
+for Beam too, or a bad value); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import io
 import json
-import math
 import sys
+import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -32,8 +46,9 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from streamrbf.beam import ClusterPerKey, DeadLetter
+from streamrbf.cli import CommandError, progress_bar, progress_enabled, run_parser
 
-__all__ = ["build_pipeline", "generate_events", "main"]
+__all__ = ["build_pipeline", "generate_events", "main", "unknown_beam_flags"]
 
 
 def generate_events(
@@ -109,23 +124,110 @@ class _ParseLine(beam.DoFn):
             yield beam.pvalue.TaggedOutput("dead_letters", DeadLetter.of(None, line, str(err)))
 
 
-class _Progress(beam.DoFn):
-    """Prints a running count of clustered events (per worker) to stderr twice a second."""
+# ------------------------------------------------------------------------------- progress
+# Boards of the runs in progress, by run id. DoFns find theirs through the importable module (not
+# through their own globals: a DoFn class defined in __main__ travels by value, with a copy).
+_BOARDS: dict[str, _Board] = {}
+
+
+def _boards() -> dict[str, _Board]:
+    try:
+        return importlib.import_module("pipelines.cluster_events")._BOARDS
+    except ImportError:  # a remote worker without the package: no board, no progress
+        return {}
+
+
+class _Board:
+    """What the progress bar shows: the counting DoFns of one run and each stream's last state."""
+
+    def __init__(self) -> None:
+        self.counters: list[Any] = []
+        self.streams: dict[str, tuple[int, float]] = {}  # key -> (events seen, temperature)
+
+    def count(self) -> int:
+        return sum(c.n for c in list(self.counters))
+
+    def describe(self) -> str:
+        streams = list(self.streams.values())
+        if not streams:
+            text = "first batches" if self.counters else "starting Beam"
+        else:
+            temps = [t for _, t in streams]
+            lo, hi = min(temps), max(temps)
+            t = f"T {lo:.2g}" if lo == hi else f"T {lo:.2g}..{hi:.2g}"
+            text = f"{len(streams)} stream{'s' * (len(streams) != 1)}, {t}"
+        return text.ljust(24)  # a steady width: the bar does not jump as the text changes
+
+
+class _CountedJson(beam.DoFn):
+    """``to_json(element)`` with a count of the elements for the progress bar (one attribute
+    increment per element; the driver polls ``n``)."""
+
+    def __init__(self, to_json: Any, run_id: str) -> None:
+        self.to_json = to_json
+        self.run_id = run_id
+        self.n = 0
 
     def setup(self) -> None:
-        self._n = 0
-        self._last = 0.0
+        self.n = 0
+        board = _boards().get(self.run_id)
+        if board is not None:
+            board.counters.append(self)
 
-    def process(self, element: Any) -> Iterable[Any]:
-        self._n += 1
-        now = time.monotonic()
-        if now - self._last > 0.5:
-            self._last = now
-            print(f"\r[streamrbf] {self._n} events clustered", end="", file=sys.stderr, flush=True)
-        yield element
+    def process(self, element: Any) -> Iterable[str]:
+        self.n += 1
+        return (self.to_json(element),)
 
-    def teardown(self) -> None:
-        print(f"\r[streamrbf] {self._n} events clustered", file=sys.stderr, flush=True)
+
+class _SnapshotJson(beam.DoFn):
+    """A snapshot as JSON; also posts the stream's events seen and temperature to the board."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def setup(self) -> None:
+        self.board = _boards().get(self.run_id)
+
+    def process(self, s: Any) -> Iterable[str]:
+        if self.board is not None:
+            self.board.streams[s.key] = (s.n_seen, s.temperature)
+        return (json.dumps(s._asdict()),)
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr fed by a board, polled by a daemon thread (4 times a second)."""
+
+    def __init__(self, board: _Board, total: int | None) -> None:
+        self.board = board
+        # "events  45%|####     | 3.60k/8.00k [00:01<00:02, 2.40k/s, 4 streams, T 0.31..0.9]"
+        if total:
+            fmt = ("{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                   "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+        else:  # unknown total (remote files, Pub/Sub): a counter
+            fmt = "{desc}: {n_fmt} [{elapsed}, {rate_fmt}{postfix}]"
+        self.bar = progress_bar(total=total, desc="events", unit="", unit_scale=True,
+                                bar_format=fmt, smoothing=0.1, mininterval=0.25)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="streamrbf-progress", daemon=True)
+        self._thread.start()
+
+    def _update(self) -> None:
+        self.bar.set_postfix_str(self.board.describe(), refresh=False)
+        n = self.board.count()
+        if n > self.bar.n:
+            self.bar.update(n - self.bar.n)
+        else:
+            self.bar.refresh()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.25):
+            self._update()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._update()
+        self.bar.close()
 
 
 def _assignment_json(kv: tuple[str, Any]) -> str:
@@ -135,16 +237,63 @@ def _assignment_json(kv: tuple[str, Any]) -> str:
                        "memberships": {str(k): round(v, 6) for k, v in a.memberships.items()}})
 
 
+def _input_files(pattern: str) -> list[Any]:
+    """The files ``pattern`` matches (Beam file systems: local, gs://, ...), sorted by path;
+    ``FileNotFoundError`` when there are none."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        found = FileSystems.match([pattern])[0].metadata_list
+    except Exception as err:  # Beam raises several types (BeamIOError, ValueError, ...)
+        raise CommandError(f"cannot list --input {pattern!r}: {' '.join(str(err).split())}"
+                           ) from None
+    if not found:
+        raise FileNotFoundError(f"--input {pattern!r} matches no file")
+    return sorted(found, key=lambda m: m.path)
+
+
+def _count_lines(files: Sequence[Any], skip_header: bool) -> int | None:
+    """Lines in local ``files`` (the progress bar's total); None for remote ones."""
+    total = 0
+    for meta in files:
+        path = Path(meta.path)
+        if "://" in meta.path or not path.is_file():
+            return None
+        n, last = 0, b"\n"
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                n += chunk.count(b"\n")
+                last = chunk[-1:]
+        n += last != b"\n"  # a last line without a newline
+        total += n - (1 if skip_header and n else 0)
+    return total
+
+
 def _csv_header(pattern: str) -> list[str]:
     from apache_beam.io.filesystems import FileSystems
 
-    first = FileSystems.match([pattern])[0].metadata_list[0].path
+    first = _input_files(pattern)[0].path
     with FileSystems.open(first) as f:
-        return next(csv.reader(io.StringIO(f.readline().decode("utf-8"))))
+        line = f.readline().decode("utf-8")
+    if not line.strip():
+        raise CommandError(f"{first!r} has no header line: a CSV input starts with one")
+    return next(csv.reader(io.StringIO(line)))
 
 
-def build_pipeline(p: beam.Pipeline, args: argparse.Namespace, streaming: bool) -> None:
-    """Attach the job to ``p``: read, cluster per key, write the outputs."""
+def build_pipeline(
+    p: beam.Pipeline, args: argparse.Namespace, streaming: bool, run_id: str = ""
+) -> None:
+    """Attach the job to ``p``: read, cluster per key, write the outputs.
+
+    ``args`` are the flags of ``streamrbf run`` (:func:`streamrbf.cli.run_parser`); ``run_id``
+    names the progress board that the counting steps report to (none: no progress).
+
+    Examples
+    --------
+    >>> args = run_parser().parse_args(["--streams", "1", "--events_per_stream", "50"])
+    >>> with beam.Pipeline() as p:  # doctest: +SKIP
+    ...     build_pipeline(p, args, streaming=False)
+    """
     out = Path(args.output_dir)
     if args.input_subscription or args.input_topic:
         lines = p | "ReadPubSub" >> beam.io.ReadFromPubSub(
@@ -157,7 +306,8 @@ def build_pipeline(p: beam.Pipeline, args: argparse.Namespace, streaming: bool) 
         parser = _ParseLine(args.key_field, _csv_header(args.input) if is_csv else None)
     else:
         lines = p | "Generate" >> beam.Create(generate_events(
-            args.streams, args.events_per_stream, args.n_clusters, seed=args.seed))
+            args.streams, args.events_per_stream, args.n_clusters,
+            bad_fraction=getattr(args, "bad_fraction", 0.005), seed=args.seed))
         parser = _ParseLine(args.key_field)
     parsed = lines | "ParseLines" >> beam.ParDo(parser).with_outputs("dead_letters", main="events")
     result = parsed.events | "ClusterPerKey" >> ClusterPerKey(
@@ -168,12 +318,11 @@ def build_pipeline(p: beam.Pipeline, args: argparse.Namespace, streaming: bool) 
     dead = (parsed.dead_letters, result.dead_letters) | "AllDeadLetters" >> beam.Flatten()
     suffix = {} if streaming else {"shard_name_template": ""}
     (result.assignments
-     | "Progress" >> beam.ParDo(_Progress())
-     | "AssignmentJson" >> beam.Map(_assignment_json)
+     | "AssignmentJson" >> beam.ParDo(_CountedJson(_assignment_json, run_id))
      | "WriteAssignments" >> beam.io.WriteToText(str(out / "assignments.jsonl"), **suffix))
-    (dead | "DeadLetterJson" >> beam.Map(DeadLetter.to_json)
+    (dead | "DeadLetterJson" >> beam.ParDo(_CountedJson(DeadLetter.to_json, run_id))
      | "WriteDeadLetters" >> beam.io.WriteToText(str(out / "dead_letters.jsonl"), **suffix))
-    (result.snapshots | "SnapshotJson" >> beam.Map(lambda s: json.dumps(s._asdict()))
+    (result.snapshots | "SnapshotJson" >> beam.ParDo(_SnapshotJson(run_id))
      | "WriteSnapshots" >> beam.io.WriteToText(str(out / "snapshots.jsonl"), **suffix))
 
 
@@ -255,28 +404,55 @@ def _plot(history: dict[str, list[dict[str, Any]]], path: Path) -> None:
     plt.close(fig)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.cluster_events", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", help="glob of JSON-lines or CSV files (default: built-in generator)")
-    p.add_argument("--input_subscription", help="Pub/Sub subscription of JSON events (streaming)")
-    p.add_argument("--input_topic", help="Pub/Sub topic of JSON events (streaming)")
-    p.add_argument("--output_dir", default="./streamrbf-output")
-    p.add_argument("--key_field", default="key")
-    p.add_argument("--features", help="comma-separated feature names (default: from each stream)")
-    p.add_argument("--n_clusters", type=int, default=3)
-    p.add_argument("--batch_size", type=int, default=100)
-    p.add_argument("--temperature_decay", type=float, default=0.95)
-    p.add_argument("--decay", type=float, default=0.9, help="forgetting factor of the masses")
-    p.add_argument("--streams", type=int, default=4, help="generator: number of streams")
-    p.add_argument("--events_per_stream", type=int, default=2000, help="generator: events each")
-    p.add_argument("--seed", type=int, default=0)
-    return p
+def _in_process(options: PipelineOptions) -> bool:
+    """Whether the DoFns run in this process (Beam's local runners, not multi-processing)."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    local = {"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner"}
+    return (str(name).rsplit(".", 1)[-1] in local
+            and options.view_as(DirectOptions).direct_running_mode != "multi_processing")
+
+
+def unknown_beam_flags(beam_args: Sequence[str]) -> list[str]:
+    """The arguments in ``beam_args`` that no Beam pipeline option knows (typos, stray words).
+
+    Examples
+    --------
+    >>> unknown_beam_flags(["--runner=DirectRunner", "--streaming", "--ouptut_dir", "x"])
+    ['--ouptut_dir', 'x']
+    """
+    from apache_beam.options import pipeline_options as po
+
+    parser_class = getattr(po, "_BeamArgumentParser", None)
+    if parser_class is None:  # a Beam without it: let Beam warn about what it drops
+        return []
+    parser = parser_class(allow_abbrev=False)
+    classes: dict[str, type] = {}
+    for cls in po.PipelineOptions.__subclasses__():  # as PipelineOptions.get_all_options does
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(list(beam_args))
+    return list(unknown)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the job; Beam flags pass through. Returns a process exit code."""
-    args, beam_args = _parser().parse_known_args(argv)
+    """Run the job with the flags of ``streamrbf run``; Beam flags pass through. Returns 0;
+    raises on failure (``streamrbf.cli.main`` turns that into an exit code and one line).
+
+    Examples
+    --------
+    >>> main(["--streams", "2", "--events_per_stream", "100", "--quiet",
+    ...       "--output_dir", "/tmp/out"])  # doctest: +SKIP
+    0
+    """
+    parser = run_parser(prog="streamrbf run")
+    args, beam_args = parser.parse_known_args(argv)
+    unknown = unknown_beam_flags(beam_args)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = ["--runner=FnApiRunner", *beam_args]
     options = PipelineOptions(beam_args)
@@ -284,22 +460,43 @@ def main(argv: Sequence[str] | None = None) -> int:
                      or args.input_subscription or args.input_topic)
     if streaming:
         options.view_as(StandardOptions).streaming = True
+    files = _input_files(args.input) if args.input else []  # no match: stop, write nothing
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     for old in ("assignments.jsonl", "dead_letters.jsonl", "snapshots.jsonl"):
         for f in out.glob(old + "*"):
             f.unlink()
+    show = progress_enabled(disabled=args.quiet or not args.progress) and _in_process(options)
+    run_id = uuid.uuid4().hex if show else ""
+    bar = None
+    if show:
+        total: int | None = None
+        if files:
+            total = _count_lines(files, skip_header=args.input.lower().endswith(".csv"))
+        elif not streaming:
+            total = args.streams * args.events_per_stream
+        board = _BOARDS[run_id] = _Board()
+        bar = _ProgressBar(board, total)
     start = time.perf_counter()
-    with beam.Pipeline(options=options) as p:
-        build_pipeline(p, args, streaming)
-    elapsed = time.perf_counter() - start
+    try:
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, args, streaming, run_id)
+    finally:
+        elapsed = time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+        _BOARDS.pop(run_id, None)
     summary = summarise(out)
-    print(summary["table"])
-    n = summary["total_events"]
-    print(f"\n{n} events clustered, {summary['total_dead_letters']} dead letters in {elapsed:.1f} s"
-          f" ({n / max(elapsed, 1e-9):,.0f} events/s); outputs in {out.resolve()}")
-    return 0 if math.isfinite(elapsed) else 1
+    if not args.quiet:
+        print(summary["table"])
+        n = summary["total_events"]
+        print(f"\n{n} events clustered, {summary['total_dead_letters']} dead letters in "
+              f"{elapsed:.1f} s ({n / max(elapsed, 1e-9):,.0f} events/s); outputs in "
+              f"{out.resolve()}")
+    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from streamrbf.cli import main as cli_main
+
+    raise SystemExit(cli_main(["run", *sys.argv[1:]]))

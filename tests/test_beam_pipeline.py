@@ -31,6 +31,7 @@ def test_default_generator_job_writes_everything(tmp_path, capsys):
         assert min(row["cluster_sizes"]) > 60
     out = capsys.readouterr()
     assert "| stream-0 |" in out.out and "events clustered" in out.out
+    assert "%|" not in out.err  # stderr is not a terminal here: no progress bar
     assert (tmp_path / "clusters.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
