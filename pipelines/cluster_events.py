@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import importlib
 import io
 import json
@@ -438,6 +439,35 @@ def unknown_beam_flags(beam_args: Sequence[str]) -> list[str]:
     return list(unknown)
 
 
+def _near_misses(unknown: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Unknown flags that are one or two letters away from a flag of the job or of Beam (typos,
+    refused as usage errors), each with the flag it probably meant.
+
+    Examples
+    --------
+    >>> _near_misses(["--ouptut_dir", "x", "--checkpointing_interval=60000"], run_parser())
+    {'--ouptut_dir': '--output_dir'}
+    """
+    from apache_beam.options import pipeline_options as po
+
+    known = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    for cls in po.PipelineOptions.__subclasses__():
+        beam_parser = argparse.ArgumentParser(add_help=False)
+        try:
+            cls._add_argparse_args(beam_parser)
+        except (argparse.ArgumentError, TypeError, ValueError):
+            continue
+        known += [o for a in beam_parser._actions for o in a.option_strings if o.startswith("--")]
+    misses = {}
+    for arg in unknown:
+        if arg.startswith("--"):
+            flag = arg.split("=", 1)[0]
+            match = difflib.get_close_matches(flag, known, n=1, cutoff=0.85)
+            if match and match[0] != flag:
+                misses[flag] = match[0]
+    return misses
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job with the flags of ``streamrbf run``; Beam flags pass through. Returns 0;
     raises on failure (``streamrbf.cli.main`` turns that into an exit code and one line).
@@ -451,8 +481,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = run_parser(prog="streamrbf run")
     args, beam_args = parser.parse_known_args(argv)
     unknown = unknown_beam_flags(beam_args)
+    typos = _near_misses(unknown, parser)
+    if typos:
+        parser.error("unrecognized arguments: " + ", ".join(
+            f"{flag} (did you mean {match}?)" for flag, match in typos.items()))
     if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        # Runner options Beam's Python SDK does not declare (Flink's --checkpointing_interval,
+        # say) reach the job server as they are; say so, since a typo would land here too.
+        print(f"streamrbf run: passing flags no Beam Python option declares to the runner: "
+              f"{' '.join(unknown)}", file=sys.stderr)
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = ["--runner=FnApiRunner", *beam_args]
     options = PipelineOptions(beam_args)

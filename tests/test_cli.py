@@ -113,11 +113,23 @@ def test_bad_usage_is_exit_code_2_with_argparse_message(argv, message, capsys):
     assert "usage: streamrbf" in err and message in err
 
 
-def test_an_unknown_flag_for_the_main_job_is_exit_code_2(tmp_path, capsys):
-    # The job's unknown flags go to Beam; one that Beam does not know either is a usage error.
+def test_a_misspelt_flag_for_the_main_job_is_exit_code_2(tmp_path, capsys):
+    # The job's unknown flags go to Beam; a near miss of a known flag is a usage error.
     assert main(["run", "--ouptut_dir", str(tmp_path)]) == 2
-    assert "unrecognized arguments: --ouptut_dir" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --ouptut_dir (did you mean --output_dir?)" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_runner_flags_beam_python_does_not_declare_pass_through(tmp_path, capsys):
+    # Flink's --checkpointing_interval (docs/beam.md) is a job-server option, not a Python one.
+    out = tmp_path / "out"
+    argv = ["run", "--streams", "2", "--events_per_stream", "60", "--quiet",
+            "--output_dir", str(out), "--checkpointing_interval=60000"]
+    assert main(argv) == 0
+    assert "passing flags no Beam Python option declares to the runner: " \
+        "--checkpointing_interval=60000" in capsys.readouterr().err
+    assert (out / "summary.json").exists()
 
 
 def test_a_missing_input_is_exit_code_1_and_one_line(tmp_path, capsys):
