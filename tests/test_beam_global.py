@@ -66,6 +66,39 @@ def test_equals_core_fed_the_same_batches(data):
         assert_that(labels, equal_to(expected), label="Assignments")
 
 
+def test_seeded_sample_ignores_order_and_sharding():
+    from streamrbf.beam.global_model import _SeededSample
+
+    rows = np.random.default_rng(0).normal(size=(500, 3))
+
+    def sample(parts, seed=1):
+        fn = _SeededSample(50, seed)
+        accs = [fn.create_accumulator() for _ in parts]
+        for acc, part in zip(accs, parts):
+            for r in part:
+                fn.add_input(acc, r)
+        return np.array(fn.extract_output(fn.merge_accumulators(accs)))
+
+    one = sample([rows])
+    assert one.shape == (50, 3)
+    assert (one[:, None, :] == rows[None]).all(-1).any(-1).all()  # every sampled row is an event
+    np.testing.assert_array_equal(sample([rows[::-1]]), one)
+    np.testing.assert_array_equal(sample([rows[::3], rows[1::3], rows[2::3]]), one)
+    assert not np.array_equal(sample([rows], seed=2), one)
+
+
+def test_same_random_state_same_model(data, tmp_path):
+    # k-means++ initialisation from a sample: the same seed gives the same model, run after run.
+    X, _ = data
+    for run in range(2):
+        with beam.Pipeline(runner="FnApiRunner") as p:
+            out = p | beam.Create(X.tolist()) | ClusterGlobally(
+                4, steps=1, n_shards=3, init_sample=200, random_state=5, n_features=3)
+            _ = out.model | beam.Map(lambda m, path=tmp_path / f"run{run}": path.write_text(
+                json.dumps([m.temperature, np.asarray(m.centers).tolist()])))
+    assert (tmp_path / "run0").read_text() == (tmp_path / "run1").read_text()
+
+
 def test_checkpoint_restart_continues_training(data, tmp_path):
     X, C0 = data
     ckpt = tmp_path / "ckpt"

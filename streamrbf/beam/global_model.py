@@ -8,6 +8,8 @@ data at once (to float rounding).
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -108,6 +110,39 @@ class GlobalResult(NamedTuple):
     history: beam.PCollection
     dead_letters: beam.PCollection
     assignments: beam.PCollection
+
+
+class _SeededSample(beam.CombineFn):
+    """The ``size`` events with the smallest seeded 64-bit hash of their values (a bottom-k
+    sample): a uniform sample that is the same whatever the order, sharding or runner, so the
+    initial model follows from ``random_state`` alone (Beam's SampleCombineFn draws from Python's
+    unseeded ``random``)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.key = int(seed).to_bytes(8, "little", signed=True)
+
+    def create_accumulator(self) -> list[tuple[int, bytes]]:
+        return []  # a max-heap of (-hash, row bytes) holding the smallest hashes
+
+    def add_input(self, heap: list[tuple[int, bytes]], row: Any) -> list[tuple[int, bytes]]:
+        data = np.ascontiguousarray(row, dtype=np.float64).tobytes()
+        h = int.from_bytes(hashlib.blake2b(data, digest_size=8, key=self.key).digest(), "little")
+        if len(heap) < self.size:
+            heapq.heappush(heap, (-h, data))
+        elif -h > heap[0][0]:
+            heapq.heapreplace(heap, (-h, data))
+        return heap
+
+    def merge_accumulators(self, heaps: Iterable[list[tuple[int, bytes]]]
+                           ) -> list[tuple[int, bytes]]:
+        merged = heapq.nsmallest(self.size, ((-h, d) for heap in heaps for h, d in heap))
+        heap = [(-h, d) for h, d in merged]
+        heapq.heapify(heap)
+        return heap
+
+    def extract_output(self, heap: list[tuple[int, bytes]]) -> list[np.ndarray]:
+        return [np.frombuffer(d, np.float64) for _, d in sorted((-h, d) for h, d in heap)]
 
 
 class _InitialModel(beam.DoFn):
@@ -408,7 +443,7 @@ class ClusterGlobally(beam.PTransform):
             vectors
             # without_defaults: the default-value injection runs twice on the DaskRunner.
             | "Sample" >> beam.CombineGlobally(
-                beam.combiners.SampleCombineFn(self.init_sample)).without_defaults()
+                _SeededSample(self.init_sample, seed)).without_defaults()
             | "Initialise" >> beam.ParDo(_InitialModel(self.params, self.checkpoint_dir, seed))
         )
         history = [model]
