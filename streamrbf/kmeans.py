@@ -155,7 +155,8 @@ class RBFKMeans:
         Sum of squared distances to the nearest centre: of the training data after :meth:`fit`,
         of the last batch (before its step) after :meth:`partial_fit`.
     n_steps_ : int
-        Gradient steps taken so far.
+        Gradient steps taken so far by the model (of the kept seeding, when ``n_init`` > 1): the
+        temperature has decayed this many times.
     n_iter_ : int
         Iterations (epochs) run by the last :meth:`fit`.
     n_features_in_ : int
@@ -654,20 +655,17 @@ class RBFKMeans:
 
     def _best_of(self, X, rng, n_init, full=None):
         """Seed and anneal ``n_init`` times on ``X``; keep the lowest K-Means objective.
-        Returns (C, counts, schedule, final pass, total steps, iterations of the kept run)."""
+        Returns (C, counts, schedule, final pass, steps and iterations of the kept run)."""
         best = None
-        total_steps = 0
         for _ in range(n_init):
             C, counts, schedule = self._initial_state(X, rng)
             C, counts, final, steps, n_iter = self._anneal(
                 X, C, counts, schedule, rng, self.max_iter, full=full
             )
-            total_steps += steps
             objective = float(final.nearest.sum())
             if best is None or objective < best[0]:
-                best = (objective, C, counts, schedule, final, n_iter)
-        _, C, counts, schedule, final, n_iter = best
-        return C, counts, schedule, final, total_steps, n_iter
+                best = (objective, C, counts, schedule, final, steps, n_iter)
+        return best[1:]
 
     def fit(self, X: Any, y: Any = None) -> RBFKMeans:
         """Fit from scratch: k-means++, then annealed steps (full batch or mini-batch epochs)."""

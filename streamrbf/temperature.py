@@ -50,8 +50,11 @@ def logit_divisor(temperature: float) -> float:
 def auto_temperature(sq_distances: np.ndarray) -> float:
     """A temperature scaled to the data: half the mean squared distance to the nearest centre.
 
-    At this temperature most points are shared by their two or three nearest centres, soft
-    enough for centres to compete, while far centres already receive exactly zero responsibility.
+    It sets the scale of the data: a point is shared between centres whose squared distances
+    differ by less than ``2 T``, so at this temperature the points between nearby centres are
+    shared while far centres already receive exactly zero responsibility (how many points are
+    shared depends on how well separated the clusters are). ``RBFKMeans``'s ``"auto"`` starts at
+    4 x this value, hot enough for the centres to compete for whole clusters.
     Non-finite distances are ignored; when every point sits on a centre the result is 1.
 
     Parameters
