@@ -306,6 +306,24 @@ class RBFKMeans(base.Clusterer):
     def temperature(self) -> float:
         return self._schedule.value if self._schedule is not None else math.nan
 
+    def reheat(self, factor: float | None = None) -> float:
+        """Raise the temperature (by ``factor``, or back to its start) when you know the stream
+        has changed: memberships soften and the centres compete again. The drift detector
+        restarts the model by itself; this is for drift you learn about elsewhere.
+
+        Examples
+        --------
+        >>> model = RBFKMeans(n_clusters=2, seed=0, temperature_decay=0.5)
+        >>> for i in range(40):
+        ...     model.learn_one({"x": float(i % 2) * 4.0})
+        >>> cold = model.temperature
+        >>> model.reheat() > cold
+        True
+        """
+        if self._schedule is None:
+            raise RuntimeError("reheat needs a model that has seen its warm-up events")
+        return self._schedule.reheat(factor)
+
     @property
     def n_features(self) -> int:
         """Number of features (0 before the first event)."""

@@ -415,3 +415,18 @@ def test_keyed_wrapper_lru_eviction():
     with pytest.raises(ValueError, match="'v'"):
         keyed.learn_one({"id": "d", "v": "x"})  # a bad first event registers no stream
     assert keyed.n_streams == 2
+
+
+def test_reheat_softens_the_memberships_again():
+    model = RBFKMeans(n_clusters=2, seed=0, temperature_decay=0.9)
+    with pytest.raises(RuntimeError, match="warm-up"):
+        model.reheat()
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        c = rng.integers(2) * 4.0
+        model.learn_one({"x": c + rng.normal(0, 0.5), "y": rng.normal(0, 0.5)})
+    between = {"x": 2.0, "y": 0.0}
+    cold_t = model.temperature
+    assert len(model.predict_proba_one(between)) == 1  # annealed: one cluster
+    assert model.reheat() > 100 * cold_t
+    assert len(model.predict_proba_one(between)) == 2  # hot again: shared
