@@ -20,6 +20,23 @@ SOFTMAX = 1
 HARD = 2
 MAPPING_CODES = {"entmax15": ENTMAX15, "softmax": SOFTMAX, "hard": HARD}
 
+
+def check_mapping(mapping: str) -> int:
+    """The kernel code of a mapping name; a ``ValueError`` naming the choices for anything else.
+    (Here, not in :mod:`streamrbf.mappings`, so that River's torch-free path can use it.)
+
+    Examples
+    --------
+    >>> check_mapping("softmax") == SOFTMAX
+    True
+    """
+    try:
+        return MAPPING_CODES[mapping]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"mapping must be one of {tuple(MAPPING_CODES)}, got {mapping!r}"
+        ) from None
+
 _jit = numba.njit(cache=True, nogil=True, fastmath=False)
 # Batch loops may reassociate sums and fuse multiply-adds (SIMD); no flag that assumes away NaN/inf.
 _jit_batch = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .mappings import MAPPINGS, responsibilities
+from ._kernels import check_mapping
+from .mappings import responsibilities
 from .persistence import read_model_file, write_model_file
 from .seeding import kmeans_plusplus, reseed_candidates
 from .statistics import (
@@ -349,8 +350,7 @@ class RBFKMeans:
         k = self.n_clusters
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise ValueError(f"n_clusters must be an int >= 1, got {k!r}")
-        if self.mapping not in MAPPINGS:
-            raise ValueError(f"mapping must be one of {MAPPINGS}, got {self.mapping!r}")
+        check_mapping(self.mapping)
         if isinstance(self.temperature, str):
             if self.temperature != "auto":
                 raise ValueError(

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import torch
 
+from ._kernels import MAPPING_CODES, check_mapping
 from .temperature import logit_divisor
 
 __all__ = ["MAPPINGS", "entmax15", "hard", "responsibilities", "softmax", "sparse_entmax15"]
 
-MAPPINGS = ("entmax15", "softmax", "hard")
+MAPPINGS = tuple(MAPPING_CODES)
 
 
 def _shifted_half_logits(d: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -142,4 +143,5 @@ def responsibilities(
         return softmax(d, temperature)
     if mapping == "hard":
         return hard(d)
-    raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
+    check_mapping(mapping)  # raises: not a mapping name
+    raise AssertionError(mapping)

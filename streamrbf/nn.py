@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from . import losses
-from .mappings import MAPPINGS, hard, responsibilities, softmax
+from ._kernels import check_mapping
+from .mappings import hard, responsibilities, softmax
 from .seeding import kmeans_plusplus
 from .statistics import sq_distances
 from .temperature import TemperatureSchedule, auto_temperature
@@ -142,8 +143,7 @@ class RBFCluster(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if mapping not in MAPPINGS:
-            raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
+        check_mapping(mapping)
         if straight_through and mapping != "hard":
             raise ValueError("straight_through=True needs mapping='hard'")
         self.n_clusters = n_clusters

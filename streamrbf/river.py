@@ -19,7 +19,7 @@ import numpy as np
 from river import base
 
 from . import _online_kernels as _ok
-from ._kernels import MAPPING_CODES
+from ._kernels import check_mapping
 from .seeding import kmeans_plusplus, reseed_candidates
 from .temperature import TemperatureSchedule, auto_temperature, logit_divisor
 
@@ -190,7 +190,7 @@ class RBFKMeans(base.Clusterer):
         self._check_params()
 
         self._rng = np.random.default_rng(seed)
-        self._mapping_code = MAPPING_CODES[mapping]
+        self._mapping_code = check_mapping(mapping)
         self._decay = self._step_decay()
         # the built-in detector's state lives in an array the kernels update; a River detector is
         # fed from Python
@@ -235,8 +235,7 @@ class RBFKMeans(base.Clusterer):
             raise ValueError(
                 f"min_temperature must be finite and >= 0, got {self.min_temperature!r}"
             )
-        if self.mapping not in MAPPING_CODES:
-            raise ValueError(f"mapping must be one of {tuple(MAPPING_CODES)}, got {self.mapping!r}")
+        check_mapping(self.mapping)
         h = self.half_life
         if not (h is None or h == "auto" or (isinstance(h, numbers.Real) and 0 < h < math.inf)):
             raise ValueError(f"half_life must be 'auto', None or a float > 0, got {h!r}")

@@ -278,8 +278,7 @@ def batch_statistics(
     """
     if backend == "auto":
         backend = "numba" if X.device.type == "cpu" else "torch"
-    if mapping not in _kernels.MAPPING_CODES:
-        raise ValueError(f"mapping must be one of {tuple(_kernels.MAPPING_CODES)}, got {mapping!r}")
+    _kernels.check_mapping(mapping)
     if backend == "numba":
         return _batch_statistics_cpu(X, centers, temperature, mapping, with_sums)
     if backend == "torch":
