@@ -401,16 +401,10 @@ class RBFKMeans(base.Clusterer):
         if self._C is not None and self._buf is None:
             # hot path: initialised, one step per event
             xv = self._vector(x)
-            j, dmin, alarm = _ok.learn_event(
-                xv, self._C, self._counts, logit_divisor(self._schedule.value),
-                self._mapping_code, self._decay, self._aux, self._rs, self._det,
-            )
+            j, dmin, alarm = self._step_event(xv)
             if j < 0:
                 xv = self._finite(xv)  # raises unless missing="zero" repairs it
-                j, dmin, alarm = _ok.learn_event(
-                    xv, self._C, self._counts, logit_divisor(self._schedule.value),
-                    self._mapping_code, self._decay, self._aux, self._rs, self._det,
-                )
+                j, dmin, alarm = self._step_event(xv)
             self._after_step((dmin,), alarm, xv)
             return
         if self._features is None:
@@ -418,6 +412,14 @@ class RBFKMeans(base.Clusterer):
         else:
             xv = self._finite(self._vector(x))
         self._learn_vector(xv)
+
+    def _step_event(self, xv: np.ndarray) -> tuple[int, float, bool]:
+        """The compiled per-event step: ``(nearest centre, its squared distance, drift alarm)``;
+        the nearest centre is -1 (and nothing changed) when ``xv`` is not finite."""
+        return _ok.learn_event(
+            xv, self._C, self._counts, logit_divisor(self._schedule.value),
+            self._mapping_code, self._decay, self._aux, self._rs, self._det,
+        )
 
     def _learn_vector(self, xv: np.ndarray) -> None:
         """Learn one finite event given as a vector in feature order."""
@@ -430,10 +432,7 @@ class RBFKMeans(base.Clusterer):
                 self._buffer_for_recheck(X)
             return
         if self._buf is None:
-            _, dmin, alarm = _ok.learn_event(
-                xv, self._C, self._counts, logit_divisor(self._schedule.value),
-                self._mapping_code, self._decay, self._aux, self._rs, self._det,
-            )
+            _, dmin, alarm = self._step_event(xv)
             self._after_step((dmin,), alarm, xv)
             return
         self._buf[self._n_buf] = xv
