@@ -31,6 +31,9 @@ class Assignment(NamedTuple):
         Euclidean distance to the nearest centre.
     temperature : float
         The model temperature the event was scored at.
+    event_id : str, int or None
+        The event's identity (``ClusterPerKey(id_field=...)`` copies it from the event), to join
+        the assignment back to its event; None when events carry none.
 
     Examples
     --------
@@ -38,15 +41,18 @@ class Assignment(NamedTuple):
     >>> a = Assignment(cluster=2, memberships={2: 0.75, 0: 0.25}, distance=1.5, temperature=0.1)
     >>> a.cluster, max(a.memberships, key=a.memberships.get), sum(a.memberships.values())
     (2, 2, 1.0)
-    >>> cluster, memberships, distance, temperature = a
-    >>> distance
-    1.5
+    >>> cluster, memberships, distance, temperature, event_id = a
+    >>> distance, event_id
+    (1.5, None)
+    >>> a._replace(event_id="e-17").event_id
+    'e-17'
     """
 
     cluster: int
     memberships: dict[int, float]
     distance: float
     temperature: float
+    event_id: str | int | None = None
 
 
 _tuple_new = tuple.__new__
@@ -72,6 +78,9 @@ class AssignmentBatch:
         The non-zero memberships, row after row.
     temperature : float
         The model temperature the batch was scored at.
+    event_ids : list of str or int, optional
+        The events' identities, in row order (None: events carry none); each :class:`Assignment`
+        built from the batch carries its own.
 
     Examples
     --------
@@ -79,7 +88,12 @@ class AssignmentBatch:
     >>> b = AssignmentBatch(np.array([0, 1]), np.array([0.5, 2.0]), np.array([0, 1, 3]),
     ...                     np.array([0, 1, 0]), np.array([1.0, 0.75, 0.25]), temperature=0.1)
     >>> len(b), b[1]
-    (2, Assignment(cluster=1, memberships={1: 0.75, 0: 0.25}, distance=2.0, temperature=0.1))
+    (2, Assignment(cluster=1, memberships={1: 0.75, 0: 0.25}, distance=2.0, temperature=0.1, \
+event_id=None))
+    >>> b = AssignmentBatch(b.clusters, b.distances, b.offsets, b.member_clusters,
+    ...                     b.member_values, 0.1, event_ids=["e1", 7])
+    >>> [(a.cluster, a.event_id) for a in b]
+    [(0, 'e1'), (1, 7)]
     >>> b.dense_memberships(n_clusters=2)
     array([[1.  , 0.  ],
            [0.25, 0.75]])
@@ -91,11 +105,14 @@ class AssignmentBatch:
     member_clusters: np.ndarray
     member_values: np.ndarray
     temperature: float
+    event_ids: list[str | int] | None = None
 
     @classmethod
-    def from_memberships(cls, m: Any, temperature: float) -> AssignmentBatch:
+    def from_memberships(cls, m: Any, temperature: float,
+                         event_ids: list[str | int] | None = None) -> AssignmentBatch:
         """From the core's sparse memberships (:class:`~streamrbf.statistics.SparseMemberships`:
-        ``vals``, ``idx``, ``length``, ``labels``, ``nearest`` with squared distances)."""
+        ``vals``, ``idx``, ``length``, ``labels``, ``nearest`` with squared distances), and the
+        events' ids if any."""
         length = m.length
         offsets = np.zeros(len(length) + 1, np.int64)
         np.cumsum(length, out=offsets[1:])
@@ -107,7 +124,7 @@ class AssignmentBatch:
             keep = np.arange(room) < length[:, None]
             clusters, values = m.idx[keep], m.vals[keep]
         return cls(m.labels.copy(), np.sqrt(m.nearest), offsets, clusters, values,
-                   float(temperature))
+                   float(temperature), event_ids)
 
     def __len__(self) -> int:
         return len(self.clusters)
@@ -117,7 +134,7 @@ class AssignmentBatch:
         members = dict(zip(self.member_clusters[lo:hi].tolist(),
                            self.member_values[lo:hi].tolist()))
         return Assignment(int(self.clusters[i]), members, float(self.distances[i]),
-                          self.temperature)
+                          self.temperature, None if self.event_ids is None else self.event_ids[i])
 
     def __iter__(self) -> Iterator[Assignment]:
         return iter(self.to_list())
@@ -131,8 +148,10 @@ class AssignmentBatch:
         else:
             members = [dict(islice(pairs, c)) for c in np.diff(self.offsets).tolist()]
         # tuple.__new__ mapped in C: Assignment's generated __new__ costs a Python call per event.
+        ids = repeat(None) if self.event_ids is None else self.event_ids
         return list(map(_tuple_new, repeat(Assignment), zip(
-            self.clusters.tolist(), members, self.distances.tolist(), repeat(self.temperature))))
+            self.clusters.tolist(), members, self.distances.tolist(), repeat(self.temperature),
+            ids)))
 
     def dense_memberships(self, n_clusters: int) -> np.ndarray:
         """The memberships as a dense ``(n, n_clusters)`` array (rows sum to 1)."""

@@ -3,6 +3,7 @@ the state coder, and bad input at the DoFn level (hypothesis)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import apache_beam as beam
@@ -19,7 +20,11 @@ from hypothesis import strategies as st
 from streamrbf import RBFKMeans
 from streamrbf.assignment import Assignment
 from streamrbf.beam import ClusterPerKey, DeadLetter, ModelState, ModelStateCoder
-from streamrbf.beam.per_key import _ParseAndBatchDoFn, _ScoreAndLearnDoFn
+from streamrbf.beam.per_key import (
+    _ParseAndBatchDoFn,
+    _ParseAndBatchWithIdsDoFn,
+    _ScoreAndLearnDoFn,
+)
 from streamrbf.beam.state import from_estimator
 
 pytestmark = pytest.mark.timeout(120)
@@ -353,3 +358,203 @@ def test_bad_events_never_corrupt_the_model(events, chunk_rows):
         assert n_assign == len(good)
     else:
         np.testing.assert_array_equal(s.centers, initial.centers)
+
+
+# ----------------------------------------------------------------------------- event ids
+def keyed_events_with_ids(n_per_key: int = 150, seed: int = 0):
+    """Dict events carrying an id ('s0': str ids, 's1': int ids), and {id: (key, true centre)}."""
+    events, truth = [], {}
+    for j, (key, x) in enumerate(keyed_events(n_per_key, seed)):
+        event_id = f"{key}-{j}" if key == "s0" else j
+        truth[event_id] = (key, (j // 2) % 3)
+        events.append((key, {"id": event_id, "x": x[0], "y": x[1]}))
+    # JSON text with an id is a good event too.
+    key, event = events[0]
+    events[0] = (key, json.dumps(event))
+    return events, truth
+
+
+BAD_IDS = [
+    (("s0", {"x": 1.0, "y": 2.0}), "parse", "event has no 'id' field"),
+    (("s0", {"id": 1.5, "x": 1.0, "y": 2.0}), "parse", "'id' must be a str or int, got float"),
+    (("s1", {"id": True, "x": 1.0, "y": 2.0}), "parse", "'id' must be a str or int, got bool"),
+    (("s1", '{"x": 1.0, "y": 2.0}'), "parse", "event has no 'id' field"),
+    (("s0", [1.0, 2.0]), "parse", "an event with ids must be a dict"),
+    (("s0", {"id": "nan", "x": float("nan"), "y": 2.0}), "parse", "feature 'x' is NaN"),
+    (("s0", {"id": "only-id"}), "parse", "event has no features"),
+    # Parsed fine, refused by the model (other features; a stream with too few events): the
+    # dead letter still shows the event's id.
+    (("s0", {"id": "bad-dim", "x": 1.0, "y": 2.0, "z": 3.0}), "model", "stream 's0' has 2"),
+    (("tiny", {"id": 99_999, "x": 1.0, "y": 2.0}), "model", "stream 'tiny' ended with 1"),
+]
+
+
+@pytest.mark.parametrize("output", ["events", "batches"])
+def test_event_ids_join_assignments_back_to_their_events(output):
+    events, truth = keyed_events_with_ids()
+    events += [e for e, _, _ in BAD_IDS]
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(events) | ClusterPerKey(
+            3, batch_size=40, warmup=60, random_state=1, output=output, id_field="id")
+        rows = out.assignments
+        if output == "batches":
+            rows = rows | beam.FlatMap(lambda kv: [(kv[0], a) for a in kv[1]])
+
+        def check(pairs):
+            ids = [a.event_id for _, a in pairs]
+            assert len(ids) == len(set(ids)) == len(truth)    # each good id exactly once
+            assert set(ids) == set(truth)
+            seen = {}
+            for key, a in pairs:
+                assert isinstance(a, Assignment) and truth[a.event_id][0] == key
+                assert type(a.event_id) is (str if key == "s0" else int)
+                # Joined back to its event: one cluster per true centre, per key.
+                seen.setdefault((key, truth[a.event_id][1]), set()).add(a.cluster)
+            assert all(len(c) == 1 for c in seen.values())
+            assert len(seen) == 6 and len({(k, *c) for (k, _), c in seen.items()}) == 6
+
+        assert_that(rows, check, label="Joined")
+
+        def check_dead(dead):
+            left = [(d.stage, d.reason) for d in dead]
+            assert len(left) == len(BAD_IDS)
+            for _, stage, reason in BAD_IDS:    # each bad event once, with its reason
+                hit = next(x for x in left if x[0] == stage and x[1].startswith(reason))
+                left.remove(hit)
+            model = {d.reason[:12]: d.event for d in dead if d.stage == "model"}
+            assert "'bad-dim'" in model["stream 's0' "] and "99999" in model["stream 'tiny"]
+
+        assert_that(out.dead_letters, check_dead, label="Dead")
+
+
+def test_event_id_coders_round_trip():
+    import struct
+
+    from streamrbf.beam.state import AssignmentCoder, EventChunk, EventChunkCoder
+
+    c = AssignmentCoder()
+    base = Assignment(1, {1: 0.75, 0: 0.25}, 0.5, 0.1)
+    plain = c.encode(base)
+    for event_id in (None, "e-1", "", "ünï", 0, -7, 2**63 - 1, -(2**63), 2**63, -(10**30)):
+        a = base._replace(event_id=event_id)
+        data = c.encode(a)
+        assert data == c.encode(a)                          # deterministic
+        assert data[:len(plain)] == plain                   # the id only appends
+        b = c.decode(data)
+        assert b == a and type(b.event_id) is type(event_id) and type(b) is Assignment
+    assert c.encode(base) == struct.pack("<qddI2i2d", 1, 0.5, 0.1, 2, 1, 0, 0.75, 0.25)
+    assert len(c.encode(base._replace(event_id=12345))) == len(plain) + 9
+    # A 4-tuple Assignment (pickled before event_id) encodes as one without an id.
+    assert c.encode(tuple.__new__(Assignment, tuple(base)[:4])) == plain
+    # Through Beam's tuple coder (nested, length-prefixed), as the assignments travel.
+    kv = beam.coders.TupleCoder([beam.coders.StrUtf8Coder(), c])
+    for event_id in (None, "x", 3):
+        pair = ("k", base._replace(event_id=event_id))
+        assert kv.decode(kv.encode(pair)) == pair
+
+    cc = EventChunkCoder()
+    for ids in (None, ["a", 1, 2**70, "é"]):
+        chunk = EventChunk(("x", "y"), np.arange(8.0).reshape(4, 2), ids)
+        back = cc.decode(cc.encode(chunk))
+        assert back.ids == ids and back.names == ("x", "y")
+        np.testing.assert_array_equal(back.rows, chunk.rows)
+    no_ids = cc.encode(EventChunk(None, np.eye(2)))
+    assert len(no_ids) == 12 + 32                           # unchanged without ids
+
+    coder = ModelStateCoder()
+    s = ModelState.warming_up(np.ones((3, 2)), ("x", "y"))
+    without = coder.encode(s)
+    s.pending_ids = ["a", 5, "c"]
+    t = coder.decode(coder.encode(s))
+    assert t.pending_ids == ["a", 5, "c"] and t.pending.shape == (3, 2)
+    assert coder.encode(s)[:len(without)] == without        # old states still decode: no ids
+    assert coder.decode(without).pending_ids is None
+
+
+def _ids_through_dofns(events, chunk_rows, batch_size, warmup, n_clusters=3):
+    """Run events through both stages (one bundle, chunks of ``chunk_rows``) with ids; return
+    (assignments as (key, Assignment), dead letters, final states per key)."""
+    parse = _ParseAndBatchWithIdsDoFn(None, None, chunk_rows, "id")
+    parse.start_bundle()
+    staged = [o for e in events for o in _outputs(parse.process(e))]
+    staged += _outputs(parse.finish_bundle())
+    dead = [v for tag, v in staged if tag == "dead_letters"]
+    fn = _ScoreAndLearnDoFn({"n_clusters": n_clusters}, warmup, None, 0, lambda: 0.0, 0,
+                            batch_size, None, "events", "id")
+    states, assigned = {}, []
+    for key, chunk in [v for t, v in staged if t is None]:
+        assert len(chunk.ids) == len(chunk)
+        state = states.setdefault(key, _State())
+        for t, v in _outputs(fn.process((key, chunk), state, _Timer(), _Timer(), _Timer())):
+            (dead if t == "dead_letters" else assigned).append(v)
+            if t is None:
+                assert state.value is None or state.value.n_pending == len(
+                    state.value.pending_ids or [])
+    for key, state in states.items():
+        for t, v in _outputs(fn.end_of_input(key, state, _Timer(), _Timer())):
+            (dead if t == "dead_letters" else assigned).append(v)
+    return assigned, dead, states
+
+
+def test_event_ids_wait_with_pending_rows_across_chunks():
+    events, truth = keyed_events_with_ids(40, seed=6)
+    # Small chunks and batches that straddle them: ids wait in state with their rows.
+    assigned, dead, states = _ids_through_dofns(events, chunk_rows=7, batch_size=10, warmup=15)
+    assert dead == []
+    assert sorted(map(str, (a.event_id for _, a in assigned))) == sorted(map(str, truth))
+    for key in ("s0", "s1"):
+        # Within a key, the assignments come out in arrival order.
+        got = [a.event_id for k, a in assigned if k == key]
+        assert got == [t for t, (k, _) in truth.items() if k == key]
+        assert states[key].value.pending is None and states[key].value.pending_ids is None
+
+
+_id_value = st.one_of(st.text(max_size=4), st.integers(-(2**70), 2**70), st.floats(),
+                      st.booleans(), st.none())
+_id_event = st.tuples(
+    st.sampled_from(["k", "j"]),
+    st.one_of(
+        st.fixed_dictionaries({"id": _id_value, "x": st.floats(-5, 5), "y": st.floats(-5, 5)}),
+        st.fixed_dictionaries({"x": st.floats(-5, 5), "y": st.floats(-5, 5)}),
+        st.lists(st.floats(-5, 5), min_size=2, max_size=2),
+    ),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_id_event, min_size=1, max_size=30), st.integers(1, 6), st.integers(1, 7))
+def test_every_event_with_an_id_is_accounted_for_once(events, chunk_rows, batch_size):
+    assigned, dead, _ = _ids_through_dofns(events, chunk_rows, batch_size, warmup=3, n_clusters=2)
+    assert len(assigned) + len(dead) == len(events)
+    good = {}
+    for key, e in events:
+        if isinstance(e, dict) and "id" in e and type(e["id"]) in (str, int):
+            good.setdefault(key, []).append(e["id"])
+    # Every good event is assigned with its id, in arrival order per key, unless its stream
+    # ended with fewer than n_clusters events (then each is a model-stage dead letter).
+    for key in ("k", "j"):
+        ids = good.get(key, [])
+        assert [a.event_id for k, a in assigned if k == key] == (ids if len(ids) >= 2 else [])
+    assert sum(d.stage == "model" for d in dead) == sum(len(v) for v in good.values() if len(v) < 2)
+
+
+def test_event_ids_on_a_stream_with_processing_time_flush():
+    events, truth = keyed_events_with_ids(30, seed=7)
+    stream = test_stream.TestStream().advance_watermark_to(0)
+    stream = stream.add_elements([window.TimestampedValue(e, 10 + i)
+                                  for i, e in enumerate(events[:40])])
+    stream = stream.advance_watermark_to(500).add_elements(
+        [window.TimestampedValue(e, 600) for e in events[40:]]
+        + [window.TimestampedValue(("s1", {"x": 0.0, "y": 0.0}), 600)])
+    # Only a processing-time flush releases the last partial batches (batch_size > remaining).
+    stream = stream.advance_processing_time(30).advance_watermark_to_infinity()
+    options = PipelineOptions(runner="BundleBasedDirectRunner")
+    options.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(options=options) as p:
+        out = (p | stream
+               | ClusterPerKey(3, batch_size=16, max_buffering_secs=10, warmup=12,
+                               ttl_secs=None, clock=lambda: 0.0, id_field="id"))
+        assert_that(out.assignments | beam.Map(lambda kv: (kv[0], kv[1].event_id)),
+                    equal_to([(k, i) for i, (k, _) in truth.items()]), label="Ids")
+        assert_that(out.dead_letters | beam.Map(lambda d: d.reason),
+                    equal_to(["event has no 'id' field"]), label="Dead")

@@ -210,12 +210,75 @@ def parse_keyed(
     ...
     TypeError: key must be a non-empty str, got int 7
     """
+    key, features = _pair(element)
+    return key, parse_features(features, feature_names, n_features)
+
+
+def _pair(element: Any) -> tuple[str, Any]:
     if not isinstance(element, (tuple, list)) or len(element) != 2:
         raise TypeError(f"expected a (key, features) pair, got {type(element).__name__}")
     key, features = element
     if not isinstance(key, str) or not key:
         raise TypeError(f"key must be a non-empty str, got {type(key).__name__} {key!r}")
-    return key, parse_features(features, feature_names, n_features)
+    return key, features
+
+
+def _pop_event_id(event: Any, id_field: str) -> tuple[str | int, Any]:
+    """Split a dict event (or JSON text of one) into ``(id, the other fields)``.
+
+    The id must be a ``str`` or an ``int`` (not a bool); anything else, or an event that is not a
+    dict, raises ``ValueError`` / ``TypeError`` saying why.
+
+    Examples
+    --------
+    >>> _pop_event_id('{"id": 7, "x": 1.5}', "id")
+    (7, {'x': 1.5})
+    >>> _pop_event_id({"x": 1.5}, "id")
+    Traceback (most recent call last):
+    ...
+    ValueError: event has no 'id' field
+    >>> _pop_event_id({"id": 1.0, "x": 1.5}, "id")
+    Traceback (most recent call last):
+    ...
+    TypeError: 'id' must be a str or int, got float
+    """
+    if isinstance(event, (str, bytes)):
+        try:
+            event = json.loads(event)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"unparseable event: {err}") from None
+    if not isinstance(event, Mapping):
+        raise TypeError(f"an event with ids must be a dict with an {id_field!r} field, got "
+                        f"{type(event).__name__}")
+    if id_field not in event:
+        raise ValueError(f"event has no {id_field!r} field")
+    event_id = event[id_field]
+    if isinstance(event_id, str):
+        event_id = str(event_id)
+    elif isinstance(event_id, int) and not isinstance(event_id, bool):
+        event_id = int(event_id)
+    else:
+        raise TypeError(f"{id_field!r} must be a str or int, got {type(event_id).__name__}")
+    return event_id, {k: v for k, v in event.items() if k != id_field}
+
+
+def _parse_keyed_with_id(
+    element: Any,
+    id_field: str,
+    feature_names: Sequence[str] | None = None,
+    n_features: int | None = None,
+) -> tuple[str, str | int, tuple[tuple[str, ...] | None, tuple[float, ...]]]:
+    """:func:`parse_keyed` for dict events carrying an id in ``id_field`` (not a feature):
+    ``(key, id, (names, values))``.
+
+    Examples
+    --------
+    >>> _parse_keyed_with_id(("s1", {"id": "e1", "y": 2, "x": 1}), "id")
+    ('s1', 'e1', (('x', 'y'), (1.0, 2.0)))
+    """
+    key, event = _pair(element)
+    event_id, features = _pop_event_id(event, id_field)
+    return key, event_id, parse_features(features, feature_names, n_features)
 
 
 DEAD_LETTERS = "dead_letters"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from array import array
 from collections.abc import Callable, Iterable, Sequence
@@ -18,7 +19,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP as _MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from ..assignment import Assignment, AssignmentBatch
-from .dead_letters import DEAD_LETTERS, DeadLetter, parse_keyed
+from .dead_letters import DEAD_LETTERS, DeadLetter, _parse_keyed_with_id, parse_keyed
 from .inference import _batch_cpu
 from .state import (
     EventChunk,
@@ -113,8 +114,9 @@ class _ParseAndBatchDoFn(beam.DoFn):
         self.chunk_rows = chunk_rows
 
     def start_bundle(self) -> None:
-        # (key, names, d) -> flat float64 values
+        # (key, names, d) -> flat float64 values (and, with ids, the slot's event ids)
         self._buffers: dict[tuple[Any, ...], array] = {}
+        self._ids: dict[tuple[Any, ...], list] = {}
         self._timestamp = _MIN_TIMESTAMP
         self._dim = len(self.feature_names) if self.feature_names is not None else self.n_features
 
@@ -155,9 +157,45 @@ class _ParseAndBatchDoFn(beam.DoFn):
 
     def finish_bundle(self) -> Iterable[Any]:
         # Larger chunks first: a key's first chunk fixes its features, let the majority decide.
+        ids = self._ids
         for slot, buf in sorted(self._buffers.items(), key=lambda kv: -len(kv[1]) // kv[0][2]):
-            yield WindowedValue(_chunk(slot, buf), self._timestamp, _GLOBAL)
+            yield WindowedValue(_chunk(slot, buf, ids.get(slot)), self._timestamp, _GLOBAL)
         self._buffers = {}
+        self._ids = {}
+
+
+class _ParseAndBatchWithIdsDoFn(_ParseAndBatchDoFn):
+    """:class:`_ParseAndBatchDoFn` for dict events carrying their id in ``id_field``: the full
+    parser for every event (dict events take it anyway), the ids kept in a list per slot,
+    alongside the rows."""
+
+    def __init__(self, feature_names: tuple[str, ...] | None, n_features: int | None,
+                 chunk_rows: int, id_field: str) -> None:
+        super().__init__(feature_names, n_features, chunk_rows)
+        self.id_field = id_field
+
+    def process(self, element: Any) -> Iterable[Any]:
+        try:
+            key, event_id, (names, features) = _parse_keyed_with_id(
+                element, self.id_field, self.feature_names, self.n_features)
+        except (ValueError, TypeError, OverflowError) as err:
+            key = None
+            if isinstance(element, (tuple, list)) and len(element) == 2:
+                key, element = element
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(key, element, str(err)))
+            return
+        slot = (key, names, len(features))
+        buf = self._buffers.get(slot)
+        if buf is None:
+            buf = self._buffers[slot] = array("d")
+            ids = self._ids[slot] = []
+        else:
+            ids = self._ids[slot]
+        buf.extend(features)
+        ids.append(event_id)
+        if len(ids) >= self.chunk_rows:
+            del self._buffers[slot], self._ids[slot]
+            yield _chunk(slot, buf, ids)
 
 
 class _ParseAndBatchTimestampedDoFn(_ParseAndBatchDoFn):
@@ -173,9 +211,23 @@ class _ParseAndBatchTimestampedDoFn(_ParseAndBatchDoFn):
         return super().process(element)
 
 
-def _chunk(slot: tuple[Any, ...], buf: array) -> tuple[str, EventChunk]:
+class _ParseAndBatchWithIdsTimestampedDoFn(_ParseAndBatchTimestampedDoFn,
+                                           _ParseAndBatchWithIdsDoFn):
+    """Events with ids, in a stream (see both parents)."""
+
+
+def _chunk(slot: tuple[Any, ...], buf: array, ids: list | None = None) -> tuple[str, EventChunk]:
     key, names, d = slot
-    return key, EventChunk(names, np.frombuffer(buf, np.float64).reshape(-1, d))
+    return key, EventChunk(names, np.frombuffer(buf, np.float64).reshape(-1, d), ids)
+
+
+def _event(names: tuple[str, ...] | None, row: list[float], id_field: str | None,
+           event_id: Any) -> Any:
+    """An event as a model-stage dead letter reports it: its features (and its id)."""
+    event = dict(zip(names, row)) if names else row
+    if id_field is not None and event_id is not None:
+        event = {**event, id_field: event_id} if names else {"features": row, id_field: event_id}
+    return event
 
 
 class _ScoreAndLearnDoFn(beam.DoFn):
@@ -183,8 +235,9 @@ class _ScoreAndLearnDoFn(beam.DoFn):
     ``warmup`` events and initialise, then score each batch and learn from it (prequential).
 
     State is one :class:`ModelState` (its ``pending`` rows: the warm-up rows, then the part of the
-    next batch received so far). Timers: ``flush`` (processing time, ``max_buffering_secs`` after
-    a batch starts filling; streaming only), ``end_of_input`` (watermark) and ``idle`` (TTL).
+    next batch received so far; with ids, ``pending_ids`` wait with them). Every batch scored
+    carries its rows' ids, in order. Timers: ``flush`` (processing time, ``max_buffering_secs``
+    after a batch starts filling; streaming only), ``end_of_input`` (watermark) and ``idle`` (TTL).
     """
 
     MODEL = ReadModifyWriteStateSpec("model", ModelStateCoder())
@@ -195,9 +248,10 @@ class _ScoreAndLearnDoFn(beam.DoFn):
     def __init__(self, params: dict[str, Any], warmup: int, ttl_secs: float | None,
                  snapshot_every: int, clock: Callable[[], float], seed: int,
                  batch_size: int = 256, max_buffering_secs: float | None = None,
-                 output: str = "events") -> None:
+                 output: str = "events", id_field: str | None = None) -> None:
         self.params = params
         self.output = output
+        self.id_field = id_field
         self.warmup = warmup
         self.ttl_secs = ttl_secs
         self.snapshot_every = snapshot_every
@@ -222,25 +276,28 @@ class _ScoreAndLearnDoFn(beam.DoFn):
         else:
             yield from zip(repeat(key), batch.to_list())
 
-    def _initialise(self, key: str, rows: np.ndarray, names, n_seen: int = 0
-                    ) -> tuple[ModelState, Iterable[Any]]:
+    def _initialise(self, key: str, rows: np.ndarray, names, n_seen: int = 0,
+                    ids: list | None = None) -> tuple[ModelState, Iterable[Any]]:
         from ..kmeans import RBFKMeans
 
         est = RBFKMeans(**{**self.params, "random_state": self._seed(key)}).partial_fit(rows)
         state = from_estimator(est, n_seen + len(rows), names)
         # The first events are scored by the model they initialised.
-        return state, self._emit(key, _batch_cpu(rows, state.centers, state.temperature,
-                                                  est.mapping))
+        batch = _batch_cpu(rows, state.centers, state.temperature, est.mapping)
+        if ids is not None:
+            batch = dataclasses.replace(batch, event_ids=ids)
+        return state, self._emit(key, batch)
 
     def _snap(self, key: str, before: int, state: ModelState) -> Iterable[Any]:
         every = self.snapshot_every
         if every and (before < 0 or state.n_steps // every != before // every):
             yield beam.pvalue.TaggedOutput(SNAPSHOTS, _snapshot(key, state))
 
-    def _advance(self, key: str, state: ModelState, rows: np.ndarray, flush: bool):
-        """Learn from the whole batches in ``rows`` (all of them if ``flush``); keep the rest.
-        Yields the outputs (batch by batch: no chunk-sized list of outputs stays alive) and
-        returns the new state."""
+    def _advance(self, key: str, state: ModelState, rows: np.ndarray, flush: bool,
+                 ids: list | None = None):
+        """Learn from the whole batches in ``rows`` (all of them if ``flush``); keep the rest
+        (and their ``ids``, None without ids). Yields the outputs (batch by batch: no chunk-sized
+        list of outputs stays alive) and returns the new state."""
         b = self.batch_size
         names = state.feature_names
         if not state.initialised:
@@ -249,14 +306,18 @@ class _ScoreAndLearnDoFn(beam.DoFn):
             first = -(-self.warmup // b) * b
             if len(rows) < first and not (flush and len(rows) >= self.warmup):
                 state.pending = rows if len(rows) else None
+                state.pending_ids = ids if len(rows) else None
                 return state
             first = min(first, len(rows))
             flush_at = state.flush_at
-            state, scored = self._initialise(key, rows[:first], names, state.n_seen)
+            state, scored = self._initialise(key, rows[:first], names, state.n_seen,
+                                             None if ids is None else ids[:first])
             state.flush_at = flush_at
             yield from scored
             yield from self._snap(key, -1, state)
             rows = rows[first:]
+            if ids is not None:
+                ids = ids[first:]
         n_full = len(rows) if flush else len(rows) - len(rows) % b
         if n_full:
             est = to_estimator(state, self.params, self._seed(key))
@@ -267,7 +328,8 @@ class _ScoreAndLearnDoFn(beam.DoFn):
                 temperature = est.temperature_
                 result = est.score_then_learn(X)
                 yield from self._emit(key, AssignmentBatch.from_memberships(
-                    result.memberships, temperature))
+                    result.memberships, temperature,
+                    None if ids is None else ids[start:start + b]))
                 del result
                 n_seen += len(X)
                 if self.snapshot_every and est.n_steps_ % self.snapshot_every == 0:
@@ -276,7 +338,10 @@ class _ScoreAndLearnDoFn(beam.DoFn):
             state = from_estimator(est, n_seen, names)
             state.flush_at = flush_at
             rows = rows[n_full:]
+            if ids is not None:
+                ids = ids[n_full:]
         state.pending = rows if len(rows) else None
+        state.pending_ids = ids if len(rows) else None
         return state
 
     def process(
@@ -300,18 +365,23 @@ class _ScoreAndLearnDoFn(beam.DoFn):
             what = f"{d0} features {list(names0) if names0 else ''}".rstrip()
             names = chunk.names
             got = f"{rows.shape[1]} {list(names) if names else ''}".rstrip()
-            for row in rows.tolist():
+            ids = repeat(None) if chunk.ids is None else chunk.ids
+            for row, event_id in zip(rows.tolist(), ids):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
-                    key, dict(zip(names, row)) if names else row,
+                    key, _event(names, row, self.id_field, event_id),
                     f"stream {key!r} has {what}; event has {got}", "model"))
             return
         if self.ttl_secs is not None:
             idle.set(self.clock() + self.ttl_secs)
-        had_pending = state.n_pending > 0
-        if had_pending:
+        ids = chunk.ids
+        if state.n_pending:
             rows = np.concatenate([state.pending, rows])
+            if ids is not None:
+                ids = (state.pending_ids or [None] * state.n_pending) + ids
         before = state.n_steps if state.initialised else -1
-        state = yield from self._advance(key, state, rows, flush=False)
+        # (ids passed only when there are some: subclasses may override _advance without them)
+        state = yield from (self._advance(key, state, rows, False) if ids is None
+                            else self._advance(key, state, rows, False, ids))
         if self.max_buffering_secs is not None:
             # The flush timer runs from when the current batch started filling (GroupIntoBatches'
             # rule): armed when pending rows appear, re-armed when a batch was just learnt from.
@@ -333,17 +403,19 @@ class _ScoreAndLearnDoFn(beam.DoFn):
             return
         state.flush_at = None
         if state.n_pending:
-            state = yield from self._advance(key, state, state.pending, flush=True)
+            ids = state.pending_ids
+            state = yield from (self._advance(key, state, state.pending, True) if ids is None
+                                else self._advance(key, state, state.pending, True, ids))
         if final and not state.initialised and state.n_pending:
-            rows = state.pending
+            rows, ids = state.pending, state.pending_ids
             k = int(self.params.get("n_clusters", 8))
             if len(rows) >= k:
-                state, out = self._initialise(key, rows, state.feature_names, state.n_seen)
+                state, out = self._initialise(key, rows, state.feature_names, state.n_seen, ids)
                 yield from out
                 yield from self._snap(key, -1, state)
             else:
-                for row in rows.tolist():
-                    event = dict(zip(state.feature_names, row)) if state.feature_names else row
+                for row, event_id in zip(rows.tolist(), repeat(None) if ids is None else ids):
+                    event = _event(state.feature_names, row, self.id_field, event_id)
                     yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
                         key, event, f"stream {key!r} ended with {len(rows)} events, fewer than "
                         f"n_clusters={k}", "model"))
@@ -414,6 +486,13 @@ class ClusterPerKey(beam.PTransform):
         :class:`~streamrbf.assignment.AssignmentBatch` ``)`` per scored batch, the assignments in
         columns (events in arrival order within a key); the same numbers at a fraction of Beam's
         per-element cost, for sinks that write columns or reduce per batch.
+    id_field
+        A field of dict events (or of JSON text of one) holding the event's id, a ``str`` or an
+        ``int``: not a feature, it is copied to the event's ``Assignment.event_id`` (the
+        ``event_ids`` column of an ``AssignmentBatch``), to join assignments back to their
+        events (Beam collections are unordered). An event without it, with an id of another
+        type, or an array event goes to the dead letters. None (default): no ids, every
+        ``event_id`` is None.
     model_params
         Any other :class:`~streamrbf.kmeans.RBFKMeans` parameter (``temperature_decay``,
         ``decay``, ``mapping``, ...).
@@ -435,6 +514,23 @@ class ClusterPerKey(beam.PTransform):
     b: stream 'b' ended with 1
     size 40
     size 40
+
+    With ids, each assignment says which event it belongs to:
+
+    >>> events = [("a", {"id": f"e{i}", "x": 5.0 * (i % 2)}) for i in range(20)]
+    >>> events.append(("a", {"x": 1.0}))
+    >>> with beam.Pipeline(runner="FnApiRunner") as p:
+    ...     out = p | beam.Create(events) | ClusterPerKey(2, batch_size=10, warmup=10,
+    ...                                                   id_field="id")
+    ...     ids = (out.assignments | beam.Map(lambda kv: (kv[1].cluster, kv[1].event_id))
+    ...            | beam.GroupByKey()  # the ids of each cluster's events (first four)
+    ...            | beam.Map(lambda c: " ".join(sorted(c[1], key=lambda i: int(i[1:]))[:4])))
+    ...     bad = out.dead_letters | beam.Map(lambda d: d.reason)
+    ...     _ = ((ids, bad) | beam.Flatten() | beam.combiners.ToList()
+    ...          | beam.FlatMap(sorted) | beam.Map(print))
+    e0 e2 e4 e6
+    e1 e3 e5 e7
+    event has no 'id' field
     """
 
     def __init__(
@@ -451,12 +547,18 @@ class ClusterPerKey(beam.PTransform):
         clock: Callable[[], float] = time.time,
         random_state: int = 0,
         output: str = "events",
+        id_field: str | None = None,
         **model_params: Any,
     ) -> None:
         super().__init__()
         if output not in ("events", "batches"):
             raise ValueError(f"output must be 'events' or 'batches', got {output!r}")
         self.output = output
+        if id_field is not None and not isinstance(id_field, str):
+            raise TypeError(f"id_field must be a str or None, got {type(id_field).__name__}")
+        if id_field is not None and feature_names is not None and id_field in feature_names:
+            raise ValueError(f"id_field {id_field!r} cannot also be a feature")
+        self.id_field = id_field
         from ..kmeans import RBFKMeans
 
         params = {"n_clusters": n_clusters, **model_params}
@@ -482,11 +584,16 @@ class ClusterPerKey(beam.PTransform):
         chunk_rows = -(-max(_CHUNK_ROWS, self.batch_size) // self.batch_size) * self.batch_size
         # A typed str key: a deterministic key coder for the state; chunks travel as raw bytes.
         streaming = not pcoll.is_bounded
-        parse = _ParseAndBatchTimestampedDoFn if streaming else _ParseAndBatchDoFn
-        parsed = pcoll | "ParseAndBatch" >> beam.ParDo(parse(
-            None if self.feature_names is None else tuple(self.feature_names), self.n_features,
-            chunk_rows,
-        )).with_output_types(tuple[str, EventChunk]).with_outputs(DEAD_LETTERS, main="chunks")
+        names = None if self.feature_names is None else tuple(self.feature_names)
+        if self.id_field is None:
+            parse = (_ParseAndBatchTimestampedDoFn if streaming else _ParseAndBatchDoFn)(
+                names, self.n_features, chunk_rows)
+        else:
+            parse = (_ParseAndBatchWithIdsTimestampedDoFn if streaming
+                     else _ParseAndBatchWithIdsDoFn)(names, self.n_features, chunk_rows,
+                                                     self.id_field)
+        parsed = pcoll | "ParseAndBatch" >> beam.ParDo(parse).with_output_types(
+            tuple[str, EventChunk]).with_outputs(DEAD_LETTERS, main="chunks")
         chunks = parsed.chunks
         # Bounded input ends with the end-of-input timer, and a processing-time timer set while
         # the runner drains timers at the end is never run (FnApiRunner): buffering time and TTL
@@ -494,7 +601,7 @@ class ClusterPerKey(beam.PTransform):
         scored = chunks | "ScoreAndLearn" >> beam.ParDo(_ScoreAndLearnDoFn(
             self.params, self.warmup, self.ttl_secs if streaming else None, self.snapshot_every,
             self.clock, self.random_state, self.batch_size,
-            self.max_buffering_secs if streaming else None, self.output,
+            self.max_buffering_secs if streaming else None, self.output, self.id_field,
         )).with_output_types(
             tuple[str, AssignmentBatch] if self.output == "batches" else tuple[str, Assignment]
         ).with_outputs(

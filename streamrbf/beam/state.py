@@ -67,6 +67,8 @@ class ModelState(CacheAware):
         the next batch received so far.
     flush_at
         Processing time when the pending rows are flushed (None: no flush timer armed).
+    pending_ids
+        The ids of the pending rows, in order (None when events carry no ids).
 
     Examples
     --------
@@ -89,6 +91,7 @@ class ModelState(CacheAware):
     feature_names: tuple[str, ...] | None = None
     pending: np.ndarray | None = field(default=None, repr=False)
     flush_at: float | None = None
+    pending_ids: list[str | int] | None = field(default=None, repr=False)
 
     @property
     def initialised(self) -> bool:
@@ -127,7 +130,9 @@ class ModelState(CacheAware):
 
     def __sizeof__(self) -> int:
         arrays = (self.centers, self.counts, self.pending)
-        return object.__sizeof__(self) + 256 + sum(a.nbytes for a in arrays if a is not None)
+        ids = 64 * len(self.pending_ids) if self.pending_ids else 0
+        return (object.__sizeof__(self) + 256 + ids
+                + sum(a.nbytes for a in arrays if a is not None))
 
     def nbytes(self) -> int:
         """Encoded size in bytes (what one key costs in the state backend)."""
@@ -135,11 +140,13 @@ class ModelState(CacheAware):
 
 
 class ModelStateCoder(coders.Coder):
-    """Binary coder of :class:`ModelState`: a fixed header, the names as JSON, raw array bytes.
+    """Binary coder of :class:`ModelState`: a fixed header, the names as JSON, raw array bytes,
+    then the pending rows' ids as a JSON list when they have ids (nothing otherwise: a state
+    without ids encodes exactly as before ids existed).
 
     Registered for :class:`ModelState`, so Beam uses it for state, side inputs and shuffles. It is
     deterministic, keeps float32 centres in float32 (float64 otherwise) and still decodes states
-    written by the previous format version.
+    written by the previous format versions.
 
     Examples
     --------
@@ -150,8 +157,11 @@ class ModelStateCoder(coders.Coder):
     >>> len(data) == s.nbytes()
     True
     >>> t = coder.decode(data)
-    >>> t.centers.dtype, t.feature_names, t.n_pending
-    (dtype('float32'), ('x', 'y'), 1)
+    >>> t.centers.dtype, t.feature_names, t.n_pending, t.pending_ids
+    (dtype('float32'), ('x', 'y'), 1, None)
+    >>> s.pending_ids = ["e-9"]
+    >>> coder.decode(coder.encode(s)).pending_ids
+    ['e-9']
     >>> coder.decode(b"not a state")
     Traceback (most recent call last):
     ...
@@ -191,6 +201,7 @@ class ModelStateCoder(coders.Coder):
                 centers.tobytes(),
                 counts.tobytes(),
                 pending.tobytes(),
+                _ids_json(s.pending_ids) if s.pending_ids is not None and len(pending) else b"",
             ]
         )
 
@@ -214,10 +225,13 @@ class ModelStateCoder(coders.Coder):
         counts = np.frombuffer(data, np.float64, k, off).copy()
         off += k * 8
         pending = np.frombuffer(data, np.float64, m * d, off).reshape(m, d).copy() if m else None
+        off += m * d * 8
+        # The pending rows' ids, when they have some: a JSON list up to the end.
+        ids = json.loads(bytes(data[off:])) if len(data) > off else None
         if k == 0:
             centers = np.zeros((0, 0), dtype)
         return ModelState(centers, counts, t, t0, tmin, steps, seen, names, pending,
-                          None if flush_at != flush_at else flush_at)
+                          None if flush_at != flush_at else flush_at, ids)
 
     def is_deterministic(self) -> bool:
         return True
@@ -227,6 +241,11 @@ class ModelStateCoder(coders.Coder):
 
 
 coders.registry.register_coder(ModelState, ModelStateCoder)
+
+
+def _ids_json(ids: list[str | int]) -> bytes:
+    """Event ids (str or int) as compact JSON: deterministic, any int size, any text."""
+    return json.dumps(list(ids), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class EventChunk:
@@ -241,19 +260,23 @@ class EventChunk:
         The feature names (None for array events).
     rows
         The events, ``(n, d)``.
+    ids
+        The events' ids (``str`` or ``int``), one per row, or None when events carry none.
 
     Examples
     --------
-    >>> c = EventChunk(("x", "y"), np.array([[1.0, 2.0], [3.0, 4.0]]))
-    >>> len(c), c
-    (2, EventChunk(names=('x', 'y'), rows=(2, 2)))
+    >>> c = EventChunk(("x", "y"), np.array([[1.0, 2.0], [3.0, 4.0]]), ids=["e1", 2])
+    >>> len(c), c, c.ids
+    (2, EventChunk(names=('x', 'y'), rows=(2, 2)), ['e1', 2])
     """
 
-    __slots__ = ("names", "rows")
+    __slots__ = ("ids", "names", "rows")
 
-    def __init__(self, names: tuple[str, ...] | None, rows: np.ndarray) -> None:
+    def __init__(self, names: tuple[str, ...] | None, rows: np.ndarray,
+                 ids: list[str | int] | None = None) -> None:
         self.names = names
         self.rows = rows
+        self.ids = ids
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -266,22 +289,27 @@ _CHUNK_HEAD = struct.Struct("<IIi")
 
 
 class EventChunkCoder(coders.Coder):
-    """Binary coder of :class:`EventChunk`: ``(n, d, len(names JSON) or -1)``, names, raw rows.
+    """Binary coder of :class:`EventChunk`: ``(n, d, len(names JSON) or -1)``, names, raw rows,
+    then the ids as a JSON list when the chunk has ids (nothing otherwise).
 
     Registered for :class:`EventChunk`; deterministic; rows are decoded as a writable copy.
 
     Examples
     --------
     >>> c = EventChunkCoder().decode(EventChunkCoder().encode(EventChunk(None, np.eye(2))))
-    >>> c.names, c.rows.tolist()
-    (None, [[1.0, 0.0], [0.0, 1.0]])
+    >>> c.names, c.rows.tolist(), c.ids
+    (None, [[1.0, 0.0], [0.0, 1.0]], None)
+    >>> c = EventChunk(("x",), np.ones((2, 1)), ids=["a", 10**20])
+    >>> EventChunkCoder().decode(EventChunkCoder().encode(c)).ids
+    ['a', 100000000000000000000]
     """
 
     def encode(self, c: EventChunk) -> bytes:
         rows = np.ascontiguousarray(c.rows, dtype=np.float64)
         names = b"" if c.names is None else json.dumps(list(c.names)).encode()
         head = _CHUNK_HEAD.pack(rows.shape[0], rows.shape[1], -1 if c.names is None else len(names))
-        return b"".join([head, names, rows.tobytes()])
+        ids = b"" if c.ids is None else _ids_json(c.ids)
+        return b"".join([head, names, rows.tobytes(), ids])
 
     def decode(self, data: bytes) -> EventChunk:
         n, d, n_names = _CHUNK_HEAD.unpack_from(data, 0)
@@ -292,7 +320,9 @@ class EventChunkCoder(coders.Coder):
             off += n_names
         # A writable copy: torch warns on read-only numpy buffers.
         rows = np.frombuffer(data, np.float64, n * d, off).reshape(n, d).copy()
-        return EventChunk(names, rows)
+        off += n * d * 8
+        ids = json.loads(bytes(data[off:])) if len(data) > off else None
+        return EventChunk(names, rows, ids)
 
     def is_deterministic(self) -> bool:
         return True
@@ -412,6 +442,7 @@ def from_estimator(
 
 
 _ASSIGN_HEAD = struct.Struct("<qddI")
+_ID_INT = struct.Struct("<cq")
 # One Struct per membership count (at most n_clusters of them): header, int32 ids, float64 values.
 _ASSIGN_FORMATS: dict[int, struct.Struct] = {}
 
@@ -427,26 +458,54 @@ class AssignmentCoder(coders.Coder):
     """Binary coder of :class:`~streamrbf.assignment.Assignment`.
 
     The cluster, distance and temperature, then the non-zero memberships as (int32 id, float64)
-    pairs: a few dozen bytes per event. Registered for ``Assignment``; deterministic.
+    pairs: a few dozen bytes per event. Then the ``event_id``, if any, up to the end: nothing for
+    None (so the same bytes as before ids existed), ``b"q"`` + int64 for an int that fits,
+    ``b"s"`` + UTF-8 for a str, ``b"i"`` + decimal digits for a larger int. Registered for
+    ``Assignment``; deterministic.
 
     Examples
     --------
     >>> from streamrbf.assignment import Assignment
+    >>> coder = AssignmentCoder()
     >>> a = Assignment(1, {1: 0.75, 0: 0.25}, 0.5, 0.1)
-    >>> AssignmentCoder().decode(AssignmentCoder().encode(a)) == a
+    >>> coder.decode(coder.encode(a)) == a
     True
+    >>> [len(coder.encode(a._replace(event_id=i))) for i in (None, 7, "e-7")]
+    [52, 61, 56]
+    >>> coder.decode(coder.encode(a._replace(event_id="e-7"))).event_id
+    'e-7'
     """
 
     def encode(self, a: Any) -> bytes:
         m = a.memberships
         n = len(m)
-        return _assign_format(n).pack(a.cluster, a.distance, a.temperature, n, *m, *m.values())
+        data = _assign_format(n).pack(a.cluster, a.distance, a.temperature, n, *m, *m.values())
+        if len(a) < 5 or a[4] is None:  # (a 4-tuple: an Assignment pickled before event_id)
+            return data
+        i = a[4]
+        if isinstance(i, str):
+            return data + b"s" + i.encode("utf-8")
+        if -(2**63) <= i < 2**63:
+            return data + _ID_INT.pack(b"q", i)
+        return data + b"i" + str(int(i)).encode()
 
     def decode(self, data: bytes) -> Any:
         n = _ASSIGN_HEAD.unpack_from(data, 0)[3]
-        cluster, distance, temperature, _, *rest = _assign_format(n).unpack_from(data, 0)
+        f = _assign_format(n)
+        cluster, distance, temperature, _, *rest = f.unpack_from(data, 0)
+        event_id = None
+        if len(data) > f.size:
+            tag, tail = data[f.size:f.size + 1], bytes(data[f.size + 1:])
+            if tag == b"s":
+                event_id = tail.decode("utf-8")
+            elif tag == b"q":
+                event_id = _ID_INT.unpack_from(data, f.size)[1]
+            elif tag == b"i":
+                event_id = int(tail)
+            else:
+                raise ValueError(f"not an encoded Assignment: event id tag {tag!r}")
         return tuple.__new__(Assignment, (cluster, dict(zip(rest[:n], rest[n:])), distance,
-                                          temperature))
+                                          temperature, event_id))
 
     def is_deterministic(self) -> bool:
         return True
