@@ -379,9 +379,7 @@ class _ScoreAndLearnDoFn(beam.DoFn):
             if ids is not None:
                 ids = (state.pending_ids or [None] * state.n_pending) + ids
         before = state.n_steps if state.initialised else -1
-        # (ids passed only when there are some: subclasses may override _advance without them)
-        state = yield from (self._advance(key, state, rows, False) if ids is None
-                            else self._advance(key, state, rows, False, ids))
+        state = yield from self._advance(key, state, rows, False, ids)
         if self.max_buffering_secs is not None:
             # The flush timer runs from when the current batch started filling (GroupIntoBatches'
             # rule): armed when pending rows appear, re-armed when a batch was just learnt from.
@@ -404,8 +402,7 @@ class _ScoreAndLearnDoFn(beam.DoFn):
         state.flush_at = None
         if state.n_pending:
             ids = state.pending_ids
-            state = yield from (self._advance(key, state, state.pending, True) if ids is None
-                                else self._advance(key, state, state.pending, True, ids))
+            state = yield from self._advance(key, state, state.pending, True, ids)
         if final and not state.initialised and state.n_pending:
             rows, ids = state.pending, state.pending_ids
             k = int(self.params.get("n_clusters", 8))

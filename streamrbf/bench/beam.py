@@ -145,7 +145,7 @@ class _BatchOnlyDoFn(_ScoreAndLearnDoFn):
     """ClusterPerKey's stateful step without the model: the same state and re-batching, each
     batch only counted."""
 
-    def _advance(self, key, state, rows, flush):
+    def _advance(self, key, state, rows, flush, ids=None):
         b = self.batch_size
         n_full = len(rows) if flush else len(rows) - len(rows) % b
         for start in range(0, n_full, b):
@@ -159,7 +159,7 @@ class _ReEmitDoFn(_BatchOnlyDoFn):
     """The same state and re-batching, then each event of a batch leaves again as one
     ``(key, features)`` element: Beam's own cost of one output element per event."""
 
-    def _advance(self, key, state, rows, flush):
+    def _advance(self, key, state, rows, flush, ids=None):
         b = self.batch_size
         n_full = len(rows) if flush else len(rows) - len(rows) % b
         for start in range(0, n_full, b):
