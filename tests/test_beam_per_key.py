@@ -193,6 +193,29 @@ def test_assignment_output_coder_is_binary_and_stable():
         assert b == a and type(b) is Assignment
 
 
+def test_assignment_batch_output_coder_is_binary():
+    from streamrbf.assignment import AssignmentBatch
+    from streamrbf.beam.state import AssignmentBatchCoder
+
+    p = beam.Pipeline(runner="FnApiRunner")
+    out = p | beam.Create([("a", [1.0])]) | ClusterPerKey(1, warmup=1, output="batches")
+    coder = beam.coders.registry.get_coder(out.assignments.element_type)
+    assert coder == beam.coders.TupleCoder([beam.coders.StrUtf8Coder(), AssignmentBatchCoder()])
+    c = AssignmentBatchCoder()
+    rng = np.random.default_rng(0)
+    for ids in (None, [f"e{i}" for i in range(50)], list(range(50))):
+        lengths = rng.integers(1, 4, 50)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        vals = rng.random(int(offsets[-1]))
+        b = AssignmentBatch(rng.integers(0, 8, 50), rng.random(50), offsets,
+                            rng.integers(0, 8, int(offsets[-1])), vals, 0.25, ids)
+        data = c.encode(b)
+        assert c.encode(c.decode(data)) == data  # deterministic, lossless
+        assert c.decode(data).to_list() == b.to_list()
+    with pytest.raises(ValueError, match="not an encoded AssignmentBatch"):
+        c.decode(b"XXXX" + data[4:])
+
+
 @pytest.mark.parametrize("temperature", [1e-3, 0.05, 2.0, 30.0, 1e4])
 def test_assign_matches_the_kernel_for_any_sparsity(temperature):
     from streamrbf.beam.inference import assign

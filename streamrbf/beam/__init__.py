@@ -12,9 +12,10 @@ from .dead_letters import DeadLetter, ValidateEvents, parse_features, parse_keye
 from .global_model import ClusterGlobally, GlobalResult, latest_checkpoint
 from .inference import RBFModelHandler, assign
 from .per_key import ClusterPerKey, PerKeyResult, Snapshot
-from .state import AssignmentCoder, ModelState, ModelStateCoder
+from .state import AssignmentBatchCoder, AssignmentCoder, ModelState, ModelStateCoder
 
 __all__ = [
+    "AssignmentBatchCoder",
     "AssignmentCoder",
     "ClusterGlobally",
     "ClusterPerKey",

@@ -17,9 +17,10 @@ import numpy as np
 from apache_beam import coders
 from apache_beam.runners.worker.statecache import CacheAware
 
-from ..assignment import Assignment
+from ..assignment import Assignment, AssignmentBatch
 
 __all__ = [
+    "AssignmentBatchCoder",
     "AssignmentCoder",
     "EventChunk",
     "EventChunkCoder",
@@ -515,3 +516,65 @@ class AssignmentCoder(coders.Coder):
 
 
 coders.registry.register_coder(Assignment, AssignmentCoder)
+
+
+_BATCH_HEAD = struct.Struct("<4sIIdi")  # magic, n events, nnz, temperature, len(ids JSON) or -1
+
+
+class AssignmentBatchCoder(coders.Coder):
+    """Binary coder of :class:`~streamrbf.assignment.AssignmentBatch` (``ClusterPerKey(output=
+    "batches")``): a header, then the columns as raw little-endian arrays (int64 clusters and
+    offsets, float64 distances and values, int32 membership clusters), then the event ids as
+    JSON when there are any. About 20 bytes per one-hot event; no pickle. Registered for
+    ``AssignmentBatch``; deterministic.
+
+    Examples
+    --------
+    >>> b = AssignmentBatch(np.array([0, 1]), np.array([0.5, 2.0]), np.array([0, 1, 3]),
+    ...                     np.array([0, 1, 0]), np.array([1.0, 0.75, 0.25]), 0.1, ["a", 7])
+    >>> c = AssignmentBatchCoder()
+    >>> back = c.decode(c.encode(b))
+    >>> back.to_list() == b.to_list(), len(c.encode(b))
+    (True, 123)
+    """
+
+    _MAGIC = b"SRAB"
+
+    def encode(self, b: AssignmentBatch) -> bytes:
+        n, nnz = len(b.clusters), len(b.member_values)
+        ids = b"" if b.event_ids is None else json.dumps(
+            list(b.event_ids), separators=(",", ":")).encode()
+        head = _BATCH_HEAD.pack(self._MAGIC, n, nnz, float(b.temperature),
+                                -1 if b.event_ids is None else len(ids))
+        return b"".join([
+            head,
+            np.ascontiguousarray(b.clusters, "<i8").tobytes(),
+            np.ascontiguousarray(b.distances, "<f8").tobytes(),
+            np.ascontiguousarray(b.offsets, "<i8").tobytes(),
+            np.ascontiguousarray(b.member_clusters, "<i4").tobytes(),
+            np.ascontiguousarray(b.member_values, "<f8").tobytes(),
+            ids,
+        ])
+
+    def decode(self, data: bytes) -> AssignmentBatch:
+        magic, n, nnz, temperature, n_ids = _BATCH_HEAD.unpack_from(data, 0)
+        if magic != self._MAGIC:
+            raise ValueError(f"not an encoded AssignmentBatch (magic {magic!r})")
+        off = _BATCH_HEAD.size
+        columns = []
+        for dtype, size in (("<i8", n), ("<f8", n), ("<i8", n + 1), ("<i4", nnz), ("<f8", nnz)):
+            columns.append(np.frombuffer(data, dtype, size, off).astype(dtype[1:], copy=True))
+            off += size * int(dtype[2])
+        ids = None if n_ids < 0 else json.loads(bytes(data[off:off + n_ids]))
+        clusters, distances, offsets, member_clusters, member_values = columns
+        return AssignmentBatch(clusters, distances, offsets, member_clusters.astype(np.int64),
+                               member_values, temperature, ids)
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self) -> Any:
+        return AssignmentBatch
+
+
+coders.registry.register_coder(AssignmentBatch, AssignmentBatchCoder)
