@@ -10,6 +10,8 @@ unequal-variance data, 5 seeds each.
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from typing import Any
@@ -110,6 +112,8 @@ def gpu_speed(
             rows.append(
                 {
                     "device": torch.cuda.get_device_name(),
+                    "host": f"Python {platform.python_version()}, torch {torch.__version__}, "
+                    f"{os.cpu_count()} CPU cores",
                     "d": d,
                     "k": k,
                     "batch": batch,
@@ -211,6 +215,9 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{r['events_per_s'] / 1e6:,.0f} M | {r['us_per_step']:.0f} | "
                 f"{r['first_step_s']:.1f} s |"
             )
+        hosts = sorted({r["host"] for r in result["gpu"] if r.get("host")})
+        if hosts:
+            lines += ["", "GPU machine: " + "; ".join(hosts) + "."]
     return "\n".join(lines)
 
 
