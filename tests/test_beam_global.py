@@ -99,6 +99,19 @@ def test_same_random_state_same_model(data, tmp_path):
     assert (tmp_path / "run0").read_text() == (tmp_path / "run1").read_text()
 
 
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_streaming_auto_temperature_follows_the_scale_of_the_init_centres(tmp_path, scale):
+    from streamrbf.beam.global_model import _initial_checkpoint
+
+    C0 = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 3.0]]) * scale
+    _initial_checkpoint({"init": C0}, str(tmp_path), 0)
+    model = RBFKMeans.load(latest_checkpoint(str(tmp_path)))
+    # nearest-other-centre squared distances 9, 16, 9: auto = half their mean, started at 4 x
+    t0 = 4 * 0.5 * (9 + 16 + 9) / 3 * scale**2
+    assert model.temperature_ == pytest.approx(t0, rel=1e-12)
+    assert model.temperature_schedule_.minimum == pytest.approx(1e-3 * t0, rel=1e-12)
+
+
 def test_checkpoint_restart_continues_training(data, tmp_path):
     X, C0 = data
     ckpt = tmp_path / "ckpt"

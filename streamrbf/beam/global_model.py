@@ -23,7 +23,8 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
-from ..kmeans import _AUTO_MIN_RATIO
+from ..kmeans import _AUTO_MIN_RATIO, _AUTO_SCALE
+from ..temperature import auto_temperature
 from .dead_letters import ValidateEvents
 from .inference import assign
 from .state import ModelState, ModelStateCoder, from_estimator, to_estimator
@@ -271,7 +272,15 @@ def _initial_checkpoint(params: dict[str, Any], checkpoint_dir: str, seed: int) 
                          "checkpoint_dir to start from")
     C = np.asarray(init, dtype=np.float64)
     t = params.get("temperature", "auto")
-    t0 = float(t) if not isinstance(t, str) else 1.0
+    if isinstance(t, str):
+        # No data yet: the core's "auto" rule with the init centres themselves as the sample
+        # (each centre's squared distance to its nearest other centre), so the start is hot on
+        # the scale of the clusters, whatever the units of the features.
+        D = ((C[:, None, :] - C[None, :, :]) ** 2).sum(-1)
+        np.fill_diagonal(D, np.inf)
+        t0 = _AUTO_SCALE * auto_temperature(D)
+    else:
+        t0 = float(t)
     tmin = params.get("min_temperature", "auto")
     tmin = float(tmin) if not isinstance(tmin, str) else _AUTO_MIN_RATIO * t0
     state = ModelState(C, np.zeros(len(C)), t0, t0, min(tmin, t0))
@@ -307,7 +316,10 @@ class ClusterGlobally(beam.PTransform):
     must be an array). The side input is the slowly-updating pattern: a ``PeriodicImpulse``
     every ``refresh_secs`` loads the newest checkpoint (``impulses`` replaces it with any windowed
     PTransform of ticks, e.g. for runners without splittable DoFns). ``model`` and ``history``
-    are then the stream of updated models.
+    are then the stream of updated models. A stream that starts from an ``init`` array with
+    ``temperature="auto"`` has no data to scale the temperature by: it starts at the core's rule
+    applied to the init centres themselves (4 x half the mean squared distance from each centre
+    to its nearest other one).
 
     Parameters
     ----------
@@ -318,7 +330,8 @@ class ClusterGlobally(beam.PTransform):
     n_shards
         Shards the events are split into; each one's statistics are computed on one worker.
     init_sample
-        Events sampled to initialise the model.
+        Events sampled to initialise the model: a bottom-k sample by a hash seeded from
+        ``random_state``, so the same seed and events give the same model on any runner.
     checkpoint_dir
         Where every model is written, and resumed from (required for unbounded input).
     assign
