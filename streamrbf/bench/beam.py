@@ -178,7 +178,14 @@ def _measure(name: str, n_keys: int, n: int, d: int, k: int, batch: int, repeats
 
 
 def run(quick: bool = False) -> dict:
-    """Time the pipelines; print a Markdown report and return the numbers."""
+    """Time the pipelines; print a Markdown report and return the numbers.
+
+    Examples
+    --------
+    >>> r = run(quick=True)   # about a minute  # doctest: +SKIP
+    >>> sorted(r)[:3]   # doctest: +SKIP
+    ['batches_overhead_vs_bare', 'batches_speedup_vs_online_clustering', ...]
+    """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 

@@ -27,7 +27,13 @@ __all__ = ["DigitsConfig", "SeedResult", "cluster_accuracy", "main", "run", "run
 
 @dataclass(frozen=True)
 class DigitsConfig:
-    """Hyper-parameters of the comparison (defaults: the reported run)."""
+    """Hyper-parameters of the comparison (defaults: the reported run).
+
+    Examples
+    --------
+    >>> DigitsConfig(joint_epochs=2)
+    DigitsConfig(n_clusters=10, code_dim=10, ..., joint_epochs=2, lam=0.01, ...)
+    """
 
     n_clusters: int = 10
     code_dim: int = 10
@@ -52,7 +58,14 @@ class DigitsConfig:
 
 @dataclass
 class SeedResult:
-    """Accuracy and NMI of the three methods for one seed, plus what the figure needs."""
+    """Accuracy and NMI of the three methods for one seed, plus what the figure needs.
+
+    Examples
+    --------
+    >>> r = SeedResult(0, 0.79, 0.74, 0.81, 0.78, 0.83, 0.79, seconds=9.0)
+    >>> round(r.joint_acc - r.two_step_acc, 2), r.codes_end is None
+    (0.02, True)
+    """
 
     seed: int
     raw_acc: float
@@ -70,7 +83,13 @@ class SeedResult:
 
 
 def cluster_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Accuracy under the best one-to-one matching of clusters to classes (Hungarian)."""
+    """Accuracy under the best one-to-one matching of clusters to classes (Hungarian).
+
+    Examples
+    --------
+    >>> cluster_accuracy(np.array([0, 0, 1, 1, 2]), np.array([2, 2, 0, 0, 0]))  # ids are arbitrary
+    0.8
+    """
     from scipy.optimize import linear_sum_assignment
 
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
@@ -140,7 +159,15 @@ def _pretrain(
 def run_seed(
     seed: int, config: DigitsConfig = DigitsConfig(), keep_codes: bool = False
 ) -> SeedResult:
-    """All three methods for one seed; ``keep_codes`` also returns what the figure needs."""
+    """All three methods for one seed; ``keep_codes`` also returns what the figure needs.
+
+    Examples
+    --------
+    >>> tiny = DigitsConfig(pretrain_epochs=1, joint_epochs=1, kmeans_restarts=1)
+    >>> r = run_seed(0, tiny)   # seconds; the reported run takes ~10 s a seed
+    >>> 0.5 < r.raw_acc <= 1.0 and 0.0 <= r.joint_nmi <= 1.0
+    True
+    """
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
     start = time.perf_counter()
@@ -200,7 +227,14 @@ def run_seed(
 
 
 def run(seeds: int = 5, config: DigitsConfig = DigitsConfig()) -> list[SeedResult]:
-    """Seeds ``0 .. seeds-1``; the first keeps its codes for the figure."""
+    """Seeds ``0 .. seeds-1``; the first keeps its codes for the figure.
+
+    Examples
+    --------
+    >>> results = run(seeds=5)   # about a minute: the docs table  # doctest: +SKIP
+    >>> [round(r.joint_acc, 3) for r in results]   # doctest: +SKIP
+    [0.771, 0.853, 0.827, 0.807, 0.811]
+    """
     return [run_seed(s, config, keep_codes=(s == 0)) for s in range(seeds)]
 
 
@@ -259,6 +293,13 @@ def figure(result: SeedResult, path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[SeedResult]:
+    """``python -m streamrbf.experiments.digits [--seeds N] [--epochs E] [--out FILE]``: run the
+    comparison, print the table (and write it and the figure when asked).
+
+    Examples
+    --------
+    >>> main(["--seeds", "5", "--figure", "docs/img/digits_codes.png"])  # doctest: +SKIP
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=None, help="joint epochs (default: config)")
