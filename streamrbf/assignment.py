@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice, repeat
@@ -87,8 +88,8 @@ class AssignmentBatch:
     >>> import numpy as np
     >>> b = AssignmentBatch(np.array([0, 1]), np.array([0.5, 2.0]), np.array([0, 1, 3]),
     ...                     np.array([0, 1, 0]), np.array([1.0, 0.75, 0.25]), temperature=0.1)
-    >>> len(b), b[1]
-    (2, Assignment(cluster=1, memberships={1: 0.75, 0: 0.25}, distance=2.0, temperature=0.1, \
+    >>> len(b), b[-1] == b[1], b[1]
+    (2, True, Assignment(cluster=1, memberships={1: 0.75, 0: 0.25}, distance=2.0, temperature=0.1, \
 event_id=None))
     >>> b = AssignmentBatch(b.clusters, b.distances, b.offsets, b.member_clusters,
     ...                     b.member_values, 0.1, event_ids=["e1", 7])
@@ -130,6 +131,11 @@ event_id=None))
         return len(self.clusters)
 
     def __getitem__(self, i: int) -> Assignment:
+        n = len(self.clusters)
+        i = operator.index(i)  # ints only (a slice is a TypeError, as for tuple-less records)
+        if not -n <= i < n:
+            raise IndexError(f"assignment index {i} out of range for a batch of {n}")
+        i %= n
         lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
         members = dict(zip(self.member_clusters[lo:hi].tolist(),
                            self.member_values[lo:hi].tolist()))

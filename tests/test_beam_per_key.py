@@ -581,3 +581,31 @@ def test_event_ids_on_a_stream_with_processing_time_flush():
                     equal_to([(k, i) for i, (k, _) in truth.items()]), label="Ids")
         assert_that(out.dead_letters | beam.Map(lambda d: d.reason),
                     equal_to(["event has no 'id' field"]), label="Dead")
+
+
+@pytest.mark.parametrize("output", ["events", "batches"])
+def test_text_utf8_cannot_encode_goes_to_dead_letters_not_a_crash(output, tmp_path):
+    # JSON may carry lone surrogates ("\ud800"); Beam's string coders cannot encode them.
+    import json
+
+    good = [["a", {"id": f"e{i}", "x": float(i % 2) * 5}] for i in range(30)]
+    bad = [
+        ["a", '{"id": "bad\\ud800", "x": 1.0}'],  # an id UTF-8 cannot encode
+        ["a", '{"id": "n", "x\\ud800": 1.0}'],    # such a feature name: not the stream's
+    ]
+    # The events are plain ASCII JSON text; the surrogates appear when ClusterPerKey parses them.
+    # (A key or raw text holding one must come from an upstream step, whose outputs Beam already
+    # encodes, if only to sample their sizes: the parser's key check is a second line.)
+    lines = [json.dumps(e) for e in good + bad]
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = (p | beam.Create(lines) | beam.Map(lambda line: tuple(json.loads(line)))
+               | ClusterPerKey(2, batch_size=10, warmup=10, id_field="id", output=output))
+        rows = out.assignments
+        if output == "batches":
+            rows = rows | beam.FlatMap(lambda kv: [(kv[0], a) for a in kv[1]])
+        # cross a stage (GroupByKey): every output is encoded by its coder
+        ids = rows | beam.Map(lambda kv: (0, kv[1].event_id)) | "G1" >> beam.GroupByKey()
+        dead = out.dead_letters | beam.Map(lambda d: (0, d)) | "G2" >> beam.GroupByKey()
+        assert_that(ids | beam.Map(lambda kv: sorted(kv[1])),
+                    equal_to([sorted(f"e{i}" for i in range(30))]), label="Ids")
+        assert_that(dead | beam.Map(lambda kv: len(kv[1])), equal_to([2]), label="Dead")

@@ -60,11 +60,41 @@ class DeadLetter(NamedTuple):
         if isinstance(event, bytes):
             text = event.decode("utf-8", "replace")
         key = key if isinstance(key, str) or key is None else repr(key)
-        return cls(key, text[:_MAX_EVENT_CHARS], reason, stage)
+        key = None if key is None else _utf8_safe(key)
+        return cls(key, _utf8_safe(text[:_MAX_EVENT_CHARS]), _utf8_safe(reason), stage)
 
     def to_json(self) -> str:
         """One JSON line (what the main job writes)."""
         return json.dumps(self._asdict())
+
+
+def _utf8_safe(text: str) -> str:
+    """``text``, with what UTF-8 cannot encode (lone surrogates, which JSON text may carry)
+    written as backslash escapes: Beam's string coders would fail on them.
+
+    Examples
+    --------
+    >>> _utf8_safe("caf\\u00e9"), _utf8_safe("bad\\ud800")
+    ('café', 'bad\\\\ud800')
+    """
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def is_utf8_text(text: str) -> bool:
+    """Whether ``text`` can be encoded as UTF-8 (no lone surrogates): keys and ids must be.
+
+    Examples
+    --------
+    >>> is_utf8_text("sensor-7"), is_utf8_text("caf\\u00e9"), is_utf8_text("bad\\ud800")
+    (True, True, False)
+    """
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _real(name: str, value: Any) -> float:
@@ -220,6 +250,8 @@ def _pair(element: Any) -> tuple[str, Any]:
     key, features = element
     if not isinstance(key, str) or not key:
         raise TypeError(f"key must be a non-empty str, got {type(key).__name__} {key!r}")
+    if not is_utf8_text(key):
+        raise ValueError(f"key {key!r} is not valid Unicode text (a lone surrogate)")
     return key, features
 
 
@@ -255,6 +287,8 @@ def _pop_event_id(event: Any, id_field: str) -> tuple[str | int, Any]:
     event_id = event[id_field]
     if isinstance(event_id, str):
         event_id = str(event_id)
+        if not is_utf8_text(event_id):
+            raise ValueError(f"{id_field!r} {event_id!r} is not valid Unicode text")
     elif isinstance(event_id, int) and not isinstance(event_id, bool):
         event_id = int(event_id)
     else:

@@ -19,7 +19,13 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP as _MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from ..assignment import Assignment, AssignmentBatch
-from .dead_letters import DEAD_LETTERS, DeadLetter, _parse_keyed_with_id, parse_keyed
+from .dead_letters import (
+    DEAD_LETTERS,
+    DeadLetter,
+    _parse_keyed_with_id,
+    is_utf8_text,
+    parse_keyed,
+)
 from .inference import _batch_cpu
 from .state import (
     EventChunk,
@@ -127,7 +133,8 @@ class _ParseAndBatchDoFn(beam.DoFn):
             t = type(features)
             # Fast path, plain (str, list of numbers): one type check per value, one finiteness
             # check per event (a sum; an overflow or a non-finite value takes the full parser).
-            if (type(key) is str and key and (t is list or t is tuple) and features
+            if (type(key) is str and key and (key.isascii() or is_utf8_text(key))
+                    and (t is list or t is tuple) and features
                     and _NUMBER_TYPES.issuperset(map(type, features))
                     and (self._dim is None or len(features) == self._dim)):
                 try:

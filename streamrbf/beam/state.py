@@ -525,7 +525,7 @@ class AssignmentBatchCoder(coders.Coder):
     """Binary coder of :class:`~streamrbf.assignment.AssignmentBatch` (``ClusterPerKey(output=
     "batches")``): a header, then the columns as raw little-endian arrays (int64 clusters and
     offsets, float64 distances and values, int32 membership clusters), then the event ids as
-    JSON when there are any. About 20 bytes per one-hot event; no pickle. Registered for
+    JSON when there are any. 36 bytes per one-hot event; no pickle. Registered for
     ``AssignmentBatch``; deterministic.
 
     Examples
