@@ -560,9 +560,20 @@ class RBFKMeans:
             scalars = torch.tensor([schedule.value, decay], dtype=torch.float64).to(
                 X.device, non_blocking=True
             )
-            out = compiled_fused_step(mode, tuple(C0.shape))(
-                X, C0, n0, scalars[0], scalars[1], ratio, self.mapping
-            )
+            try:
+                out = compiled_fused_step(mode, tuple(C0.shape))(
+                    X, C0, n0, scalars[0], scalars[1], ratio, self.mapping
+                )
+            except Exception as err:
+                # e.g. dynamo's recompile limit after many batch sizes: the eager step computes
+                # the same numbers (and raises again if the problem is not the compiler).
+                warnings.warn(
+                    f"torch.compile could not run this step ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0][:200]}); using the eager step",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                out = fused_step(X, C0, n0, schedule.value, decay, ratio, self.mapping)
             # CUDA graphs reuse their output buffers on the next replay: keep our own copies.
             C, counts = out.centers.clone(), out.counts.clone()
         else:
@@ -571,6 +582,11 @@ class RBFKMeans:
         finite, loss, support, inertia, starving = out.flags.tolist()
         if not finite:
             check_finite(X)  # raises, naming the first bad entry; the model is untouched
+        if not math.isfinite(loss):
+            raise ValueError(
+                f"squared distances overflow {X.dtype} for this batch (values up to "
+                f"{float(X.abs().max()):.3g}); rescale the data or use dtype='float64'"
+            )
         if starving and ratio > 0:
             rng_state = self._rng.bit_generator.state
             try:

@@ -11,6 +11,7 @@ mean (MacQueen) when ``a = 1``.
 from __future__ import annotations
 
 import functools
+import types
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -405,10 +406,10 @@ def fused_step(
 @functools.cache
 def compiled_fused_step(mode: str = "default", shape: tuple[int, ...] | None = None):
     """:func:`fused_step` through ``torch.compile``, one compiled function per ``mode`` and model
-    ``shape`` (k, d): each compiles for fixed shapes, so a process running models of several
-    shapes does not fall into dynamic-shape recompiles (measured on an H200: 40 ms a step for a
-    second shape sharing one function, against 0.4 ms). Pass the temperature and decay as 0-d
-    tensors on the data's device, so a new value does not recompile.
+    ``shape`` (k, d), each for fixed shapes (a new batch size compiles once more). Each gets its
+    own copy of the code object, hence its own dynamo cache and recompile limit: models of
+    several shapes in one process do not share (and exhaust) one. Pass the temperature and
+    decay as 0-d tensors on the data's device, so a new value does not recompile.
 
     Examples
     --------
@@ -416,7 +417,15 @@ def compiled_fused_step(mode: str = "default", shape: tuple[int, ...] | None = N
     >>> step is compiled_fused_step("reduce-overhead", (8, 16))
     True
     """
-    return torch.compile(fused_step, mode=mode, fullgraph=True, dynamic=False)
+    # A code object that differs by name (an equal copy would share dynamo's cache entry).
+    name = f"fused_step_{mode.replace('-', '_')}_{'_'.join(map(str, shape or ()))}"
+    names = {"co_name": name}
+    if hasattr(fused_step.__code__, "co_qualname"):  # Python >= 3.11
+        names["co_qualname"] = name
+    fn = types.FunctionType(fused_step.__code__.replace(**names), fused_step.__globals__, name,
+                            fused_step.__defaults__, fused_step.__closure__)
+    fn.__kwdefaults__ = fused_step.__kwdefaults__
+    return torch.compile(fn, mode=mode, fullgraph=True, dynamic=False)
 
 
 def _step(c64, counts, mass, sums, decay):

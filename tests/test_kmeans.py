@@ -385,6 +385,46 @@ def test_fused_accelerator_step_equals_the_cpu_step(blobs, compile):
     assert_same_state(state_of(fused), before)
 
 
+def test_compiled_step_survives_many_batch_sizes_and_model_shapes(monkeypatch):
+    # dynamo's guards and recompile limit, without C++ code generation: the "eager" backend
+    import streamrbf.statistics as S
+
+    real = torch.compile
+    monkeypatch.setattr(S.torch, "compile", lambda fn, mode=None, **kw: real(fn, backend="eager",
+                                                                             **kw))
+    S.compiled_fused_step.cache_clear()
+    try:
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(400, 3)) + np.repeat(np.eye(3) * 6, [134, 133, 133], axis=0)[:400]
+        host = RBFKMeans(3, random_state=0, compile=True).partial_fit(X[:60])
+        dev = copy.deepcopy(host)
+        with pytest.warns(RuntimeWarning, match="using the eager step"):
+            for b in range(5, 17):  # 12 batch sizes: past the limit of 8 recompiles
+                host.partial_fit(X[100 : 100 + b])
+                dev._device_step(torch.from_numpy(X[100 : 100 + b]))
+        np.testing.assert_allclose(dev.cluster_centers_, host.cluster_centers_, atol=1e-9)
+        assert dev.n_steps_ == host.n_steps_
+        # models of many shapes do not share one recompile limit
+        import warnings as w
+
+        with w.catch_warnings():
+            w.simplefilter("error", RuntimeWarning)
+            for k in range(4, 14):  # (k=3's function used its 8 recompiles above)
+                m = RBFKMeans(k, random_state=0, compile=True).partial_fit(X[:100])
+                m._device_step(torch.from_numpy(X[100:164]))
+    finally:
+        S.compiled_fused_step.cache_clear()
+
+
+def test_fused_step_refuses_a_batch_whose_distances_overflow():
+    X = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
+    model = RBFKMeans(2, random_state=0).partial_fit(X)
+    before = state_of(model)
+    with pytest.raises(ValueError, match="overflow torch.float32"):
+        model._device_step(torch.full((10, 2), 3e19))  # finite, but its squares are not
+    assert_same_state(state_of(model), before)
+
+
 def test_fused_step_reseeds_a_starved_centre_like_the_cpu_step():
     rng = np.random.default_rng(1)
     X = np.concatenate([rng.normal(0, 0.1, (200, 2)), rng.normal(8, 0.1, (200, 2))])
