@@ -6,8 +6,8 @@ a built-in generator of several keyed streams whose clusters drift; ``--input`` 
 (``*.jsonl``, ``*.json``) or CSV files (with a header) instead, one event per line with a key field
 and numeric features. ``--input_subscription`` / ``--input_topic`` read JSON events from Pub/Sub (a
 streaming job; needs ``apache-beam[gcp]``). Every other flag goes to Beam (``--runner``,
-``--streaming``, Dataflow / Flink options; a flag Beam does not know is a usage error); the runner
-defaults to the in-process ``FnApiRunner``.
+``--streaming``, Dataflow / Flink options; see :func:`beam_options` for unknown flags); the
+runner defaults to the in-process ``FnApiRunner``.
 
 Writes to ``--output_dir`` (default ``./streamrbf-output``): ``assignments.jsonl``,
 ``dead_letters.jsonl``, ``snapshots.jsonl`` (each stream's model after its steps),
@@ -405,14 +405,21 @@ def _plot(history: dict[str, list[dict[str, Any]]], path: Path) -> None:
     plt.close(fig)
 
 
+_LOCAL_RUNNERS = frozenset(
+    {"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner"})
+
+
+def _runner_name(options: PipelineOptions) -> str:
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return str(name).rsplit(".", 1)[-1]
+
+
 def _in_process(options: PipelineOptions) -> bool:
     """Whether the DoFns run in this process (Beam's local runners, not multi-processing)."""
     from apache_beam.options.pipeline_options import DirectOptions
 
-    runner = options.view_as(StandardOptions).runner
-    name = runner if isinstance(runner, str) else type(runner).__name__
-    local = {"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner"}
-    return (str(name).rsplit(".", 1)[-1] in local
+    return (_runner_name(options) in _LOCAL_RUNNERS
             and options.view_as(DirectOptions).direct_running_mode != "multi_processing")
 
 
@@ -468,6 +475,39 @@ def _near_misses(unknown: Sequence[str], parser: argparse.ArgumentParser) -> dic
     return misses
 
 
+def beam_options(beam_args: Sequence[str], parser: argparse.ArgumentParser) -> PipelineOptions:
+    """Beam's options from the job's left-over flags, the runner pinned to the in-process
+    FnApiRunner unless one is given. A near miss of a known flag is a usage error; so is any
+    flag no Beam Python option declares on a local runner (which would silently ignore it). On
+    other runners such flags (Flink's ``--checkpointing_interval``, say) go to the job server as
+    they are, with a note on stderr.
+
+    Examples
+    --------
+    >>> _runner_name(beam_options([], run_parser()))
+    'FnApiRunner'
+    >>> flink = ["--runner=FlinkRunner", "--checkpointing_interval=60000"]
+    >>> _runner_name(beam_options(flink, run_parser()))   # (and a note on stderr)
+    'FlinkRunner'
+    """
+    unknown = unknown_beam_flags(beam_args)
+    typos = _near_misses(unknown, parser)
+    if typos:
+        parser.error("unrecognized arguments: " + ", ".join(
+            f"{flag} (did you mean {match}?)" for flag, match in typos.items()))
+    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        beam_args = ["--runner=FnApiRunner", *beam_args]
+    options = PipelineOptions(list(beam_args))
+    if unknown and _runner_name(options) in _LOCAL_RUNNERS:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (Beam's local runners read "
+                     "no such option)")
+    if unknown:
+        # a typo would land here too: say what is passed on
+        print(f"streamrbf run: passing flags no Beam Python option declares to the runner: "
+              f"{' '.join(unknown)}", file=sys.stderr)
+    return options
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job with the flags of ``streamrbf run``; Beam flags pass through. Returns 0;
     raises on failure (``streamrbf.cli.main`` turns that into an exit code and one line).
@@ -480,19 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = run_parser(prog="streamrbf run")
     args, beam_args = parser.parse_known_args(argv)
-    unknown = unknown_beam_flags(beam_args)
-    typos = _near_misses(unknown, parser)
-    if typos:
-        parser.error("unrecognized arguments: " + ", ".join(
-            f"{flag} (did you mean {match}?)" for flag, match in typos.items()))
-    if unknown:
-        # Runner options Beam's Python SDK does not declare (Flink's --checkpointing_interval,
-        # say) reach the job server as they are; say so, since a typo would land here too.
-        print(f"streamrbf run: passing flags no Beam Python option declares to the runner: "
-              f"{' '.join(unknown)}", file=sys.stderr)
-    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        beam_args = ["--runner=FnApiRunner", *beam_args]
-    options = PipelineOptions(beam_args)
+    options = beam_options(beam_args, parser)
     streaming = bool(options.view_as(StandardOptions).streaming
                      or args.input_subscription or args.input_topic)
     if streaming:

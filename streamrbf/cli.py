@@ -210,9 +210,10 @@ input (one of):
                          features) or, for *.csv, CSV files with a header line
   --input_subscription / --input_topic
                          JSON events from Pub/Sub: a streaming job (needs apache-beam[gcp])
-Any flag not listed below goes to Beam (--runner, --streaming, Dataflow and Flink options); one
-no Beam Python option declares is passed to the runner with a note, a near miss of a known flag
-(--ouptut_dir) is an error. The runner defaults to Beam's in-process FnApiRunner.
+Any flag not listed below goes to Beam (--runner, --streaming, Dataflow and Flink options). A
+near miss of a known flag (--ouptut_dir) is an error; so is a flag no Beam Python option declares
+on a local runner; on other runners such a flag (Flink's --checkpointing_interval) is passed to
+the job server with a note. The runner defaults to Beam's in-process FnApiRunner.
 
 output, in --output_dir (the three .jsonl files of an earlier run there are replaced):
   assignments.jsonl    one line per clustered event: key, cluster, distance, temperature and
