@@ -86,6 +86,25 @@ def test_seeded_sample_ignores_order_and_sharding():
     np.testing.assert_array_equal(sample([rows[::3], rows[1::3], rows[2::3]]), one)
     assert not np.array_equal(sample([rows], seed=2), one)
 
+    # Repeated events: every value is kept with its exact count, in proportion (the sample does
+    # not collapse onto one repeated value), whatever the order and sharding.
+    values = np.repeat(np.array([[0.0, 0.0], [10.0, 0.0], [20.0, 0.0]]), [600, 300, 100], axis=0)
+    mixed = values[np.random.default_rng(1).permutation(len(values))]
+    dup = sample([mixed])
+    assert sorted(map(tuple, np.unique(dup, axis=0))) == [(0.0, 0.0), (10.0, 0.0), (20.0, 0.0)]
+    assert [int((dup[:, 0] == v).sum()) for v in (0.0, 10.0, 20.0)] == [30, 15, 5]
+    np.testing.assert_array_equal(sample([mixed[::2], mixed[1::2]]), dup)
+
+
+def test_repeated_events_initialise_every_cluster():
+    rows = [[v, 0.0] for v in (0.0, 10.0, 20.0) for _ in range(300)]
+    np.random.default_rng(0).shuffle(rows)
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(rows) | ClusterGlobally(
+            3, steps=2, n_shards=2, init_sample=100, random_state=0, n_features=2)
+        assert_that(out.model | beam.Map(lambda m: sorted(np.round(m.centers[:, 0], 6))),
+                    equal_to([[0.0, 10.0, 20.0]]))
+
 
 def test_same_random_state_same_model(data, tmp_path):
     # k-means++ initialisation from a sample: the same seed gives the same model, run after run.

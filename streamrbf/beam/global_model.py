@@ -114,36 +114,68 @@ class GlobalResult(NamedTuple):
 
 
 class _SeededSample(beam.CombineFn):
-    """The ``size`` events with the smallest seeded 64-bit hash of their values (a bottom-k
-    sample): a uniform sample that is the same whatever the order, sharding or runner, so the
-    initial model follows from ``random_state`` alone (Beam's SampleCombineFn draws from Python's
-    unseeded ``random``)."""
+    """A sample of about ``size`` events that depends on ``seed`` and the events alone, never on
+    their order, sharding or runner (Beam's SampleCombineFn draws from Python's unseeded
+    ``random``), so the initial model follows from ``random_state``.
+
+    The distinct event values with the ``size`` smallest seeded 64-bit hashes are kept (a bottom-k
+    sample), each with its exact count: a value kept in the end has one of the smallest hashes in
+    every shard it occurs in, so its counts add up exactly. The output repeats each kept value in
+    proportion to its count (at least once), so repeated events weigh as often as they occur
+    instead of the sample collapsing onto one of them.
+    """
 
     def __init__(self, size: int, seed: int) -> None:
         self.size = size
         self.key = int(seed).to_bytes(8, "little", signed=True)
 
-    def create_accumulator(self) -> list[tuple[int, bytes]]:
-        return []  # a max-heap of (-hash, row bytes) holding the smallest hashes
+    def create_accumulator(self) -> dict[bytes, list[int]]:
+        return {}  # row bytes -> [hash, count], the `size` smallest hashes
 
-    def add_input(self, heap: list[tuple[int, bytes]], row: Any) -> list[tuple[int, bytes]]:
+    def _hash(self, data: bytes) -> int:
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8, key=self.key).digest(),
+                              "little")
+
+    def add_input(self, acc: dict[bytes, list[int]], row: Any) -> dict[bytes, list[int]]:
         data = np.ascontiguousarray(row, dtype=np.float64).tobytes()
-        h = int.from_bytes(hashlib.blake2b(data, digest_size=8, key=self.key).digest(), "little")
-        if len(heap) < self.size:
-            heapq.heappush(heap, (-h, data))
-        elif -h > heap[0][0]:
-            heapq.heapreplace(heap, (-h, data))
-        return heap
+        entry = acc.get(data)
+        if entry is not None:
+            entry[1] += 1
+            return acc
+        acc[data] = [self._hash(data), 1]
+        if len(acc) > 2 * self.size:  # trim now and then: amortised O(1) per event
+            self._trim(acc)
+        return acc
 
-    def merge_accumulators(self, heaps: Iterable[list[tuple[int, bytes]]]
-                           ) -> list[tuple[int, bytes]]:
-        merged = heapq.nsmallest(self.size, ((-h, d) for heap in heaps for h, d in heap))
-        heap = [(-h, d) for h, d in merged]
-        heapq.heapify(heap)
-        return heap
+    def _trim(self, acc: dict[bytes, list[int]]) -> None:
+        if len(acc) > self.size:
+            keep = heapq.nsmallest(self.size, acc.items(), key=lambda kv: (kv[1][0], kv[0]))
+            acc.clear()
+            acc.update(keep)
 
-    def extract_output(self, heap: list[tuple[int, bytes]]) -> list[np.ndarray]:
-        return [np.frombuffer(d, np.float64) for _, d in sorted((-h, d) for h, d in heap)]
+    def merge_accumulators(self, accs: Iterable[dict[bytes, list[int]]]
+                           ) -> dict[bytes, list[int]]:
+        merged: dict[bytes, list[int]] = {}
+        for acc in accs:
+            for data, (h, count) in acc.items():
+                entry = merged.get(data)
+                if entry is None:
+                    merged[data] = [h, count]
+                else:
+                    entry[1] += count
+            if len(merged) > 2 * self.size:
+                self._trim(merged)
+        return merged
+
+    def extract_output(self, acc: dict[bytes, list[int]]) -> list[np.ndarray]:
+        self._trim(acc)
+        kept = sorted(acc.items(), key=lambda kv: (kv[1][0], kv[0]))
+        total = sum(count for _, (_, count) in kept)
+        rows = []
+        for data, (_, count) in kept:
+            copies = max(1, round(count * self.size / total)) if total else 1
+            rows += [np.frombuffer(data, np.float64)] * copies
+        return rows
 
 
 class _InitialModel(beam.DoFn):
