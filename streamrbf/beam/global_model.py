@@ -171,10 +171,10 @@ class _SeededSample(beam.CombineFn):
         self._trim(acc)
         kept = sorted(acc.items(), key=lambda kv: (kv[1][0], kv[0]))
         total = sum(count for _, (_, count) in kept)
+        scale = min(1.0, self.size / total) if total else 1.0  # all of it, when it fits
         rows = []
         for data, (_, count) in kept:
-            copies = max(1, round(count * self.size / total)) if total else 1
-            rows += [np.frombuffer(data, np.float64)] * copies
+            rows += [np.frombuffer(data, np.float64)] * max(1, round(count * scale))
         return rows
 
 
