@@ -423,7 +423,25 @@ def _in_process(options: PipelineOptions) -> bool:
             and options.view_as(DirectOptions).direct_running_mode != "multi_processing")
 
 
-def unknown_beam_flags(beam_args: Sequence[str]) -> list[str]:
+def _beam_parser() -> argparse.ArgumentParser | None:
+    """An argument parser that knows every Beam pipeline option imported so far (as
+    ``PipelineOptions.get_all_options`` builds it); None for a Beam without one."""
+    from apache_beam.options import pipeline_options as po
+
+    parser_class = getattr(po, "_BeamArgumentParser", None)
+    if parser_class is None:
+        return None
+    parser = parser_class(allow_abbrev=False)
+    classes: dict[str, type] = {}
+    for cls in po.PipelineOptions.__subclasses__():
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def unknown_beam_flags(beam_args: Sequence[str],
+                       beam_parser: argparse.ArgumentParser | None = None) -> list[str]:
     """The arguments in ``beam_args`` that no Beam pipeline option knows (typos, stray words).
 
     Examples
@@ -431,22 +449,21 @@ def unknown_beam_flags(beam_args: Sequence[str]) -> list[str]:
     >>> unknown_beam_flags(["--runner=DirectRunner", "--streaming", "--ouptut_dir", "x"])
     ['--ouptut_dir', 'x']
     """
-    from apache_beam.options import pipeline_options as po
-
-    parser_class = getattr(po, "_BeamArgumentParser", None)
-    if parser_class is None:  # a Beam without it: let Beam warn about what it drops
+    beam_parser = beam_parser or _beam_parser()
+    if beam_parser is None:  # a Beam without it: let Beam warn about what it drops
         return []
-    parser = parser_class(allow_abbrev=False)
-    classes: dict[str, type] = {}
-    for cls in po.PipelineOptions.__subclasses__():  # as PipelineOptions.get_all_options does
-        classes.setdefault(str(cls), cls)
-    for cls in classes.values():
-        cls._add_argparse_args(parser)
-    _, unknown = parser.parse_known_args(list(beam_args))
+    _, unknown = beam_parser.parse_known_args(list(beam_args))
     return list(unknown)
 
 
-def _near_misses(unknown: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, str]:
+def _long_flags(parser: argparse.ArgumentParser | None) -> list[str]:
+    if parser is None:
+        return []
+    return [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+
+
+def _near_misses(unknown: Sequence[str], parser: argparse.ArgumentParser,
+                 beam_parser: argparse.ArgumentParser | None = None) -> dict[str, str]:
     """Unknown flags that are one or two letters away from a flag of the job or of Beam (typos,
     refused as usage errors), each with the flag it probably meant.
 
@@ -455,16 +472,7 @@ def _near_misses(unknown: Sequence[str], parser: argparse.ArgumentParser) -> dic
     >>> _near_misses(["--ouptut_dir", "x", "--checkpointing_interval=60000"], run_parser())
     {'--ouptut_dir': '--output_dir'}
     """
-    from apache_beam.options import pipeline_options as po
-
-    known = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
-    for cls in po.PipelineOptions.__subclasses__():
-        beam_parser = argparse.ArgumentParser(add_help=False)
-        try:
-            cls._add_argparse_args(beam_parser)
-        except (argparse.ArgumentError, TypeError, ValueError):
-            continue
-        known += [o for a in beam_parser._actions for o in a.option_strings if o.startswith("--")]
+    known = _long_flags(parser) + _long_flags(beam_parser or _beam_parser())
     misses = {}
     for arg in unknown:
         if arg.startswith("--"):
@@ -490,8 +498,9 @@ def beam_options(beam_args: Sequence[str], parser: argparse.ArgumentParser) -> P
     >>> _runner_name(beam_options(flink, run_parser()))   # (and a note on stderr)
     'FlinkRunner'
     """
-    unknown = unknown_beam_flags(beam_args)
-    typos = _near_misses(unknown, parser)
+    beam_parser = _beam_parser()
+    unknown = unknown_beam_flags(beam_args, beam_parser)
+    typos = _near_misses(unknown, parser, beam_parser)
     if typos:
         parser.error("unrecognized arguments: " + ", ".join(
             f"{flag} (did you mean {match}?)" for flag, match in typos.items()))
