@@ -63,6 +63,23 @@ class DeadLetter(NamedTuple):
         key = None if key is None else _utf8_safe(key)
         return cls(key, _utf8_safe(text[:_MAX_EVENT_CHARS]), _utf8_safe(reason), stage)
 
+    @classmethod
+    def of_element(cls, element: Any, reason: str, keyed: bool = True) -> DeadLetter:
+        """A parse-stage dead letter for a raw input element: a ``(key, event)`` pair gives its
+        key (when ``keyed``), anything else is the event itself.
+
+        Examples
+        --------
+        >>> DeadLetter.of_element(("s1", [1, "x"]), "feature #1 is not a real number").key
+        's1'
+        >>> DeadLetter.of_element("just text", "expected a (key, features) pair").key is None
+        True
+        """
+        key = None
+        if keyed and isinstance(element, (tuple, list)) and len(element) == 2:
+            key, element = element
+        return cls.of(key, element, reason)
+
     def to_json(self) -> str:
         """One JSON line (what the main job writes)."""
         return json.dumps(self._asdict())
@@ -332,10 +349,8 @@ class _ValidateDoFn(beam.DoFn):
             else:
                 yield parse_features(element, self.feature_names, self.n_features)[1]
         except (ValueError, TypeError) as err:
-            key = None
-            if self.keyed and isinstance(element, (tuple, list)) and len(element) == 2:
-                key, element = element
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(key, element, str(err)))
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTERS, DeadLetter.of_element(element, str(err), self.keyed))
 
 
 class ValidateEvents(beam.PTransform):

@@ -148,10 +148,8 @@ class _ParseAndBatchDoFn(beam.DoFn):
                 key, (names, features) = parse_keyed(element, self.feature_names,
                                                      self.n_features)
             except (ValueError, TypeError, OverflowError) as err:
-                key = None
-                if isinstance(element, (tuple, list)) and len(element) == 2:
-                    key, element = element
-                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(key, element, str(err)))
+                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of_element(element,
+                                                                                   str(err)))
                 return
             slot = (key, names, len(features))
         buf = self._buffers.get(slot)
@@ -186,10 +184,7 @@ class _ParseAndBatchWithIdsDoFn(_ParseAndBatchDoFn):
             key, event_id, (names, features) = _parse_keyed_with_id(
                 element, self.id_field, self.feature_names, self.n_features)
         except (ValueError, TypeError, OverflowError) as err:
-            key = None
-            if isinstance(element, (tuple, list)) and len(element) == 2:
-                key, element = element
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(key, element, str(err)))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of_element(element, str(err)))
             return
         slot = (key, names, len(features))
         buf = self._buffers.get(slot)
