@@ -555,6 +555,7 @@ class RBFKMeans:
         schedule = TemperatureSchedule(**vars(self._schedule))
         decay = self._decay_for(X.shape[0])
         ratio = float(self.reassignment_ratio)
+        out, graphed = None, False
         if self.compile:
             mode = "reduce-overhead" if self.compile == "reduce-overhead" else "default"
             scalars = torch.tensor([schedule.value, decay], dtype=torch.float64).to(
@@ -564,21 +565,24 @@ class RBFKMeans:
                 out = compiled_fused_step(mode, tuple(C0.shape))(
                     X, C0, n0, scalars[0], scalars[1], ratio, self.mapping
                 )
+                graphed = mode == "reduce-overhead"
             except Exception as err:
-                # e.g. dynamo's recompile limit after many batch sizes: the eager step computes
-                # the same numbers (and raises again if the problem is not the compiler).
+                # e.g. dynamo's recompile limit after many batch sizes: the eager step below
+                # computes the same numbers (and raises again if the problem is not the compiler).
                 warnings.warn(
                     f"torch.compile could not run this step ({type(err).__name__}: "
                     f"{str(err).splitlines()[0][:200]}); using the eager step",
                     RuntimeWarning,
                     stacklevel=4,
                 )
-                out = fused_step(X, C0, n0, schedule.value, decay, ratio, self.mapping)
-            # CUDA graphs reuse their output buffers on the next replay: keep our own copies.
-            C, counts = out.centers.clone(), out.counts.clone()
-        else:
+        if out is None:
             out = fused_step(X, C0, n0, schedule.value, decay, ratio, self.mapping)
-            C, counts = out.centers, out.counts
+
+        def own(t: torch.Tensor) -> torch.Tensor:
+            # CUDA graphs reuse their output buffers on the next replay: keep our own copies.
+            return t.clone() if graphed else t
+
+        C, counts = own(out.centers), own(out.counts)
         finite, loss, support, inertia, starving = out.flags.tolist()
         if not finite:
             check_finite(X)  # raises, naming the first bad entry; the model is untouched
@@ -600,7 +604,7 @@ class RBFKMeans:
         self.inertia_ = inertia
         if not keep:
             return None
-        labels, nearest, mass, sums = (t.clone() for t in out[2:6])
+        labels, nearest, mass, sums = map(own, out[2:6])
         stats = SufficientStatistics(mass, sums, loss, X.shape[0])
         return BatchResult(stats, labels, nearest.to(torch.float64), int(support))
 
