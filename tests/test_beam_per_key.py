@@ -292,12 +292,13 @@ def test_multiprocessing_two_workers():
 class _State:
     def __init__(self, value=None):
         self.value = value
+        self.last_written = None   # the model as last written, also after a clear
 
     def read(self):
         return self.value
 
     def write(self, v):
-        self.value = ModelStateCoder().decode(ModelStateCoder().encode(v))
+        self.value = self.last_written = ModelStateCoder().decode(ModelStateCoder().encode(v))
 
     def clear(self):
         self.value = None
@@ -365,7 +366,9 @@ def test_bad_events_never_corrupt_the_model(events, chunk_rows):
     assert n_assign + n_dead + dead == len(events)        # exactly one output per event
     assert all(isinstance(v, DeadLetter) for tag, v in outs if tag == "dead_letters")
     assert all(isinstance(v[1], Assignment) for tag, v in outs if tag is None)
-    s: ModelState = state.read()
+    # Nothing can follow the end of input: the key's state is freed, after its last step.
+    assert state.read() is None
+    s: ModelState = state.last_written
     assert s.centers.shape == (3, 2) and np.isfinite(s.centers).all()
     assert np.isfinite(s.counts).all() and s.temperature > 0 and s.pending is None
     # The model learnt exactly the good events: same as the core on those rows alone.
@@ -529,7 +532,9 @@ def test_event_ids_wait_with_pending_rows_across_chunks():
         # Within a key, the assignments come out in arrival order.
         got = [a.event_id for k, a in assigned if k == key]
         assert got == [t for t, (k, _) in truth.items() if k == key]
-        assert states[key].value.pending is None and states[key].value.pending_ids is None
+        assert states[key].value is None   # freed at the end of input
+        last = states[key].last_written
+        assert last.pending is None and last.pending_ids is None
 
 
 _id_value = st.one_of(st.text(max_size=4), st.integers(-(2**70), 2**70), st.floats(),
