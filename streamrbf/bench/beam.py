@@ -74,8 +74,6 @@ def _time(build, source, repeats: int) -> float:
 
 
 def _build(name: str, n_keys: int, d: int, k: int, batch: int, ckpt: str):
-    from apache_beam.examples import online_clustering as oc
-
     from ..beam import ClusterPerKey
 
     def ours(pc):
@@ -118,6 +116,11 @@ def _build(name: str, n_keys: int, d: int, k: int, batch: int, ckpt: str):
         _ = pc | beam.combiners.Count.Globally()
 
     def beam_example(pc):
+        # Imported here, not for every pipeline: it loads scikit-learn and pandas, and every
+        # module loaded makes Beam's state cache slower to weigh values (objsize walks all
+        # modules' globals on each put), which would tax our pipelines for the example's imports.
+        from apache_beam.examples import online_clustering as oc
+
         _ = (pc | beam.Map(lambda kv: np.asarray(kv[1]))
              | oc.OnlineClustering(oc.OnlineKMeans, n_clusters=k, batch_size=batch,
                                    cluster_args={"n_init": 1, "random_state": 0},
@@ -125,6 +128,8 @@ def _build(name: str, n_keys: int, d: int, k: int, batch: int, ckpt: str):
 
     def beam_example_assign(pc):
         # The example's own way to label every event: train, then assign with the final model.
+        from apache_beam.examples import online_clustering as oc
+
         rows = pc | "Rows" >> beam.Map(lambda kv: np.asarray(kv[1]))
         model = rows | oc.OnlineClustering(
             oc.OnlineKMeans, n_clusters=k, batch_size=batch,
@@ -169,12 +174,14 @@ class _ReEmitDoFn(_BatchOnlyDoFn):
         return state
 
 
-def _measure(name: str, n_keys: int, n: int, d: int, k: int, batch: int, repeats: int) -> float:
-    """Best time of one pipeline, in its own process (as on a worker): numba's and
-    scikit-learn's OpenMP runtimes in one process slow each other down 10x."""
+def _measure(name: str, n_keys: int, sizes: tuple[int, ...], d: int, k: int, batch: int,
+             repeats: int) -> list[float]:
+    """Best time of one pipeline at each number of events, in its own process (as on a
+    worker): numba's and scikit-learn's OpenMP runtimes in one process slow each other down
+    10x."""
     ckpt = tempfile.mkdtemp(prefix="streamrbf-bench-")
     build = _build(name, n_keys, d, k, batch, ckpt)
-    return _time(build, lambda: _Source(n_keys, n, d, k), repeats)
+    return [_time(build, lambda n=n: _Source(n_keys, n, d, k), repeats) for n in sizes]
 
 
 def run(quick: bool = False) -> dict:
@@ -194,14 +201,21 @@ def run(quick: bool = False) -> dict:
     # Best of several runs in one process: the first two pay one-off costs (numba signatures for
     # read-only buffers, lazy imports), in every pipeline alike.
     repeats = 2 if quick else 4
-    times = {}
+    # A second, 10x smaller run of each pipeline: the difference is the cost of the extra
+    # events alone, without the job's fixed cost (building the pipeline, starting stages,
+    # initialising the models): the events/s of a long-running stream.
+    n_small = n // 10
+    times, times_small = {}, {}
     ctx = mp.get_context("spawn")
     names = ["count", "bare GroupIntoBatches", "bare", "bare re-emit", "ClusterPerKey",
              "ClusterPerKey batches", "OnlineClustering", "OnlineClustering+assign"]
     for name in names:
         with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            times[name] = pool.submit(_measure, name, n_keys, n, d, k, batch, repeats).result()
+            times[name], times_small[name] = pool.submit(
+                _measure, name, n_keys, (n, n_small), d, k, batch, repeats).result()
     rate = {name: n / t for name, t in times.items()}
+    steady = {name: (n - n_small) / max(times[name] - times_small[name], 1e-9)
+              for name in names}
     vs_example = rate["ClusterPerKey"] / rate["OnlineClustering"]
     vs_example_assign = rate["ClusterPerKey"] / rate["OnlineClustering+assign"]
     overhead = times["ClusterPerKey"] / times["bare"] - 1.0
@@ -210,6 +224,13 @@ def run(quick: bool = False) -> dict:
     batches_vs_example = rate["ClusterPerKey batches"] / rate["OnlineClustering"]
     batches_vs_example_assign = rate["ClusterPerKey batches"] / rate["OnlineClustering+assign"]
     batches_overhead = times["ClusterPerKey batches"] / times["bare"] - 1.0
+    # What no job with ClusterPerKey's batching and one output per event can beat on this
+    # runner, however cheap its clustering: the same job with no clustering at all.
+    ceiling = rate["bare re-emit"] / rate["OnlineClustering"]
+    floor = rate["count"] / rate["OnlineClustering"]
+    steady_vs_example = steady["ClusterPerKey"] / steady["OnlineClustering"]
+    steady_vs_example_assign = steady["ClusterPerKey"] / steady["OnlineClustering+assign"]
+    steady_batches_vs_example = steady["ClusterPerKey batches"] / steady["OnlineClustering"]
     rows = [
         ("source + count of every event (floor)", "reads and counts only"),
         ("bare GroupIntoBatches per key (old batching)", "batches only"),
@@ -226,11 +247,13 @@ def run(quick: bool = False) -> dict:
         f"## Beam: {n:,} events, {n_keys} keys, d={d}, k={k}, batch {batch}, FnApiRunner, "
         f"best of {repeats}",
         "",
-        "| pipeline | what it does | seconds | events/s |",
-        "| --- | --- | ---: | ---: |",
+        f"| pipeline | what it does | seconds | events/s | seconds, {n_small:,} events "
+        f"| events/s beyond the first {n_small:,} |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for (label, what), name in zip(rows, names):
-        lines.append(f"| {label} | {what} | {times[name]:.2f} | {rate[name]:,.0f} |")
+        lines.append(f"| {label} | {what} | {times[name]:.2f} | {rate[name]:,.0f} "
+                     f"| {times_small[name]:.2f} | {steady[name]:,.0f} |")
     lines += [
         "",
         f"- ClusterPerKey vs OnlineClustering: **{vs_example:.1f}x** events/s (goal >= 3x)",
@@ -244,9 +267,23 @@ def run(quick: bool = False) -> dict:
         f"- ClusterPerKey(output='batches') vs OnlineClustering: **{batches_vs_example:.1f}x**; "
         f"vs OnlineClustering + labels: **{batches_vs_example_assign:.1f}x**; cost over the bare "
         f"batching job (both one element per batch): **{batches_overhead:+.0%}** (goal <= +50%)",
+        f"- Ceiling on this runner: the bare batching + re-emit job (ClusterPerKey's batching and "
+        f"output, no clustering) runs at **{ceiling:.1f}x** OnlineClustering; reading and "
+        f"counting the events alone at **{floor:.1f}x**",
+        f"- Beyond the first {n_small:,} events (fixed costs left out): ClusterPerKey "
+        f"**{steady_vs_example:.1f}x** OnlineClustering, **{steady_vs_example_assign:.1f}x** "
+        f"OnlineClustering + labels; ClusterPerKey(output='batches') "
+        f"**{steady_batches_vs_example:.1f}x** OnlineClustering",
     ]
     print("\n".join(lines))
     return {"events": n, "seconds": times, "events_per_s": rate,
+            "events_small": n_small, "seconds_small": times_small,
+            "steady_events_per_s": steady,
+            "ceiling_speedup_vs_online_clustering": ceiling,
+            "floor_speedup_vs_online_clustering": floor,
+            "steady_speedup_vs_online_clustering": steady_vs_example,
+            "steady_speedup_vs_online_clustering_with_labels": steady_vs_example_assign,
+            "steady_batches_speedup_vs_online_clustering": steady_batches_vs_example,
             "speedup_vs_online_clustering": vs_example,
             "speedup_vs_online_clustering_with_labels": vs_example_assign,
             "overhead_vs_bare": overhead, "overhead_vs_bare_reemit": overhead_reemit,
