@@ -4,6 +4,7 @@ on FnApiRunner and on DaskRunner with a 2-process dask.distributed LocalCluster.
 from __future__ import annotations
 
 import json
+import zlib
 
 import apache_beam as beam
 import numpy as np
@@ -14,7 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from sklearn.datasets import make_blobs
 
 from streamrbf import RBFKMeans
-from streamrbf.beam import ClusterGlobally, RBFModelHandler, latest_checkpoint
+from streamrbf.beam import ClusterGlobally, RBFModelHandler, ValidateEvents, latest_checkpoint
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -171,6 +172,60 @@ def test_model_handler_runinference_and_model_update(data, tmp_path):
         assert_that(out, equal_to([True] * 5))
 
 
+def _validated_runinference(p, X, path, tagged=True, prebatched=False):
+    """Keyed events, two of them bad, validated, then RunInference on the valid ones: one
+    ``(label, key, cluster)`` per event, ``"dead"`` for the dead letters. ``prebatched``: batches
+    of 16 made with a GroupByKey over 4 shards, RunInference's own batching off (for Dask)."""
+    events = [(f"e{i}", X[i].tolist()) for i in range(200)]
+    events += [("bad0", [float("nan"), 0.0, 0.0]), ("bad1", [1.0, 2.0])]
+    good, dead = (p | beam.Create(events)
+                  | ValidateEvents(n_features=3, keyed=True, tagged=tagged))
+    handler = KeyedModelHandler(RBFModelHandler(path))
+    if prebatched:
+        good = (good | beam.Map(lambda kv: (zlib.crc32(kv[0].encode()) % 4, kv))
+                | beam.GroupByKey()
+                | beam.FlatMap(lambda shard: (lambda rows: [
+                    rows[i:i + 16] for i in range(0, len(rows), 16)])(list(shard[1]))))
+        handler = handler.with_no_batching()
+    assigned = (good
+                | RunInference(handler)
+                | beam.Map(lambda kr: ("assignment", kr[0], kr[1].inference.cluster)))
+    return (assigned, dead | beam.Map(lambda d: ("dead", d.key, -1))) | beam.Flatten()
+
+
+def _check_validated(expected):
+    def check(rows):
+        labels = sorted(r[0] for r in rows)
+        assert labels == ["assignment"] * 200 + ["dead"] * 2, (len(labels), labels.count("dead"))
+        assert {k for t, k, _ in rows if t == "dead"} == {"bad0", "bad1"}
+        assert all(expected[k] == c for t, k, c in rows if t == "assignment")
+
+    return check
+
+
+def test_validated_events_feed_runinference(data, tmp_path):
+    # What ValidateEvents passes on is what RBFModelHandler takes (keyed: KeyedModelHandler):
+    # every event leaves as one assignment, the core's, or one dead letter.
+    X, C0 = data
+    core = _core(X, C0, 2)
+    path = str(tmp_path / "m.safetensors")
+    core.save(path)
+    expected = {f"e{i}": c for i, c in enumerate(core.predict(X[:200]).tolist())}
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        assert_that(_validated_runinference(p, X, path) | beam.combiners.ToList(),
+                    lambda lists: _check_validated(expected)(lists[0]))
+    model = core
+    handler = RBFModelHandler(path)
+    named = handler.run_inference([(("a", "b", "c"), (1.0, 2.0, 3.0)), (None, (1.0, 2.0, 3.0))],
+                                  handler.load_model())
+    assert named[0].inference.cluster == named[1].inference.cluster == model.predict(
+        [[1.0, 2.0, 3.0]])[0]
+    with pytest.raises(ValueError, match="missing features"):
+        # names that are not the model's cannot be reordered into its features
+        RBFModelHandler(path, feature_names=["a", "b", "z"]).run_inference(
+            [(("a", "b", "c"), (1.0, 2.0, 3.0))], handler.load_model())
+
+
 # ------------------------------------------------------------------------------------ Dask
 @pytest.fixture(scope="module")
 def dask_address():
@@ -209,6 +264,21 @@ def test_dask_cluster_globally_equals_core(data, dask_address):
 
         assert_that(labels | beam.Map(both, model=beam.pvalue.AsSingleton(out.model)),
                     equal_to([[("assignment", 600), ("dead", 2)]]))
+
+
+def test_dask_runinference_every_event_accounted(data, dask_address, tmp_path):
+    # Batched with a GroupByKey, not BatchElements (the DaskRunner loses what a DoFn emits in
+    # finish_bundle, BatchElements' last batch): every event is one assignment (the core's) or
+    # one dead letter on Dask too.
+    X, C0 = data
+    core = _core(X, C0, 2)
+    path = str(tmp_path / "m.safetensors")
+    core.save(path)
+    expected = {f"e{i}": c for i, c in enumerate(core.predict(X[:200]).tolist())}
+    with beam.Pipeline(options=_dask_options(dask_address)) as p:
+        rows = _validated_runinference(p, X, path, tagged=False, prebatched=True)
+        assert_that(rows | beam.combiners.ToList(),
+                    lambda lists: _check_validated(expected)(lists[0]))
 
 
 def test_dask_runinference(data, dask_address, tmp_path):

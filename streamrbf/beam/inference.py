@@ -98,15 +98,26 @@ def _assign_torch(X: Any, centers: Any, temperature: float, mapping: str) -> lis
     return AssignmentBatch(*host, float(temperature)).to_list()
 
 
+def _is_validated(x: Any) -> bool:
+    """Whether ``x`` is an event as :class:`~streamrbf.beam.ValidateEvents` emits it (keyed:
+    the value part), ``(names or None, values)``: never a valid event itself, as neither None nor
+    a tuple of names is a number."""
+    return (type(x) is tuple and len(x) == 2 and type(x[1]) is tuple
+            and (x[0] is None or (type(x[0]) is tuple and len(x[0]) == len(x[1])
+                                  and all(type(n) is str for n in x[0]))))
+
+
 class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):
     """RunInference handler for saved :class:`~streamrbf.kmeans.RBFKMeans` models.
 
     Loads the safe model format only (safetensors + JSON header; anything else is refused), scores
     large batches on ``device`` (``"cpu"``, ``"cuda"`` / ``"GPU"``; falls back to the CPU when no
     GPU is visible) and yields ``PredictionResult(example, Assignment, model_id)``. Examples are
-    dicts, 1-D arrays or JSON text (fix ``feature_names`` for dict events), or pre-batched 2-D
-    arrays whose inference is a list of assignments (use ``max_batch_size=1`` then: the
-    DaskRunner loses BatchElements' last partial batch). A new model path arriving
+    dicts, 1-D arrays or JSON text (fix ``feature_names`` for dict events), events as
+    :class:`~streamrbf.beam.ValidateEvents` passes them on (keyed: with a ``KeyedModelHandler``),
+    or pre-batched 2-D arrays whose inference is a list of assignments. On the DaskRunner, which
+    loses what ``BatchElements`` emits at the end of a partition, batch with a ``GroupByKey``
+    and use ``handler.with_no_batching()`` (docs/beam.md shows how). A new model path arriving
     through ``RunInference(..., model_metadata_pcoll=...)`` is loaded in place of the old one.
     ``gpu_hints=True`` declares ``accelerator`` resource hints for Dataflow.
 
@@ -222,6 +233,10 @@ class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):
                 rows.extend(block)
             else:
                 spans.append((len(rows), len(rows) + 1, False))
+                if _is_validated(x):
+                    # ValidateEvents' output, ``(names, values)``: the values, in the model's
+                    # feature order when the event had names.
+                    x = x[1] if x[0] is None else dict(zip(x[0], x[1]))
                 rows.append(parse_features(x, names, d)[1])
         C = model.centers_tensor_
         X = torch.as_tensor(np.asarray(rows, dtype=np.float64).reshape(-1, d), dtype=C.dtype,
