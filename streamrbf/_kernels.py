@@ -231,3 +231,58 @@ def densify(vals, idx, length, k):
         for r in range(length[i]):
             P[i, idx[i, r]] = vals[i, r]
     return P
+
+
+@_jit
+def kmeans_plusplus_indices(X, norms, first, uniforms, out):
+    """Greedy k-means++ on ``X`` (float64, ``(n, d)``) with squared norms ``norms``: ``out[0] =
+    first``, then each next centre is the best (lowest total squared distance to the nearest
+    centre) of ``uniforms.shape[1]`` candidates drawn in proportion to the squared distance to
+    the centres so far, candidate ``t`` of centre ``c`` from the uniform ``uniforms[c - 1, t]``
+    (uniformly when every point already sits on a centre). Fills ``out`` with row indices."""
+    n, d = X.shape
+    n_clusters = out.shape[0]
+    trials = uniforms.shape[1]
+    out[0] = first
+    closest = np.empty(n)
+    for i in range(n):
+        s = 0.0
+        for j in range(d):
+            diff = X[i, j] - X[first, j]
+            s += diff * diff
+        closest[i] = s
+    cum = np.empty(n)
+    cand = np.empty(trials, np.int64)
+    pot = np.empty((trials, n))
+    for c in range(1, n_clusters):
+        total = 0.0
+        for i in range(n):
+            total += closest[i]
+            cum[i] = total
+        for t in range(trials):
+            u = uniforms[c - 1, t]
+            if total > 0.0 and math.isfinite(total):
+                # First index whose cumulative sum reaches u * total (numpy's searchsorted).
+                cand[t] = min(np.searchsorted(cum, u * total), n - 1)
+            else:
+                cand[t] = min(int(u * n), n - 1)
+        best, best_pot = 0, np.inf
+        for t in range(trials):
+            ct = cand[t]
+            s_pot = 0.0
+            for i in range(n):
+                dot = 0.0
+                for j in range(d):
+                    dot += X[i, j] * X[ct, j]
+                dist = norms[i] - 2.0 * dot + norms[ct]
+                if dist < 0.0:
+                    dist = 0.0
+                p = closest[i] if closest[i] < dist else dist
+                pot[t, i] = p
+                s_pot += p
+            if s_pot < best_pot:
+                best, best_pot = t, s_pot
+        out[c] = cand[best]
+        for i in range(n):
+            closest[i] = pot[best, i]
+    return out

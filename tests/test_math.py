@@ -209,3 +209,70 @@ def test_entmax_gradient_is_finite_at_exact_ties():
     z = (-d.detach() / 1.0).requires_grad_(True)
     (entmax.entmax15(z, dim=-1) * torch.arange(4.0, dtype=torch.float64)).sum().backward()
     torch.testing.assert_close(d.grad, -z.grad, rtol=1e-9, atol=1e-12)
+
+
+# ------------------------------------------------------------------- k-means++ (compiled)
+def _kmeans_plusplus_numpy(X, k, rng):
+    """The greedy k-means++ loop in numpy calls (the compiled kernel's reference): the same
+    draws, ``rng.random(trials)`` per centre."""
+    n = len(X)
+    trials = 2 + int(math.log(k))
+    norms = np.einsum("ij,ij->i", X, X)
+    idx = [int(rng.integers(n))]
+    closest = ((X - X[idx[0]]) ** 2).sum(axis=1)
+    for _ in range(1, k):
+        u = rng.random(trials)
+        total = closest.sum()
+        if total > 0 and math.isfinite(total):
+            cand = np.minimum(np.searchsorted(np.cumsum(closest), u * total), n - 1)
+        else:
+            cand = np.minimum((u * n).astype(np.int64), n - 1)
+        d = norms[:, None] - 2.0 * (X @ X[cand].T) + norms[cand][None, :]
+        pots = np.minimum(closest[:, None], np.maximum(d, 0.0))
+        best = int(np.argmin(pots.sum(axis=0)))
+        idx.append(int(cand[best]))
+        closest = pots[:, best]
+    return X[idx]
+
+
+@given(st.integers(1, 200), st.integers(1, 12), st.integers(1, 9), st.integers(-30, 30),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_compiled_kmeans_plusplus_equals_the_numpy_loop(n, d, k, exponent, dup, seed):
+    from streamrbf.seeding import kmeans_plusplus
+
+    n = max(n, k)
+    rng = np.random.default_rng(seed)
+    # Small integers times a power of two: every distance, dot product and cumulative sum is
+    # exact in float64, so the compiled loop and BLAS must agree bit for bit (on other data
+    # their rounding differs, which can tip a near-tie between candidates).
+    X = rng.integers(-50, 51, size=(n, d)) * 2.0**exponent
+    if dup:
+        X[: (n + 1) // 2] = X[0]   # duplicates (all of X when n is 1 or 2: uniform draws)
+    got = kmeans_plusplus(X, k, np.random.default_rng(seed))
+    want = _kmeans_plusplus_numpy(X, k, np.random.default_rng(seed))
+    np.testing.assert_array_equal(got, want)   # same draws, same candidates, same centres
+    assert all((X == c).all(axis=1).any() for c in got)   # centres are data points
+    n_distinct = len(np.unique(X, axis=0))
+    assert len(np.unique(got, axis=0)) == min(k, n_distinct) or n_distinct < k
+
+
+def test_kmeans_plusplus_potential_matches_scikit_learn():
+    # The seeding is as good as scikit-learn's greedy k-means++ (same rule, other draws): mean
+    # potential over 200 seeds within 6 % on blobs (measured 2.6 % apart over 600 seeds, the
+    # standard error of the difference at 200 seeds is ~1.8 %).
+    from sklearn.cluster import kmeans_plusplus as sk_kmeans_plusplus
+    from sklearn.datasets import make_blobs
+
+    from streamrbf.seeding import kmeans_plusplus
+
+    X, _ = make_blobs(2000, n_features=5, centers=12, cluster_std=1.0, random_state=3)
+    norms = (X**2).sum(1)
+
+    def potential(C):
+        return float(np.maximum(norms[:, None] - 2 * X @ C.T + (C**2).sum(1), 0).min(1).sum())
+
+    ours = np.mean([potential(kmeans_plusplus(X, 12, np.random.default_rng(s)))
+                    for s in range(200)])
+    theirs = np.mean([potential(sk_kmeans_plusplus(X, 12, random_state=s)[0])
+                      for s in range(200)])
+    assert ours <= 1.06 * theirs, (ours, theirs)
