@@ -626,12 +626,14 @@ class RBFKMeans:
         var = X.to(torch.float64).var(dim=0, unbiased=False).mean().item() if len(X) > 1 else 0.0
         return float(self.tol) * var
 
-    def _anneal(self, X, C, counts, schedule, rng, max_iter, full=None):
+    def _anneal(self, X, C, counts, schedule, rng, max_iter, full=None, tol_abs=None):
         """Run ``fit``'s loop on ``X``: annealed full-batch (or mini-batch epoch) steps until the
-        clustering is hard and the centres stop moving. ``full`` forces full-batch steps.
-        Returns (C, counts, the final pass's BatchResult, steps, iterations)."""
+        clustering is hard and the centres stop moving (by ``tol_abs``, from ``X`` if None).
+        ``full`` forces full-batch steps. Returns (C, counts, the final pass's BatchResult, steps,
+        iterations)."""
         n = X.shape[0]
-        tol_abs = self._tol_abs(X)
+        if tol_abs is None:
+            tol_abs = self._tol_abs(X)
         if full is None:
             full = self.batch_size is None or self.batch_size >= n
         n_steps = n_iter = 0
@@ -677,10 +679,11 @@ class RBFKMeans:
         """Seed and anneal ``n_init`` times on ``X``; keep the lowest K-Means objective.
         Returns (C, counts, schedule, final pass, steps and iterations of the kept run)."""
         best = None
+        tol_abs = self._tol_abs(X)  # the same for every seeding
         for _ in range(n_init):
             C, counts, schedule = self._initial_state(X, rng)
             C, counts, final, steps, n_iter = self._anneal(
-                X, C, counts, schedule, rng, self.max_iter, full=full
+                X, C, counts, schedule, rng, self.max_iter, full=full, tol_abs=tol_abs
             )
             objective = float(final.nearest.sum())
             if best is None or objective < best[0]:
