@@ -250,8 +250,9 @@ def beam_section(beam: dict[str, Any]) -> str:
     parts = [
         (f"{n:,} events" if n else "Events")
         + " of 8 keyed streams (d = 8, k = 8, batch 256; `streamrbf/bench/beam.py`) through each "
-        "pipeline on the in-process FnApiRunner, each pipeline in its own process, best of "
-        "the repeats."
+        "pipeline on the in-process FnApiRunner, each pipeline in its own long-lived process, "
+        "best of interleaved rounds (the pipelines take turns, so the machine's slow spells hit "
+        "them alike)."
         + (" Each pipeline also runs on the first tenth of the events: the difference of the "
            "two times is the cost of the other events alone, without the job's fixed cost "
            "(building the pipeline, starting its stages, initialising the models): the rate of "
@@ -294,6 +295,13 @@ def beam_section(beam: dict[str, Any]) -> str:
             continue
         value = f"{beam[key]:.1f}x" if unit == "x" else f"{beam[key]:+.0%}"
         bullets.append(f"- {text}: **{value}**" + (f" ({goal})" if goal else ""))
+    many = beam.get("many_keys")
+    if many:
+        bullets.append(
+            f"- Many short streams: ClusterPerKey on {many['keys']:,} keys of ~100 events (batch "
+            f"64, warm-up 64): **{many['events_per_s']:,.0f} events/s**, "
+            f"{many['ms_per_key']:.1f} ms per key all included (each key's initialisation and "
+            "Beam's state and timers per key)")
     if bullets:
         parts.append("\n".join(bullets))
     parts.append("Where the time goes, and how it scales out: [Beam deployment](beam.md).")
