@@ -234,11 +234,11 @@ def densify(vals, idx, length, k):
 
 
 @_jit
-def kmeans_plusplus_indices(X, norms, first, uniforms, out):
-    """Greedy k-means++ on ``X`` (float64, ``(n, d)``) with squared norms ``norms``: ``out[0] =
-    first``, then each next centre is the best (lowest total squared distance to the nearest
-    centre) of ``uniforms.shape[1]`` candidates drawn in proportion to the squared distance to
-    the centres so far, candidate ``t`` of centre ``c`` from the uniform ``uniforms[c - 1, t]``
+def kmeans_plusplus_indices(X, first, uniforms, out):
+    """Greedy k-means++ on ``X`` (float64, ``(n, d)``): ``out[0] = first``, then each next
+    centre is the best (lowest total squared distance to the nearest centre) of
+    ``uniforms.shape[1]`` candidates drawn in proportion to the squared distance to the centres
+    so far, candidate ``t`` of centre ``c`` from the uniform ``uniforms[c - 1, t]``
     (uniformly when every point already sits on a centre). Fills ``out`` with row indices."""
     n, d = X.shape
     n_clusters = out.shape[0]
@@ -271,12 +271,12 @@ def kmeans_plusplus_indices(X, norms, first, uniforms, out):
             ct = cand[t]
             s_pot = 0.0
             for i in range(n):
-                dot = 0.0
+                # Differences, not the norm expansion: data far from the origin (timestamps,
+                # say) would lose the distances to cancellation and seed duplicate centres.
+                dist = 0.0
                 for j in range(d):
-                    dot += X[i, j] * X[ct, j]
-                dist = norms[i] - 2.0 * dot + norms[ct]
-                if dist < 0.0:
-                    dist = 0.0
+                    diff = X[i, j] - X[ct, j]
+                    dist += diff * diff
                 p = closest[i] if closest[i] < dist else dist
                 pot[t, i] = p
                 s_pot += p

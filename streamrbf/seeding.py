@@ -66,8 +66,11 @@ def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator) ->
     # greedy loop compiled: ~20x faster than numpy calls per centre at the sizes streams start
     # with (a first batch of a few hundred rows), where seeding is most of a key's start-up.
     uniforms = rng.random((n_clusters - 1, trials))
-    idx = kmeans_plusplus_indices(X, np.einsum("ij,ij->i", X, X), first, uniforms,
-                                  np.empty(n_clusters, np.int64))
+    # Scaled by a power of two (exact) so that the largest value is about 1: squared distances
+    # of data near 1e160 (or 1e-162) would overflow (underflow) and make the draws uniform.
+    top = float(np.abs(X).max()) if X.size else 0.0
+    Xs = X * 2.0 ** -math.ceil(math.log2(top)) if 0.0 < top < math.inf else X
+    idx = kmeans_plusplus_indices(Xs, first, uniforms, np.empty(n_clusters, np.int64))
     return X[idx]
 
 

@@ -276,3 +276,19 @@ def test_kmeans_plusplus_potential_matches_scikit_learn():
     theirs = np.mean([potential(sk_kmeans_plusplus(X, 12, random_state=s)[0])
                       for s in range(200)])
     assert ours <= 1.06 * theirs, (ours, theirs)
+
+
+@pytest.mark.parametrize("offset, scale", [(1.7e9, 1.0), (0.0, 1e160), (0.0, 1e-162),
+                                           (0.0, 1e300), (-3e15, 10.0)])
+def test_kmeans_plusplus_distinct_centres_far_from_the_origin_and_at_extreme_scales(offset, scale):
+    # Data near 1.7e9 (epoch seconds) lost its distances to cancellation in the norm expansion,
+    # and squared distances of 1e160-scale data overflowed (draws became uniform): duplicate
+    # centres for 5 % and ~30 % of seeds. Distinct points must give distinct centres.
+    from streamrbf.seeding import kmeans_plusplus
+
+    X = offset + np.random.default_rng(1).normal(size=(40, 2)) * scale
+    assert len(np.unique(X, axis=0)) == 40
+    for seed in range(60):
+        C = kmeans_plusplus(X, 4, np.random.default_rng(seed))
+        assert len(np.unique(C, axis=0)) == 4, seed
+        assert all((X == c).all(axis=1).any() for c in C)
