@@ -23,6 +23,7 @@ from .statistics import (
     batch_statistics,
     compiled_fused_step,
     fused_step,
+    overflow_error,
 )
 from .statistics import sq_distances as _sq_distances
 from .temperature import TemperatureSchedule, auto_temperature
@@ -587,10 +588,7 @@ class RBFKMeans:
         if not finite:
             check_finite(X)  # raises, naming the first bad entry; the model is untouched
         if not math.isfinite(loss):
-            raise ValueError(
-                f"squared distances overflow {X.dtype} for this batch (values up to "
-                f"{float(X.abs().max()):.3g}); rescale the data or use dtype='float64'"
-            )
+            raise overflow_error(X)
         if starving and ratio > 0:
             rng_state = self._rng.bit_generator.state
             try:
@@ -801,6 +799,8 @@ class RBFKMeans:
         self._check_fitted()
         Xt = self._validate(X, reset=False)
         D = _sq_distances(Xt, self._centers).to(torch.float64)
+        if not bool(torch.isfinite(D).all()):
+            raise overflow_error(Xt)
         P = responsibilities(D, self._schedule.value, self.mapping)
         return self._output(X, P.to(Xt.dtype))
 

@@ -11,9 +11,10 @@ mean (MacQueen) when ``a = 1``.
 from __future__ import annotations
 
 import functools
+import math
 import types
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -208,12 +209,34 @@ def sparse_memberships(
         room = k  # a row had more candidates than room: redo with room for all
 
 
+def overflow_error(X: Any) -> ValueError:
+    """The error for a batch whose squared distances overflow its dtype (finite values too large
+    to cluster as they are): callers raise it before anything is committed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> str(overflow_error(torch.tensor([[1e200, 0.0]], dtype=torch.float64)))[:45]
+    'squared distances overflow torch.float64 for '
+    """
+    top = float(X.abs().max()) if X.numel() else 0.0
+    return ValueError(
+        f"squared distances overflow {X.dtype} for this batch (values up to {top:.3g}); "
+        "rescale the data" + (" or use dtype='float64'" if X.dtype != torch.float64 else "")
+    )
+
+
 def _batch_statistics_cpu(X, C, temperature, mapping, with_sums):
     Xn = X.numpy()
     Cn = C.to(X.dtype).numpy()
     B, dim = Xn.shape
     k = Cn.shape[0]
-    m = sparse_memberships(Xn, Cn, temperature, mapping)
+    with np.errstate(over="ignore", invalid="ignore"):
+        m = sparse_memberships(Xn, Cn, temperature, mapping)
+    if not (math.isfinite(m.loss) and np.isfinite(m.nearest).all()):
+        # A squared distance overflowed (values near 1e154 and beyond): refuse the batch rather
+        # than step on infinities (the accelerator step refuses it the same way).
+        raise overflow_error(X)
     sums = np.zeros((k, dim), np.float64)
     if with_sums and B:
         if m.nnz > B * max(2.0, k * _DENSE_SUPPORT_FRACTION):

@@ -5,13 +5,14 @@ A failed check raises before anything is touched, so a model is exactly as it wa
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["as_batch", "check_finite", "feature_names_of"]
+__all__ = ["as_batch", "check_finite", "feature_names_of", "max_abs_value"]
 
 _FLOAT_DTYPES = {torch.float32, torch.float64}
 
@@ -47,6 +48,32 @@ def feature_names_of(X: Any) -> np.ndarray | None:
     if len(names) and all(isinstance(c, str) for c in names):
         return names
     return None
+
+
+def max_abs_value(n_features: int) -> float:
+    """The largest magnitude a feature may have for the model to cluster it in float64.
+
+    Squared distances between points and centres (convex combinations of points) whose values
+    stay below this bound cannot overflow float64, with a margin of 2: above it the core refuses
+    a batch whose distances do overflow, and the Beam transforms send such events to the dead
+    letters one by one.
+
+    Parameters
+    ----------
+    n_features
+        Number of features of an event.
+
+    Returns
+    -------
+    float
+        ``sqrt(float64 max / (8 n_features))``: about 1.7e153 for 8 features.
+
+    Examples
+    --------
+    >>> f"{max_abs_value(8):.2g}", bool(max_abs_value(8) ** 2 * 8 * 4 < np.finfo(np.float64).max)
+    ('1.7e+153', True)
+    """
+    return math.sqrt(float(np.finfo(np.float64).max) / (8 * max(int(n_features), 1)))
 
 
 def check_finite(X: torch.Tensor, what: str = "X") -> None:

@@ -26,6 +26,7 @@ from streamrbf.beam.per_key import (
     _ScoreAndLearnDoFn,
 )
 from streamrbf.beam.state import from_estimator
+from streamrbf.validation import max_abs_value
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -103,6 +104,33 @@ def test_batch_fnapi_every_event_accounted_and_clusters_found():
         # Initialised on 2 batches of 50 (warmup 60 -> 100 rows), then one step per batch.
         assert_that(snaps, equal_to([("s0", 100), ("s0", 150), ("s1", 100), ("s1", 150)]),
                     label="Snapshots")
+
+
+def test_values_too_large_to_cluster_are_dead_letters_not_a_crash():
+    # Finite values whose squared distances overflow float64: the model refuses them (it used to
+    # step on infinities), so ClusterPerKey sends each such event to the dead letters, whichever
+    # path parsed it (plain lists: the model stage; JSON text: the parse stage), and goes on.
+    huge = [("s0", [1e200, 0.0]), ("s1", [0.0, -1e180]), ("s0", "[3e160, 1.0]"),
+            ("s1", [2.0, 1e154])]
+    events = keyed_events(60, seed=4)
+    events = events[:50] + huge[:2] + events[50:] + huge[2:]
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(events) | ClusterPerKey(3, batch_size=20, warmup=30,
+                                                      snapshot_every=1)
+        assert_that(_count_outputs(out), equal_to([("assignment", 120), ("dead", 4)]),
+                    label="Count")
+        assert_that(out.dead_letters | beam.Map(lambda d: (d.key, d.stage, d.reason[:30])),
+                    equal_to([("s0", "model", "feature #0 = 1e+200 is too lar"),
+                              ("s1", "model", "feature #1 = -1e+180 is too la"),
+                              ("s0", "parse", "feature #0 = 3e+160 is too lar"),
+                              ("s1", "model", "feature #1 = 1e+154 is too lar")]),
+                    label="Reasons")
+
+        def finite(snaps):
+            assert snaps and all(np.isfinite(s.centers).all() and max(map(abs, np.ravel(
+                s.centers))) < 40 for s in snaps)
+
+        assert_that(out.snapshots, finite, label="Snapshots")
 
 
 def _canonical(kv):
@@ -321,6 +349,9 @@ _bad = st.one_of(
     st.dictionaries(st.text(max_size=3), st.floats(-1, 1), max_size=3),
     st.just([True, 1.0]),
     st.just(None),
+    # finite, but too large to cluster (squared distances would overflow float64)
+    st.tuples(st.floats(1e155, 1e300), st.floats(-1.0, 1.0)).map(
+        lambda t: [t[0], t[1]] if t[1] > 0 else [t[1], -t[0]]),
 )
 _event = st.one_of(
     st.tuples(st.just("k"), _good),
@@ -374,7 +405,8 @@ def test_bad_events_never_corrupt_the_model(events, chunk_rows):
     # The model learnt exactly the good events: same as the core on those rows alone.
     good = [np.asarray(x, dtype=float) for key, x in events
             if key == "k" and isinstance(x, list) and len(x) == 2
-            and all(isinstance(v, float) and math.isfinite(v) for v in x)]
+            and all(isinstance(v, float) and math.isfinite(v) and abs(v) <= max_abs_value(2)
+                    for v in x)]
     if good:
         from streamrbf.beam.state import to_estimator
 

@@ -137,6 +137,9 @@ BAD_BATCHES = {
     "strings": (np.array([["a", "b", "c"]]), ValueError, "real numbers"),
     "objects": (np.array([[{}, 1, 2]], dtype=object), TypeError, "real numbers"),
     "complex": (np.ones((2, 3), dtype=complex), ValueError, "Complex"),
+    # finite, but squared distances overflow float64: the step used to run on infinities
+    "too large": (np.array([[1e200, 0.0, 1.0], [0.0, 0.0, 0.0]]), ValueError,
+                  "squared distances overflow"),
 }
 
 
@@ -150,6 +153,23 @@ def test_bad_input_raises_a_clear_error_and_changes_nothing(blobs, case, method)
     with pytest.raises(err, match=msg):
         getattr(km, method)(bad)
     assert_same_state(before, state_of(km))
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit", "score_then_learn", "statistics"])
+def test_values_whose_distances_overflow_are_refused(blobs, method):
+    X, _ = blobs
+    km = RBFKMeans(4, random_state=0).partial_fit(X[:300])
+    before = state_of(km)
+    bad = X[:50].copy()
+    bad[7, 1] = -3e170
+    with pytest.raises(ValueError, match="squared distances overflow .*values up to 3e"):
+        getattr(km, method)(bad)
+    if method != "fit":
+        assert_same_state(before, state_of(km))
+    # ... while large values whose distances fit are clustered as usual.
+    ok = RBFKMeans(2, random_state=0).fit([[1e150, 0.0], [1.01e150, 0.0], [0.0, 1.0], [0.0, 2.0]])
+    assert np.isfinite(ok.cluster_centers_).all() and np.isfinite(ok.inertia_)
+    assert sorted(ok.labels_.tolist()) == [0, 0, 1, 1]
 
 
 @given(

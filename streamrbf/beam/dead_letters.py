@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import numpy as np
 
+from ..validation import max_abs_value
+
 __all__ = ["DEAD_LETTERS", "DeadLetter", "ValidateEvents", "parse_features", "parse_keyed"]
 
 _MAX_EVENT_CHARS = 2000
@@ -151,7 +153,8 @@ def parse_features(
     ------
     ValueError
         Unparseable text, a missing or unexpected feature, a value that is not a finite real
-        number, the wrong dimension; the message says which.
+        number or too large to cluster (:func:`~streamrbf.validation.max_abs_value`), the wrong
+        dimension; the message says which.
     TypeError
         An event that is neither a dict, a sequence nor text, or a dict with non-str keys.
 
@@ -197,7 +200,9 @@ def parse_features(
                     raise ValueError(f"expected {len(feature_names)} features, got {len(values)}")
                 if n_features is not None and len(values) != n_features:
                     raise ValueError(f"expected {n_features} features, got {len(values)}")
-                return (None if feature_names is None else tuple(feature_names)), values
+                names = None if feature_names is None else tuple(feature_names)
+                _check_magnitude(names, values)
+                return names, values
         if isinstance(features, np.ndarray):
             if features.ndim != 1:
                 raise ValueError(f"features must be 1-D, got shape {features.shape}")
@@ -217,7 +222,24 @@ def parse_features(
             names = tuple(feature_names)
     if n_features is not None and len(values) != n_features:
         raise ValueError(f"expected {n_features} features, got {len(values)}")
+    _check_magnitude(names, values)
     return names, values
+
+
+def _check_magnitude(names: tuple[str, ...] | None, values: Sequence[float]) -> None:
+    """Refuse a value too large to cluster (its squared distances could overflow float64)."""
+    if len(values) and max(map(abs, values)) > max_abs_value(len(values)):
+        raise ValueError(too_large_reason(names, values))
+
+
+def too_large_reason(names: Sequence[str] | None, values: Sequence[float]) -> str:
+    """Why an event with a value beyond :func:`~streamrbf.validation.max_abs_value` is refused
+    (it names the first such feature)."""
+    limit = max_abs_value(len(values))
+    i = next(i for i, v in enumerate(values) if abs(v) > limit)
+    name = repr(names[i]) if names else f"#{i}"
+    return (f"feature {name} = {values[i]:.3g} is too large to cluster (at most {limit:.3g} in "
+            f"magnitude with {len(values)} features)")
 
 
 def parse_keyed(

@@ -10,6 +10,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from ..assignment import Assignment, AssignmentBatch
+from ..validation import max_abs_value
 from .dead_letters import parse_features
 
 __all__ = ["RBFModelHandler", "assign"]
@@ -229,6 +230,9 @@ class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):
                 block = np.asarray(x, dtype=np.float64)
                 if block.shape[1] != d or not np.isfinite(block).all():
                     raise ValueError(f"block of shape {block.shape} is not finite (n, {d})")
+                if block.size and np.abs(block).max() > max_abs_value(d):
+                    raise ValueError(f"block holds values too large to cluster (at most "
+                                     f"{max_abs_value(d):.3g} in magnitude with {d} features)")
                 spans.append((len(rows), len(rows) + len(block), True))
                 rows.extend(block)
             else:

@@ -19,12 +19,14 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP as _MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from ..assignment import Assignment, AssignmentBatch
+from ..validation import max_abs_value
 from .dead_letters import (
     DEAD_LETTERS,
     DeadLetter,
     _parse_keyed_with_id,
     is_utf8_text,
     parse_keyed,
+    too_large_reason,
 )
 from .inference import _batch_cpu
 from .state import (
@@ -373,9 +375,13 @@ class _ScoreAndLearnDoFn(beam.DoFn):
                     key, _event(names, row, self.id_field, event_id),
                     f"stream {key!r} has {what}; event has {got}", "model"))
             return
+        ids = chunk.ids
+        if len(rows) and np.abs(rows).max() > max_abs_value(rows.shape[1]):
+            # Finite values too large to cluster (squared distances would overflow): their
+            # events go to the dead letters, the rest of the chunk goes on.
+            rows, ids = yield from self._refuse_too_large(key, chunk.names, rows, ids)
         if self.ttl_secs is not None:
             idle.set(self.clock() + self.ttl_secs)
-        ids = chunk.ids
         if state.n_pending:
             rows = np.concatenate([state.pending, rows])
             if ids is not None:
@@ -393,6 +399,18 @@ class _ScoreAndLearnDoFn(beam.DoFn):
                 state.flush_at = None
                 flush.clear()
         model.write(state)
+
+    def _refuse_too_large(self, key: str, names, rows: np.ndarray, ids: list | None):
+        """Dead-letter the rows holding a value beyond ``max_abs_value``; return the others (and
+        their ids)."""
+        bad = np.abs(rows).max(axis=1) > max_abs_value(rows.shape[1])
+        for i in np.flatnonzero(bad).tolist():
+            row = rows[i].tolist()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
+                key, _event(names, row, self.id_field, None if ids is None else ids[i]),
+                too_large_reason(names, row), "model"))
+        keep = ~bad
+        return rows[keep], None if ids is None else [i for i, k in zip(ids, keep.tolist()) if k]
 
     def _flush(self, key: str, model, final: bool) -> Iterable[Any]:
         """Learn from the pending rows now. ``final``: the stream ends (input over or idle), so a
