@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .mappings import responsibilities
-from .temperature import logit_divisor
+from .mappings import _safe_divisor, responsibilities
 
 __all__ = [
     "distortion",
@@ -85,8 +84,12 @@ def free_energy(d: torch.Tensor, temperature: float) -> torch.Tensor:
     >>> J - n * T * math.log(k) <= float(free_energy(d, T)) <= J
     True
     """
-    t = logit_divisor(temperature)
-    return -t * torch.logsumexp(-d / t, dim=-1).sum()
+    # Shifted by each row's nearest distance, -t logsumexp(-d / t) = d_min - t logsumexp((d_min
+    # - d) / t): the exponents are <= 0 with a 0 among them, finite at any temperature (the
+    # divisor clamped at the dtype's smallest normal: float32 divided 0 by 0 below T ~ 1e-45).
+    t = _safe_divisor(d, temperature)
+    dmin = d.min(dim=-1, keepdim=True).values
+    return (dmin.squeeze(-1) - t * torch.logsumexp((dmin - d) / t, dim=-1)).sum()
 
 
 def kmeans_objective(d: torch.Tensor) -> torch.Tensor:

@@ -19,14 +19,57 @@ __all__ = ["MAPPINGS", "entmax15", "hard", "responsibilities", "softmax", "spars
 MAPPINGS = tuple(MAPPING_CODES)
 
 
-def _shifted_half_logits(d: torch.Tensor, temperature: float) -> torch.Tensor:
+def _safe_divisor(
+    d: torch.Tensor, temperature: float | torch.Tensor, factor: float = 1.0
+) -> float | torch.Tensor:
+    """``factor * logit_divisor(T)``, clamped at the smallest normal number of ``d``'s dtype.
+
+    Below ``torch.finfo(d.dtype).tiny`` a divisor is subnormal or 0 in ``d``'s dtype (float32 for
+    ``T`` below about 1e-45: the schedule's floor is float64's tiny), and ``0 / 0`` at the nearest
+    centre made whole rows NaN. Clamped, the divisor and its reciprocal stay finite, so shifted
+    logits ``(d_min - d) / divisor`` are 0 at the nearest centre and very negative elsewhere: the
+    hard (Voronoi) limit. Any divisor that is a normal number is returned as it would be cast in
+    the division, so results at ordinary temperatures are unchanged.
+
+    Examples
+    --------
+    >>> import torch
+    >>> _safe_divisor(torch.zeros(1), 1e-300, 2.0) == torch.finfo(torch.float32).tiny
+    True
+    >>> _safe_divisor(torch.zeros(1, dtype=torch.float64), 1e-300, 2.0)
+    2e-300
+    >>> _safe_divisor(torch.zeros(1), torch.tensor(1e-300, dtype=torch.float64), 2.0).item()
+    1.1754943508222875e-38
+    """
+    divisor = factor * logit_divisor(temperature)
+    tiny = torch.finfo(d.dtype).tiny
+    if isinstance(divisor, torch.Tensor):
+        if not divisor.is_floating_point() or torch.finfo(divisor.dtype).tiny > tiny:
+            divisor = divisor.to(d.dtype)  # exact widening: the division is in d's dtype anyway
+        # Clamped in its own dtype (float64 for the models' temperatures): the division then
+        # casts it exactly as it did an unclamped divisor.
+        return divisor.clamp_min(tiny)
+    return max(divisor, tiny)
+
+
+def _shifted_half_logits(d: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
     """``u = z/2 - max(z/2) = (d_min - d) / (2 divisor)``, clamped at -1 where entmax is exactly 0.
 
     Clamping is exact: the entmax-1.5 threshold is never below ``max(u) - 1 = -1``, so any entry at
     or below -1 gets responsibility 0 either way, and the clamp keeps tiny temperatures finite.
+    The divisor is clamped at the dtype's smallest normal number (:func:`_safe_divisor`), so a
+    temperature that underflows in ``d``'s dtype gives the hard assignment, not ``0 / 0``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> _shifted_half_logits(torch.tensor([[0.0, 1.0, 4.0]]), 1.0)
+    tensor([[ 0.0000, -0.5000, -1.0000]])
+    >>> _shifted_half_logits(torch.tensor([[0.0, 1.0, 4.0]]), 1e-300)  # 2T is 0 in float32
+    tensor([[ 0., -1., -1.]])
     """
     dmin = d.min(dim=-1, keepdim=True).values
-    return ((dmin - d) / (2.0 * logit_divisor(temperature))).clamp_min(-1.0)
+    return ((dmin - d) / _safe_divisor(d, temperature, 2.0)).clamp_min(-1.0)
 
 
 def _entmax15_threshold(vals: torch.Tensor) -> torch.Tensor:
@@ -100,15 +143,22 @@ def entmax15(d: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def softmax(d: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Numerically stable softmax of ``-d / T`` (max-shifted: never NaN for finite ``d``).
+    """Numerically stable softmax of ``-d / T`` (never NaN for finite ``d`` and any ``T > 0``).
+
+    The logits are shifted before the division, ``(d_min - d) / T``, so the nearest centre's is
+    exactly 0 however small ``T`` is (``-d / T`` alone is ``-inf`` in every entry of a row once
+    ``d_min / T`` overflows), and the divisor is clamped as in entmax (:func:`_safe_divisor`).
 
     Examples
     --------
     >>> import torch
     >>> softmax(torch.tensor([[0.0, 1e6]]), 1e-9)   # never NaN, even at a tiny temperature
     tensor([[1., 0.]])
+    >>> softmax(torch.tensor([[5.0, 6.0]]), 1e-300)   # T is 0 in float32: the hard assignment
+    tensor([[1., 0.]])
     """
-    return torch.softmax(-d / logit_divisor(temperature), dim=-1)
+    dmin = d.min(dim=-1, keepdim=True).values
+    return torch.softmax((dmin - d) / _safe_divisor(d, temperature), dim=-1)
 
 
 def hard(d: torch.Tensor, temperature: float | None = None) -> torch.Tensor:

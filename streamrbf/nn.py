@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -171,6 +172,15 @@ class RBFCluster(nn.Module):
         )
 
     # -- state -------------------------------------------------------------------------------
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        # Checked before anything is copied: a bad temperature leaves the layer as it was.
+        _check_temperatures(state_dict, prefix)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     @torch.no_grad()
     def init_centers(
@@ -356,6 +366,33 @@ def _reduce(total: torch.Tensor, d: torch.Tensor, reduction: str) -> torch.Tenso
     if reduction == "mean":
         return total / max(d.shape[0], 1)
     raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def _check_temperatures(state_dict: Mapping[str, object], prefix: str = "") -> None:
+    """Refuse a saved temperature that is not finite and > 0 (``ValueError`` naming the key).
+
+    Such a temperature would load silently and make every membership 0 (or NaN); entries of the
+    wrong shape are left to ``load_state_dict``'s own size check.
+
+    Examples
+    --------
+    >>> import torch
+    >>> _check_temperatures({"temperature": torch.tensor(0.5, dtype=torch.float64)})
+    >>> _check_temperatures({"rbf.temperature": torch.tensor(float("nan"))}, "rbf.")
+    Traceback (most recent call last):
+    ...
+    ValueError: rbf.temperature in the state_dict must be finite and > 0, got nan
+    """
+    for name in ("temperature", "initial_temperature"):
+        key = prefix + name
+        if key not in state_dict:
+            continue
+        value = torch.as_tensor(state_dict[key])
+        if value.numel() != 1 or value.is_meta:
+            continue
+        t = float(value)
+        if not (math.isfinite(t) and t > 0):
+            raise ValueError(f"{key} in the state_dict must be finite and > 0, got {t!r}")
 
 
 def _sync_schedule(module: nn.Module, incompatible_keys) -> None:

@@ -292,3 +292,19 @@ def test_kmeans_plusplus_distinct_centres_far_from_the_origin_and_at_extreme_sca
         C = kmeans_plusplus(X, 4, np.random.default_rng(seed))
         assert len(np.unique(C, axis=0)) == 4, seed
         assert all((X == c).all(axis=1).any() for c in C)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("temperature", [1e-3, 1e-40, 1e-50, 1e-300])
+def test_free_energy_reaches_the_kmeans_objective_at_any_small_temperature(dtype, temperature):
+    # F_T -> J as T -> 0, with the gradient of K-Means (one-hot on the nearest centre). In float32
+    # the divisor underflowed to 0 below T ~ 1e-45 and F was NaN (0 / 0 at the nearest centre).
+    from streamrbf.losses import free_energy, kmeans_objective
+
+    d = torch.tensor([[0.0, 9.0, 2.5], [4.0, 1.0, 7.0], [3.0, 3.5, 0.5]], dtype=dtype,
+                     requires_grad=True)
+    F = free_energy(d, temperature)
+    F.backward()
+    assert float(F.detach()) == pytest.approx(float(kmeans_objective(d.detach())), rel=1e-6)
+    one_hot = torch.nn.functional.one_hot(d.detach().argmin(1), 3).to(dtype)
+    assert torch.equal(d.grad, one_hot)

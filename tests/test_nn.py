@@ -160,6 +160,123 @@ def test_property_memberships_finite_and_normalised(rows, k, log_t, scale, seed,
     assert torch.isfinite(layer.centers.grad).all()
 
 
+def _two_centres(dtype=torch.float32, mapping="entmax15", **kw):
+    layer = RBFCluster(
+        2, 1, temperature=1.0, decay=0.5, min_temperature=0.0, mapping=mapping, dtype=dtype, **kw
+    )
+    return layer.init_centers(torch.zeros(1, 1), centers=torch.tensor([[0.0], [4.0]]))
+
+
+@pytest.mark.parametrize("mapping", ["entmax15", "softmax", "straight_through"])
+def test_memberships_one_hot_once_the_temperature_underflows(mapping):
+    # A 0-floor schedule anneals T below float32's (and, at the floor, float64's) smallest normal
+    # number: 2T was then 0 in the division, the nearest centre got 0 / 0 = NaN and every
+    # membership 0, which silently froze training. The cold limit is the hard assignment.
+    x = torch.tensor([[0.0], [1.0], [4.0], [2.5], [-3.0]])
+    expected = torch.tensor([[1, 0], [1, 0], [0, 1], [0, 1], [1, 0]])
+    # K-Means' gradient 2 N_k (c_k - xbar_k) / n: centre 0 holds 0, 1, -3 and centre 1 holds 4, 2.5
+    kmeans_grad = torch.tensor([[2 * 3 * (0 - (-2 / 3)) / 5], [2 * 2 * 0.75 / 5]])
+    st_kw = {"straight_through": True} if mapping == "straight_through" else {}
+    for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        for steps in (200, 5000):  # T = 2**-200 ~ 6e-61, then the schedule's floor (~2e-308)
+            layer = _two_centres(dtype, "hard" if st_kw else mapping, **st_kw)
+            layer.step_temperature(steps)
+            assert 0.0 < layer.temperature.item() < 1e-60
+            out = layer(x.to(dtype))
+            assert torch.equal(out.memberships.detach(), expected.to(dtype)), (dtype, steps)
+            assert torch.equal(out.memberships.detach().sum(dim=1), torch.ones(5, dtype=dtype))
+            loss = layer.distortion(out)
+            assert loss.item() == pytest.approx((0 + 1 + 0 + 2.25 + 9) / 5, rel=1e-2)
+            loss.backward()
+            grad = layer.centers.grad.float()
+            assert torch.isfinite(grad).all()
+            assert torch.allclose(grad, kmeans_grad, rtol=1e-2), (dtype, steps)
+
+
+def test_exact_ties_split_evenly_with_finite_gradients_below_the_dtypes_range():
+    # The nearest two centres tie for the point at the origin; T is 0 in float32.
+    x = torch.zeros(1, 2)
+    layer = RBFCluster(4, 2, temperature=1e-50, min_temperature=0.0)
+    with torch.no_grad():
+        layer.centers.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 3.0], [0.0, -3.0]]))
+    out = layer(x)
+    assert torch.allclose(out.memberships, torch.tensor([[0.5, 0.5, 0.0, 0.0]]))
+    assert (out.memberships[:, 2:] == 0).all()
+    layer.distortion(out).backward()
+    assert torch.isfinite(layer.centers.grad).all()
+    assert torch.allclose(layer.centers.grad[:2], torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    log_t=st.floats(-300, 2),
+    floor_steps=st.integers(0, 1200),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16]),
+    mapping=st.sampled_from(["entmax15", "softmax"]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_rows_sum_to_one_at_any_temperature(log_t, floor_steps, dtype, mapping, seed):
+    # From T = 10**log_t, `floor_steps` halvings of a 0-floor schedule (down to its floor, the
+    # smallest normal float64, after about 1,000): every row still sums to 1, the nearest centre
+    # gets the most membership, and the gradient is finite.
+    g = torch.Generator().manual_seed(seed)
+    x = (3.0 * torch.randn(12, 3, generator=g)).to(dtype)
+    layer = RBFCluster(
+        4, 3, temperature=10.0**log_t, decay=0.5, min_temperature=0.0, mapping=mapping
+    )
+    with torch.no_grad():
+        layer.centers.copy_(3.0 * torch.randn(4, 3, generator=g))
+        layer.centers[1] = layer.centers[0]  # exact ties
+    T = layer.step_temperature(floor_steps)
+    assert T > 0
+    out = layer(x)
+    p = out.memberships.double()
+    assert torch.isfinite(p).all() and (p >= 0).all()
+    tol = 1e-5 if dtype != torch.bfloat16 else 1e-2
+    assert (p.sum(dim=1) - 1).abs().max().item() <= tol
+    nearest = layer.predict(x)
+    assert torch.equal(p.gather(1, nearest[:, None])[:, 0], p.max(dim=1).values)
+    if T < 1e-50:  # far below any margin: the K-Means (Voronoi) assignment, ties split evenly
+        ties = nearest <= 1  # centres 0 and 1 coincide
+        assert torch.allclose(p[ties, :2], torch.tensor(0.5, dtype=torch.float64), atol=tol)
+        assert torch.equal(p[~ties], torch.eye(4, dtype=torch.float64)[nearest[~ties]])
+    layer.distortion(out).backward()
+    assert torch.isfinite(layer.centers.grad).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    log_t=st.floats(-320, 3),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.float16]),
+    as_tensor=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_property_core_mappings_unchanged_at_ordinary_and_hard_at_tiny_temperatures(
+    log_t, dtype, as_tensor, seed
+):
+    from streamrbf.mappings import _shifted_half_logits, hard, softmax
+
+    t = max(10.0**log_t, 5e-324)
+    g = torch.Generator().manual_seed(seed)
+    # distinct distances 2 apart (exact in every dtype) on a random offset; row 0 has a tie
+    order = torch.stack([torch.randperm(5, generator=g) for _ in range(6)])
+    d = (2.0 * order + torch.rand(6, 1, generator=g)).to(dtype)
+    d[0] = torch.tensor([0.5, 0.5, 2.5, 4.5, 6.5], dtype=dtype)
+    temperature = torch.tensor(t, dtype=torch.float64) if as_tensor else t
+    u = _shifted_half_logits(d, temperature)
+    if 2.0 * t >= torch.finfo(dtype).tiny:  # the old formula, bit for bit
+        dmin = d.min(dim=-1, keepdim=True).values
+        assert torch.equal(u, ((dmin - d) / (2.0 * temperature)).clamp_min(-1.0))
+    tol = 1e-5 if dtype in (torch.float32, torch.float64) else 3e-2  # ~3 digits in 16 bits
+    for p in (entmax15(d, temperature), softmax(d, temperature)):
+        p = p.double()
+        assert torch.isfinite(p).all()
+        assert (p.sum(dim=-1) - 1).abs().max() <= tol
+        if t < 1e-45:  # below every margin of these distances: the hard assignment
+            assert torch.equal(p[1:], hard(d[1:]).double())
+            assert torch.allclose(p[0, :2], torch.full((2,), 0.5, dtype=torch.float64))
+
+
 # -- dtypes, straight-through, balance --------------------------------------------------------
 
 
@@ -277,6 +394,32 @@ def test_state_dict_round_trip():
     # the schedule continues from the loaded state, in both
     assert other[1].step_temperature() == model[1].step_temperature()
     assert other[1].reheat() == model[1].reheat() == model[1].initial_temperature.item()
+
+
+@pytest.mark.parametrize("key", ["temperature", "initial_temperature"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0, -0.5])
+def test_load_state_dict_refuses_a_bad_temperature(key, bad):
+    x = _blobs()
+    good = _layer(temperature=0.5)
+    model = torch.nn.Sequential(torch.nn.Identity(), _layer(temperature=2.0))
+    model[1].step_temperature(3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    schedule = (model[1]._schedule.initial, model[1]._schedule.value)
+    expected = model[1](x).memberships.detach()
+    state = {f"1.{k}": v.clone() for k, v in good.state_dict().items()}
+    state[f"1.{key}"] = torch.tensor(bad, dtype=torch.float64)
+    with pytest.raises(ValueError, match=rf"1\.{key} in the state_dict must be finite and > 0"):
+        model.load_state_dict(state)
+    # nothing of the layer changed: its buffers, centres, schedule and memberships
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert (model[1]._schedule.initial, model[1]._schedule.value) == schedule
+    p = model[1](x).memberships.detach()
+    assert torch.equal(p, expected)
+    assert torch.allclose(p.sum(dim=1), torch.ones(len(x)))
+    # the good state still loads
+    model.load_state_dict({f"1.{k}": v for k, v in good.state_dict().items()})
+    assert model[1].temperature.item() == 0.5
 
 
 def test_invalid_arguments():
