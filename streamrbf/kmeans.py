@@ -80,6 +80,17 @@ def _make_rng(random_state: Any) -> np.random.Generator:
     raise ValueError(f"random_state must be None, an int or a Generator, got {random_state!r}")
 
 
+# The numpy bit generators a model file may name (nothing else in np.random is called).
+_BIT_GENERATORS = frozenset({"PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"})
+
+
+def _count(value: Any, what: str) -> int:
+    """A non-negative int from a model file's header (not a bool, not a float)."""
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{what} must be an int >= 0, got {value!r}")
+    return value
+
+
 class RBFKMeans:
     r"""K-Means as a radial-basis-function network, trained by annealed mini-batch gradient steps.
 
@@ -896,23 +907,38 @@ class RBFKMeans:
                 params["init"] = tensors["init"].numpy()
             model = cls(**params)
             model._check_params()
-            C, counts = tensors["centers"], tensors["counts"].to(torch.float64)
+            C, counts = tensors["centers"], tensors["counts"]
+            if C.dtype not in (torch.float32, torch.float64) or not counts.is_floating_point():
+                raise ValueError(f"centres must be float32 or float64, got {C.dtype}; counts "
+                                 f"floating-point, got {counts.dtype}")
+            counts = counts.to(torch.float64)
+            if C.dim() != 2:
+                raise ValueError(f"centres must be 2-D, got shape {tuple(C.shape)}")
             k, d = C.shape
-            if k != model.n_clusters or counts.shape != (k,) or d != int(meta["n_features_in"]):
+            if (k != model.n_clusters or counts.shape != (k,)
+                    or d != _count(meta["n_features_in"], "n_features_in")):
                 raise ValueError("tensor shapes do not match the parameters")
+            if bool((counts < 0).any()):
+                raise ValueError("counts must be >= 0")
             if device is not None or model.device is not None:
                 C = C.to(device or model.device)
                 counts = counts.to(C.device)
             schedule = TemperatureSchedule(**meta["schedule"])
+            if meta["rng_kind"] not in _BIT_GENERATORS:
+                raise ValueError(f"unknown random generator {meta['rng_kind']!r}")
             bitgen = getattr(np.random, meta["rng_kind"])()
             bitgen.state = meta["rng"]
             model._set_state(C, counts, schedule, np.random.Generator(bitgen))
             model.n_features_in_ = d
-            if meta.get("feature_names_in") is not None:
-                model.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
-            model.n_steps_ = int(meta["n_steps"])
+            names = meta.get("feature_names_in")
+            if names is not None:
+                if (not isinstance(names, list) or len(names) != d
+                        or not all(isinstance(n, str) for n in names)):
+                    raise ValueError(f"feature_names_in must be {d} names")
+                model.feature_names_in_ = np.asarray(names, dtype=object)
+            model.n_steps_ = _count(meta["n_steps"], "n_steps")
             if meta.get("n_iter") is not None:
-                model.n_iter_ = int(meta["n_iter"])
+                model.n_iter_ = _count(meta["n_iter"], "n_iter")
             model.inertia_ = float(meta["inertia"])
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"{str(path)!r} is not a valid RBFKMeans model file: {err}") from None

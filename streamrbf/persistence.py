@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,20 @@ def write_model_file(
     header = {_KEY: json.dumps({"kind": kind, "version": FORMAT_VERSION, "meta": meta})}
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # The file gets the mode any new file gets (0666 less the umask, read off a fresh file):
+    # safetensors writes 0600, which would hide the model from other users and serving processes.
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            break
+        except FileExistsError:
+            continue
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
     os.close(fd)
     try:
         save_file(cpu, tmp, metadata=header)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -138,7 +149,7 @@ def read_model_file(
     if not isinstance(info, dict) or info.get("kind") != kind:
         got = info.get("kind") if isinstance(info, dict) else None
         raise ValueError(f"{str(path)!r} holds a {got!r} model, not a {kind!r} model.")
-    if info.get("version") != FORMAT_VERSION:
+    if type(info.get("version")) is not int or info.get("version") != FORMAT_VERSION:
         raise ValueError(
             f"{str(path)!r} has format version {info.get('version')!r}; this streamrbf reads "
             f"version {FORMAT_VERSION}."

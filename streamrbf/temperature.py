@@ -139,6 +139,8 @@ class TemperatureSchedule:
             raise ValueError(f"minimum temperature must be finite and >= 0, got {self.minimum!r}")
         if math.isnan(self.value):
             self.value = max(self.initial, self.minimum)
+        elif not (self.value > 0 and math.isfinite(self.value)):
+            raise ValueError(f"temperature must be finite and > 0, got {self.value!r}")
 
     def step(self, n: int = 1) -> float:
         """Advance ``n`` steps and return the new temperature (never below ``minimum``, never 0).

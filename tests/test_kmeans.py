@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 
 import numpy as np
@@ -249,6 +250,79 @@ def test_load_refuses_malformed_and_foreign_files(tmp_path, blobs):
         RBFKMeans.load(broken)
     with pytest.raises(FileNotFoundError):
         RBFKMeans.load(tmp_path / "missing.safetensors")
+
+
+def _tampered(tmp_path, km, edit_meta=None, edit_tensors=None, version=None):
+    """A copy of ``km``'s model file with its header or tensors edited."""
+    import json as _json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    good = tmp_path / "good.safetensors"
+    km.save(good)
+    with safe_open(str(good), framework="pt") as f:
+        header = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    info = _json.loads(header["streamrbf"])
+    if edit_meta:
+        edit_meta(info["meta"])
+    if edit_tensors:
+        edit_tensors(tensors)
+    if version is not None:
+        info["version"] = version
+    bad = tmp_path / "tampered.safetensors"
+    save_file(tensors, str(bad), metadata={"streamrbf": _json.dumps(info)})
+    return bad
+
+
+TAMPERED = {
+    "rng_kind names another numpy function": (
+        lambda m: m.update(rng_kind="seed"), None, None, "unknown random generator"),
+    "infinite temperature": (
+        lambda m: m["schedule"].update(value=float("inf")), None, None, "temperature must be"),
+    "negative temperature": (
+        lambda m: m["schedule"].update(value=-1.0), None, None, "temperature must be"),
+    "negative counts": (
+        None, lambda t: t.update(counts=-t["counts"]), None, "counts must be >= 0"),
+    "integer centres": (
+        None, lambda t: t.update(centers=t["centers"].to(torch.int64)), None, "float32 or"),
+    "float16 centres": (
+        None, lambda t: t.update(centers=t["centers"].to(torch.float16)), None, "float32 or"),
+    "version true": (None, None, True, "format version True"),
+    "negative n_steps": (lambda m: m.update(n_steps=-3), None, None, "n_steps must be"),
+    "float n_steps": (lambda m: m.update(n_steps=2.5), None, None, "n_steps must be"),
+    "feature names of the wrong length": (
+        lambda m: m.update(feature_names_in=["a"]), None, None, "feature_names_in must be"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERED))
+def test_load_refuses_invalid_state_and_calls_nothing_it_names(tmp_path, blobs, case):
+    X, _ = blobs
+    km = RBFKMeans(4, random_state=0).fit(pd.DataFrame(X, columns=["a", "b", "c"]))
+    edit_meta, edit_tensors, version, msg = TAMPERED[case]
+    bad = _tampered(tmp_path, km, edit_meta, edit_tensors, version)
+    np.random.seed(123)
+    expected_global = np.random.random()
+    np.random.seed(123)
+    with pytest.raises(ValueError, match=msg):
+        RBFKMeans.load(bad)
+    # np.random.seed() was called by name from the file before: the global generator was reseeded
+    assert np.random.random() == expected_global
+
+
+def test_saved_model_files_get_the_usual_file_mode(tmp_path, blobs):
+    # Model files were created 0600 (mkstemp), unreadable by a serving process of another user.
+    import stat
+
+    X, _ = blobs
+    path = tmp_path / "m.safetensors"
+    RBFKMeans(4, random_state=0).fit(X).save(path)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_pickle_and_clone_of_a_fitted_model(blobs):
