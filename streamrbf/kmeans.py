@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import os
 import sys
 import warnings
@@ -368,7 +369,7 @@ class RBFKMeans:
                 raise ValueError(
                     f"temperature must be 'auto' or a float > 0, got {self.temperature!r}"
                 )
-        elif not (isinstance(self.temperature, (int, float)) and 0 < self.temperature < math.inf):
+        elif not (isinstance(self.temperature, numbers.Real) and 0 < self.temperature < math.inf):
             raise ValueError(f"temperature must be 'auto' or a float > 0, got {self.temperature!r}")
         if isinstance(self.min_temperature, str):
             if self.min_temperature != "auto":
@@ -376,19 +377,19 @@ class RBFKMeans:
                     f"min_temperature must be 'auto' or a float >= 0, got {self.min_temperature!r}"
                 )
         elif not (
-            isinstance(self.min_temperature, (int, float)) and 0 <= self.min_temperature < math.inf
+            isinstance(self.min_temperature, numbers.Real) and 0 <= self.min_temperature < math.inf
         ):
             raise ValueError(
                 f"min_temperature must be 'auto' or a float >= 0, got {self.min_temperature!r}"
             )
         if not (
-            isinstance(self.temperature_decay, (int, float)) and 0 < self.temperature_decay <= 1
+            isinstance(self.temperature_decay, numbers.Real) and 0 < self.temperature_decay <= 1
         ):
             raise ValueError(f"temperature_decay must be in (0, 1], got {self.temperature_decay!r}")
-        if not (isinstance(self.decay, (int, float)) and 0 < self.decay <= 1):
+        if not (isinstance(self.decay, numbers.Real) and 0 < self.decay <= 1):
             raise ValueError(f"decay must be in (0, 1], got {self.decay!r}")
         if self.half_life is not None and not (
-            isinstance(self.half_life, (int, float)) and 0 < self.half_life < math.inf
+            isinstance(self.half_life, numbers.Real) and 0 < self.half_life < math.inf
         ):
             raise ValueError(f"half_life must be None or a float > 0, got {self.half_life!r}")
         if self.half_life is not None and self.decay != 1.0:
@@ -399,10 +400,10 @@ class RBFKMeans:
             raise ValueError(f"batch_size must be None or an int >= 1, got {self.batch_size!r}")
         if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
             raise ValueError(f"max_iter must be an int >= 1, got {self.max_iter!r}")
-        if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
+        if not (isinstance(self.tol, numbers.Real) and self.tol >= 0):
             raise ValueError(f"tol must be a float >= 0, got {self.tol!r}")
         if not (
-            isinstance(self.reassignment_ratio, (int, float)) and 0 <= self.reassignment_ratio < 1
+            isinstance(self.reassignment_ratio, numbers.Real) and 0 <= self.reassignment_ratio < 1
         ):
             raise ValueError(
                 f"reassignment_ratio must be in [0, 1), got {self.reassignment_ratio!r}"

@@ -28,8 +28,13 @@ def feature_names_of(X: Any) -> np.ndarray | None:
     Returns
     -------
     numpy.ndarray or None
-        The names as an object array, or None for arrays, tensors, lists and frames with a
-        non-string (or no) column name.
+        The names as an object array, or None for arrays, tensors, lists and frames whose
+        column names are all non-strings (or absent).
+
+    Raises
+    ------
+    TypeError
+        When some column names are strings and others are not (as scikit-learn).
 
     Examples
     --------
@@ -40,13 +45,28 @@ def feature_names_of(X: Any) -> np.ndarray | None:
     True
     >>> feature_names_of(np.ones((1, 2))) is None
     True
+    >>> feature_names_of(pd.DataFrame([[1.0, 2.0]], columns=["a", 1]))
+    Traceback (most recent call last):
+    ...
+    TypeError: Feature names are only supported if all input features have string names, ...
     """
     cols = getattr(X, "columns", None)
     if cols is None or isinstance(X, (np.ndarray, torch.Tensor)):
         return None
     names = np.asarray(list(cols), dtype=object)
-    if len(names) and all(isinstance(c, str) for c in names):
+    is_str = [isinstance(c, str) for c in names]
+    if len(names) and all(is_str):
         return names
+    if any(is_str):
+        # scikit-learn's rule and wording: mixed names are an error, not "no names".
+        types = sorted({type(c).__name__ for c in names})
+        raise TypeError(
+            "Feature names are only supported if all input features have string names, but "
+            f"your input has {types} as feature name / column name types. If you want feature "
+            "names to be stored and validated, you must convert them all to strings, by using "
+            "X.columns = X.columns.astype(str) for example. Otherwise you can remove feature / "
+            "column names from your input data, or convert them all to a non-string data type."
+        )
     return None
 
 

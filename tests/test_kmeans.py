@@ -617,3 +617,20 @@ def test_apply_statistics_and_from_state_refuse_corrupt_state(blobs):
         RBFKMeans.from_state(km.cluster_centers_, [1.0, -1.0, 1.0, 1.0], TemperatureSchedule(1.0))
     with pytest.raises(ValueError, match="NaN or infinity"):
         RBFKMeans.from_state(np.full((4, 3), np.inf), np.ones(4), TemperatureSchedule(1.0))
+
+
+def test_scikit_learn_rules_for_mixed_feature_names_and_numpy_float_parameters(blobs):
+    # Mixed str / int column names are a TypeError in scikit-learn (they were silently "no
+    # names" here), and numpy floats are valid float parameters (np.float32 was refused).
+    from sklearn.cluster import KMeans as SkKMeans
+
+    X, _ = blobs
+    mixed = pd.DataFrame(X, columns=["a", 1, "c"])
+    with pytest.raises(TypeError, match="only supported if all input features have string"):
+        SkKMeans(2, n_init=1).fit(mixed)
+    with pytest.raises(TypeError, match="only supported if all input features have string"):
+        RBFKMeans(2, random_state=0).fit(mixed)
+    km = RBFKMeans(2, temperature=np.float32(0.5), temperature_decay=np.float32(0.9),
+                   decay=np.float16(1.0), reassignment_ratio=np.float32(0.01),
+                   tol=np.float32(1e-4), random_state=0).fit(X)
+    assert km.get_params()["temperature"] == np.float32(0.5) and np.isfinite(km.inertia_)
