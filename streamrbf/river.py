@@ -12,9 +12,13 @@ from __future__ import annotations
 import collections
 import math
 import numbers
-from array import array
+import reprlib
+import struct
+from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
+import numba
 import numpy as np
 from river import base
 
@@ -23,7 +27,7 @@ from ._kernels import check_mapping
 from .seeding import kmeans_plusplus, reseed_candidates
 from .temperature import TemperatureSchedule, auto_temperature, logit_divisor
 
-__all__ = ["KeyedRBFKMeans", "RBFKMeans"]
+__all__ = ["FeatureTypeError", "KeyedRBFKMeans", "RBFKMeans"]
 
 # A centre is starved (and re-seeded) when its decayed mass falls below this share of the largest.
 _RESEED_RATIO = 0.01
@@ -46,6 +50,55 @@ _NO_DETECTOR = np.zeros(0)
 # centres get re-seeded), but under ~4 events per cluster per half-life centres get noisy.
 _AUTO_HALF_LIFE = 100
 _AUTO_HALF_LIFE_PER_CLUSTER = 4
+
+# Largest feature magnitude: the centres are float32, and a step moves a centre towards the event,
+# so an event within the float32 range keeps every centre (and every squared distance, in float64)
+# finite. Anything beyond is refused before it reaches a centre.
+_VALUE_LIMIT = float(np.finfo(np.float32).max)
+# A feature value is a real number: int, float, bool, numpy's real scalars, Fraction, ... but not a
+# complex, a Decimal, an array, or a numpy timedelta (which numpy registers as an integer).
+_REAL = (numbers.Real, np.bool_)
+_NOT_REAL = (np.timedelta64,)
+# The per-event fast path takes events whose values are all of these exact types; any other event
+# goes through the full check of every value (`RBFKMeans._number`), which is the rule.
+_FAST_TYPES = frozenset({float, int, bool, np.float64, np.float32, np.int64, np.int32})
+_PACKERS: dict[int, Callable[..., bytes]] = {}  # d -> struct packer of d float64s
+_repr = reprlib.Repr()
+_repr.maxlong = _repr.maxstring = _repr.maxother = 40
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_out_of_range(x, limit):
+    """Index of the first entry of ``x`` that is NaN or above ``limit`` in magnitude, or -1."""
+    for t in range(x.shape[0]):
+        if not abs(x[t]) <= limit:
+            return t
+    return -1
+
+
+def _is_missing(v: Any) -> bool:
+    """None or pandas' NA (without importing pandas)."""
+    return v is None or type(v).__name__ == "NAType"
+
+
+class FeatureTypeError(TypeError, ValueError):
+    """A feature value that is not a real number (a string, None, a complex, a Decimal, an array).
+
+    It is a `TypeError`, and also a `ValueError` like every other refusal of bad input, so code
+    that catches `ValueError` for bad events keeps working. The message names the feature.
+
+    Examples
+    --------
+    >>> from streamrbf.river import FeatureTypeError, RBFKMeans
+    >>> model = RBFKMeans(n_clusters=2)
+    >>> try:
+    ...     model.learn_one({"a": 1.0, "b": 2 + 1j})
+    ... except FeatureTypeError as e:
+    ...     print(e)
+    feature 'b' is not a real number: (2+1j) (complex)
+    >>> issubclass(FeatureTypeError, TypeError) and issubclass(FeatureTypeError, ValueError)
+    True
+    """
 
 
 class RBFKMeans(base.Clusterer):
@@ -82,9 +135,12 @@ class RBFKMeans(base.Clusterer):
     the model restarts from them (new centres, masses and temperature; then the same recheck as
     after the warm-up). A false alarm changes nothing.
 
-    The feature set is fixed by the first event. A missing or new feature, a value that is not a
-    real number, NaN or infinity raises a `ValueError` naming the feature, and the model is left
-    exactly as it was (unless `missing="zero"`).
+    The feature set is fixed by the first event. A missing or new feature, NaN, infinity, a value
+    beyond the float32 range of the centres (about 3.4e38 in magnitude) or an event with no
+    features raises a `ValueError`, and a value that is not a real number (a string, None, a
+    complex, a Decimal, an array) a :class:`FeatureTypeError` (a `TypeError` and a `ValueError`);
+    the message names the feature, and the model is left exactly as it was. Under
+    `missing="zero"` a missing feature, None or NaN counts as 0 instead.
 
     Parameters
     ----------
@@ -162,6 +218,8 @@ class RBFKMeans(base.Clusterer):
 
     """
 
+    _get: itemgetter | None = None  # (a class default too, for models pickled without it)
+
     def __init__(
         self,
         n_clusters: int = 8,
@@ -205,6 +263,7 @@ class RBFKMeans(base.Clusterer):
             self._drift = None
         self._features: tuple | None = None  # feature order, fixed by the first event
         self._feature_set: frozenset | None = None
+        self._get: itemgetter | None = None  # the fast path's getter of the feature values
         self._warm: list[np.ndarray] = []  # warm-up events, dropped once initialised
         self._C: np.ndarray | None = None  # (k, d) float32 centres
         self._counts: np.ndarray | None = None  # (k,) float64 decayed masses
@@ -331,19 +390,43 @@ class RBFKMeans(base.Clusterer):
     # -- features -----------------------------------------------------------------------------
 
     def _vector(self, x: dict) -> np.ndarray:
-        """The event as a float64 vector in the fixed feature order; raises ValueError naming the
-        offending feature. Finiteness is checked by the kernels (or :meth:`_finite`)."""
-        if x.keys() == self._feature_set:
+        """The event as a float64 vector in the fixed feature order, every value checked (see
+        :meth:`_number`); raises naming the offending feature.
+
+        Fast path: the event is a plain dict of exactly the model's features, all of common number
+        types and within range; anything else takes :meth:`_vector_slow`, which applies the rule.
+        (A dict subclass may answer for keys it lacks, as `Counter` and `defaultdict` do.)
+        """
+        get = self._get
+        if get is not None and type(x) is dict:
             try:
-                return np.frombuffer(array("d", map(x.__getitem__, self._features)))
-            except TypeError:
+                vals = get(x)
+                if len(x) == len(vals) and _FAST_TYPES.issuperset(map(type, vals)):
+                    xv = np.frombuffer(bytearray(_PACKERS[len(vals)](*vals)))
+                    if _first_out_of_range(xv, _VALUE_LIMIT) < 0:
+                        return xv
+            except (LookupError, TypeError, OverflowError, struct.error):
                 pass
         return self._vector_slow(x)
 
+    @staticmethod
+    def _event_keys(x: dict) -> Any:
+        """The keys of an event, which must be a non-empty dict."""
+        try:
+            keys = x.keys()
+        except AttributeError:
+            raise TypeError(
+                f"an event must be a dict {{feature: value}}, got {type(x).__name__}"
+            ) from None
+        if not keys:
+            raise ValueError("empty event: it has no features")
+        return keys
+
     def _vector_slow(self, x: dict) -> np.ndarray:
+        keys = self._event_keys(x)
         zero = self.missing == "zero"
         if not zero:
-            for f in x:
+            for f in keys:
                 if f not in self._feature_set:
                     raise ValueError(
                         f"unknown feature {f!r}: the feature set is fixed by the first event"
@@ -359,41 +442,70 @@ class RBFKMeans(base.Clusterer):
         return out
 
     @staticmethod
-    def _number(f, v, zero: bool) -> float:
-        if v is None and zero:
-            return 0.0
-        if isinstance(v, (str, bytes)) or not isinstance(v, (numbers.Real, np.number)):
-            raise ValueError(f"feature {f!r} is not a real number: {v!r}")
-        v = float(v)
-        if math.isnan(v) and zero:
-            return 0.0
-        if not math.isfinite(v):
-            raise ValueError(f"feature {f!r} is not finite: {v!r}")
-        return v
+    def _number(f: Any, v: Any, zero: bool, where: str = "") -> float:
+        """The value ``v`` of feature ``f`` as a float, or an error naming ``f`` (and ``where``).
 
-    def _bad_feature(self, code: int, xv: np.ndarray) -> ValueError:
-        t = -code - 1
-        return ValueError(f"feature {self._features[t]!r} is not finite: {float(xv[t])!r}")
+        The rule for every value, whatever the path: a real number (``numbers.Real`` or a numpy
+        bool, not a numpy timedelta), not NaN, finite and at most the largest float32 in
+        magnitude. Under ``missing="zero"`` (``zero``) None, pandas' NA and NaN count as 0.
+        """
+        if type(v) is float:
+            r = v
+        elif isinstance(v, _REAL) and not isinstance(v, _NOT_REAL):
+            try:
+                r = float(v)
+            except OverflowError:  # a huge int or Fraction
+                r = math.inf if v > 0 else -math.inf
+            except (TypeError, ValueError):
+                raise FeatureTypeError(
+                    f"feature {f!r} is not a real number: {_repr.repr(v)} "
+                    f"({type(v).__name__}){where}"
+                ) from None
+            if math.isinf(r) and abs(v) != math.inf:  # finite, but beyond any float
+                raise ValueError(
+                    f"feature {f!r} is too large: {_repr.repr(v)}{where}; values must be at "
+                    f"most {_VALUE_LIMIT:.4g} in magnitude (the float32 range of the centres)"
+                )
+        elif zero and _is_missing(v):
+            return 0.0
+        else:
+            raise FeatureTypeError(
+                f"feature {f!r} is not a real number: {_repr.repr(v)} ({type(v).__name__}){where}"
+            )
+        if abs(r) <= _VALUE_LIMIT:
+            return r
+        if math.isnan(r):
+            if zero:
+                return 0.0
+            raise ValueError(f"feature {f!r} is NaN (a missing value){where}")
+        if math.isinf(r):
+            raise ValueError(f"feature {f!r} is not finite: {r!r}{where}")
+        raise ValueError(
+            f"feature {f!r} is too large: {r!r}{where}; values must be at most "
+            f"{_VALUE_LIMIT:.4g} in magnitude (the float32 range of the centres)"
+        )
 
-    def _finite(self, xv: np.ndarray) -> np.ndarray:
-        """``xv`` if finite; NaN replaced by 0 under ``missing="zero"``; else ValueError."""
-        t = _ok.first_nonfinite(xv)
-        if t < 0:
-            return xv
-        if self.missing == "zero":
-            xv = np.where(np.isnan(xv), 0.0, xv)
-            t = _ok.first_nonfinite(xv)
-            if t < 0:
-                return xv
-        raise self._bad_feature(-(t + 1), xv)
+    def _set_features(self, features: tuple) -> None:
+        self._features = features
+        self._feature_set = frozenset(features)
+        d = len(features)
+        # the fast path gets the values with one C call; itemgetter of one key is no tuple
+        self._get = itemgetter(*features) if d > 1 else None
+        if d > 1 and d not in _PACKERS:
+            _PACKERS[d] = struct.Struct(f"{d}d").pack
 
     def _first_event(self, x: dict) -> np.ndarray:
         """Fix the feature set from the first event (only once the event is known to be valid)."""
-        features = tuple(x)
+        features = tuple(self._event_keys(x))
         xv = np.array([self._number(f, x[f], False) for f in features], dtype=np.float64)
-        self._features = features
-        self._feature_set = frozenset(features)
+        self._set_features(features)
         return xv
+
+    def _check_unfixed(self, x: dict) -> None:
+        """Before the first event fixes the features, a prediction still checks its event."""
+        zero = self.missing == "zero"
+        for f in self._event_keys(x):
+            self._number(f, x[f], zero)
 
     # -- learning -----------------------------------------------------------------------------
 
@@ -401,28 +513,25 @@ class RBFKMeans(base.Clusterer):
         if self._C is not None and self._buf is None:
             # hot path: initialised, one step per event
             xv = self._vector(x)
-            j, dmin, alarm = self._step_event(xv)
-            if j < 0:
-                xv = self._finite(xv)  # raises unless missing="zero" repairs it
-                j, dmin, alarm = self._step_event(xv)
+            _, dmin, alarm = self._step_event(xv)
             self._after_step((dmin,), alarm, xv)
             return
         if self._features is None:
             xv = self._first_event(x)
         else:
-            xv = self._finite(self._vector(x))
+            xv = self._vector(x)
         self._learn_vector(xv)
 
     def _step_event(self, xv: np.ndarray) -> tuple[int, float, bool]:
-        """The compiled per-event step: ``(nearest centre, its squared distance, drift alarm)``;
-        the nearest centre is -1 (and nothing changed) when ``xv`` is not finite."""
+        """The compiled per-event step on a checked event ``xv``: ``(nearest centre, its squared
+        distance, drift alarm)``."""
         return _ok.learn_event(
             xv, self._C, self._counts, logit_divisor(self._schedule.value),
             self._mapping_code, self._decay, self._aux, self._rs, self._det,
         )
 
     def _learn_vector(self, xv: np.ndarray) -> None:
-        """Learn one finite event given as a vector in feature order."""
+        """Learn one checked event given as a vector in feature order."""
         if self._C is None:
             self._warm.append(np.array(xv, dtype=np.float64))
             if len(self._warm) >= self._warmup_size:
@@ -577,64 +686,78 @@ class RBFKMeans(base.Clusterer):
         ...
         ValueError: unknown feature 'c': the feature set is fixed by the first event
         """
+        self._check_frame(X)
         if len(X) == 0:
             return
         if self._features is None:
             features = tuple(X.columns)
-            self._features, self._feature_set = features, frozenset(features)
-            try:
-                M = self._frame(X, strict=True)
-            except Exception:
-                self._features = self._feature_set = None
-                raise
+            M = self._frame(X, features, strict=True)
+            self._set_features(features)
         else:
-            M = self._frame(X)
+            M = self._frame(X, self._features)
         for xv in M:
             self._learn_vector(xv)
 
-    def _frame(self, X, strict: bool = False) -> np.ndarray:
-        """A validated float64 matrix of the frame's rows in the fixed feature order."""
+    @staticmethod
+    def _check_frame(X) -> None:
+        if not hasattr(X, "columns"):
+            raise TypeError(f"expected a pandas DataFrame of events, got {type(X).__name__}")
+        if len(X) and len(X.columns) == 0:
+            raise ValueError("empty events: the frame has no feature columns")
+        if X.columns.has_duplicates:
+            dup = X.columns[X.columns.duplicated()][0]
+            raise ValueError(f"duplicate feature {dup!r}: the frame has two columns of that name")
+
+    def _frame(self, X, features: tuple, strict: bool = False) -> np.ndarray:
+        """A checked float64 matrix of the frame's rows in the order of ``features`` (every value
+        as in :meth:`_number`)."""
+        from pandas.api.types import is_complex_dtype, is_numeric_dtype
+
         cols = list(X.columns)
         colset = set(cols)
         zero = self.missing == "zero" and not strict
-        if not zero:
+        if not zero and features is self._features:
             for c in cols:
                 if c not in self._feature_set:
                     raise ValueError(
                         f"unknown feature {c!r}: the feature set is fixed by the first event"
                     )
-            for f in self._features:
+            for f in features:
                 if f not in colset:
                     raise ValueError(f"missing feature {f!r}")
-        M = np.zeros((len(X), len(self._features)))
-        for t, f in enumerate(self._features):
+        M = np.zeros((len(X), len(features)))
+        for t, f in enumerate(features):
             if f not in colset:
                 continue
             col = X[f]
-            if col.dtype == object or not np.issubdtype(col.dtype, np.number):
-                for v in col.tolist():
-                    self._number(f, v, zero)
-            M[:, t] = col.to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = ~np.isfinite(M)
+            if is_complex_dtype(col.dtype):
+                raise FeatureTypeError(
+                    f"feature {f!r} is not a real number: its column is {col.dtype}"
+                )
+            if is_numeric_dtype(col.dtype):  # numpy or pandas (nullable, arrow) numbers, bools
+                M[:, t] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            else:  # object, category, strings, dates: value by value
+                M[:, t] = [
+                    self._number(f, v, zero, f" (row {i})") for i, v in enumerate(col.tolist())
+                ]
         if zero:
             M[np.isnan(M)] = 0.0
-            bad = ~np.isfinite(M)
+        bad = ~(np.abs(M) <= _VALUE_LIMIT)
         if bad.any():
             i, t = np.argwhere(bad)[0]
-            raise ValueError(f"feature {self._features[t]!r} is not finite: {M[i, t]!r} (row {i})")
+            self._number(features[t], float(M[i, t]), zero, f" (row {i})")  # raises
         return M
 
     # -- prediction ---------------------------------------------------------------------------
 
     def predict_one(self, x: dict) -> int:
         if self._C is None:
-            if self._features is not None:
-                self._finite(self._vector(x))
+            if self._features is None:
+                self._check_unfixed(x)
+            else:
+                self._vector(x)
             return 0
-        xv = self._vector(x)
-        j, _ = _ok.nearest_event(xv, self._C)
-        if j < 0:
-            j, _ = _ok.nearest_event(self._finite(xv), self._C)
+        j, _ = _ok.nearest_event(self._vector(x), self._C)
         return j
 
     def predict_proba_one(self, x: dict) -> dict[int, float]:
@@ -643,10 +766,12 @@ class RBFKMeans(base.Clusterer):
         Before initialisation (during the warm-up) it returns `{}`. The class example shows it.
         """
         if self._C is None:
-            if self._features is not None:
-                self._finite(self._vector(x))
+            if self._features is None:
+                self._check_unfixed(x)
+            else:
+                self._vector(x)
             return {}
-        xv = self._finite(self._vector(x))
+        xv = self._vector(x)
         k = self.n_clusters
         vals, idx = np.empty(k), np.empty(k, np.int64)
         n = _ok.responsibilities_event(
@@ -683,11 +808,12 @@ class RBFKMeans(base.Clusterer):
         """
         import pandas as pd
 
+        self._check_frame(X)
         if self._C is None:
-            if self._features is not None and len(X):
-                self._frame(X)
+            if len(X):
+                self._frame(X, self._features or tuple(X.columns))
             return pd.Series(np.zeros(len(X), dtype=np.int64), index=X.index)
-        return pd.Series(_ok.nearest_rows(self._frame(X), self._C), index=X.index)
+        return pd.Series(_ok.nearest_rows(self._frame(X, self._features), self._C), index=X.index)
 
 
 class KeyedRBFKMeans(base.Wrapper, base.Clusterer):
@@ -696,8 +822,9 @@ class KeyedRBFKMeans(base.Wrapper, base.Clusterer):
     Each event is routed on `x[key]`; the key field itself is not a feature. A stream's model is a
     clone of `model`, created on its first event. At most `max_streams` models are kept: when a
     new stream arrives beyond that, the least recently used stream is evicted (and would restart
-    from scratch if it came back). Predicting for an unknown stream returns 0 (`{}` for
-    `predict_proba_one`) and creates nothing.
+    from scratch if it came back); an event that is refused does not count as a use. Predicting
+    for an unknown stream checks the event, returns 0 (`{}` for `predict_proba_one`) and creates
+    nothing.
 
     Parameters
     ----------
@@ -752,12 +879,25 @@ class KeyedRBFKMeans(base.Wrapper, base.Clusterer):
     def n_streams(self) -> int:
         return len(self.models)
 
-    def _split(self, x: dict):
+    def _split(self, x: dict) -> tuple[Any, dict]:
         try:
             k = x[self.key]
+            rest = {f: v for f, v in x.items() if f != self.key}
         except KeyError:
             raise ValueError(f"missing key field {self.key!r}") from None
-        return k, {f: v for f, v in x.items() if f != self.key}
+        except (TypeError, AttributeError):
+            raise TypeError(
+                f"an event must be a dict {{field: value}}, got {type(x).__name__}"
+            ) from None
+        if not rest:
+            raise ValueError(f"empty event: no features besides the key field {self.key!r}")
+        try:
+            hash(k)
+        except TypeError:
+            raise TypeError(
+                f"key field {self.key!r} must be hashable, got {type(k).__name__}"
+            ) from None
+        return k, rest
 
     def learn_one(self, x: dict, **kwargs) -> None:
         k, rest = self._split(x)
@@ -770,18 +910,19 @@ class KeyedRBFKMeans(base.Wrapper, base.Clusterer):
                 self.models.popitem(last=False)
                 self.n_evicted += 1
             return
+        m.learn_one(rest)  # a bad event raises here, and the stream does not count as used
         self.models.move_to_end(k)
-        m.learn_one(rest)
 
     def predict_one(self, x: dict, **kwargs) -> int:
         k, rest = self._split(x)
         m = self.models.get(k)
-        return 0 if m is None else m.predict_one(rest)
+        # an unknown stream: the (never trained) template checks the event and answers 0
+        return (self.model if m is None else m).predict_one(rest)
 
     def predict_proba_one(self, x: dict, **kwargs) -> dict[int, float]:
         k, rest = self._split(x)
         m = self.models.get(k)
-        return {} if m is None else m.predict_proba_one(rest)
+        return (self.model if m is None else m).predict_proba_one(rest)
 
     def model_for(self, key: Any) -> RBFKMeans | None:
         """The model of one stream (None if unknown); does not count as a use.

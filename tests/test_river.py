@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import copy
+import decimal
+import fractions
+import importlib.util
 import math
 import pickle
+import warnings
 
 import entmax
 import numpy as np
@@ -19,7 +24,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from streamrbf import _online_kernels as ok
 from streamrbf._kernels import MAPPING_CODES
-from streamrbf.river import KeyedRBFKMeans, RBFKMeans
+from streamrbf.river import FeatureTypeError, KeyedRBFKMeans, RBFKMeans
 from streamrbf.statistics import apply_step, batch_statistics
 from streamrbf.temperature import logit_divisor
 
@@ -306,6 +311,237 @@ def test_missing_zero_policy():
         model.learn_one({"a": 1.0, "b": math.inf})
 
 
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _keyed(events):
+    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=4, seed=1), key="id", max_streams=3)
+    for i, x in enumerate(events[:400]):
+        keyed.learn_one({"id": i % 2, **x})
+    return keyed
+
+
+@pytest.fixture(scope="module")
+def more_models(blobs, fitted_models):
+    events, _ = blobs
+    return {**fitted_models, "fresh": RBFKMeans(n_clusters=4, seed=1), "keyed": _keyed(events)}
+
+
+@pytest.mark.parametrize("which", ["online", "batch", "warmup", "keyed"])
+@pytest.mark.parametrize("value", [1e41, -3.5e38, 10**39, -(10**400), fractions.Fraction(10**50)],
+                         ids=["1e41", "-3.5e38", "int 1e39", "int -1e400", "Fraction 1e50"])
+def test_values_beyond_float32_are_refused(more_models, blobs, which, value):
+    model = more_models[which]
+    x = {**blobs[0][5], "f2": value}
+    if which == "keyed":
+        x["id"] = 0
+    before = pickle.dumps(model)
+    with pytest.raises(ValueError, match="feature 'f2' is too large"):
+        model.learn_one(x)
+    assert pickle.dumps(model) == before
+    if which != "keyed":
+        with pytest.raises(ValueError, match="feature 'f2' is too large"):
+            model.learn_many(pd.DataFrame([blobs[0][5], x]))
+        assert pickle.dumps(model) == before
+
+
+def test_values_up_to_float32_max_keep_every_centre_finite(blobs):
+    model = _fitted(blobs[0][:300])
+    proba = model.predict_proba_one(blobs[0][0])
+    for v in (3.4e38, -3.4e38, F32_MAX, -F32_MAX):
+        model.learn_one({"f0": v, "f1": -v, "f2": v, "f3": 0.0})
+    assert np.isfinite(model._C).all() and np.isfinite(model._counts).all()
+    assert np.abs(model._C).max() > 1e37  # the extreme events were learnt
+    assert model.predict_proba_one(blobs[0][0]) != {} != proba
+    with pytest.raises(ValueError, match="'f0' is too large"):
+        model.learn_one({"f0": 1e41, "f1": 0.0, "f2": 0.0, "f3": 0.0})  # 1e41: inf in float32
+    batch = RBFKMeans(n_clusters=2, batch_size=3, warmup=4, seed=0)
+    batch.learn_many(pd.DataFrame({"a": [F32_MAX, -F32_MAX, 0.0, 1.0] * 6, "b": 0.0}))
+    assert np.isfinite(batch._C).all() and batch.predict_proba_one({"a": 0.0, "b": 0.0}) != {}
+
+
+def test_empty_events_are_refused():
+    model = RBFKMeans(n_clusters=2, warmup=2)
+    with pytest.raises(ValueError, match="empty event"):
+        model.learn_one({})
+    assert model.n_features == 0
+    for v in (0.0, 5.0, 1.0):
+        model.learn_one({"a": v, "b": 1.0})
+    assert model.n_features == 2 and len(model.centers) == 2
+    for policy in ("error", "zero"):
+        model.missing = policy
+        before = pickle.dumps(model)
+        for method in ("learn_one", "predict_one", "predict_proba_one"):
+            with pytest.raises(ValueError, match="empty event"):
+                getattr(model, method)({})
+        assert pickle.dumps(model) == before
+    model.missing = "error"
+    with pytest.raises(ValueError, match="empty event"):
+        RBFKMeans(n_clusters=2).learn_many(pd.DataFrame(index=range(3)))
+    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=2, warmup=2), key="id")
+    with pytest.raises(ValueError, match="empty event: no features besides the key field 'id'"):
+        keyed.learn_one({"id": "s"})
+    assert keyed.n_streams == 0
+    keyed.learn_one({"id": "s", "v": 1.0})  # the stream's first real event fixes its features
+    assert keyed.model_for("s").n_features == 1
+
+
+@pytest.mark.parametrize("value", [np.complex128(5j), np.complex64(1 + 0j), 2 + 1j])
+def test_complex_values_are_refused_with_a_type_error(blobs, fitted_models, value):
+    events = blobs[0]
+    for model in (RBFKMeans(n_clusters=4), fitted_models["online"], fitted_models["batch"]):
+        before = pickle.dumps(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no ComplexWarning: refused, not cast
+            with pytest.raises(TypeError, match="feature 'f1' is not a real number"):
+                model.learn_one({**events[0], "f1": value})
+            with pytest.raises(TypeError, match="feature 'f1' is not a real number"):
+                model.learn_many(pd.DataFrame({**events[0], "f1": np.array([value])}))
+        assert pickle.dumps(model) == before
+
+
+_NOT_REAL = [decimal.Decimal("1.5"), np.array(1.5), np.array([1.5]), np.timedelta64(3, "s"),
+             "2.0", None, b"1", [1.0]]
+
+
+@pytest.mark.parametrize("value", _NOT_REAL, ids=repr)
+def test_first_and_later_events_follow_one_type_rule(blobs, more_models, value):
+    events = blobs[0]
+    for which in ("fresh", "warmup", "online", "batch"):  # first event, slow and fast paths
+        model = more_models[which]
+        before = pickle.dumps(model)
+        with pytest.raises(FeatureTypeError, match="feature 'f3' is not a real number") as err:
+            model.learn_one({**events[1], "f3": value})
+        assert isinstance(err.value, TypeError) and isinstance(err.value, ValueError)
+        assert pickle.dumps(model) == before
+
+
+def test_first_and_later_events_accept_the_same_real_numbers():
+    for value in (np.bool_(True), True, fractions.Fraction(3, 2), np.float16(1.5), np.uint8(2),
+                  np.int16(-2), np.float32(0.25), 7):
+        first = RBFKMeans(n_clusters=2, warmup=2, seed=0)
+        first.learn_one({"a": value, "b": 1.0})  # the first event: the slow path
+        assert first._warm[0].tolist() == [float(value), 1.0]
+        first.learn_one({"a": float(value) + 3, "b": 0.0})
+        later, twin = copy.deepcopy(first), copy.deepcopy(first)
+        later.learn_one({"a": value, "b": 1.0})  # a later event: the fast path if it can
+        twin.learn_one({"a": float(value), "b": 1.0})
+        assert pickle.dumps(later._C) == pickle.dumps(twin._C)
+
+
+def _bad_value():
+    """(value, whether it is refused as a non-number, i.e. with a TypeError)."""
+    big = st.one_of(st.floats(min_value=3.41e38), st.floats(max_value=-3.41e38),
+                    st.sampled_from([math.nan, math.inf, -math.inf]))
+    huge = st.one_of(st.integers(min_value=2**128), st.integers(max_value=-(2**128)))
+    not_real = st.one_of(
+        st.complex_numbers(allow_nan=False, allow_infinity=False),
+        st.complex_numbers(allow_nan=False, allow_infinity=False).map(np.complex128),
+        st.decimals(allow_nan=False, allow_infinity=False, places=3),
+        st.floats(-10, 10).map(np.array),
+        st.integers(-5, 5).map(lambda v: np.timedelta64(v, "s")),
+        st.text(max_size=3), st.none(), st.lists(st.floats(-1, 1), max_size=2),
+    )
+    return st.one_of(big.map(lambda v: (v, False)), huge.map(lambda v: (v, False)),
+                     not_real.map(lambda v: (v, True)))
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(which=st.sampled_from(["fresh", "warmup", "online", "batch", "keyed"]), bad=_bad_value(),
+       feature=st.sampled_from(["f0", "f1", "f2", "f3"]), row=st.integers(0, 2999),
+       method=st.sampled_from(["learn_one", "predict_one", "predict_proba_one", "learn_many",
+                               "predict_many"]))
+def test_bad_values_raise_naming_the_feature_and_change_nothing(more_models, blobs, which, bad,
+                                                               feature, row, method):
+    value, type_error = bad
+    model = more_models[which]
+    good = blobs[0][row]
+    x = {**good, feature: value}
+    if which == "keyed":
+        method = method.replace("many", "one")
+        x["id"] = row % 3  # streams 0 and 1 exist, 2 would be new
+    before = pickle.dumps(model)
+    if method.endswith("many"):
+        frame = pd.DataFrame([good, good])
+        col = np.empty(2, dtype=object)
+        col[0], col[1] = good[feature], value
+        frame[feature] = col
+        arg = frame
+    else:
+        arg = x
+    with pytest.raises(ValueError, match=f"feature {feature!r}") as err:
+        getattr(model, method)(arg)
+    assert isinstance(err.value, TypeError) == type_error
+    assert pickle.dumps(model) == before
+
+
+def test_learn_many_takes_pandas_nullable_dtypes(blobs):
+    events = blobs[0][:300]
+    ints = [{f: round(v * 10) for f, v in x.items()} for x in events]
+    cases = [("Float64", events), ("Int64", ints)]
+    if importlib.util.find_spec("pyarrow") is not None:
+        cases.append(("float64[pyarrow]", events))
+    for dtype, rows in cases:
+        one, many = RBFKMeans(n_clusters=4, seed=2), RBFKMeans(n_clusters=4, seed=2)
+        for x in rows:
+            one.learn_one(x)
+        many.learn_many(pd.DataFrame(rows).astype(dtype))
+        assert pickle.dumps(one) == pickle.dumps(many)
+        # a missing value (pd.NA) is refused as one, and changes nothing
+        bad = pd.DataFrame(rows[:3]).astype(dtype)
+        bad.loc[1, "f2"] = pd.NA
+        before = pickle.dumps(many)
+        with pytest.raises(ValueError, match=r"feature 'f2' is NaN \(a missing value\) \(row 1\)"):
+            many.learn_many(bad)
+        with pytest.raises(ValueError, match="'f2'"):
+            many.predict_many(bad)
+        assert pickle.dumps(many) == before
+    flags = pd.DataFrame({"a": pd.array([True, False, False] * 20, dtype="boolean"), "b": 1.0})
+    one, many = RBFKMeans(n_clusters=2, warmup=4, seed=0), RBFKMeans(n_clusters=2, warmup=4, seed=0)
+    many.learn_many(flags)
+    for a in [True, False, False] * 20:
+        one.learn_one({"a": a, "b": 1.0})
+    assert pickle.dumps(one) == pickle.dumps(many) and len(many.centers) == 2
+    # under missing="zero" a missing value counts as 0
+    zero, twin = (RBFKMeans(n_clusters=2, warmup=4, missing="zero", seed=0) for _ in range(2))
+    data = pd.DataFrame({"a": pd.array([1, None, 3, 4, 5], dtype="Int64"), "b": 1.0})
+    zero.learn_many(data.iloc[[0, 2, 3, 4]])
+    twin.learn_many(data.iloc[[0, 2, 3, 4]].astype({"a": "float64"}))
+    zero.learn_many(data.iloc[[1]])
+    twin.learn_one({"a": 0.0, "b": 1.0})
+    assert pickle.dumps(zero._C) == pickle.dumps(twin._C)
+
+
+def test_frames_and_events_of_the_wrong_shape_are_refused(blobs, fitted_models):
+    model = fitted_models["online"]
+    before = pickle.dumps(model)
+    with pytest.raises(ValueError, match="duplicate feature 'f0'"):
+        model.learn_many(pd.DataFrame([[1.0, 2.0, 3.0, 4.0]], columns=["f0", "f0", "f1", "f2"]))
+    with pytest.raises(TypeError, match="DataFrame"):
+        model.learn_many(np.zeros((2, 4)))
+    for event in ([1.0, 2.0, 3.0, 4.0], None, "f0"):
+        with pytest.raises(TypeError, match="an event must be a dict"):
+            model.learn_one(event)
+    # dict subclasses that answer for keys they lack are read by their keys, and never changed
+    counter = collections.Counter({"f0": 1, "f1": 2, "f2": 3, "f9": 4})
+    with pytest.raises(ValueError, match="unknown feature 'f9'"):
+        model.learn_one(counter)
+    sparse = collections.defaultdict(float, {"f0": 1.0, "f1": 2.0, "f2": 3.0})
+    with pytest.raises(ValueError, match="missing feature 'f3'"):
+        model.learn_one(sparse)
+    assert dict(sparse) == {"f0": 1.0, "f1": 2.0, "f2": 3.0}
+    assert pickle.dumps(model) == before
+    model.predict_one(collections.OrderedDict(blobs[0][0]))  # any other mapping is fine
+    fresh = RBFKMeans(n_clusters=2)
+    with pytest.raises(ValueError, match="'b'"):  # predictions check their events too
+        fresh.predict_one({"a": 1.0, "b": math.nan})
+    with pytest.raises(TypeError, match="'b'"):
+        fresh.predict_proba_one({"a": 1.0, "b": "x"})
+    assert fresh.n_features == 0
+
+
 # -- drift and keyed streams -------------------------------------------------------------------
 
 
@@ -430,3 +666,22 @@ def test_reheat_softens_the_memberships_again():
     assert len(model.predict_proba_one(between)) == 1  # annealed: one cluster
     assert model.reheat() > 100 * cold_t
     assert len(model.predict_proba_one(between)) == 2  # hot again: shared
+
+
+def test_keyed_rejected_event_does_not_count_as_a_use():
+    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=2, warmup=4, seed=0), key="id", max_streams=2)
+    keyed.learn_one({"id": "A", "v": 1.0})
+    keyed.learn_one({"id": "B", "v": 2.0})
+    before = pickle.dumps(keyed)
+    for bad in (math.nan, 1e41, "x", 1j):
+        with pytest.raises(ValueError, match="'v'"):
+            keyed.learn_one({"id": "A", "v": bad})
+    with pytest.raises(ValueError, match="'w'"):
+        keyed.learn_one({"id": "A", "v": 1.0, "w": 0.0})
+    assert pickle.dumps(keyed) == before and list(keyed.models) == ["A", "B"]
+    keyed.learn_one({"id": "C", "v": 3.0})  # A is still the least recently used
+    assert list(keyed.models) == ["B", "C"] and keyed.n_evicted == 1
+    with pytest.raises(TypeError, match="hashable"):
+        keyed.learn_one({"id": ["A"], "v": 1.0})
+    with pytest.raises(TypeError, match="an event must be a dict"):
+        keyed.learn_one([("id", "A")])
