@@ -98,11 +98,15 @@ def test_entmax_gradient_finite_on_exact_ties():
     d = torch.tensor([[0.0, 0.0, 5.0, 5.0]], requires_grad=True)
     (core,) = torch.autograd.grad((entmax15(d, 0.1) * d).sum(), d)
     assert torch.isfinite(core).all()
-    x = torch.zeros(1, 2)
-    layer = RBFCluster(4, 2, temperature=0.1)
+    _check_tie_splits_evenly(RBFCluster(4, 2, temperature=0.1))
+
+
+def _check_tie_splits_evenly(layer: RBFCluster) -> None:
+    """The nearest two centres tie for the point at the origin: half each, exact zeros for the
+    others, finite gradients."""
     with torch.no_grad():
         layer.centers.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 3.0], [0.0, -3.0]]))
-    out = layer(x)
+    out = layer(torch.zeros(1, 2))
     assert torch.allclose(out.memberships, torch.tensor([[0.5, 0.5, 0.0, 0.0]]))
     assert (out.memberships[:, 2:] == 0).all()
     layer.distortion(out).backward()
@@ -194,16 +198,9 @@ def test_memberships_one_hot_once_the_temperature_underflows(mapping):
 
 
 def test_exact_ties_split_evenly_with_finite_gradients_below_the_dtypes_range():
-    # The nearest two centres tie for the point at the origin; T is 0 in float32.
-    x = torch.zeros(1, 2)
+    # T is 0 in float32.
     layer = RBFCluster(4, 2, temperature=1e-50, min_temperature=0.0)
-    with torch.no_grad():
-        layer.centers.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 3.0], [0.0, -3.0]]))
-    out = layer(x)
-    assert torch.allclose(out.memberships, torch.tensor([[0.5, 0.5, 0.0, 0.0]]))
-    assert (out.memberships[:, 2:] == 0).all()
-    layer.distortion(out).backward()
-    assert torch.isfinite(layer.centers.grad).all()
+    _check_tie_splits_evenly(layer)
     assert torch.allclose(layer.centers.grad[:2], torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
 
 
