@@ -69,7 +69,8 @@ def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator) ->
     # Scaled by a power of two (exact) so that the largest value is about 1: squared distances
     # of data near 1e160 (or 1e-162) would overflow (underflow) and make the draws uniform.
     top = float(np.abs(X).max()) if X.size else 0.0
-    Xs = X * 2.0 ** -math.ceil(math.log2(top)) if 0.0 < top < math.inf else X
+    # (ldexp: subnormal data needs factors beyond the largest float, 2 ** 1074 for 5e-324.)
+    Xs = np.ldexp(X, -math.ceil(math.log2(top))) if 0.0 < top < math.inf else X
     idx = kmeans_plusplus_indices(Xs, first, uniforms, np.empty(n_clusters, np.int64))
     return X[idx]
 

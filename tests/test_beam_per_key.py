@@ -197,6 +197,9 @@ def test_state_coder_roundtrip_and_size():
     t = coder.decode(v1)
     np.testing.assert_array_equal(t.centers, s.centers)
     assert t.flush_at is None and t.n_seen == 90 and t.pending.shape == (5, 2)
+    # Centres of any other dtype keep their digits (int64 ones were narrowed to float32).
+    s.centers = np.array([[2**40 + 1, 3], [5, -7], [0, 1]], dtype=np.int64)
+    np.testing.assert_array_equal(coder.decode(coder.encode(s)).centers, s.centers)
 
 
 def test_assignment_output_coder_is_binary_and_stable():
@@ -646,3 +649,43 @@ def test_text_utf8_cannot_encode_goes_to_dead_letters_not_a_crash(output, tmp_pa
         assert_that(ids | beam.Map(lambda kv: sorted(kv[1])),
                     equal_to([sorted(f"e{i}" for i in range(30))]), label="Ids")
         assert_that(dead | beam.Map(lambda kv: len(kv[1])), equal_to([2]), label="Dead")
+
+
+def test_batches_the_core_refuses_and_outsized_ints_are_dead_letters_not_a_crash(tmp_path):
+    # Values within max_abs_value each, whose batch's squared distances still overflow float64:
+    # the core refuses the batch (model unchanged), its events are dead letters; an int id too
+    # long to write as JSON and a value beyond any float too; the other stream is clustered.
+    m = 0.5 * max_abs_value(2)
+    corners = [[m, m], [m, -m], [-m, m], [-m, -m]]
+    events = [("s", {"id": f"s{i}", "x": corners[i % 4][0], "y": corners[i % 4][1]})
+              for i in range(64)]
+    events += [("t", {"id": i, "x": float(i % 2), "y": 0.0}) for i in range(64)]
+    events += [("t", {"id": 10**5000, "x": 0.0, "y": 0.0}), ("t", {"id": 7, "x": 10**400,
+                                                                   "y": 0.0})]
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(events) | ClusterPerKey(2, batch_size=32, id_field="id")
+        assert_that(_count_outputs(out), equal_to([("assignment", 64), ("dead", 66)]),
+                    label="Count")
+        reasons = (out.dead_letters | beam.Map(lambda d: (d.key, d.reason.split(":")[0][:40]))
+                   | beam.combiners.Count.PerElement())
+        assert_that(reasons, equal_to([
+            (("s", "the model refused this event's batch"), 64),
+            (("t", "'id' is an int of 16610 bits; ids may ha"), 1),
+            (("t", "feature 'x' is too large to cluster (bey"), 1)]), label="Reasons")
+
+
+def test_validate_events_and_the_handler_refuse_what_they_cannot_score(tmp_path):
+    from streamrbf.beam import RBFModelHandler, ValidateEvents
+
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        good, bad = p | beam.Create([[1.0, 2.0], [10**400, 1.0]]) | ValidateEvents()
+        assert_that(good, equal_to([(1.0, 2.0)]), label="Good")
+        assert_that(bad | beam.Map(lambda d: d.reason),
+                    equal_to(["feature #0 is too large to cluster (beyond any float)"]),
+                    label="Bad")
+    path = str(tmp_path / "m.safetensors")
+    RBFKMeans(2, random_state=0, dtype="float32").fit(
+        np.random.default_rng(0).random((50, 3))).save(path)
+    handler = RBFModelHandler(path)
+    with pytest.raises(ValueError, match="beyond the range of this torch.float32 model"):
+        handler.run_inference([[1e39, 0.0, 0.0]], handler.load_model())   # inf in float32

@@ -279,11 +279,12 @@ def test_kmeans_plusplus_potential_matches_scikit_learn():
 
 
 @pytest.mark.parametrize("offset, scale", [(1.7e9, 1.0), (0.0, 1e160), (0.0, 1e-162),
-                                           (0.0, 1e300), (-3e15, 10.0)])
+                                           (0.0, 1e300), (-3e15, 10.0), (0.0, 1e-310)])
 def test_kmeans_plusplus_distinct_centres_far_from_the_origin_and_at_extreme_scales(offset, scale):
     # Data near 1.7e9 (epoch seconds) lost its distances to cancellation in the norm expansion,
     # and squared distances of 1e160-scale data overflowed (draws became uniform): duplicate
-    # centres for 5 % and ~30 % of seeds. Distinct points must give distinct centres.
+    # centres for 5 % and ~30 % of seeds; subnormal data (1e-310) overflowed the scale factor.
+    # Distinct points must give distinct centres.
     from streamrbf.seeding import kmeans_plusplus
 
     X = offset + np.random.default_rng(1).normal(size=(40, 2)) * scale

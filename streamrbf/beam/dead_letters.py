@@ -58,10 +58,10 @@ class DeadLetter(NamedTuple):
     def of(cls, key: Any, event: Any, reason: str, stage: str = "parse") -> DeadLetter:
         """A dead letter for any ``key`` and ``event``: text is kept, bytes decoded (invalid
         UTF-8 replaced), anything else written with ``repr``; the event is truncated."""
-        text = event if isinstance(event, str) else repr(event)
+        text = event if isinstance(event, str) else _repr(event)
         if isinstance(event, bytes):
             text = event.decode("utf-8", "replace")
-        key = key if isinstance(key, str) or key is None else repr(key)
+        key = key if isinstance(key, str) or key is None else _repr(key)
         key = None if key is None else _utf8_safe(key)
         return cls(key, _utf8_safe(text[:_MAX_EVENT_CHARS]), _utf8_safe(reason), stage)
 
@@ -85,6 +85,15 @@ class DeadLetter(NamedTuple):
     def to_json(self) -> str:
         """One JSON line (what the main job writes)."""
         return json.dumps(self._asdict())
+
+
+def _repr(x: Any) -> str:
+    """``repr(x)``, or a note of what could not be written (Python refuses to write ints of
+    over 4300 digits, and a user type's ``__repr__`` may raise)."""
+    try:
+        return repr(x)
+    except Exception as err:  # noqa: BLE001 - a dead letter must never fail to be made
+        return f"<{type(x).__name__} that cannot be written out: {err}>"
 
 
 def _utf8_safe(text: str) -> str:
@@ -119,7 +128,10 @@ def is_utf8_text(text: str) -> bool:
 def _real(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise ValueError(f"feature {name} is not a real number: {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an int (or Fraction) beyond any float
+        raise ValueError(f"feature {name} is too large to cluster (beyond any float)") from None
     if not math.isfinite(v):
         raise ValueError(f"feature {name} is {'NaN' if v != v else 'infinite'}")
     return v
@@ -193,8 +205,12 @@ def parse_features(
         if type(features) in (list, tuple) and features and all(
             type(v) is float or type(v) is int for v in features
         ):
-            # Fast path for the common case (plain numbers): one pass, one finiteness check.
-            values = tuple(map(float, features))
+            # Fast path for the common case (plain numbers): one pass, one finiteness check
+            # (an int beyond any float takes the full check, which names it).
+            try:
+                values = tuple(map(float, features))
+            except OverflowError:
+                values = (math.nan,)
             if math.isfinite(sum(values)) or all(map(math.isfinite, values)):
                 if feature_names is not None and len(values) != len(feature_names):
                     raise ValueError(f"expected {len(feature_names)} features, got {len(values)}")
@@ -294,6 +310,10 @@ def _pair(element: Any) -> tuple[str, Any]:
     return key, features
 
 
+# Int ids up to 1024 bits (~308 digits): far beyond any id, well within JSON's int text limit.
+_MAX_ID_BITS = 1024
+
+
 def _pop_event_id(event: Any, id_field: str) -> tuple[str | int, Any]:
     """Split a dict event (or JSON text of one) into ``(id, the other fields)``.
 
@@ -330,6 +350,10 @@ def _pop_event_id(event: Any, id_field: str) -> tuple[str | int, Any]:
             raise ValueError(f"{id_field!r} {event_id!r} is not valid Unicode text")
     elif isinstance(event_id, int) and not isinstance(event_id, bool):
         event_id = int(event_id)
+        if event_id.bit_length() > _MAX_ID_BITS:
+            # Ids travel as JSON text, and Python refuses to write ints of over 4300 digits.
+            raise ValueError(f"{id_field!r} is an int of {event_id.bit_length()} bits; ids may "
+                             f"have at most {_MAX_ID_BITS} (use a str for longer ones)")
     else:
         raise TypeError(f"{id_field!r} must be a str or int, got {type(event_id).__name__}")
     return event_id, {k: v for k, v in event.items() if k != id_field}
@@ -370,7 +394,7 @@ class _ValidateDoFn(beam.DoFn):
                 yield parse_keyed(element, self.feature_names, self.n_features)
             else:
                 yield parse_features(element, self.feature_names, self.n_features)[1]
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OverflowError) as err:
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTERS, DeadLetter.of_element(element, str(err), self.keyed))
 

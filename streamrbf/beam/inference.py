@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -76,7 +77,14 @@ def _batch_cpu(X: np.ndarray, C: np.ndarray, temperature: float, mapping: str
     dtype = np.float32 if X.dtype == np.float32 and C.dtype == np.float32 else np.float64
     X = np.ascontiguousarray(X, dtype=dtype)
     C = np.ascontiguousarray(C, dtype=dtype)
-    m = sparse_memberships(X, C, float(temperature), mapping)
+    with np.errstate(over="ignore", invalid="ignore"):
+        m = sparse_memberships(X, C, float(temperature), mapping)
+    if not (math.isfinite(m.loss) and np.isfinite(m.nearest).all()):
+        import torch
+
+        from ..statistics import overflow_error
+
+        raise overflow_error(torch.from_numpy(X))  # as the core refuses such a batch
     return AssignmentBatch.from_memberships(m, temperature)
 
 
@@ -90,6 +98,10 @@ def _assign_torch(X: Any, centers: Any, temperature: float, mapping: str) -> lis
     Ct = torch.as_tensor(centers).to(device=Xt.device, dtype=Xt.dtype)
     D = sq_distances(Xt, Ct).to(torch.float64)
     nearest, labels = D.min(dim=1)
+    if not bool(torch.isfinite(nearest).all()):
+        from ..statistics import overflow_error
+
+        raise overflow_error(Xt)
     P = responsibilities(D, float(temperature), mapping)
     rows, cols = P.nonzero(as_tuple=True)  # row-major: grouped by event
     offsets = torch.zeros(len(P) + 1, dtype=torch.int64, device=P.device)
@@ -245,6 +257,8 @@ class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):
         C = model.centers_tensor_
         X = torch.as_tensor(np.asarray(rows, dtype=np.float64).reshape(-1, d), dtype=C.dtype,
                             device=C.device)
+        if C.dtype != torch.float64 and not bool(torch.isfinite(X).all()):
+            raise ValueError(f"values beyond the range of this {C.dtype} model's centres")
         out = assign(X, C, model.temperature_, model.mapping)
         return [PredictionResult(x, out[a:b] if block else out[a], self._model_uri)
                 for x, (a, b, block) in zip(batch, spans)]

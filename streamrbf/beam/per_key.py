@@ -314,8 +314,22 @@ class _ScoreAndLearnDoFn(beam.DoFn):
                 return state
             first = min(first, len(rows))
             flush_at = state.flush_at
-            state, scored = self._initialise(key, rows[:first], names, state.n_seen,
-                                             None if ids is None else ids[:first])
+            try:
+                new_state, scored = self._initialise(key, rows[:first], names, state.n_seen,
+                                                     None if ids is None else ids[:first])
+            except ValueError as err:
+                # The core refused the batch (its squared distances overflow float64, though
+                # each value is within bounds): its events are dead letters, the key still
+                # warms up on what comes next.
+                yield from self._dead_rows(key, names, rows[:first],
+                                           None if ids is None else ids[:first],
+                                           self._refused_batch(err))
+                rows = rows[first:]
+                ids = None if ids is None else ids[first:]
+                state.pending = rows if len(rows) else None
+                state.pending_ids = ids if len(rows) else None
+                return state
+            state = new_state
             state.flush_at = flush_at
             yield from scored
             yield from self._snap(key, -1, state)
@@ -330,10 +344,15 @@ class _ScoreAndLearnDoFn(beam.DoFn):
                 X = rows[start:start + b]
                 # Prequential: scored with the model as it was, then learnt from (one pass).
                 temperature = est.temperature_
-                result = est.score_then_learn(X)
+                batch_ids = None if ids is None else ids[start:start + b]
+                try:
+                    result = est.score_then_learn(X)
+                except ValueError as err:
+                    # Refused by the core (squared distances overflow): the model is unchanged.
+                    yield from self._dead_rows(key, names, X, batch_ids, self._refused_batch(err))
+                    continue
                 yield from self._emit(key, AssignmentBatch.from_memberships(
-                    result.memberships, temperature,
-                    None if ids is None else ids[start:start + b]))
+                    result.memberships, temperature, batch_ids))
                 del result
                 n_seen += len(X)
                 if self.snapshot_every and est.n_steps_ % self.snapshot_every == 0:
@@ -404,13 +423,23 @@ class _ScoreAndLearnDoFn(beam.DoFn):
         """Dead-letter the rows holding a value beyond ``max_abs_value``; return the others (and
         their ids)."""
         bad = np.abs(rows).max(axis=1) > max_abs_value(rows.shape[1])
-        for i in np.flatnonzero(bad).tolist():
-            row = rows[i].tolist()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
-                key, _event(names, row, self.id_field, None if ids is None else ids[i]),
-                too_large_reason(names, row), "model"))
+        at = np.flatnonzero(bad).tolist()
+        yield from self._dead_rows(key, names, rows[bad], None if ids is None else
+                                   [ids[i] for i in at], lambda row: too_large_reason(names, row))
         keep = ~bad
         return rows[keep], None if ids is None else [i for i, k in zip(ids, keep.tolist()) if k]
+
+    def _dead_rows(self, key: str, names, rows: np.ndarray, ids: list | None,
+                   reason: str | Callable[[list[float]], str]) -> Iterable[Any]:
+        """Model-stage dead letters for ``rows`` (with their ``ids``): ``reason`` is the text, or
+        gives it for each row."""
+        for row, event_id in zip(rows.tolist(), repeat(None) if ids is None else ids):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
+                key, _event(names, row, self.id_field, event_id),
+                reason if isinstance(reason, str) else reason(row), "model"))
+
+    def _refused_batch(self, err: ValueError) -> str:
+        return f"the model refused this event's batch: {err}"
 
     def _flush(self, key: str, model, final: bool) -> Iterable[Any]:
         """Learn from the pending rows now. ``final``: the stream ends (input over or idle), so a
@@ -426,16 +455,20 @@ class _ScoreAndLearnDoFn(beam.DoFn):
         if final and not state.initialised and state.n_pending:
             rows, ids = state.pending, state.pending_ids
             k = int(self.params.get("n_clusters", 8))
+            refused = None
             if len(rows) >= k:
-                state, out = self._initialise(key, rows, state.feature_names, state.n_seen, ids)
-                yield from out
-                yield from self._snap(key, -1, state)
+                try:
+                    state, out = self._initialise(key, rows, state.feature_names, state.n_seen,
+                                                  ids)
+                except ValueError as err:
+                    refused = self._refused_batch(err)
+                else:
+                    yield from out
+                    yield from self._snap(key, -1, state)
             else:
-                for row, event_id in zip(rows.tolist(), repeat(None) if ids is None else ids):
-                    event = _event(state.feature_names, row, self.id_field, event_id)
-                    yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
-                        key, event, f"stream {key!r} ended with {len(rows)} events, fewer than "
-                        f"n_clusters={k}", "model"))
+                refused = f"stream {key!r} ended with {len(rows)} events, fewer than n_clusters={k}"
+            if refused is not None:
+                yield from self._dead_rows(key, state.feature_names, rows, ids, refused)
                 model.clear()
                 return
         model.write(state)

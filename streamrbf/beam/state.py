@@ -171,7 +171,7 @@ class ModelStateCoder(coders.Coder):
 
     def encode(self, s: ModelState) -> bytes:
         centers = np.ascontiguousarray(s.centers)
-        wide = centers.dtype == np.float64
+        wide = centers.dtype != np.float32  # float64, and anything else not to lose digits
         centers = centers.astype(np.float64 if wide else np.float32, copy=False)
         counts = np.ascontiguousarray(s.counts, dtype=np.float64)
         pending = (
