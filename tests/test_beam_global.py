@@ -133,18 +133,104 @@ def test_streaming_auto_temperature_follows_the_scale_of_the_init_centres(tmp_pa
 
 
 def test_checkpoint_restart_continues_training(data, tmp_path):
+    from streamrbf.persistence import read_model_file
+
     X, C0 = data
     ckpt = tmp_path / "ckpt"
-    for steps in (2, 3):   # two runs: the second resumes from the first's last checkpoint
+    core = _core(X, C0, 5)
+    for steps, done in ((2, 2), (3, 5)):
+        # Two runs: the second resumes from the first's last checkpoint, n_seen included (the
+        # same 3600 as 5 steps in one run: 600 to initialise, 600 per step).
         with beam.Pipeline(runner="FnApiRunner") as p:
-            _ = p | beam.Create(X.tolist()) | ClusterGlobally(
+            out = p | beam.Create(X.tolist()) | ClusterGlobally(
                 4, steps=steps, n_shards=8, init=C0, checkpoint_dir=ckpt, **PARAMS)
+            assert_that(out.model, _matches(_core(X, C0, done), n_seen=600 * (1 + done),
+                                            n_steps=_core(X, C0, done).n_steps_))
     assert len(list(ckpt.glob("step-*.safetensors"))) == 1 + 2 + 3
     resumed = RBFKMeans.load(latest_checkpoint(ckpt))
-    core = _core(X, C0, 5)
     np.testing.assert_allclose(resumed.cluster_centers_, core.cluster_centers_, atol=1e-5)
     assert resumed.n_steps_ == core.n_steps_
     assert abs(resumed.temperature_ - core.temperature_) <= 1e-12
+    # n_seen is JSON metadata of the safetensors checkpoint (no pickle), one per step.
+    seen = {p.name: read_model_file(p, "RBFKMeans")[1]["beam"]["n_seen"]
+            for p in ckpt.glob("step-*.safetensors")}
+    assert sorted(seen.values()) == [600 * i for i in range(1, 7)]
+
+
+def test_checkpoint_without_n_seen_resumes_from_zero(data, tmp_path):
+    # A checkpoint written before n_seen was recorded (a plain RBFKMeans.save) still loads: the
+    # events behind it are unknown, so n_seen counts from 0.
+    X, C0 = data
+    _core(X, C0, 1).save(tmp_path / "step-0000000002.safetensors")
+    core = _core(X, C0, 3)
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(X.tolist()) | ClusterGlobally(
+            4, steps=2, n_shards=8, init=C0, checkpoint_dir=tmp_path, **PARAMS)
+        assert_that(out.model, _matches(core, n_seen=600 * 2, n_steps=core.n_steps_))
+
+
+def test_every_event_invalid_gives_no_model(tmp_path):
+    events = [["x", 1.0], [float("nan"), 0.0], [1.0, 2.0, 3.0]]
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(events) | ClusterGlobally(
+            2, steps=2, n_features=2, assign=True, checkpoint_dir=tmp_path)
+        assert_that(out.model, equal_to([]), label="Model")
+        assert_that(out.history, equal_to([]), label="History")
+        assert_that(out.assignments, equal_to([]), label="Assignments")
+        assert_that(out.dead_letters | beam.Map(lambda d: (d.event, d.stage)), equal_to([
+            ("['x', 1.0]", "parse"), ("[nan, 0.0]", "parse"), ("[1.0, 2.0, 3.0]", "parse")]),
+            label="Dead")
+    assert latest_checkpoint(tmp_path) is None
+
+
+@pytest.mark.parametrize("assign", [False, True])
+def test_fewer_valid_events_than_clusters_are_dead_letters(assign):
+    # k-means++ needs n_clusters events: no model, and every event leaves once, as a dead letter.
+    events = [[0.0, 1.0], [2.0, 3.0], ["x", 1.0]]
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(events) | ClusterGlobally(3, steps=2, n_features=2, assign=assign)
+        assert_that(out.model, equal_to([]), label="Model")
+        assert_that(out.history, equal_to([]), label="History")
+        assert_that(out.assignments, equal_to([]), label="Assignments")
+        reason = "fewer valid events than n_clusters=3: no model could be initialised"
+        assert_that(out.dead_letters | beam.Map(lambda d: (d.event, d.reason, d.stage)), equal_to([
+            ("['x', 1.0]", "feature #0 is not a real number: 'x'", "parse"),
+            ("[0.0, 1.0]", reason, "model"), ("[2.0, 3.0]", reason, "model")]), label="Dead")
+
+
+def test_fewer_events_than_clusters_with_an_init_array_train():
+    # An init array needs no n_clusters events (the core's rule): two events train a model.
+    C0 = np.array([[0.0, 0.0], [1.0, 1.0], [9.0, 9.0]])
+    X = np.array([[0.0, 0.5], [9.0, 8.0]])
+    core = RBFKMeans(3, init=C0, reassignment_ratio=0.0, random_state=0, **PARAMS).partial_fit(X)
+    core.partial_fit(X)
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(X.tolist()) | ClusterGlobally(
+            3, steps=1, n_shards=2, init=C0, assign=True, **PARAMS)
+        assert_that(out.model, _matches(core, n_seen=4), label="Model")
+        assert_that(out.dead_letters, equal_to([]), label="Dead")
+        assert_that(out.assignments | beam.Map(lambda a: a.cluster),
+                    equal_to(core.predict(X).tolist()), label="Assignments")
+
+
+def test_rounded_down_sample_still_holds_n_clusters_events():
+    # 40 events of 3 values scaled to a sample of 4: 1.4, 1.4, 1.2 copies rounded to 1, 1, 1
+    # were 3 rows, too few for k-means++ with 4 clusters although there are 40 valid events.
+    from streamrbf.beam.global_model import _SeededSample
+
+    rows = [[0.0, 0.0]] * 14 + [[10.0, 0.0]] * 14 + [[20.0, 0.0]] * 12
+    fn = _SeededSample(4, 0)
+    acc = fn.create_accumulator()
+    for r in rows:
+        fn.add_input(acc, r)
+    assert len(fn.extract_output(acc)) == 4
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(rows) | ClusterGlobally(
+            4, steps=1, n_shards=2, init_sample=4, n_features=2)
+        assert_that(out.model | beam.Map(lambda m: m.n_seen), equal_to([4 + 40]), label="Seen")
+        assert_that(out.dead_letters, equal_to([]), label="Dead")
+    with pytest.raises(ValueError, match="init_sample=3 must be >= n_clusters=4"):
+        ClusterGlobally(4, init_sample=3, n_features=2)
 
 
 def test_model_handler_runinference_and_model_update(data, tmp_path):
@@ -327,7 +413,7 @@ def test_streaming_windowed_updates_checkpoints_and_restart(data, tmp_path):
     X, C0 = data
     ckpt = tmp_path / "stream"
 
-    def run(offset):
+    def run(offset, seen):
         stream = test_stream.TestStream().advance_watermark_to(offset)
         for w in range(3):   # three 60 s windows of 200 events (and one bad event)
             rows = X[200 * w: 200 * (w + 1)].tolist() + [[float("nan")] * 3]
@@ -342,18 +428,17 @@ def test_streaming_windowed_updates_checkpoints_and_restart(data, tmp_path):
                 4, init=C0, checkpoint_dir=ckpt, window_secs=60, refresh_secs=60,
                 impulses=_Ticks(offset), temperature=20.0,
                 **{k: v for k, v in PARAMS.items() if k != "max_iter"})
-            # One step per window: 200, 400, 600 events seen by the canonical model.
-            assert_that(out.model | beam.Map(lambda m: m.n_seen), equal_to([200, 400, 600]),
-                        label="Seen")
+            # One step per window: 200 more events seen by the canonical model each time.
+            assert_that(out.model | beam.Map(lambda m: m.n_seen), equal_to(seen), label="Seen")
             assert_that(out.dead_letters | beam.Map(lambda d: d.reason),
                         equal_to(["feature #0 is NaN"] * 3), label="Dead")
 
-    run(0)
+    run(0, [200, 400, 600])
     first = RBFKMeans.load(latest_checkpoint(ckpt))
     assert len(list(ckpt.glob("step-*.safetensors"))) == 1 + 3
     assert first.n_steps_ == 3 and np.isfinite(first.cluster_centers_).all()
     assert not np.allclose(first.cluster_centers_, C0)      # it learnt
-    run(1000)                                                # a restart continues training
+    run(1000, [800, 1000, 1200])                  # a restart continues training (and n_seen)
     second = RBFKMeans.load(latest_checkpoint(ckpt))
     assert second.n_steps_ == 6
     assert second.temperature_ < first.temperature_

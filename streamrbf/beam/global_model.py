@@ -12,6 +12,7 @@ import hashlib
 import heapq
 import os
 import re
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,8 +25,9 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
 from ..kmeans import _AUTO_MIN_RATIO, _AUTO_SCALE
+from ..persistence import read_model_file, write_model_file
 from ..temperature import auto_temperature
-from .dead_letters import ValidateEvents
+from .dead_letters import DeadLetter, ValidateEvents
 from .inference import assign
 from .state import ModelState, ModelStateCoder, from_estimator, to_estimator
 
@@ -68,10 +70,44 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _write_checkpoint(est: Any, directory: str) -> None:
-    # One file per step, written to a temp name and renamed (by the core): a retried bundle
-    # rewrites the same file with the same content.
-    est.save(Path(directory) / f"step-{est.n_steps_:010d}.safetensors")
+# Where a checkpoint keeps what the transform adds to the core's model file: the events learnt
+# from (``n_seen``), in the JSON metadata of the same safetensors file.
+_BEAM_META = "beam"
+
+
+def _write_checkpoint(est: Any, directory: str, n_seen: int) -> None:
+    """Write ``est`` as ``step-<n_steps>.safetensors`` with ``n_seen`` in its JSON metadata.
+
+    The core's own file (``RBFKMeans.save``: safetensors + JSON, no pickle), read back and
+    written again (atomically: temp name, then rename) with ``{"beam": {"n_seen": n}}`` added to
+    its metadata, which ``RBFKMeans.load`` ignores. A retried bundle rewrites the same file with
+    the same content.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp) / "model.safetensors"
+        est.save(plain)
+        tensors, meta = read_model_file(plain, "RBFKMeans")
+    meta[_BEAM_META] = {"n_seen": int(n_seen)}
+    write_model_file(Path(directory) / f"step-{est.n_steps_:010d}.safetensors", "RBFKMeans",
+                     tensors, meta)
+
+
+def _load_checkpoint(path: Path) -> ModelState:
+    """The :class:`ModelState` of a checkpoint, with the ``n_seen`` it recorded.
+
+    A checkpoint written before ``n_seen`` was recorded (or by ``RBFKMeans.save``) gives
+    ``n_seen=0``: the events behind it are unknown.
+    """
+    from ..kmeans import RBFKMeans
+
+    est = RBFKMeans.load(path, device="cpu")
+    _, meta = read_model_file(path, "RBFKMeans")
+    extra = meta.get(_BEAM_META)
+    n_seen = extra.get("n_seen", 0) if isinstance(extra, dict) else 0
+    if type(n_seen) is not int or n_seen < 0:
+        raise ValueError(f"{str(path)!r} is not a valid checkpoint: n_seen must be an int >= 0, "
+                         f"got {n_seen!r}")
+    return from_estimator(est, n_seen)
 
 
 class GlobalResult(NamedTuple):
@@ -87,7 +123,9 @@ class GlobalResult(NamedTuple):
     history : apache_beam.PCollection
         The model after initialisation and after every step.
     dead_letters : apache_beam.PCollection
-        A :class:`~streamrbf.beam.DeadLetter` for every invalid event.
+        A :class:`~streamrbf.beam.DeadLetter` for every invalid event, and for every valid one
+        when no model could be initialised (fewer valid events than ``n_clusters`` for a
+        k-means++ start, no checkpoint): then ``model`` and ``history`` are empty.
     assignments : apache_beam.PCollection
         An :class:`~streamrbf.assignment.Assignment` of every valid event under the final model
         (empty unless ``assign=True``).
@@ -172,9 +210,18 @@ class _SeededSample(beam.CombineFn):
         kept = sorted(acc.items(), key=lambda kv: (kv[1][0], kv[0]))
         total = sum(count for _, (_, count) in kept)
         scale = min(1.0, self.size / total) if total else 1.0  # all of it, when it fits
+        copies = [max(1, round(count * scale)) for _, (_, count) in kept]
+        # Rounding down can leave fewer rows than min(total, size) (counts 14, 14, 12 scaled to
+        # 4 give 1, 1, 1): one more copy of the values rounded down the most, so that a sample of
+        # at least n_clusters events is never too small for k-means++.
+        short = min(total, self.size) - sum(copies)
+        if short > 0:
+            lost = sorted(range(len(kept)), key=lambda i: copies[i] - kept[i][1][1] * scale)
+            for i in lost[:short]:
+                copies[i] += 1
         rows = []
-        for data, (_, count) in kept:
-            rows += [np.frombuffer(data, np.float64)] * max(1, round(count * scale))
+        for (data, _), n in zip(kept, copies):
+            rows += [np.frombuffer(data, np.float64)] * n
         return rows
 
 
@@ -189,17 +236,33 @@ class _InitialModel(beam.DoFn):
 
         ckpt = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
         if ckpt is not None:
-            est = RBFKMeans.load(ckpt, device="cpu")
-            n_seen = 0
-        else:
-            if not sample:
-                return
-            X = np.asarray(sample, dtype=np.float64)
-            est = RBFKMeans(**{**self.params, "random_state": self.seed}).partial_fit(X)
-            n_seen = len(X)
-            if self.checkpoint_dir:
-                _write_checkpoint(est, self.checkpoint_dir)
-        yield from_estimator(est, n_seen)
+            yield _load_checkpoint(ckpt)
+            return
+        if len(sample) < _min_events(self.params):
+            # k-means++ needs n_clusters events: no model (the events become dead letters).
+            return
+        X = np.asarray(sample, dtype=np.float64)
+        est = RBFKMeans(**{**self.params, "random_state": self.seed}).partial_fit(X)
+        if self.checkpoint_dir:
+            _write_checkpoint(est, self.checkpoint_dir, len(X))
+        yield from_estimator(est, len(X))
+
+
+def _min_events(params: dict[str, Any]) -> int:
+    """Valid events needed to initialise a model: n_clusters for k-means++, one with an init
+    array (the core's rule)."""
+    return int(params["n_clusters"]) if isinstance(params.get("init", "k-means++"), str) else 1
+
+
+class _NoModelDeadLetters(beam.DoFn):
+    """Every valid event as a dead letter when no model was initialised (none otherwise)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def process(self, row: Any, models: list[Any]) -> Iterable[DeadLetter]:
+        if not any(isinstance(m, ModelState) for m in models):
+            yield DeadLetter.of(None, list(row), self.reason, "model")
 
 
 class _PartialStatistics(beam.DoFn):
@@ -210,7 +273,7 @@ class _PartialStatistics(beam.DoFn):
         self.seed = seed
 
     def process(self, batch: Any, model: ModelState | None) -> Iterable[Any]:
-        if model is None:
+        if not isinstance(model, ModelState):  # no model (Beam's EmptySideInput)
             return
         est = to_estimator(model, self.params, self.seed)
         yield est.statistics(np.asarray(batch, dtype=np.float64))
@@ -243,13 +306,16 @@ class _ApplyStep(beam.DoFn):
         self.seed = seed
 
     def process(self, stats: Any, model: ModelState) -> Iterable[ModelState]:
+        if not isinstance(model, ModelState):  # no model (Beam's EmptySideInput): none out
+            return
         if stats is None or stats.n == 0:
             yield model
             return
         est = to_estimator(model, self.params, self.seed).apply_statistics(stats)
+        n_seen = model.n_seen + int(stats.n)
         if self.checkpoint_dir:
-            _write_checkpoint(est, self.checkpoint_dir)
-        yield from_estimator(est, model.n_seen + int(stats.n), model.feature_names)
+            _write_checkpoint(est, self.checkpoint_dir, n_seen)
+        yield from_estimator(est, n_seen, model.feature_names)
 
 
 class _LoadLatest(beam.DoFn):
@@ -259,11 +325,9 @@ class _LoadLatest(beam.DoFn):
         self.checkpoint_dir = checkpoint_dir
 
     def process(self, _: Any) -> Iterable[ModelState]:
-        from ..kmeans import RBFKMeans
-
         ckpt = latest_checkpoint(self.checkpoint_dir)
         if ckpt is not None:
-            yield from_estimator(RBFKMeans.load(ckpt, device="cpu"))
+            yield _load_checkpoint(ckpt)
 
 
 class _UpdateModel(beam.DoFn):
@@ -279,17 +343,16 @@ class _UpdateModel(beam.DoFn):
 
     def process(self, keyed: tuple[str, Any],
                 model=beam.DoFn.StateParam(MODEL)) -> Iterable[ModelState]:
-        from ..kmeans import RBFKMeans
-
         stats = keyed[1]
         if stats is None or stats.n == 0:
             return
         state = model.read()
         if state is None:
-            state = from_estimator(RBFKMeans.load(latest_checkpoint(self.checkpoint_dir), "cpu"))
+            state = _load_checkpoint(latest_checkpoint(self.checkpoint_dir))
         est = to_estimator(state, self.params, self.seed).apply_statistics(stats)
-        _write_checkpoint(est, self.checkpoint_dir)
-        state = from_estimator(est, state.n_seen + int(stats.n), state.feature_names)
+        n_seen = state.n_seen + int(stats.n)
+        _write_checkpoint(est, self.checkpoint_dir, n_seen)
+        state = from_estimator(est, n_seen, state.feature_names)
         model.write(state)
         yield state
 
@@ -316,7 +379,7 @@ def _initial_checkpoint(params: dict[str, Any], checkpoint_dir: str, seed: int) 
     tmin = params.get("min_temperature", "auto")
     tmin = float(tmin) if not isinstance(tmin, str) else _AUTO_MIN_RATIO * t0
     state = ModelState(C, np.zeros(len(C)), t0, t0, min(tmin, t0))
-    _write_checkpoint(to_estimator(state, params, seed), checkpoint_dir)
+    _write_checkpoint(to_estimator(state, params, seed), checkpoint_dir, 0)
 
 
 class _Assign(beam.DoFn):
@@ -324,6 +387,8 @@ class _Assign(beam.DoFn):
         self.mapping = mapping
 
     def process(self, batch: Any, model: ModelState | None) -> Iterable[Any]:
+        if not isinstance(model, ModelState):  # no model: the events are dead letters
+            return
         X = np.asarray(batch, dtype=np.float64)
         yield from assign(X, model.centers.astype(np.float64), model.temperature, self.mapping)
 
@@ -338,8 +403,12 @@ class ClusterGlobally(beam.PTransform):
     a plain ``CombineFn`` and takes the core step (``apply_statistics``): step ``t`` equals the core
     ``partial_fit`` on all the data (with ``reassignment_ratio=0``, as re-seeding needs points).
     With ``checkpoint_dir`` every model is written there (``step-<n>.safetensors``, the core's safe
-    format): a new run with the same directory continues from the last one. Bad events go to
+    format, with ``n_seen`` in its JSON metadata): a new run with the same directory continues
+    from the last one, ``n_seen`` included (0 from a checkpoint without it). Bad events go to
     ``dead_letters``; the dimension is fixed by ``n_features``, ``feature_names`` or ``init``.
+    With no checkpoint and fewer valid events than ``n_clusters`` (a k-means++ start needs that
+    many) there is no model: ``model`` and ``history`` are empty and every valid event is a dead
+    letter too (stage ``"model"``).
 
     Unbounded input (streaming) trains continuously instead: events are windowed into
     ``window_secs`` fixed windows, each window's statistics (against the model side input) are
@@ -435,6 +504,10 @@ class ClusterGlobally(beam.PTransform):
         if n_features is None:
             raise ValueError("ClusterGlobally needs n_features, feature_names or an init array: "
                              "events of another dimension must go to the dead letters")
+        if isinstance(init if init is not None else "k-means++", str) and (
+                self.init_sample < n_clusters):
+            raise ValueError(f"init_sample={self.init_sample} must be >= n_clusters={n_clusters}"
+                             " for a k-means++ start")
         self.feature_names = feature_names
         self.n_features = int(n_features)
         self.random_state = int(random_state)
@@ -491,6 +564,13 @@ class ClusterGlobally(beam.PTransform):
                 _SeededSample(self.init_sample, seed)).without_defaults()
             | "Initialise" >> beam.ParDo(_InitialModel(self.params, self.checkpoint_dir, seed))
         )
+        # No model (too few valid events for k-means++, no checkpoint): every valid event is a
+        # dead letter, so that each event still leaves exactly once.
+        k = self.params["n_clusters"]
+        no_model = vectors | "NoModel" >> beam.ParDo(
+            _NoModelDeadLetters(f"fewer valid events than n_clusters={k}: no model could be "
+                                "initialised"), models=beam.pvalue.AsList(model))
+        bad = (bad, no_model) | "DeadLetters" >> beam.Flatten()
         history = [model]
         for t in range(self.steps):
             stats = (
