@@ -3,11 +3,11 @@
 This is the main job: ``streamrbf run`` (or ``streamrbf`` alone, or ``python -m
 pipelines.cluster_events``); ``streamrbf run --help`` lists the flags. With no arguments it clusters
 a built-in generator of several keyed streams whose clusters drift; ``--input`` reads JSON lines
-(``*.jsonl``, ``*.json``) or CSV files (with a header) instead, one event per line with a key field
-and numeric features. ``--input_subscription`` / ``--input_topic`` read JSON events from Pub/Sub (a
-streaming job; needs ``apache-beam[gcp]``). Every other flag goes to Beam (``--runner``,
-``--streaming``, Dataflow / Flink options; see :func:`beam_options` for unknown flags); the
-runner defaults to the in-process ``FnApiRunner``.
+(``*.jsonl``, ``*.json``) or CSV files (each with its own header line) instead, one event per line
+with a key field and numeric features. ``--input_subscription`` / ``--input_topic`` read JSON events
+from Pub/Sub (a streaming job; needs ``apache-beam[gcp]``). Every other flag goes to Beam
+(``--runner``, ``--streaming``, Dataflow / Flink options; see :func:`beam_options` for unknown
+flags); the runner defaults to the in-process ``FnApiRunner``.
 
 Writes to ``--output_dir`` (default ``./streamrbf-output``): ``assignments.jsonl``,
 ``dead_letters.jsonl``, ``snapshots.jsonl`` (each stream's model after its steps),
@@ -31,8 +31,8 @@ import argparse
 import csv
 import difflib
 import importlib
-import io
 import json
+import os
 import sys
 import threading
 import time
@@ -96,24 +96,100 @@ def generate_events(
     return lines
 
 
+def _file_key(path: str) -> str:
+    """``path`` as the key of :func:`_csv_headers`' map: absolute for a local file (Beam's
+    ReadFromText names ``x.csv`` ``./x.csv``), as it is for a remote one (``gs://...``)."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _csv_header_of(line: bytes) -> list[str] | str:
+    """The column names in a CSV file's first line (UTF-8, a byte order mark dropped), or why
+    the line is not a header.
+
+    Examples
+    --------
+    >>> _csv_header_of(b"\\xef\\xbb\\xbfkey,a,b\\r\\n")   # Excel's CSV: a BOM, CRLF
+    ['key', 'a', 'b']
+    >>> _csv_header_of(b"\\n"), _csv_header_of(b"key,a,a\\n")
+    ('no header line (a CSV file starts with one)', "header repeats column 'a'")
+    """
+    try:
+        text = line.decode("utf-8-sig")
+        if not text.strip():
+            return "no header line (a CSV file starts with one)"
+        names = next(csv.reader([text]))
+    except (UnicodeDecodeError, csv.Error) as err:
+        return f"unreadable header line: {err}"
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        return f"header repeats column {repeated[0]!r}"
+    return names
+
+
+def _csv_headers(files: Sequence[Any]) -> dict[str, list[str] | str]:
+    """Each CSV file's header (its first line), by :func:`_file_key`: its column names, or why
+    its rows are refused. ``CommandError`` when no file starts with a header line."""
+    from apache_beam.io.filesystems import FileSystems
+
+    headers: dict[str, list[str] | str] = {}
+    for meta in files:
+        with FileSystems.open(meta.path) as f:
+            header = _csv_header_of(f.readline())
+        headers[_file_key(meta.path)] = (
+            header if isinstance(header, list) else f"{meta.path}: {header}")
+    if not any(isinstance(h, list) for h in headers.values()):
+        raise CommandError(f"{files[0].path!r} has no header line: a CSV input starts with one")
+    return headers
+
+
 class _ParseLine(beam.DoFn):
-    """A JSON or CSV line -> ``(key, features)``; lines without a key become dead letters."""
+    """A JSON or CSV line (text, or UTF-8 bytes) -> ``(key, features)``; a line that cannot
+    be read (not UTF-8, blank, bad JSON or CSV, no key) becomes a dead letter with the reason.
 
-    def __init__(self, key_field: str, csv_header: Sequence[str] | None = None) -> None:
+    With ``csv_headers`` (:func:`_csv_headers`) the elements are ``(file name, line)`` and each
+    row is read with its own file's header.
+
+    Examples
+    --------
+    >>> parse = _ParseLine("key", {_file_key("a.csv"): ["key", "x"]})
+    >>> list(parse.process(("a.csv", b"s0,1.5")))
+    [('s0', {'x': 1.5})]
+    >>> [out.value.reason for out in parse.process(("a.csv", b""))]
+    ['blank line']
+    >>> [out.value.reason for out in _ParseLine("key").process(b"\\xff{}")]
+    ["not UTF-8: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"]
+    """
+
+    def __init__(self, key_field: str,
+                 csv_headers: dict[str, list[str] | str] | None = None) -> None:
         self.key_field = key_field
-        self.csv_header = None if csv_header is None else list(csv_header)
+        self.csv_headers = csv_headers
 
-    def process(self, line: str | bytes) -> Iterable[Any]:
+    def process(self, element: Any) -> Iterable[Any]:
+        line = element
         try:
+            header: list[str] | str | None = None
+            if self.csv_headers is not None:
+                path, line = element
+                header = self.csv_headers.get(
+                    _file_key(path), f"{path}: not among the files matched when the job started")
             if isinstance(line, bytes):
-                line = line.decode("utf-8")
-            if self.csv_header is not None:
-                row = next(csv.reader(io.StringIO(line)))
-                if len(row) != len(self.csv_header):
-                    raise ValueError(
-                        f"CSV row has {len(row)} fields, header {len(self.csv_header)}")
+                try:
+                    line = line.decode("utf-8-sig")  # (a BOM only starts a file's first line)
+                except UnicodeDecodeError as err:
+                    raise ValueError(f"not UTF-8: {err}") from None
+            elif line.startswith("\ufeff"):
+                line = line[1:]
+            if not line or line.isspace():
+                raise ValueError("blank line")
+            if isinstance(header, str):  # the file's header line was refused
+                raise ValueError(header)
+            if header is not None:
+                row = next(csv.reader([line]))
+                if len(row) != len(header):
+                    raise ValueError(f"CSV row has {len(row)} fields, header {len(header)}")
                 event: Any = {}
-                for name, value in zip(self.csv_header, row):
+                for name, value in zip(header, row):
                     event[name] = value if name == self.key_field else float(value)
             else:
                 event = json.loads(line, parse_constant=float)
@@ -121,7 +197,10 @@ class _ParseLine(beam.DoFn):
                 raise ValueError(f"event has no {self.key_field!r} field")
             key = event.pop(self.key_field)
             yield key, event
-        except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        except RecursionError:
+            yield beam.pvalue.TaggedOutput("dead_letters", DeadLetter.of(
+                None, line, "JSON nested too deeply"))
+        except (ValueError, TypeError, csv.Error) as err:
             yield beam.pvalue.TaggedOutput("dead_letters", DeadLetter.of(None, line, str(err)))
 
 
@@ -270,17 +349,6 @@ def _count_lines(files: Sequence[Any], skip_header: bool) -> int | None:
     return total
 
 
-def _csv_header(pattern: str) -> list[str]:
-    from apache_beam.io.filesystems import FileSystems
-
-    first = _input_files(pattern)[0].path
-    with FileSystems.open(first) as f:
-        line = f.readline().decode("utf-8")
-    if not line.strip():
-        raise CommandError(f"{first!r} has no header line: a CSV input starts with one")
-    return next(csv.reader(io.StringIO(line)))
-
-
 def build_pipeline(
     p: beam.Pipeline, args: argparse.Namespace, streaming: bool, run_id: str = ""
 ) -> None:
@@ -301,10 +369,16 @@ def build_pipeline(
             topic=args.input_topic, subscription=args.input_subscription)
         parser = _ParseLine(args.key_field)
     elif args.input:
-        is_csv = args.input.lower().endswith(".csv")
-        lines = p | "ReadFiles" >> beam.io.ReadFromText(
-            args.input, skip_header_lines=1 if is_csv else 0)
-        parser = _ParseLine(args.key_field, _csv_header(args.input) if is_csv else None)
+        # Bytes, decoded by the parser: a line that is not UTF-8 is a dead letter, not a crash.
+        if args.input.lower().endswith(".csv"):  # each file's rows under its own header line
+            headers = _csv_headers(_input_files(args.input))
+            lines = p | "ReadFiles" >> beam.io.ReadFromTextWithFilename(
+                args.input, skip_header_lines=1, coder=beam.coders.BytesCoder())
+            parser = _ParseLine(args.key_field, headers)
+        else:
+            lines = p | "ReadFiles" >> beam.io.ReadFromText(
+                args.input, coder=beam.coders.BytesCoder())
+            parser = _ParseLine(args.key_field)
     else:
         lines = p | "Generate" >> beam.Create(generate_events(
             args.streams, args.events_per_stream, args.n_clusters,
