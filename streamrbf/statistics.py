@@ -182,6 +182,12 @@ def sparse_memberships(
     """Sparse responsibilities of the rows of ``X`` against ``C`` (numpy, same dtype), by the
     compiled kernel: the one CPU scoring path (statistics here, assignments in the adapters).
 
+    Raises
+    ------
+    ValueError
+        When a squared distance overflows (finite values near 1e154 and beyond): a batch is
+        refused rather than scored or stepped on infinities, as the accelerator step refuses it.
+
     Examples
     --------
     >>> m = sparse_memberships(np.array([[0.0], [0.9]]), np.array([[0.0], [1.0]]), 0.1)
@@ -190,7 +196,8 @@ def sparse_memberships(
     """
     B = X.shape[0]
     k = C.shape[0]
-    G = gram(X, C)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is checked below
+        G = gram(X, C)
     divisor = float(logit_divisor(temperature))
     code = _kernels.MAPPING_CODES[mapping]
     labels = np.empty(B, np.int64)
@@ -205,13 +212,16 @@ def sparse_memberships(
             X, C, G, divisor, code, vals, idx, length, labels, nearest, mass
         )
         if nnz >= 0:
+            if not (math.isfinite(loss) and np.isfinite(nearest).all()):
+                raise overflow_error(X)
             return SparseMemberships(vals, idx, length, labels, nearest, mass, float(loss), nnz)
         room = k  # a row had more candidates than room: redo with room for all
 
 
 def overflow_error(X: Any) -> ValueError:
-    """The error for a batch whose squared distances overflow its dtype (finite values too large
-    to cluster as they are): callers raise it before anything is committed.
+    """The error for a batch ``X`` (a torch tensor or numpy array) whose squared distances
+    overflow its dtype (finite values too large to cluster as they are): callers raise it before
+    anything is committed.
 
     Examples
     --------
@@ -219,10 +229,13 @@ def overflow_error(X: Any) -> ValueError:
     >>> str(overflow_error(torch.tensor([[1e200, 0.0]], dtype=torch.float64)))[:45]
     'squared distances overflow torch.float64 for '
     """
-    top = float(X.abs().max()) if X.numel() else 0.0
+    if isinstance(X, torch.Tensor):
+        top, dtype = (float(X.abs().max()) if X.numel() else 0.0), str(X.dtype)
+    else:  # numpy, named as torch names it
+        top, dtype = (float(np.abs(X).max()) if X.size else 0.0), f"torch.{X.dtype}"
     return ValueError(
-        f"squared distances overflow {X.dtype} for this batch (values up to {top:.3g}); "
-        "rescale the data" + (" or use dtype='float64'" if X.dtype != torch.float64 else "")
+        f"squared distances overflow {dtype} for this batch (values up to {top:.3g}); "
+        "rescale the data" + (" or use dtype='float64'" if dtype != "torch.float64" else "")
     )
 
 
@@ -231,12 +244,7 @@ def _batch_statistics_cpu(X, C, temperature, mapping, with_sums):
     Cn = C.to(X.dtype).numpy()
     B, dim = Xn.shape
     k = Cn.shape[0]
-    with np.errstate(over="ignore", invalid="ignore"):
-        m = sparse_memberships(Xn, Cn, temperature, mapping)
-    if not (math.isfinite(m.loss) and np.isfinite(m.nearest).all()):
-        # A squared distance overflowed (values near 1e154 and beyond): refuse the batch rather
-        # than step on infinities (the accelerator step refuses it the same way).
-        raise overflow_error(X)
+    m = sparse_memberships(Xn, Cn, temperature, mapping)
     sums = np.zeros((k, dim), np.float64)
     if with_sums and B:
         if m.nnz > B * max(2.0, k * _DENSE_SUPPORT_FRACTION):
