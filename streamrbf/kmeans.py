@@ -636,14 +636,12 @@ class RBFKMeans:
         var = X.to(torch.float64).var(dim=0, unbiased=False).mean().item() if len(X) > 1 else 0.0
         return float(self.tol) * var
 
-    def _anneal(self, X, C, counts, schedule, rng, max_iter, full=None, tol_abs=None):
+    def _anneal(self, X, C, counts, schedule, rng, max_iter, tol_abs, full=None):
         """Run ``fit``'s loop on ``X``: annealed full-batch (or mini-batch epoch) steps until the
-        clustering is hard and the centres stop moving (by ``tol_abs``, from ``X`` if None).
-        ``full`` forces full-batch steps. Returns (C, counts, the final pass's BatchResult, steps,
+        clustering is hard and the centres stop moving (by less than ``tol_abs``). ``full``
+        forces full-batch steps. Returns (C, counts, the final pass's BatchResult, steps,
         iterations)."""
         n = X.shape[0]
-        if tol_abs is None:
-            tol_abs = self._tol_abs(X)
         if full is None:
             full = self.batch_size is None or self.batch_size >= n
         n_steps = n_iter = 0
@@ -693,7 +691,7 @@ class RBFKMeans:
         for _ in range(n_init):
             C, counts, schedule = self._initial_state(X, rng)
             C, counts, final, steps, n_iter = self._anneal(
-                X, C, counts, schedule, rng, self.max_iter, full=full, tol_abs=tol_abs
+                X, C, counts, schedule, rng, self.max_iter, tol_abs, full=full
             )
             objective = float(final.nearest.sum())
             if best is None or objective < best[0]:
@@ -870,6 +868,11 @@ class RBFKMeans:
     # ------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         """Save to a safetensors file (tensors) with a JSON header (everything else). No pickle."""
+        write_model_file(path, "RBFKMeans", *self._file_contents())
+
+    def _file_contents(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """What :meth:`save` writes: the tensors and the JSON-ready metadata (an adapter may add
+        its own keys to the metadata; :meth:`load` ignores them)."""
         self._check_fitted()
         params = self.get_params()
         tensors = {"centers": self._centers, "counts": self._counts}
@@ -896,12 +899,17 @@ class RBFKMeans:
             "inertia": self.inertia_,
             "labels": None,
         }
-        write_model_file(path, "RBFKMeans", tensors, meta)
+        return tensors, meta
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> RBFKMeans:
         """Load a model written by :meth:`save`; refuses foreign or malformed files."""
-        tensors, meta = read_model_file(path, "RBFKMeans")
+        return cls._from_file_contents(*read_model_file(path, "RBFKMeans"), path, device)
+
+    @classmethod
+    def _from_file_contents(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                            path: str | os.PathLike, device: str | None = None) -> RBFKMeans:
+        """The model from what :func:`read_model_file` read off ``path`` (named in errors)."""
         try:
             params = dict(meta["params"])
             if params.get("init") == "array":

@@ -12,7 +12,6 @@ import hashlib
 import heapq
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -78,15 +77,12 @@ _BEAM_META = "beam"
 def _write_checkpoint(est: Any, directory: str, n_seen: int) -> None:
     """Write ``est`` as ``step-<n_steps>.safetensors`` with ``n_seen`` in its JSON metadata.
 
-    The core's own file (``RBFKMeans.save``: safetensors + JSON, no pickle), read back and
-    written again (atomically: temp name, then rename) with ``{"beam": {"n_seen": n}}`` added to
-    its metadata, which ``RBFKMeans.load`` ignores. A retried bundle rewrites the same file with
-    the same content.
+    The core's own file (what ``RBFKMeans.save`` writes: safetensors + JSON, no pickle; written
+    atomically, temp name then rename) with ``{"beam": {"n_seen": n}}`` added to its metadata,
+    which ``RBFKMeans.load`` ignores. A retried bundle rewrites the same file with the same
+    content.
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        plain = Path(tmp) / "model.safetensors"
-        est.save(plain)
-        tensors, meta = read_model_file(plain, "RBFKMeans")
+    tensors, meta = est._file_contents()
     meta[_BEAM_META] = {"n_seen": int(n_seen)}
     write_model_file(Path(directory) / f"step-{est.n_steps_:010d}.safetensors", "RBFKMeans",
                      tensors, meta)
@@ -100,8 +96,8 @@ def _load_checkpoint(path: Path) -> ModelState:
     """
     from ..kmeans import RBFKMeans
 
-    est = RBFKMeans.load(path, device="cpu")
-    _, meta = read_model_file(path, "RBFKMeans")
+    tensors, meta = read_model_file(path, "RBFKMeans")
+    est = RBFKMeans._from_file_contents(tensors, meta, path, device="cpu")
     extra = meta.get(_BEAM_META)
     n_seen = extra.get("n_seen", 0) if isinstance(extra, dict) else 0
     if type(n_seen) is not int or n_seen < 0:
