@@ -501,8 +501,12 @@ class RBFKMeans(base.Clusterer):
         self._set_features(features)
         return xv
 
-    def _check_unfixed(self, x: dict) -> None:
-        """Before the first event fixes the features, a prediction still checks its event."""
+    def _check_event(self, x: dict) -> None:
+        """Check an event a prediction gets before the model is initialised (against the fixed
+        features once there are any): bad input raises then too."""
+        if self._features is not None:
+            self._vector(x)
+            return
         zero = self.missing == "zero"
         for f in self._event_keys(x):
             self._number(f, x[f], zero)
@@ -752,10 +756,7 @@ class RBFKMeans(base.Clusterer):
 
     def predict_one(self, x: dict) -> int:
         if self._C is None:
-            if self._features is None:
-                self._check_unfixed(x)
-            else:
-                self._vector(x)
+            self._check_event(x)
             return 0
         j, _ = _ok.nearest_event(self._vector(x), self._C)
         return j
@@ -766,10 +767,7 @@ class RBFKMeans(base.Clusterer):
         Before initialisation (during the warm-up) it returns `{}`. The class example shows it.
         """
         if self._C is None:
-            if self._features is None:
-                self._check_unfixed(x)
-            else:
-                self._vector(x)
+            self._check_event(x)
             return {}
         xv = self._vector(x)
         k = self.n_clusters
