@@ -3,26 +3,10 @@
 ``streamrbf`` with no arguments, or with only flags (``streamrbf --output_dir out``), runs the main
 job, exactly as ``streamrbf run`` does. ``streamrbf COMMAND --help`` explains each command: what
 it does, its inputs, the files it writes, examples and exit codes. ``python -m
-pipelines.cluster_events`` and ``python -m streamrbf.bench`` are the same as ``streamrbf run`` and
-``streamrbf bench``.
+streamrbf.jobs.cluster_events`` (``python -m pipelines.cluster_events`` from a clone) and ``python
+-m streamrbf.bench`` are the same as ``streamrbf run`` and ``streamrbf bench``.
 
-Exit codes, the same for every command, so that a script can rely on them:
-
-| code | meaning |
-| ---: | --- |
-| 0 | success |
-| 1 | the work failed: no file matches ``--input``, a file cannot be read or written, an error |
-| 2 | bad usage: unknown command or flag, a missing or bad flag value (argparse's message) |
-| 3 | a model file was refused: missing, not a streamrbf model, or corrupt (``inspect``) |
-| 130 | interrupted (Ctrl-C) |
-| 141 | stdout was closed early (piped into ``head``, say): stops quietly, as on SIGPIPE |
-
-"An error" is one raised inside the pipeline or a benchmark suite. A missing ``--input`` file is
-exit code 1, not 2: the command line is well formed, the data is not there (as with ``cat``).
-Errors are one line on stderr, ``streamrbf COMMAND: error: WHY``; an unexpected exception (a bug,
-or an error inside the pipeline) prints its traceback first, and still ends with that line and
-exit code 1. Progress bars go to stderr, only when stderr is a terminal, and never with
-``--no-progress`` or ``--quiet``.
+Exit codes and error lines are the same for every command (:mod:`streamrbf.console`).
 """
 
 from __future__ import annotations
@@ -30,12 +14,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["CommandError", "main", "progress_bar", "progress_enabled", "run_parser"]
+from .console import EXIT_CODES, CommandError, Formatter, positive_int, run_command, version
+
+__all__ = ["main"]
 
 COMMANDS = {
     "run": "cluster keyed event streams with Apache Beam, one annealed model per stream; writes\n"
@@ -45,117 +30,17 @@ COMMANDS = {
     "--json for scripts, --plot FILE.png for a picture of the centres",
 }
 
-EXIT_CODES = """\
-exit codes:
-  0    success
-  1    the work failed (an --input pattern matches no file, an unreadable input, an unwritable
-       output, an error in the pipeline or a benchmark suite)
-  2    bad usage: unknown command or flag, a missing or bad flag value (argparse's message)
-  3    a model file was refused: missing, not a streamrbf model, or corrupt (inspect)
-  130  interrupted (Ctrl-C)
-  141  stdout closed early (| head): stops quietly, as on SIGPIPE
-errors are one line on stderr: "streamrbf COMMAND: error: WHY".
-"""
-
 _PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
-class CommandError(Exception):
-    """A failure the command reports as one line on stderr (no traceback), with an exit code.
-
-    Examples
-    --------
-    >>> err = CommandError("no input file matches 'x.jsonl'")
-    >>> str(err), err.exit_code
-    ("no input file matches 'x.jsonl'", 1)
-    >>> CommandError("refused", exit_code=3).exit_code
-    3
-    """
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def progress_enabled(disabled: bool = False, stream: TextIO | None = None) -> bool:
-    """Whether to draw progress bars on ``stream`` (default stderr): only on a terminal, and not
-    when ``disabled`` (``--no-progress`` / ``--quiet``).
-
-    Examples
-    --------
-    >>> import io
-    >>> progress_enabled(stream=io.StringIO())  # a pipe, a file, a captured stream
-    False
-    >>> class Terminal(io.StringIO):
-    ...     def isatty(self):
-    ...         return True
-    >>> progress_enabled(stream=Terminal()), progress_enabled(True, stream=Terminal())
-    (True, False)
-    """
-    if disabled:
-        return False
-    stream = sys.stderr if stream is None else stream
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
-        return False
-
-
-def progress_bar(stream: TextIO | None = None, **kwargs: Any) -> Any:
-    """A ``tqdm`` bar on ``stream`` (default stderr) that fits the terminal, also one that reports
-    a size of 0 x 0 (some pseudo-terminals do; tqdm then draws nothing): 80 x 24 is assumed.
-
-    Call it only when :func:`progress_enabled` says so; ``kwargs`` go to ``tqdm``.
-
-    Examples
-    --------
-    >>> import io
-    >>> out = io.StringIO()
-    >>> bar = progress_bar(out, total=4, desc="demo", unit=" events")
-    >>> bar.update(4); bar.close()
-    >>> "demo: 100%" in out.getvalue() and "4/4" in out.getvalue()
-    True
-    """
-    import os
-
-    from tqdm import tqdm
-
-    stream = sys.stderr if stream is None else stream
-    try:
-        cols, rows = os.get_terminal_size(stream.fileno())
-    except (AttributeError, OSError, ValueError):  # not a real terminal (a test's stand-in)
-        cols = rows = 0
-    if cols > 0 and rows > 0:
-        size: dict[str, Any] = {"dynamic_ncols": True}
-    else:
-        size = {"ncols": cols or 80, "nrows": rows or 24}
-    return tqdm(file=stream, **{**size, **kwargs})
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("streamrbf")
-    except PackageNotFoundError:  # a source checkout that was not installed
-        from streamrbf import __version__
-
-        return __version__
-
-
 # --------------------------------------------------------------------------------- parsers
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=30, width=100)
-
-
 def _top_parser() -> argparse.ArgumentParser:
     commands = "\n".join(
         f"  {name:<9}" + text.replace("\n", "\n" + " " * 11) for name, text in COMMANDS.items()
     )
     p = argparse.ArgumentParser(
         prog="streamrbf",
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
         usage="streamrbf [-h] [--version] [COMMAND] [ARGS ...]",
         description="Streaming K-Means as an annealed entmax-1.5 RBF network: the command line.\n\n"
         f"commands:\n{commands}\n\n"
@@ -169,126 +54,12 @@ def _top_parser() -> argparse.ArgumentParser:
         "  streamrbf inspect model.safetensors --plot centres.png\n"
         "  streamrbf inspect model.safetensors --json | jq .temperature\n\n" + EXIT_CODES,
     )
-    p.add_argument("--version", action="version", version=f"streamrbf {_version()}",
+    p.add_argument("--version", action="version", version=f"streamrbf {version()}",
                    help="print 'streamrbf VERSION' and exit")
     p.add_argument("command", nargs="?", default="run", choices=tuple(COMMANDS), metavar="COMMAND",
                    help="run (default), bench or inspect")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="the command's own flags ('streamrbf COMMAND --help')")
-    return p
-
-
-def _checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str):
-    """An argparse ``type``: ``convert`` the text, then refuse values that are not ``ok``."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _checked(int, lambda v: v >= 1, "a whole number >= 1")
-_fraction = _checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
-_probability = _checked(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-
-
-_RUN_DESCRIPTION = """\
-Cluster keyed event streams with Apache Beam: one annealed RBF K-Means model, with its own
-temperature, per key. Each batch of a stream is scored with the model as it is, then learned.
-
-input (one of):
-  (none)                 a built-in generator: --streams keyed streams of --events_per_stream
-                         events with --n_clusters Gaussian clusters that drift; 0.5% of the
-                         events are broken on purpose, to show the dead letters
-  --input GLOB           JSON-lines files (one object per line: the --key_field and numeric
-                         features) or, for *.csv, CSV files with a header line
-  --input_subscription / --input_topic
-                         JSON events from Pub/Sub: a streaming job (needs apache-beam[gcp])
-Any flag not listed below goes to Beam (--runner, --streaming, Dataflow and Flink options). A
-near miss of a known flag (--ouptut_dir) is an error; so is a flag no Beam Python option declares
-on a local runner; on other runners such a flag (Flink's --checkpointing_interval) is passed to
-the job server with a note. The runner defaults to Beam's in-process FnApiRunner.
-
-output, in --output_dir (the three .jsonl files of an earlier run there are replaced):
-  assignments.jsonl    one line per clustered event: key, cluster, distance, temperature and
-                       the non-zero memberships
-  dead_letters.jsonl   one line per refused event (bad JSON or CSV, NaN, a missing feature, a
-                       stream too short to cluster) with the reason
-  snapshots.jsonl      each stream's model (steps, events seen, temperature, centres, masses)
-                       after its steps
-  summary.json         per stream: events, dead letters, steps, temperature, centres, sizes
-  summary.md           the same as a Markdown table
-  clusters.png         centre trajectories and temperature over time, a column per stream
-stdout: the summary table, then "N events clustered, M dead letters in S s (R events/s);
-outputs in DIR". stderr: a progress bar (events processed, streams, temperature range) while
-the pipeline runs, when stderr is a terminal."""
-
-_RUN_EPILOG = """\
-examples:
-  streamrbf run                                  # built-in streams -> ./streamrbf-output/
-  streamrbf run --streams 8 --events_per_stream 5000 --n_clusters 4 --output_dir out
-  streamrbf run --input 'data/events-*.jsonl' --features amount,latency --output_dir out
-  streamrbf run --input events.csv --key_field user --batch_size 50 --quiet
-  streamrbf run --input_subscription projects/P/subscriptions/S --runner DataflowRunner \\
-      --project P --region europe-west1 --temp_location gs://B/tmp --output_dir gs://B/out
-
-""" + EXIT_CODES
-
-
-def run_parser(prog: str = "streamrbf run") -> argparse.ArgumentParser:
-    """The flags of the main job (``streamrbf run``); unknown flags are left for Beam.
-
-    Examples
-    --------
-    >>> args, beam_args = run_parser().parse_known_args(["--n_clusters", "4", "--runner", "X"])
-    >>> args.n_clusters, args.output_dir, args.progress, beam_args
-    (4, './streamrbf-output', True, ['--runner', 'X'])
-    """
-    p = argparse.ArgumentParser(prog=prog, description=_RUN_DESCRIPTION, epilog=_RUN_EPILOG,
-                                formatter_class=_Formatter, allow_abbrev=False)
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--input", metavar="GLOB",
-                        help="JSON-lines or CSV files (default: the built-in generator)")
-    source.add_argument("--input_subscription", metavar="SUB",
-                        help="Pub/Sub subscription of JSON events (streaming)")
-    source.add_argument("--input_topic", metavar="TOPIC",
-                        help="Pub/Sub topic of JSON events (streaming)")
-    p.add_argument("--output_dir", default="./streamrbf-output", metavar="DIR",
-                   help="where the outputs go (default: %(default)s)")
-    p.add_argument("--key_field", default="key", metavar="NAME",
-                   help="the field that names an event's stream (default: %(default)s)")
-    p.add_argument("--features", metavar="A,B,...",
-                   help="comma-separated feature names; an event must have exactly these "
-                   "(default: each event's numeric fields, sorted by name)")
-    p.add_argument("--n_clusters", type=_positive_int, default=3, metavar="K",
-                   help="clusters per stream (default: %(default)s)")
-    p.add_argument("--batch_size", type=_positive_int, default=100, metavar="B",
-                   help="events per learning step (default: %(default)s)")
-    p.add_argument("--temperature_decay", type=_fraction, default=0.95, metavar="R",
-                   help="temperature factor per step, in (0, 1] (default: %(default)s)")
-    p.add_argument("--decay", type=_fraction, default=0.9, metavar="A",
-                   help="forgetting factor of the cluster masses per step, in (0, 1] "
-                   "(default: %(default)s)")
-    p.add_argument("--streams", type=_positive_int, default=4, metavar="N",
-                   help="generator: number of streams (default: %(default)s)")
-    p.add_argument("--events_per_stream", type=_positive_int, default=2000, metavar="N",
-                   help="generator: events in each stream (default: %(default)s)")
-    p.add_argument("--bad_fraction", type=_probability, default=0.005, metavar="P",
-                   help="generator: share of broken events (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the generator and of the models (default: %(default)s)")
-    p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress bar (there is none anyway when stderr is not a terminal)")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress bar and nothing on stdout; the files are written as usual")
-    usage = p.format_usage().removeprefix("usage: ").rstrip()
-    p.usage = f"{usage}\n{' ' * (len(prog) + 8)}[BEAM_FLAG ...]"
     return p
 
 
@@ -319,13 +90,13 @@ examples:
 
 def _inspect_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamrbf inspect", description=_INSPECT_DESCRIPTION,
-                                epilog=_INSPECT_EPILOG, formatter_class=_Formatter)
+                                epilog=_INSPECT_EPILOG, formatter_class=Formatter)
     p.add_argument("model", metavar="MODEL", help="a file written by RBFKMeans.save")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object instead of the report")
     p.add_argument("--plot", metavar="FILE.png",
                    help="also write a plot of the centres (.png, .svg or .pdf)")
-    p.add_argument("--top", type=_positive_int, default=50, metavar="N",
+    p.add_argument("--top", type=positive_int, default=50, metavar="N",
                    help="report: list at most N clusters, the heaviest (default: %(default)s)")
     return p
 
@@ -510,14 +281,16 @@ def _inspect(argv: Sequence[str]) -> int:
 # ------------------------------------------------------------------------------------ run
 def _run(argv: Sequence[str]) -> int:
     # Parse here first: --help and bad flags answer at once, before Beam is imported (seconds).
+    from .jobs.run_flags import run_parser
+
     run_parser().parse_known_args(argv)
-    from pipelines.cluster_events import main as run
+    from .jobs.cluster_events import main as run
 
     return run(argv)
 
 
 def _bench(argv: Sequence[str]) -> int:
-    from streamrbf.bench.__main__ import main as bench
+    from .bench.__main__ import main as bench
 
     return bench(list(argv))
 
@@ -537,7 +310,15 @@ def _dispatch(argv: list[str]) -> tuple[str, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamrbf`` console script: returns the exit code, never raises.
 
-    ``argv`` defaults to ``sys.argv[1:]``. See the module docstring for the exit codes.
+    Parameters
+    ----------
+    argv
+        The command and its flags; ``sys.argv[1:]`` by default.
+
+    Returns
+    -------
+    int
+        The exit code (:mod:`streamrbf.console` lists them).
 
     Examples
     --------
@@ -549,46 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else "run"
-    prog = f"streamrbf {command}"
-    try:
-        return _dispatch(argv)[1]
-    except SystemExit as stop:  # argparse: --help / --version (0) or a usage error (2)
-        code = stop.code
-        if code is None or isinstance(code, int):
-            return code or 0
-        print(f"{prog}: error: {code}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # stdout closed early (| head): stop quietly, as a SIGPIPE would
-        _silence_stdout()
-        return 141
-    except CommandError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except OSError as err:  # a file that cannot be read or written: one line is enough
-        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
-        return 1
-    except Exception as err:
-        traceback.print_exc()
-        print(f"{prog}: error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
-        return 1
-
-
-def _silence_stdout() -> None:
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
-    except (OSError, ValueError, AttributeError):
-        pass
-
-
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return run_command(f"streamrbf {command}", lambda a: _dispatch(a)[1], argv)
 
 
 if __name__ == "__main__":

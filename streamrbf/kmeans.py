@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._kernels import check_mapping
-from .mappings import responsibilities
-from .persistence import read_model_file, write_model_file
-from .seeding import kmeans_plusplus, reseed_candidates
-from .statistics import (
+from .core._kernels import check_mapping
+from .core.mappings import responsibilities
+from .core.persistence import read_model_file, write_model_file
+from .core.seeding import kmeans_plusplus, reseed_candidates
+from .core.statistics import (
     BatchResult,
     SufficientStatistics,
     apply_step,
@@ -26,9 +26,9 @@ from .statistics import (
     fused_step,
     overflow_error,
 )
-from .statistics import sq_distances as _sq_distances
-from .temperature import TemperatureSchedule, auto_temperature
-from .validation import as_batch, check_finite, feature_names_of
+from .core.statistics import sq_distances as _sq_distances
+from .core.temperature import TemperatureSchedule, auto_temperature
+from .core.validation import as_batch, check_finite, feature_names_of
 
 __all__ = ["NotFittedError", "RBFKMeans"]
 
@@ -325,7 +325,7 @@ class RBFKMeans:
         generator comes from ``params["random_state"]``.
 
         >>> import numpy as np
-        >>> from streamrbf.temperature import TemperatureSchedule
+        >>> from streamrbf.core.temperature import TemperatureSchedule
         >>> m = RBFKMeans.from_state(np.eye(2), np.ones(2), TemperatureSchedule(1.0), n_steps=3)
         >>> m.predict([[0.9, 0.1]]).tolist(), m.n_steps_, m.temperature_
         ([0], 3, 1.0)
@@ -741,7 +741,8 @@ class RBFKMeans:
         it, in one pass over the data (prequential evaluation; what streaming adapters do with
         every batch). The model must be fitted.
 
-        Returns the batch's :class:`~streamrbf.statistics.BatchResult` before the step: ``labels``
+        Returns the batch's :class:`~streamrbf.core.statistics.BatchResult` before the step:
+        ``labels``
         and ``nearest`` (what :meth:`predict` and the squared distances would have given), the
         statistics the step used and, for CPU batches, the sparse ``memberships`` (what
         :meth:`predict_proba` would have given, without its dense array).

@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import losses
-from ._kernels import check_mapping
-from .mappings import hard, responsibilities, softmax
-from .seeding import kmeans_plusplus
-from .statistics import sq_distances
-from .temperature import TemperatureSchedule, auto_temperature
-from .validation import as_batch
+from .core import losses
+from .core._kernels import check_mapping
+from .core.mappings import hard, responsibilities, softmax
+from .core.seeding import kmeans_plusplus
+from .core.statistics import sq_distances
+from .core.temperature import TemperatureSchedule, auto_temperature
+from .core.validation import as_batch
 
 __all__ = ["RBFCluster", "RBFOutput"]
 
@@ -73,9 +73,9 @@ class RBFCluster(nn.Module):
 
     Distances and memberships are computed in float32 (or float64) whatever the input dtype and
     cast back on output, so bfloat16 and float16 inputs are safe. The memberships and losses are
-    the core's differentiable functions (:func:`streamrbf.mappings.responsibilities`,
-    :mod:`streamrbf.losses`) under plain autograd; gradients stay finite down to ``T = 1e-8`` and
-    at exact ties (the logits are shifted and clamped before any division blows up).
+    the core's differentiable functions (:func:`streamrbf.core.mappings.responsibilities`,
+    :mod:`streamrbf.core.losses`) under plain autograd; gradients stay finite down to ``T = 1e-8``
+    and at exact ties (the logits are shifted and clamped before any division blows up).
 
     Parameters
     ----------
@@ -85,7 +85,7 @@ class RBFCluster(nn.Module):
         Dimension ``d`` of the embeddings.
     temperature
         Initial temperature. ``None`` (default) sets it from the data in :meth:`init_centers`
-        (:func:`streamrbf.temperature.auto_temperature`); until then it is 1.
+        (:func:`streamrbf.core.temperature.auto_temperature`); until then it is 1.
     decay
         Multiplicative decay of the temperature per :meth:`step_temperature`.
     min_temperature
@@ -302,7 +302,7 @@ class RBFCluster(nn.Module):
 
     def distortion(self, out: RBFOutput, reduction: str = "mean") -> torch.Tensor:
         """Weighted distortion ``L_T = sum_ik p_ik d_ik`` of a forward's distances under the
-        layer's mapping and temperature (:func:`streamrbf.losses.distortion`), per sample
+        layer's mapping and temperature (:func:`streamrbf.core.losses.distortion`), per sample
         (``"mean"``) or ``"sum"``.
 
         The core function recomputes the memberships from the distances (one sort of an
@@ -316,7 +316,7 @@ class RBFCluster(nn.Module):
     def free_energy(self, out: RBFOutput, reduction: str = "mean") -> torch.Tensor:
         """Free energy ``F_T`` of a forward's distances, per sample (``"mean"``) or ``"sum"``.
 
-        The softmax family's objective (:func:`streamrbf.losses.free_energy`): the memberships
+        The softmax family's objective (:func:`streamrbf.core.losses.free_energy`): the memberships
         are not used. It lies within ``T log k`` per sample below the K-Means objective.
 
         Examples

@@ -2,9 +2,9 @@
 
 :class:`RBFKMeans` is a ``river.base.Clusterer`` that learns one event (or one mini-batch) at a
 time; :class:`KeyedRBFKMeans` keeps one such model per value of a key field, with bounded memory.
-The step, the temperature and the seeding are those of the core (:mod:`streamrbf.statistics`,
-:mod:`streamrbf.temperature`, :mod:`streamrbf.seeding`); the per-event arithmetic runs in the
-compiled kernels of :mod:`streamrbf._online_kernels`, so torch is never called per event.
+The step, the temperature and the seeding are those of the core (:mod:`streamrbf.core.statistics`,
+:mod:`streamrbf.core.temperature`, :mod:`streamrbf.core.seeding`); the per-event arithmetic runs in
+the compiled kernels of :mod:`streamrbf.core._online_kernels`, so torch is never called per event.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import numba
 import numpy as np
 from river import base
 
-from . import _online_kernels as _ok
-from ._kernels import check_mapping
-from .seeding import kmeans_plusplus, reseed_candidates
-from .temperature import TemperatureSchedule, auto_temperature, logit_divisor
+from .core import _online_kernels as _ok
+from .core._kernels import check_mapping
+from .core.seeding import kmeans_plusplus, reseed_candidates
+from .core.temperature import TemperatureSchedule, auto_temperature, logit_divisor
 
 __all__ = ["FeatureTypeError", "KeyedRBFKMeans", "RBFKMeans"]
 
@@ -127,7 +127,7 @@ class RBFKMeans(base.Clusterer):
     A centre whose decayed mass falls below 1% of the largest is moved onto a poorly served
     recent event (drawn with probability proportional to its squared distance to the nearest
     centre), checked every `warmup` steps (the rule of
-    :func:`streamrbf.seeding.reseed_candidates`).
+    :func:`streamrbf.core.seeding.reseed_candidates`).
 
     Drift: forgetting lets centres follow a slow drift. For a sudden one, a detector watches the
     squared distance of each event to its nearest centre (the distortion); on an alarm the next
@@ -650,7 +650,7 @@ class RBFKMeans(base.Clusterer):
     def _reseed(self) -> None:
         """Move a starved centre onto the reservoir's candidate.
 
-        The rule is :func:`streamrbf.seeding.reseed_candidates` (starved: decayed mass below a
+        The rule is :func:`streamrbf.core.seeding.reseed_candidates` (starved: decayed mass below a
         share of the largest; target: a point drawn in proportion to its squared distance to the
         nearest centre), with the draw made over all events since the last check by the kernels:
         the reservoir's one candidate stands for them, with their total weight. As in the core,

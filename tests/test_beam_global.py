@@ -133,7 +133,7 @@ def test_streaming_auto_temperature_follows_the_scale_of_the_init_centres(tmp_pa
 
 
 def test_checkpoint_restart_continues_training(data, tmp_path):
-    from streamrbf.persistence import read_model_file
+    from streamrbf.core.persistence import read_model_file
 
     X, C0 = data
     ckpt = tmp_path / "ckpt"

@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamrbf import RBFKMeans
-from streamrbf.assignment import Assignment
 from streamrbf.beam import ClusterPerKey, DeadLetter, ModelState, ModelStateCoder
 from streamrbf.beam.per_key import (
     _ParseAndBatchDoFn,
@@ -26,7 +25,8 @@ from streamrbf.beam.per_key import (
     _ScoreAndLearnDoFn,
 )
 from streamrbf.beam.state import from_estimator
-from streamrbf.validation import max_abs_value
+from streamrbf.core.assignment import Assignment
+from streamrbf.core.validation import max_abs_value
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -225,8 +225,8 @@ def test_assignment_output_coder_is_binary_and_stable():
 
 
 def test_assignment_batch_output_coder_is_binary():
-    from streamrbf.assignment import AssignmentBatch
     from streamrbf.beam.state import AssignmentBatchCoder
+    from streamrbf.core.assignment import AssignmentBatch
 
     p = beam.Pipeline(runner="FnApiRunner")
     out = p | beam.Create([("a", [1.0])]) | ClusterPerKey(1, warmup=1, output="batches")
@@ -250,7 +250,7 @@ def test_assignment_batch_output_coder_is_binary():
 @pytest.mark.parametrize("temperature", [1e-3, 0.05, 2.0, 30.0, 1e4])
 def test_assign_matches_the_kernel_for_any_sparsity(temperature):
     from streamrbf.beam.inference import assign
-    from streamrbf.statistics import sparse_memberships
+    from streamrbf.core.statistics import sparse_memberships
 
     rng = np.random.default_rng(1)
     C = rng.uniform(-3, 3, (6, 4))

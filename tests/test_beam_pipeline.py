@@ -1,4 +1,5 @@
-"""The main job (pipelines.cluster_events) end to end on the pinned default runner."""
+"""The main job (streamrbf.jobs.cluster_events, run from a clone as pipelines.cluster_events) end
+to end on the pinned default runner."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-from pipelines import cluster_events
+from streamrbf.jobs import cluster_events
 
 pytestmark = pytest.mark.timeout(120)
 

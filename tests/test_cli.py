@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from streamrbf import RBFKMeans, cli
-from streamrbf.cli import main, progress_enabled
+from streamrbf.cli import main
+from streamrbf.console import progress_enabled
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -122,8 +123,8 @@ def test_a_misspelt_flag_for_the_main_job_is_exit_code_2(tmp_path, capsys):
 
 
 def test_runner_flags_beam_python_does_not_declare(tmp_path, capsys):
-    from pipelines.cluster_events import beam_options
-    from streamrbf.cli import run_parser
+    from streamrbf.jobs.cluster_events import beam_options
+    from streamrbf.jobs.run_flags import run_parser
 
     # Flink's --checkpointing_interval (docs/beam.md) is a job-server option, not a Python one:
     # passed on to a remote runner, with a note...
@@ -324,3 +325,16 @@ def test_bench_an_unwritable_out_is_exit_code_1_before_any_suite(tmp_path, monke
     err = capsys.readouterr().err
     _one_line_error(err, "bench")
     assert "suite" not in err
+
+
+def test_the_job_runs_from_a_clone_and_the_wheel_installs_only_streamrbf():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "pipelines.cluster_events", "--help"],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("usage: streamrbf run")
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["streamrbf*"]
+    # the version is written once, in streamrbf/__init__.py
+    assert "version" in project["project"]["dynamic"] and "version" not in project["project"]

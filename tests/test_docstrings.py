@@ -74,9 +74,9 @@ def test_walk_finds_the_public_api():
         "streamrbf.river.RBFKMeans",
         "streamrbf.nn.RBFCluster",
         "streamrbf.beam.per_key.ClusterPerKey",
-        "streamrbf.temperature.TemperatureSchedule",
-        "streamrbf.losses.distortion",
-        "streamrbf.statistics.compiled_fused_step",  # behind functools.cache
+        "streamrbf.core.temperature.TemperatureSchedule",
+        "streamrbf.core.losses.distortion",
+        "streamrbf.core.statistics.compiled_fused_step",  # behind functools.cache
     ):
         assert name in found
 

@@ -230,7 +230,7 @@ def test_save_and_load_round_trip_identically(tmp_path, blobs):
 def test_load_refuses_malformed_and_foreign_files(tmp_path, blobs):
     from safetensors.torch import save_file
 
-    from streamrbf.persistence import write_model_file
+    from streamrbf.core.persistence import write_model_file
 
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x80\x04not a model at all")
@@ -431,7 +431,7 @@ def test_bad_parameters_are_named(blobs, params, msg):
 def test_the_torch_backend_used_on_gpus_gives_the_same_model(blobs, monkeypatch):
     """CUDA tensors take the torch path; on CPU we force it and compare with the compiled path."""
     import streamrbf.kmeans as kmeans_module
-    from streamrbf.statistics import batch_statistics
+    from streamrbf.core.statistics import batch_statistics
 
     X, _ = blobs
     numba_model = RBFKMeans(4, random_state=0).fit(X)
@@ -481,7 +481,7 @@ def test_fused_accelerator_step_equals_the_cpu_step(blobs, compile):
 
 def test_compiled_step_survives_many_batch_sizes_and_model_shapes(monkeypatch):
     # dynamo's guards and recompile limit, without C++ code generation: the "eager" backend
-    import streamrbf.statistics as S
+    import streamrbf.core.statistics as S
 
     real = torch.compile
     monkeypatch.setattr(S.torch, "compile", lambda fn, mode=None, **kw: real(fn, backend="eager",

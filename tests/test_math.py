@@ -12,15 +12,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from streamrbf import _kernels
-from streamrbf.losses import (
+from streamrbf.core import _kernels
+from streamrbf.core.losses import (
     distortion,
     fixed_responsibility_gradient,
     free_energy,
     kmeans_objective,
 )
-from streamrbf.mappings import entmax15, responsibilities, softmax, sparse_entmax15
-from streamrbf.statistics import SufficientStatistics, apply_step, batch_statistics, sq_distances
+from streamrbf.core.mappings import entmax15, responsibilities, softmax, sparse_entmax15
+from streamrbf.core.statistics import (
+    SufficientStatistics,
+    apply_step,
+    batch_statistics,
+    sq_distances,
+)
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
 
@@ -238,7 +243,7 @@ def _kmeans_plusplus_numpy(X, k, rng):
 @given(st.integers(1, 200), st.integers(1, 12), st.integers(1, 9), st.integers(-30, 30),
        st.booleans(), st.integers(0, 2**32 - 1))
 def test_compiled_kmeans_plusplus_equals_the_numpy_loop(n, d, k, exponent, dup, seed):
-    from streamrbf.seeding import kmeans_plusplus
+    from streamrbf.core.seeding import kmeans_plusplus
 
     n = max(n, k)
     rng = np.random.default_rng(seed)
@@ -263,7 +268,7 @@ def test_kmeans_plusplus_potential_matches_scikit_learn():
     from sklearn.cluster import kmeans_plusplus as sk_kmeans_plusplus
     from sklearn.datasets import make_blobs
 
-    from streamrbf.seeding import kmeans_plusplus
+    from streamrbf.core.seeding import kmeans_plusplus
 
     X, _ = make_blobs(2000, n_features=5, centers=12, cluster_std=1.0, random_state=3)
     norms = (X**2).sum(1)
@@ -285,7 +290,7 @@ def test_kmeans_plusplus_distinct_centres_far_from_the_origin_and_at_extreme_sca
     # and squared distances of 1e160-scale data overflowed (draws became uniform): duplicate
     # centres for 5 % and ~30 % of seeds; subnormal data (1e-310) overflowed the scale factor.
     # Distinct points must give distinct centres.
-    from streamrbf.seeding import kmeans_plusplus
+    from streamrbf.core.seeding import kmeans_plusplus
 
     X = offset + np.random.default_rng(1).normal(size=(40, 2)) * scale
     assert len(np.unique(X, axis=0)) == 40
@@ -300,7 +305,7 @@ def test_kmeans_plusplus_distinct_centres_far_from_the_origin_and_at_extreme_sca
 def test_free_energy_reaches_the_kmeans_objective_at_any_small_temperature(dtype, temperature):
     # F_T -> J as T -> 0, with the gradient of K-Means (one-hot on the nearest centre). In float32
     # the divisor underflowed to 0 below T ~ 1e-45 and F was NaN (0 / 0 at the nearest centre).
-    from streamrbf.losses import free_energy, kmeans_objective
+    from streamrbf.core.losses import free_energy, kmeans_objective
 
     d = torch.tensor([[0.0, 9.0, 2.5], [4.0, 1.0, 7.0], [3.0, 3.5, 0.5]], dtype=dtype,
                      requires_grad=True)

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrbf.mappings import entmax15
+from streamrbf.core.mappings import entmax15
 from streamrbf.nn import RBFCluster, RBFOutput
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -74,9 +74,9 @@ def test_core_entmax_gradient_equals_entmax_package():
 
 @pytest.mark.parametrize("mapping", ["entmax15", "softmax", "hard"])
 def test_layer_losses_are_the_core_losses(mapping):
-    # distortion / free_energy delegate to streamrbf.losses; the distortion's gradient is the one
-    # of sum p d with the forward's memberships (no second formula, no different gradient).
-    from streamrbf import losses
+    # distortion / free_energy delegate to streamrbf.core.losses; the distortion's gradient is the
+    # one of sum p d with the forward's memberships (no second formula, no different gradient).
+    from streamrbf.core import losses
 
     x = _blobs(dtype=torch.float64)
     layer = RBFCluster(3, 2, temperature=0.7, mapping=mapping, dtype=torch.float64)
@@ -251,7 +251,7 @@ def test_property_rows_sum_to_one_at_any_temperature(log_t, floor_steps, dtype, 
 def test_property_core_mappings_unchanged_at_ordinary_and_hard_at_tiny_temperatures(
     log_t, dtype, as_tensor, seed
 ):
-    from streamrbf.mappings import _shifted_half_logits, hard, softmax
+    from streamrbf.core.mappings import _shifted_half_logits, hard, softmax
 
     t = max(10.0**log_t, 5e-324)
     g = torch.Generator().manual_seed(seed)

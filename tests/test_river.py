@@ -22,11 +22,11 @@ from river import checks, drift, preprocessing
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from streamrbf import _online_kernels as ok
-from streamrbf._kernels import MAPPING_CODES
+from streamrbf.core import _online_kernels as ok
+from streamrbf.core._kernels import MAPPING_CODES
+from streamrbf.core.statistics import apply_step, batch_statistics
+from streamrbf.core.temperature import logit_divisor
 from streamrbf.river import FeatureTypeError, KeyedRBFKMeans, RBFKMeans
-from streamrbf.statistics import apply_step, batch_statistics
-from streamrbf.temperature import logit_divisor
 
 
 def _events(X, prefix="f"):

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import numpy as np
 
-from ..validation import max_abs_value
+from ..core.validation import max_abs_value
 
 __all__ = ["DEAD_LETTERS", "DeadLetter", "ValidateEvents", "parse_features", "parse_keyed"]
 
@@ -165,7 +165,7 @@ def parse_features(
     ------
     ValueError
         Unparseable text, a missing or unexpected feature, a value that is not a finite real
-        number or too large to cluster (:func:`~streamrbf.validation.max_abs_value`), the wrong
+        number or too large to cluster (:func:`~streamrbf.core.validation.max_abs_value`), the wrong
         dimension; the message says which.
     TypeError
         An event that is neither a dict, a sequence nor text, or a dict with non-str keys.
@@ -249,7 +249,7 @@ def _check_magnitude(names: tuple[str, ...] | None, values: Sequence[float]) -> 
 
 
 def too_large_reason(names: Sequence[str] | None, values: Sequence[float]) -> str:
-    """Why an event with a value beyond :func:`~streamrbf.validation.max_abs_value` is refused
+    """Why an event with a value beyond :func:`~streamrbf.core.validation.max_abs_value` is refused
     (it names the first such feature)."""
     limit = max_abs_value(len(values))
     i = next(i for i, v in enumerate(values) if abs(v) > limit)

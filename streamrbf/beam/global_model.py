@@ -23,9 +23,9 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
+from ..core.persistence import read_model_file, write_model_file
+from ..core.temperature import auto_temperature
 from ..kmeans import _AUTO_MIN_RATIO, _AUTO_SCALE
-from ..persistence import read_model_file, write_model_file
-from ..temperature import auto_temperature
 from .dead_letters import DeadLetter, ValidateEvents
 from .inference import assign
 from .state import ModelState, ModelStateCoder, from_estimator, to_estimator
@@ -123,7 +123,7 @@ class GlobalResult(NamedTuple):
         when no model could be initialised (fewer valid events than ``n_clusters`` for a
         k-means++ start, no checkpoint): then ``model`` and ``history`` are empty.
     assignments : apache_beam.PCollection
-        An :class:`~streamrbf.assignment.Assignment` of every valid event under the final model
+        An :class:`~streamrbf.core.assignment.Assignment` of every valid event under the final model
         (empty unless ``assign=True``).
 
     Examples

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from ..assignment import Assignment, AssignmentBatch
-from ..validation import max_abs_value
+from ..core.assignment import Assignment, AssignmentBatch
+from ..core.validation import max_abs_value
 from .dead_letters import parse_features
 
 __all__ = ["RBFModelHandler", "assign"]
@@ -19,7 +19,8 @@ _LOG = logging.getLogger(__name__)
 
 
 def assign(X: Any, centers: Any, temperature: float, mapping: str = "entmax15") -> list[Assignment]:
-    """One :class:`~streamrbf.assignment.Assignment` per row of ``X``, scored against ``centers``.
+    """One :class:`~streamrbf.core.assignment.Assignment` per row of ``X``, scored against
+    ``centers``.
 
     Each keeps only the non-zero memberships. CPU data goes through the core's compiled kernel
     (exact sparse entmax, one pass per row); a GPU batch is scored on the GPU with the core's
@@ -71,7 +72,7 @@ def _assign_cpu(X: np.ndarray, C: np.ndarray, temperature: float, mapping: str
 
 def _batch_cpu(X: np.ndarray, C: np.ndarray, temperature: float, mapping: str
                ) -> AssignmentBatch:
-    from ..statistics import sparse_memberships
+    from ..core.statistics import sparse_memberships
 
     dtype = np.float32 if X.dtype == np.float32 and C.dtype == np.float32 else np.float64
     X = np.ascontiguousarray(X, dtype=dtype)
@@ -83,15 +84,15 @@ def _batch_cpu(X: np.ndarray, C: np.ndarray, temperature: float, mapping: str
 def _assign_torch(X: Any, centers: Any, temperature: float, mapping: str) -> list[Assignment]:
     import torch
 
-    from ..mappings import responsibilities
-    from ..statistics import sq_distances
+    from ..core.mappings import responsibilities
+    from ..core.statistics import sq_distances
 
     Xt = torch.as_tensor(X)
     Ct = torch.as_tensor(centers).to(device=Xt.device, dtype=Xt.dtype)
     D = sq_distances(Xt, Ct).to(torch.float64)
     nearest, labels = D.min(dim=1)
     if not bool(torch.isfinite(nearest).all()):
-        from ..statistics import overflow_error
+        from ..core.statistics import overflow_error
 
         raise overflow_error(Xt)
     P = responsibilities(D, float(temperature), mapping)

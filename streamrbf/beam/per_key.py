@@ -18,8 +18,8 @@ from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import MIN_TIMESTAMP as _MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from ..assignment import Assignment, AssignmentBatch
-from ..validation import max_abs_value
+from ..core.assignment import Assignment, AssignmentBatch
+from ..core.validation import max_abs_value
 from .dead_letters import (
     DEAD_LETTERS,
     DeadLetter,
@@ -536,8 +536,8 @@ class ClusterPerKey(beam.PTransform):
         Base seed; each key's seed is derived from it and the key.
     output
         ``"events"``: one ``(key, Assignment)`` per event. ``"batches"``: one ``(key,``
-        :class:`~streamrbf.assignment.AssignmentBatch` ``)`` per scored batch, the assignments in
-        columns (events in arrival order within a key); the same numbers at a fraction of Beam's
+        :class:`~streamrbf.core.assignment.AssignmentBatch` ``)`` per scored batch, the assignments
+        in columns (events in arrival order within a key); the same numbers at a fraction of Beam's
         per-element cost, for sinks that write columns or reduce per batch.
     id_field
         A field of dict events (or of JSON text of one) holding the event's id, a ``str`` or an

@@ -17,7 +17,7 @@ import numpy as np
 from apache_beam import coders
 from apache_beam.runners.worker.statecache import CacheAware
 
-from ..assignment import Assignment, AssignmentBatch
+from ..core.assignment import Assignment, AssignmentBatch
 
 __all__ = [
     "AssignmentBatchCoder",
@@ -381,8 +381,8 @@ def to_estimator(state: ModelState, params: dict[str, Any], seed: int = 0):
     >>> a.n_steps_, np.array_equal(a.cluster_centers_, b.cluster_centers_)
     (4, True)
     """
+    from ..core.temperature import TemperatureSchedule
     from ..kmeans import RBFKMeans
-    from ..temperature import TemperatureSchedule
 
     params = {k: v for k, v in params.items() if k not in ("n_clusters", "random_state")}
     decay = float(params.get("temperature_decay", RBFKMeans().temperature_decay))
@@ -456,7 +456,7 @@ def _assign_format(n: int) -> struct.Struct:
 
 
 class AssignmentCoder(coders.Coder):
-    """Binary coder of :class:`~streamrbf.assignment.Assignment`.
+    """Binary coder of :class:`~streamrbf.core.assignment.Assignment`.
 
     The cluster, distance and temperature, then the non-zero memberships as (int32 id, float64)
     pairs: a few dozen bytes per event. Then the ``event_id``, if any, up to the end: nothing for
@@ -466,7 +466,7 @@ class AssignmentCoder(coders.Coder):
 
     Examples
     --------
-    >>> from streamrbf.assignment import Assignment
+    >>> from streamrbf.core.assignment import Assignment
     >>> coder = AssignmentCoder()
     >>> a = Assignment(1, {1: 0.75, 0: 0.25}, 0.5, 0.1)
     >>> coder.decode(coder.encode(a)) == a
@@ -522,7 +522,7 @@ _BATCH_HEAD = struct.Struct("<4sIIdi")  # magic, n events, nnz, temperature, len
 
 
 class AssignmentBatchCoder(coders.Coder):
-    """Binary coder of :class:`~streamrbf.assignment.AssignmentBatch` (``ClusterPerKey(output=
+    """Binary coder of :class:`~streamrbf.core.assignment.AssignmentBatch` (``ClusterPerKey(output=
     "batches")``): a header, then the columns as raw little-endian arrays (int64 clusters and
     offsets, float64 distances and values, int32 membership clusters), then the event ids as
     JSON when there are any. 36 bytes per one-hot event; no pickle. Registered for

@@ -118,7 +118,7 @@ class _SuiteBar:
     def __init__(self, suites: Sequence[str]) -> None:
         from tqdm.contrib import DummyTqdmFile
 
-        from streamrbf.cli import progress_bar
+        from ..console import progress_bar
 
         self.bar = progress_bar(total=len(suites), desc="bench", unit=" suite",
                                 bar_format="{desc} {n_fmt}/{total_fmt} suites |{bar:12}| "
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _progress_enabled(disabled: bool) -> bool:
-    from streamrbf.cli import progress_enabled
+    from ..console import progress_enabled
 
     return progress_enabled(disabled)
 
@@ -236,6 +236,6 @@ def _markdown_of(module: Any, result: Any) -> str:
 
 
 if __name__ == "__main__":
-    from streamrbf.cli import main as cli_main
+    from ..console import run_command
 
-    raise SystemExit(cli_main(["bench", *sys.argv[1:]]))
+    raise SystemExit(run_command("streamrbf bench", main, sys.argv[1:]))

@@ -1,7 +1,8 @@
 """Responsibilities of points to centres: entmax-1.5 (default), stable softmax, and hard argmin.
 
 These torch functions are the reference form of the mappings (any device, differentiable). The
-compiled CPU kernels in :mod:`streamrbf._kernels` compute the same numbers and are tested equal.
+compiled CPU kernels in :mod:`streamrbf.core._kernels` compute the same numbers and are tested
+equal.
 
 All three take squared distances ``d`` of shape ``(..., k)`` and the temperature ``T``; the logits
 are ``z = -d / logit_divisor(T)``.

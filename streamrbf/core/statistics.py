@@ -397,7 +397,8 @@ def fused_step(
     mapping: str = "entmax15",
 ) -> FusedStep:
     """Batch statistics and the step of :func:`apply_step` in tensor operations only, for
-    accelerators: dense memberships (the exact entmax-1.5 of :func:`~streamrbf.mappings.entmax15`)
+    accelerators: dense memberships (the exact entmax-1.5 of
+    :func:`~streamrbf.core.mappings.entmax15`)
     and no value read back to the host, so a caller needs one transfer (``flags``) per step, and
     the function can be captured by ``torch.compile`` (pass ``temperature`` and ``decay`` as 0-d
     tensors then, so a new value does not recompile). Nothing is checked here: the caller reads

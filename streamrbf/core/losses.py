@@ -33,7 +33,7 @@ def distortion(d: torch.Tensor, temperature: float, mapping: str = "entmax15") -
         Temperature ``T`` of the mapping (a float or a 0-d tensor).
     mapping
         ``"entmax15"``, ``"softmax"`` or ``"hard"``
-        (see :func:`streamrbf.mappings.responsibilities`).
+        (see :func:`streamrbf.core.mappings.responsibilities`).
 
     Returns
     -------
@@ -147,8 +147,8 @@ def fixed_responsibility_gradient(
 
     With softmax responsibilities it equals autograd's gradient of the free energy:
 
-    >>> from streamrbf.mappings import softmax
-    >>> from streamrbf.statistics import sq_distances
+    >>> from streamrbf.core.mappings import softmax
+    >>> from streamrbf.core.statistics import sq_distances
     >>> X = torch.tensor([[0.0, 1.0], [2.0, 0.0], [3.0, 3.0]], dtype=torch.float64)
     >>> C = torch.tensor([[0.0, 0.0], [3.0, 2.0]], dtype=torch.float64, requires_grad=True)
     >>> d = sq_distances(X, C)

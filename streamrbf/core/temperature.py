@@ -39,7 +39,7 @@ def logit_divisor(temperature: float) -> float:
     Under entmax-1.5, only centres within ``2 * logit_divisor(T)`` of the nearest share a point:
 
     >>> import torch
-    >>> from streamrbf.mappings import entmax15
+    >>> from streamrbf.core.mappings import entmax15
     >>> d = torch.tensor([[0.0, 0.9, 1.1]])
     >>> (entmax15(d, 0.5) > 0).tolist(), 2 * logit_divisor(0.5)
     ([[True, True, False]], 1.0)

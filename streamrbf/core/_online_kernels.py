@@ -2,8 +2,9 @@
 
 Per event the arithmetic is tiny (about 35 ns at d=64, k=32); what costs is Python, so each call
 into this module does a whole event: distances, responsibilities (through the core's
-:func:`streamrbf._kernels.row_responsibilities`) and the step of
-:func:`streamrbf.statistics.apply_step` with that event's statistics ``m_k = p_k``, ``s_k = p_k x``:
+:func:`streamrbf.core._kernels.row_responsibilities`) and the step of
+:func:`streamrbf.core.statistics.apply_step` with that event's statistics ``m_k = p_k``, ``s_k =
+p_k x``:
 
     n_k <- decay * n_k + p_k,        c_k <- c_k + (p_k x - p_k c_k) / n_k.
 
@@ -17,7 +18,7 @@ squared distance to its nearest centre, relative to a slow running mean of it: o
 rise of the distortion raises an alarm, and one outlier alone never does (each event's share is
 capped).
 
-The reseeding candidate is the reseed rule of :mod:`streamrbf.seeding` (a point drawn with
+The reseeding candidate is the reseed rule of :mod:`streamrbf.core.seeding` (a point drawn with
 probability proportional to its squared distance to the nearest centre) applied to all the events
 since the last check, by weighted reservoir sampling of size one; its random numbers come from a
 splitmix64 state seeded by the model's generator, so the model stays reproducible from ``seed``.

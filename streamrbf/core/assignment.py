@@ -111,7 +111,8 @@ event_id=None))
     @classmethod
     def from_memberships(cls, m: Any, temperature: float,
                          event_ids: list[str | int] | None = None) -> AssignmentBatch:
-        """From the core's sparse memberships (:class:`~streamrbf.statistics.SparseMemberships`:
+        """From the core's sparse memberships
+        (:class:`~streamrbf.core.statistics.SparseMemberships`:
         ``vals``, ``idx``, ``length``, ``labels``, ``nearest`` with squared distances), and the
         events' ids if any."""
         length = m.length

@@ -1,6 +1,7 @@
 """Compiled (numba) kernels for the CPU hot paths: one row of responsibilities, batch statistics.
 
-The formulas are those of :mod:`streamrbf.mappings` (the torch reference, tested equal); they exist
+The formulas are those of :mod:`streamrbf.core.mappings` (the torch reference, tested equal); they
+exist
 here a second time only because the per-row Python/torch overhead dominates on CPU. Every kernel
 takes squared distances and ``divisor = logit_divisor(T)`` and works in float64 internally.
 
@@ -23,7 +24,7 @@ MAPPING_CODES = {"entmax15": ENTMAX15, "softmax": SOFTMAX, "hard": HARD}
 
 def check_mapping(mapping: str) -> int:
     """The kernel code of a mapping name; a ``ValueError`` naming the choices for anything else.
-    (Here, not in :mod:`streamrbf.mappings`, so that River's torch-free path can use it.)
+    (Here, not in :mod:`streamrbf.core.mappings`, so that River's torch-free path can use it.)
 
     Examples
     --------

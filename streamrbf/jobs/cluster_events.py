@@ -1,0 +1,675 @@
+"""Cluster keyed event streams with one annealed RBF K-Means model per stream.
+
+This is the main job: ``streamrbf run`` (or ``streamrbf`` alone, or ``python -m
+streamrbf.jobs.cluster_events``, or ``python -m pipelines.cluster_events`` from a clone);
+``streamrbf run --help`` lists the flags. With no arguments it clusters a built-in generator of
+several keyed streams whose clusters drift; ``--input`` reads JSON lines (``*.jsonl``,
+``*.json``) or CSV files (each with its own header line) instead, one event per line with a key
+field and numeric features. ``--input_subscription`` / ``--input_topic`` read JSON events
+from Pub/Sub (a streaming job; needs ``apache-beam[gcp]``). Every other flag goes to Beam
+(``--runner``, ``--streaming``, Dataflow / Flink options; see :func:`beam_options` for unknown
+flags); the runner defaults to the in-process ``FnApiRunner``.
+
+Writes to ``--output_dir`` (default ``./streamrbf-output``): ``assignments.jsonl``,
+``dead_letters.jsonl``, ``snapshots.jsonl`` (each stream's model after its steps),
+``summary.json`` and ``summary.md`` (a table per stream) and ``clusters.png`` (centres and
+temperature over time). While the pipeline runs, a progress bar on stderr (only when stderr is a
+terminal; never with ``--no-progress`` or ``--quiet``) counts the events processed (clustered or
+dead-lettered) and shows how many streams have a model and their temperature range. It costs one
+attribute increment per event, in the steps that already turn each output into JSON; a thread in
+the driver polls the counters. So it needs the DoFns in the driver's process: the default
+FnApiRunner and the DirectRunner, not in multi-processing mode; other runners get no bar (their
+own consoles show progress).
+
+Exit codes (see :mod:`streamrbf.console`): 0 success; 1 the work failed (``--input`` matches no
+file, an unreadable input or unwritable output, an error in the pipeline); 2 bad usage (an unknown
+flag, for Beam too, or a bad value); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import difflib
+import importlib
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from ..beam import ClusterPerKey, DeadLetter
+from ..console import CommandError, progress_bar, progress_enabled, run_command
+from .run_flags import run_parser
+
+__all__ = ["build_pipeline", "generate_events", "main", "unknown_beam_flags"]
+
+
+def generate_events(
+    n_streams: int = 4,
+    events_per_stream: int = 2000,
+    n_clusters: int = 3,
+    n_features: int = 2,
+    drift: float = 3.0,
+    bad_fraction: float = 0.005,
+    seed: int = 0,
+) -> list[str]:
+    """JSON lines of keyed events: each stream has ``n_clusters`` Gaussian clusters whose centres
+    drift by ``drift`` (in units of the cluster spread x 10) over the stream; a ``bad_fraction``
+    of events is broken (NaN, a missing feature, unparseable text) to exercise the dead letters.
+
+    Parameters
+    ----------
+    n_streams
+        Number of keyed streams (keys ``stream-0``, ``stream-1``, ...).
+    events_per_stream
+        Events in each stream.
+    n_clusters
+        Gaussian clusters per stream.
+    n_features
+        Features of each event (``f0``, ``f1``, ...).
+    drift
+        How far the cluster centres move over a stream.
+    bad_fraction
+        Share of broken events.
+    seed
+        Seed of every random choice.
+
+    Returns
+    -------
+    list of str
+        One JSON line per event, the streams interleaved.
+
+    Examples
+    --------
+    >>> lines = generate_events(2, 5, bad_fraction=0.0)
+    >>> len(lines), sorted(json.loads(lines[0]))
+    (10, ['f0', 'f1', 'key'])
+    """
+    rng = np.random.default_rng(seed)
+    names = [f"f{j}" for j in range(n_features)]
+    streams = []
+    for s in range(n_streams):
+        base = rng.uniform(-10, 10, (n_clusters, n_features))
+        direction = rng.normal(0, 1, (n_clusters, n_features))
+        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        streams.append((f"stream-{s}", base, direction))
+    lines = []
+    for i in range(events_per_stream):
+        t = i / max(events_per_stream - 1, 1)
+        for key, base, direction in streams:
+            c = rng.integers(n_clusters)
+            x = base[c] + drift * t * direction[c] + rng.normal(0, 0.4, n_features)
+            event: dict[str, Any] = {"key": key, **dict(zip(names, np.round(x, 4).tolist()))}
+            u = rng.random()
+            if u < bad_fraction / 3:
+                event[names[0]] = float("nan")
+            elif u < 2 * bad_fraction / 3:
+                del event[names[-1]]
+            elif u < bad_fraction:
+                lines.append("{broken json " + key)
+                continue
+            lines.append(json.dumps(event))
+    return lines
+
+
+def _file_key(path: str) -> str:
+    """``path`` as the key of :func:`_csv_headers`' map: absolute for a local file (Beam's
+    ReadFromText names ``x.csv`` ``./x.csv``), as it is for a remote one (``gs://...``)."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _csv_header_of(line: bytes) -> list[str] | str:
+    """The column names in a CSV file's first line (UTF-8, a byte order mark dropped), or why
+    the line is not a header.
+
+    Examples
+    --------
+    >>> _csv_header_of(b"\\xef\\xbb\\xbfkey,a,b\\r\\n")   # Excel's CSV: a BOM, CRLF
+    ['key', 'a', 'b']
+    >>> _csv_header_of(b"\\n"), _csv_header_of(b"key,a,a\\n")
+    ('no header line (a CSV file starts with one)', "header repeats column 'a'")
+    """
+    try:
+        text = line.decode("utf-8-sig")
+        if not text.strip():
+            return "no header line (a CSV file starts with one)"
+        names = next(csv.reader([text]))
+    except (UnicodeDecodeError, csv.Error) as err:
+        return f"unreadable header line: {err}"
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        return f"header repeats column {repeated[0]!r}"
+    return names
+
+
+def _csv_headers(files: Sequence[Any]) -> dict[str, list[str] | str]:
+    """Each CSV file's header (its first line), by :func:`_file_key`: its column names, or why
+    its rows are refused. ``CommandError`` when no file starts with a header line."""
+    from apache_beam.io.filesystems import FileSystems
+
+    headers: dict[str, list[str] | str] = {}
+    for meta in files:
+        with FileSystems.open(meta.path) as f:
+            header = _csv_header_of(f.readline())
+        headers[_file_key(meta.path)] = (
+            header if isinstance(header, list) else f"{meta.path}: {header}")
+    if not any(isinstance(h, list) for h in headers.values()):
+        raise CommandError(f"{files[0].path!r} has no header line: a CSV input starts with one")
+    return headers
+
+
+class _ParseLine(beam.DoFn):
+    """A JSON or CSV line (text, or UTF-8 bytes) -> ``(key, features)``; a line that cannot
+    be read (not UTF-8, blank, bad JSON or CSV, no key) becomes a dead letter with the reason.
+
+    With ``csv_headers`` (:func:`_csv_headers`) the elements are ``(file name, line)`` and each
+    row is read with its own file's header.
+
+    Examples
+    --------
+    >>> parse = _ParseLine("key", {_file_key("a.csv"): ["key", "x"]})
+    >>> list(parse.process(("a.csv", b"s0,1.5")))
+    [('s0', {'x': 1.5})]
+    >>> [out.value.reason for out in parse.process(("a.csv", b""))]
+    ['blank line']
+    >>> [out.value.reason for out in _ParseLine("key").process(b"\\xff{}")]
+    ["not UTF-8: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"]
+    """
+
+    def __init__(self, key_field: str,
+                 csv_headers: dict[str, list[str] | str] | None = None) -> None:
+        self.key_field = key_field
+        self.csv_headers = csv_headers
+
+    def process(self, element: Any) -> Iterable[Any]:
+        line = element
+        try:
+            header: list[str] | str | None = None
+            if self.csv_headers is not None:
+                path, line = element
+                header = self.csv_headers.get(
+                    _file_key(path), f"{path}: not among the files matched when the job started")
+            if isinstance(line, bytes):
+                try:
+                    line = line.decode("utf-8-sig")  # (a BOM only starts a file's first line)
+                except UnicodeDecodeError as err:
+                    raise ValueError(f"not UTF-8: {err}") from None
+            elif line.startswith("\ufeff"):
+                line = line[1:]
+            if not line or line.isspace():
+                raise ValueError("blank line")
+            if isinstance(header, str):  # the file's header line was refused
+                raise ValueError(header)
+            if header is not None:
+                row = next(csv.reader([line]))
+                if len(row) != len(header):
+                    raise ValueError(f"CSV row has {len(row)} fields, header {len(header)}")
+                event: Any = {}
+                for name, value in zip(header, row):
+                    event[name] = value if name == self.key_field else float(value)
+            else:
+                event = json.loads(line, parse_constant=float)
+            if not isinstance(event, dict) or self.key_field not in event:
+                raise ValueError(f"event has no {self.key_field!r} field")
+            key = event.pop(self.key_field)
+            yield key, event
+        except RecursionError:
+            yield beam.pvalue.TaggedOutput("dead_letters", DeadLetter.of(
+                None, line, "JSON nested too deeply"))
+        except (ValueError, TypeError, csv.Error) as err:
+            yield beam.pvalue.TaggedOutput("dead_letters", DeadLetter.of(None, line, str(err)))
+
+
+# ------------------------------------------------------------------------------- progress
+# Boards of the runs in progress, by run id. DoFns find theirs through the importable module (not
+# through their own globals: a DoFn class defined in __main__ travels by value, with a copy).
+_BOARDS: dict[str, _Board] = {}
+
+
+def _boards() -> dict[str, _Board]:
+    try:
+        return importlib.import_module("streamrbf.jobs.cluster_events")._BOARDS
+    except ImportError:  # a remote worker without the package: no board, no progress
+        return {}
+
+
+class _Board:
+    """What the progress bar shows: the counting DoFns of one run and each stream's last state."""
+
+    def __init__(self) -> None:
+        self.counters: list[Any] = []
+        self.streams: dict[str, tuple[int, float]] = {}  # key -> (events seen, temperature)
+
+    def count(self) -> int:
+        return sum(c.n for c in list(self.counters))
+
+    def describe(self) -> str:
+        streams = list(self.streams.values())
+        if not streams:
+            text = "first batches" if self.counters else "starting Beam"
+        else:
+            temps = [t for _, t in streams]
+            lo, hi = min(temps), max(temps)
+            t = f"T {lo:.2g}" if lo == hi else f"T {lo:.2g}..{hi:.2g}"
+            text = f"{len(streams)} stream{'s' * (len(streams) != 1)}, {t}"
+        return text.ljust(24)  # a steady width: the bar does not jump as the text changes
+
+
+class _CountedJson(beam.DoFn):
+    """``to_json(element)`` with a count of the elements for the progress bar (one attribute
+    increment per element; the driver polls ``n``)."""
+
+    def __init__(self, to_json: Any, run_id: str) -> None:
+        self.to_json = to_json
+        self.run_id = run_id
+        self.n = 0
+
+    def setup(self) -> None:
+        self.n = 0
+        board = _boards().get(self.run_id)
+        if board is not None:
+            board.counters.append(self)
+
+    def process(self, element: Any) -> Iterable[str]:
+        self.n += 1
+        return (self.to_json(element),)
+
+
+class _SnapshotJson(beam.DoFn):
+    """A snapshot as JSON; also posts the stream's events seen and temperature to the board."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def setup(self) -> None:
+        self.board = _boards().get(self.run_id)
+
+    def process(self, s: Any) -> Iterable[str]:
+        if self.board is not None:
+            self.board.streams[s.key] = (s.n_seen, s.temperature)
+        return (json.dumps(s._asdict()),)
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr fed by a board, polled by a daemon thread (4 times a second)."""
+
+    def __init__(self, board: _Board, total: int | None) -> None:
+        self.board = board
+        # "events  45%|####     | 3.60k/8.00k [00:01<00:02, 2.40k/s, 4 streams, T 0.31..0.9]"
+        if total:
+            fmt = ("{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                   "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+        else:  # unknown total (remote files, Pub/Sub): a counter
+            fmt = "{desc}: {n_fmt} [{elapsed}, {rate_fmt}{postfix}]"
+        self.bar = progress_bar(total=total, desc="events", unit="", unit_scale=True,
+                                bar_format=fmt, smoothing=0.1, mininterval=0.25)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="streamrbf-progress", daemon=True)
+        self._thread.start()
+
+    def _update(self) -> None:
+        self.bar.set_postfix_str(self.board.describe(), refresh=False)
+        n = self.board.count()
+        if n > self.bar.n:
+            self.bar.update(n - self.bar.n)
+        else:
+            self.bar.refresh()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.25):
+            self._update()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._update()
+        self.bar.close()
+
+
+def _assignment_json(kv: tuple[str, Any]) -> str:
+    key, a = kv
+    return json.dumps({"key": key, "cluster": a.cluster, "distance": round(a.distance, 6),
+                       "temperature": a.temperature,
+                       "memberships": {str(k): round(v, 6) for k, v in a.memberships.items()}})
+
+
+def _input_files(pattern: str) -> list[Any]:
+    """The files ``pattern`` matches (Beam file systems: local, gs://, ...), sorted by path;
+    ``FileNotFoundError`` when there are none."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        found = FileSystems.match([pattern])[0].metadata_list
+    except Exception as err:  # Beam raises several types (BeamIOError, ValueError, ...)
+        raise CommandError(f"cannot list --input {pattern!r}: {' '.join(str(err).split())}"
+                           ) from None
+    if not found:
+        raise FileNotFoundError(f"--input {pattern!r} matches no file")
+    return sorted(found, key=lambda m: m.path)
+
+
+def _count_lines(files: Sequence[Any], skip_header: bool) -> int | None:
+    """Lines in local ``files`` (the progress bar's total); None for remote ones."""
+    total = 0
+    for meta in files:
+        path = Path(meta.path)
+        if "://" in meta.path or not path.is_file():
+            return None
+        n, last = 0, b"\n"
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                n += chunk.count(b"\n")
+                last = chunk[-1:]
+        n += last != b"\n"  # a last line without a newline
+        total += n - (1 if skip_header and n else 0)
+    return total
+
+
+def build_pipeline(
+    p: beam.Pipeline, args: argparse.Namespace, streaming: bool, run_id: str = ""
+) -> None:
+    """Attach the job to ``p``: read, cluster per key, write the outputs.
+
+    ``args`` are the flags of ``streamrbf run`` (:func:`streamrbf.cli.run_parser`); ``run_id``
+    names the progress board that the counting steps report to (none: no progress).
+
+    Examples
+    --------
+    >>> args = run_parser().parse_args(["--streams", "1", "--events_per_stream", "50"])
+    >>> with beam.Pipeline() as p:  # doctest: +SKIP
+    ...     build_pipeline(p, args, streaming=False)
+    """
+    out = Path(args.output_dir)
+    if args.input_subscription or args.input_topic:
+        lines = p | "ReadPubSub" >> beam.io.ReadFromPubSub(
+            topic=args.input_topic, subscription=args.input_subscription)
+        parser = _ParseLine(args.key_field)
+    elif args.input:
+        # Bytes, decoded by the parser: a line that is not UTF-8 is a dead letter, not a crash.
+        if args.input.lower().endswith(".csv"):  # each file's rows under its own header line
+            headers = _csv_headers(_input_files(args.input))
+            lines = p | "ReadFiles" >> beam.io.ReadFromTextWithFilename(
+                args.input, skip_header_lines=1, coder=beam.coders.BytesCoder())
+            parser = _ParseLine(args.key_field, headers)
+        else:
+            lines = p | "ReadFiles" >> beam.io.ReadFromText(
+                args.input, coder=beam.coders.BytesCoder())
+            parser = _ParseLine(args.key_field)
+    else:
+        lines = p | "Generate" >> beam.Create(generate_events(
+            args.streams, args.events_per_stream, args.n_clusters,
+            bad_fraction=getattr(args, "bad_fraction", 0.005), seed=args.seed))
+        parser = _ParseLine(args.key_field)
+    parsed = lines | "ParseLines" >> beam.ParDo(parser).with_outputs("dead_letters", main="events")
+    result = parsed.events | "ClusterPerKey" >> ClusterPerKey(
+        args.n_clusters, batch_size=args.batch_size, snapshot_every=1,
+        feature_names=args.features.split(",") if args.features else None,
+        temperature_decay=args.temperature_decay, decay=args.decay, random_state=args.seed,
+    )
+    dead = (parsed.dead_letters, result.dead_letters) | "AllDeadLetters" >> beam.Flatten()
+    suffix = {} if streaming else {"shard_name_template": ""}
+    (result.assignments
+     | "AssignmentJson" >> beam.ParDo(_CountedJson(_assignment_json, run_id))
+     | "WriteAssignments" >> beam.io.WriteToText(str(out / "assignments.jsonl"), **suffix))
+    (dead | "DeadLetterJson" >> beam.ParDo(_CountedJson(DeadLetter.to_json, run_id))
+     | "WriteDeadLetters" >> beam.io.WriteToText(str(out / "dead_letters.jsonl"), **suffix))
+    (result.snapshots | "SnapshotJson" >> beam.ParDo(_SnapshotJson(run_id))
+     | "WriteSnapshots" >> beam.io.WriteToText(str(out / "snapshots.jsonl"), **suffix))
+
+
+def _read_jsonl(pattern: Path) -> list[dict[str, Any]]:
+    rows = []
+    for path in sorted(pattern.parent.glob(pattern.name + "*")):
+        with open(path) as f:
+            rows.extend(json.loads(line) for line in f if line.strip())
+    return rows
+
+
+def summarise(output_dir: str | Path) -> dict[str, Any]:
+    """Per-stream summary from the written files; writes summary.json, summary.md, clusters.png."""
+    out = Path(output_dir)
+    assignments = _read_jsonl(out / "assignments.jsonl")
+    dead = _read_jsonl(out / "dead_letters.jsonl")
+    snaps = _read_jsonl(out / "snapshots.jsonl")
+    per: dict[str, dict[str, Any]] = defaultdict(lambda: {"events": 0, "dead_letters": 0})
+    sizes: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for a in assignments:
+        per[a["key"]]["events"] += 1
+        sizes[a["key"]][a["cluster"]] += 1
+    for d in dead:
+        per[d["key"] or "(no key)"]["dead_letters"] += 1
+    history: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in snaps:
+        history[s["key"]].append(s)
+    for key, hist in history.items():
+        hist.sort(key=lambda s: s["n_steps"])
+        last = hist[-1]
+        per[key].update(steps=last["n_steps"], temperature=last["temperature"],
+                        centers=last["centers"],
+                        cluster_sizes=[sizes[key].get(c, 0) for c in range(len(last["centers"]))])
+    summary = {"streams": dict(sorted(per.items())), "total_events": len(assignments),
+               "total_dead_letters": len(dead)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    lines = ["| stream | events | dead letters | steps | temperature | cluster sizes |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for key, row in summary["streams"].items():
+        t = row.get("temperature")
+        lines.append(f"| {key} | {row['events']} | {row['dead_letters']} | {row.get('steps', '-')}"
+                     f" | {'-' if t is None else f'{t:.3g}'} | {row.get('cluster_sizes', '-')} |")
+    table = "\n".join(lines)
+    (out / "summary.md").write_text(table + "\n")
+    _plot(history, out / "clusters.png")
+    summary["table"] = table
+    return summary
+
+
+def _plot(history: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted(history)
+    if not keys:
+        return
+    fig, axes = plt.subplots(2, len(keys), figsize=(3.2 * len(keys), 6), squeeze=False)
+    for j, key in enumerate(keys):
+        hist = history[key]
+        C = np.asarray([s["centers"] for s in hist])  # (steps, k, d)
+        seen = [s["n_seen"] for s in hist]
+        ax = axes[0, j]
+        for c in range(C.shape[1]):
+            (line,) = ax.plot(C[:, c, 0], C[:, c, 1] if C.shape[2] > 1 else seen, "-", lw=1)
+            ax.plot(C[-1, c, 0], C[-1, c, 1] if C.shape[2] > 1 else seen[-1], "o",
+                    color=line.get_color())
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("feature 0")
+        ax.set_ylabel("feature 1" if C.shape[2] > 1 else "events")
+        ax = axes[1, j]
+        ax.semilogy(seen, [s["temperature"] for s in hist])
+        ax.set_xlabel("events seen")
+        ax.set_ylabel("temperature")
+    fig.suptitle("streamrbf: centre trajectories (top) and temperature (bottom) per stream")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+_LOCAL_RUNNERS = frozenset(
+    {"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner"})
+
+
+def _runner_name(options: PipelineOptions) -> str:
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return str(name).rsplit(".", 1)[-1]
+
+
+def _in_process(options: PipelineOptions) -> bool:
+    """Whether the DoFns run in this process (Beam's local runners, not multi-processing)."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    return (_runner_name(options) in _LOCAL_RUNNERS
+            and options.view_as(DirectOptions).direct_running_mode != "multi_processing")
+
+
+def _beam_parser() -> argparse.ArgumentParser | None:
+    """An argument parser that knows every Beam pipeline option imported so far (as
+    ``PipelineOptions.get_all_options`` builds it); None for a Beam without one."""
+    from apache_beam.options import pipeline_options as po
+
+    parser_class = getattr(po, "_BeamArgumentParser", None)
+    if parser_class is None:
+        return None
+    parser = parser_class(allow_abbrev=False)
+    classes: dict[str, type] = {}
+    for cls in po.PipelineOptions.__subclasses__():
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def unknown_beam_flags(beam_args: Sequence[str],
+                       beam_parser: argparse.ArgumentParser | None = None) -> list[str]:
+    """The arguments in ``beam_args`` that no Beam pipeline option knows (typos, stray words).
+
+    Examples
+    --------
+    >>> unknown_beam_flags(["--runner=DirectRunner", "--streaming", "--ouptut_dir", "x"])
+    ['--ouptut_dir', 'x']
+    """
+    beam_parser = beam_parser or _beam_parser()
+    if beam_parser is None:  # a Beam without it: let Beam warn about what it drops
+        return []
+    _, unknown = beam_parser.parse_known_args(list(beam_args))
+    return list(unknown)
+
+
+def _long_flags(parser: argparse.ArgumentParser | None) -> list[str]:
+    if parser is None:
+        return []
+    return [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+
+
+def _near_misses(unknown: Sequence[str], parser: argparse.ArgumentParser,
+                 beam_parser: argparse.ArgumentParser | None = None) -> dict[str, str]:
+    """Unknown flags that are one or two letters away from a flag of the job or of Beam (typos,
+    refused as usage errors), each with the flag it probably meant.
+
+    Examples
+    --------
+    >>> _near_misses(["--ouptut_dir", "x", "--checkpointing_interval=60000"], run_parser())
+    {'--ouptut_dir': '--output_dir'}
+    """
+    known = _long_flags(parser) + _long_flags(beam_parser or _beam_parser())
+    misses = {}
+    for arg in unknown:
+        if arg.startswith("--"):
+            flag = arg.split("=", 1)[0]
+            match = difflib.get_close_matches(flag, known, n=1, cutoff=0.85)
+            if match and match[0] != flag:
+                misses[flag] = match[0]
+    return misses
+
+
+def beam_options(beam_args: Sequence[str], parser: argparse.ArgumentParser) -> PipelineOptions:
+    """Beam's options from the job's left-over flags, the runner pinned to the in-process
+    FnApiRunner unless one is given. A near miss of a known flag is a usage error; so is any
+    flag no Beam Python option declares on a local runner (which would silently ignore it). On
+    other runners such flags (Flink's ``--checkpointing_interval``, say) go to the job server as
+    they are, with a note on stderr.
+
+    Examples
+    --------
+    >>> _runner_name(beam_options([], run_parser()))
+    'FnApiRunner'
+    >>> flink = ["--runner=FlinkRunner", "--checkpointing_interval=60000"]
+    >>> _runner_name(beam_options(flink, run_parser()))   # (and a note on stderr)
+    'FlinkRunner'
+    """
+    beam_parser = _beam_parser()
+    unknown = unknown_beam_flags(beam_args, beam_parser)
+    typos = _near_misses(unknown, parser, beam_parser)
+    if typos:
+        parser.error("unrecognized arguments: " + ", ".join(
+            f"{flag} (did you mean {match}?)" for flag, match in typos.items()))
+    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        beam_args = ["--runner=FnApiRunner", *beam_args]
+    options = PipelineOptions(list(beam_args))
+    if unknown and _runner_name(options) in _LOCAL_RUNNERS:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (Beam's local runners read "
+                     "no such option)")
+    if unknown:
+        # a typo would land here too: say what is passed on
+        print(f"streamrbf run: passing flags no Beam Python option declares to the runner: "
+              f"{' '.join(unknown)}", file=sys.stderr)
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the job with the flags of ``streamrbf run``; Beam flags pass through. Returns 0;
+    raises on failure (:func:`streamrbf.console.run_command` turns that into an exit code and one
+    line).
+
+    Examples
+    --------
+    >>> main(["--streams", "2", "--events_per_stream", "100", "--quiet",
+    ...       "--output_dir", "/tmp/out"])  # doctest: +SKIP
+    0
+    """
+    parser = run_parser(prog="streamrbf run")
+    args, beam_args = parser.parse_known_args(argv)
+    options = beam_options(beam_args, parser)
+    streaming = bool(options.view_as(StandardOptions).streaming
+                     or args.input_subscription or args.input_topic)
+    if streaming:
+        options.view_as(StandardOptions).streaming = True
+    files = _input_files(args.input) if args.input else []  # no match: stop, write nothing
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in ("assignments.jsonl", "dead_letters.jsonl", "snapshots.jsonl"):
+        for f in out.glob(old + "*"):
+            f.unlink()
+    show = progress_enabled(disabled=args.quiet or not args.progress) and _in_process(options)
+    run_id = uuid.uuid4().hex if show else ""
+    bar = None
+    if show:
+        total: int | None = None
+        if files:
+            total = _count_lines(files, skip_header=args.input.lower().endswith(".csv"))
+        elif not streaming:
+            total = args.streams * args.events_per_stream
+        board = _BOARDS[run_id] = _Board()
+        bar = _ProgressBar(board, total)
+    start = time.perf_counter()
+    try:
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, args, streaming, run_id)
+    finally:
+        elapsed = time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+        _BOARDS.pop(run_id, None)
+    summary = summarise(out)
+    if not args.quiet:
+        print(summary["table"])
+        n = summary["total_events"]
+        print(f"\n{n} events clustered, {summary['total_dead_letters']} dead letters in "
+              f"{elapsed:.1f} s ({n / max(elapsed, 1e-9):,.0f} events/s); outputs in "
+              f"{out.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_command("streamrbf run", main, sys.argv[1:]))
