@@ -172,8 +172,8 @@ def _print_report(info: dict[str, Any], top: int, out: TextIO) -> None:
         f"{t['minimum']:.6g}, decay {t['decay']:g} per step)",
         f"{'steps':<{w}}{info['n_steps']}"
         + ("" if info["n_iter"] is None else f" (fit iterations: {info['n_iter']})"),
-        f"{'mapping':<{w}}{info['params'].get('mapping')}, mass decay "
-        f"{info['params'].get('decay')}",
+        f"{'mapping':<{w}}{info['params'].get('mapping')}, half-life of the masses "
+        f"{info['params'].get('half_life', 'auto')}",
         f"{'mass':<{w}}{total:.6g} in all",
         "",
     ]

@@ -150,6 +150,16 @@ def checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str)
 positive_int = checked(int, lambda v: v >= 1, "a whole number >= 1")
 fraction = checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 probability = checked(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+positive_float = checked(float, lambda v: 0 < v < float("inf"), "a number > 0")
+
+
+def auto_or(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` that takes ``auto`` as it is and anything else through ``parse``."""
+
+    def parse_auto(text: str) -> Any:
+        return "auto" if text == "auto" else parse(text)
+
+    return parse_auto
 
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -11,11 +12,11 @@ import torch
 from torch import nn
 
 from .core import losses
-from .core._kernels import check_mapping
+from .core.accelerated import sq_distances
 from .core.mappings import hard, responsibilities, softmax
+from .core.policy import Policy
 from .core.seeding import kmeans_plusplus
-from .core.statistics import sq_distances
-from .core.temperature import TemperatureSchedule, auto_temperature
+from .core.temperature import TemperatureSchedule
 from .core.validation import as_batch
 
 __all__ = ["RBFCluster", "RBFOutput"]
@@ -43,7 +44,7 @@ class RBFOutput(NamedTuple):
     --------
     >>> import torch
     >>> from streamrbf.nn import RBFCluster
-    >>> layer = RBFCluster(2, 1, temperature=1.0)
+    >>> layer = RBFCluster(2, 1, initial_temperature=1.0)
     >>> layer = layer.init_centers(torch.zeros(1, 1), centers=torch.tensor([[0.0], [4.0]]))
     >>> memberships, sq_distances = layer(torch.tensor([[0.0], [1.0], [4.0]]))
     >>> memberships.detach()
@@ -83,25 +84,35 @@ class RBFCluster(nn.Module):
         Number of centres ``k``.
     n_features
         Dimension ``d`` of the embeddings.
-    temperature
-        Initial temperature. ``None`` (default) sets it from the data in :meth:`init_centers`
-        (:func:`streamrbf.core.temperature.auto_temperature`); until then it is 1.
-    decay
-        Multiplicative decay of the temperature per :meth:`step_temperature`.
+    initial_temperature
+        Initial temperature, a float > 0, or ``"auto"`` (default): set from the data by
+        :meth:`init_centers` (twice the mean squared distance to the nearest initial centre, the
+        rule of every face); until then it is 1.
+    temperature_decay
+        Factor applied to the temperature per :meth:`step_temperature`, in (0, 1], or
+        ``"auto"`` (0.9, as per iteration of ``RBFKMeans.fit``).
     min_temperature
-        The temperature never anneals below this.
+        The temperature never anneals below this: a float >= 0, or ``"auto"`` (1/1000 of the
+        initial temperature).
     mapping
         ``"entmax15"`` (default), ``"softmax"`` or ``"hard"`` (one-hot argmin).
     straight_through
         With ``mapping="hard"``: forward one-hot, backward through the softmax at the current
         temperature, so the memberships pass gradients (straight-through estimator).
+    device, dtype
+        Where and in which dtype the centres live (``torch.nn`` factory arguments).
+    temperature
+        Deprecated: the old name of ``initial_temperature``.
+    decay
+        Deprecated: the old name of ``temperature_decay``.
 
     Attributes
     ----------
     centers
         The centres, an ``(n_clusters, n_features)`` parameter.
     temperature
-        The current temperature, a float64 scalar buffer (saved in ``state_dict``).
+        The current temperature, a float64 scalar buffer (saved in ``state_dict``); change it
+        with :meth:`step_temperature` and :meth:`reheat`.
     initial_temperature
         Where :meth:`reheat` returns to, a float64 scalar buffer.
 
@@ -112,7 +123,8 @@ class RBFCluster(nn.Module):
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> x = torch.cat([torch.randn(50, 2) * 0.1, torch.randn(50, 2) * 0.1 + 3.0])
-    >>> layer = RBFCluster(2, 2, decay=0.5, min_temperature=1e-3).init_centers(x, seed=0)
+    >>> layer = RBFCluster(2, 2, temperature_decay=0.5, min_temperature=1e-3)
+    >>> layer = layer.init_centers(x, seed=0)
     >>> opt = torch.optim.SGD(layer.parameters(), lr=0.1)
     >>> for _ in range(20):
     ...     out = layer(x)
@@ -135,40 +147,57 @@ class RBFCluster(nn.Module):
         n_clusters: int,
         n_features: int,
         *,
-        temperature: float | None = None,
-        decay: float = 0.99,
-        min_temperature: float = 1e-4,
+        initial_temperature: float | str = "auto",
+        temperature_decay: float | str = "auto",
+        min_temperature: float | str = "auto",
         mapping: str = "entmax15",
         straight_through: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        temperature: float | None = None,
+        decay: float | None = None,
     ) -> None:
         super().__init__()
-        check_mapping(mapping)
+        if temperature is not None:
+            _deprecated("temperature", "initial_temperature")
+            initial_temperature = temperature
+        if decay is not None:
+            _deprecated("decay", "temperature_decay")
+            temperature_decay = decay
+        self._policy = Policy(n_clusters=n_clusters, mapping=mapping,
+                              initial_temperature=initial_temperature,
+                              temperature_decay=temperature_decay,
+                              min_temperature=min_temperature).check()
         if straight_through and mapping != "hard":
             raise ValueError("straight_through=True needs mapping='hard'")
         self.n_clusters = n_clusters
         self.n_features = n_features
-        self.decay = decay
+        self._auto_start = initial_temperature == "auto"
+        self.temperature_decay = temperature_decay
         self.min_temperature = min_temperature
         self.mapping = mapping
         self.straight_through = straight_through
-        self._auto_temperature = temperature is None
-        start = 1.0 if temperature is None else float(temperature)
-        # Validates the schedule's parameters; the buffers below are the state that is saved.
-        self._schedule = TemperatureSchedule(start, decay, min_temperature)
+        self._schedule = self._schedule_from(1.0 if initial_temperature == "auto"
+                                             else float(initial_temperature))
         self.centers = nn.Parameter(torch.randn(n_clusters, n_features, device=device, dtype=dtype))
         f64 = {"dtype": torch.float64, "device": device}
         self.register_buffer("temperature", torch.tensor(self._schedule.value, **f64))
         self.register_buffer("initial_temperature", torch.tensor(self._schedule.initial, **f64))
         self.register_load_state_dict_post_hook(_sync_schedule)
 
+    def _schedule_from(self, start: float) -> TemperatureSchedule:
+        """The temperature schedule of a layer that starts at ``start`` (the policy's rules)."""
+        p = self._policy
+        return TemperatureSchedule(start, p.temperature_factor(0, full_batch=True),
+                                   p.floor_temperature(start))
+
     def extra_repr(self) -> str:
         return (
             f"n_clusters={self.n_clusters}, n_features={self.n_features}, "
-            f"mapping={self.mapping!r}, "
-            f"temperature={self._schedule.value:.4g}, decay={self.decay}, "
-            f"min_temperature={self.min_temperature}, straight_through={self.straight_through}"
+            f"mapping={self.mapping!r}, temperature={self._schedule.value:.4g}, "
+            f"temperature_decay={self._schedule.decay:.4g}, "
+            f"min_temperature={self._schedule.minimum:.4g}, "
+            f"straight_through={self.straight_through}"
         )
 
     # -- state -------------------------------------------------------------------------------
@@ -192,8 +221,8 @@ class RBFCluster(nn.Module):
     ) -> RBFCluster:
         """Place the centres on embeddings by k-means++, or at given ``centers``; returns ``self``.
 
-        With ``temperature=None`` this also sets the initial temperature from the data
-        (half the mean squared distance to the nearest new centre).
+        With ``initial_temperature="auto"`` this also sets the initial temperature from the data
+        (the policy's rule: twice the mean squared distance to the nearest new centre).
 
         Parameters
         ----------
@@ -216,7 +245,7 @@ class RBFCluster(nn.Module):
         >>> x = torch.tensor([[0.0], [1.0], [9.0], [10.0]])
         >>> layer = RBFCluster(2, 1).init_centers(x, seed=0)
         >>> sorted(layer.centers.detach().flatten().tolist()), layer.temperature.item()
-        ([0.0, 10.0], 0.25)
+        ([0.0, 10.0], 1.0)
         """
         # The core's checks (2-D, not empty, no NaN or infinity, each named in the message).
         X = as_batch(embeddings, dtype=torch.float64, device="cpu", estimator="RBFCluster").numpy()
@@ -236,12 +265,11 @@ class RBFCluster(nn.Module):
                     f"got {tuple(C.shape)}"
                 )
         self.centers.copy_(torch.from_numpy(C))
-        if self._auto_temperature:
+        if self._auto_start:
             d = sq_distances(torch.from_numpy(X), torch.from_numpy(C)).numpy()
-            t = auto_temperature(d)
-            self._schedule = TemperatureSchedule(t, self.decay, self.min_temperature)
-            self.initial_temperature.fill_(t)
-            self.temperature.fill_(t)
+            self._schedule = self._schedule_from(self._policy.start_temperature(d))
+            self.initial_temperature.fill_(self._schedule.initial)
+            self.temperature.fill_(self._schedule.value)
         return self
 
     @torch.no_grad()
@@ -267,7 +295,7 @@ class RBFCluster(nn.Module):
 
         Examples
         --------
-        >>> layer = RBFCluster(2, 1, temperature=1.0, decay=0.5)
+        >>> layer = RBFCluster(2, 1, initial_temperature=1.0, temperature_decay=0.5)
         >>> layer.step_temperature(3), layer.reheat(2.0), layer.reheat()
         (0.125, 0.25, 1.0)
         """
@@ -322,7 +350,7 @@ class RBFCluster(nn.Module):
         Examples
         --------
         >>> import torch
-        >>> layer = RBFCluster(2, 1, temperature=0.01)
+        >>> layer = RBFCluster(2, 1, initial_temperature=0.01)
         >>> layer = layer.init_centers(torch.zeros(1, 1), centers=torch.tensor([[0.0], [4.0]]))
         >>> out = layer(torch.tensor([[0.0], [1.0], [4.0]]))
         >>> round(layer.free_energy(out).item(), 4), round(layer.free_energy(out, "sum").item(), 4)
@@ -341,7 +369,7 @@ class RBFCluster(nn.Module):
         Examples
         --------
         >>> import math, torch
-        >>> layer = RBFCluster(2, 1, temperature=0.01)
+        >>> layer = RBFCluster(2, 1, initial_temperature=0.01)
         >>> layer = layer.init_centers(torch.zeros(1, 1), centers=torch.tensor([[0.0], [4.0]]))
         >>> RBFCluster.balance(layer(torch.tensor([[0.0], [4.0]]))).item()  # one point each
         0.0
@@ -354,6 +382,11 @@ class RBFCluster(nn.Module):
         # log of the clamped share: 0 log 0 = 0 with a finite (not -inf) push on empty clusters.
         log_q = q.clamp_min(torch.finfo(q.dtype).tiny).log()
         return (q * log_q).sum() + math.log(k)
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"RBFCluster({old}=...) is deprecated and will be removed in the next release: "
+                  f"use {new}", DeprecationWarning, stacklevel=3)
 
 
 def _float(t: torch.Tensor) -> torch.Tensor:
@@ -398,6 +431,5 @@ def _check_temperatures(state_dict: Mapping[str, object], prefix: str = "") -> N
 def _sync_schedule(module: nn.Module, incompatible_keys) -> None:
     # The saved buffers are the truth: rebuild the Python schedule from them after loading.
     if isinstance(module, RBFCluster):
-        initial = float(module.initial_temperature)
-        module._schedule = TemperatureSchedule(initial, module.decay, module.min_temperature)
+        module._schedule = module._schedule_from(float(module.initial_temperature))
         module._schedule.value = float(module.temperature)

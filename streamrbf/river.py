@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import math
 import numbers
-import reprlib
 import struct
 from collections.abc import Callable
 from operator import itemgetter
@@ -23,21 +22,25 @@ import numpy as np
 from river import base
 
 from .core import _online_kernels as _ok
+from .core import engine
 from .core._kernels import check_mapping
-from .core.seeding import kmeans_plusplus, reseed_candidates
-from .core.temperature import TemperatureSchedule, auto_temperature, logit_divisor
+from .core.drift import Cusum
+from .core.drift import detector as core_detector
+from .core.policy import DRIFT_RESTART_GAIN, Policy, warmup_size
+from .core.seeding import reseed_candidates
+from .core.state import RESEEDING, ModelState, generator, seed_from
+from .core.temperature import cooled, logit_divisor
+from .core.validation import (
+    FeatureTypeError,
+    InputError,
+    MissingFeatureError,
+    UnknownFeatureError,
+    to_real,
+    value_limit,
+)
 
 __all__ = ["FeatureTypeError", "KeyedRBFKMeans", "RBFKMeans"]
 
-# A centre is starved (and re-seeded) when its decayed mass falls below this share of the largest.
-_RESEED_RATIO = 0.01
-# Initialisation: k-means++ draws on the warm-up buffer, and annealed soft-Lloyd steps per draw.
-_N_INIT = 5
-_INIT_STEPS = 3
-# After a drift alarm the model restarts from fresh centres only if they cut the K-Means cost of
-# the events buffered since the alarm to below this share of the current centres' cost: a false
-# alarm (or a mere burst of one cluster) then changes nothing.
-_RESTART_GAIN = 0.5
 # A (re)start from `warmup` events can land in a local minimum (two centres on one cluster, one on
 # two); so the events keep being buffered up to this many times `warmup`, and fresh centres chosen
 # on all of them replace the current ones if their cost on them is below RECHECK_GAIN times the
@@ -45,26 +48,13 @@ _RESTART_GAIN = 0.5
 _RECHECK = 3
 _RECHECK_GAIN = 0.95
 _NO_DETECTOR = np.zeros(0)
-# half_life="auto": max(100, 4 * n_clusters) events. Short memories gave the best prequential ARI
-# on stationary blobs too (k = 3..128; old, still-soft assignments are forgotten and starved
-# centres get re-seeded), but under ~4 events per cluster per half-life centres get noisy.
-_AUTO_HALF_LIFE = 100
-_AUTO_HALF_LIFE_PER_CLUSTER = 4
-
-# Largest feature magnitude: the centres are float32, and a step moves a centre towards the event,
-# so an event within the float32 range keeps every centre (and every squared distance, in float64)
-# finite. Anything beyond is refused before it reaches a centre.
-_VALUE_LIMIT = float(np.finfo(np.float32).max)
-# A feature value is a real number: int, float, bool, numpy's real scalars, Fraction, ... but not a
-# complex, a Decimal, an array, or a numpy timedelta (which numpy registers as an integer).
-_REAL = (numbers.Real, np.bool_)
-_NOT_REAL = (np.timedelta64,)
+# The centres are float32 (one model per stream: memory matters), so the value rule's limit is
+# the float32 range (streamrbf.core.validation.value_limit).
+_CENTRES = np.float32
 # The per-event fast path takes events whose values are all of these exact types; any other event
-# goes through the full check of every value (`RBFKMeans._number`), which is the rule.
+# goes through the value rule for every value (`RBFKMeans._number`).
 _FAST_TYPES = frozenset({float, int, bool, np.float64, np.float32, np.int64, np.int32})
 _PACKERS: dict[int, Callable[..., bytes]] = {}  # d -> struct packer of d float64s
-_repr = reprlib.Repr()
-_repr.maxlong = _repr.maxstring = _repr.maxother = 40
 
 
 @numba.njit(cache=True, nogil=True)
@@ -76,32 +66,225 @@ def _first_out_of_range(x, limit):
     return -1
 
 
-def _is_missing(v: Any) -> bool:
-    """None or pandas' NA (without importing pandas)."""
-    return v is None or type(v).__name__ == "NAType"
+class _EventFeatures:
+    """How River's clusterer reads events: the feature set the first event fixes, and every value
+    through the value rule of :mod:`streamrbf.core.validation` (a compiled fast path for plain
+    events, the rule for anything else)."""
+
+    missing: str
+    _features: tuple | None
+    _feature_set: frozenset | None
+    _get: itemgetter | None
+
+    def _vector(self, x: dict) -> np.ndarray:
+        """The event as a float64 vector in the fixed feature order, every value checked (see
+        :meth:`_number`); raises naming the offending feature.
+
+        Fast path: the event is a plain dict of exactly the model's features, all of common number
+        types and within range; anything else takes :meth:`_vector_slow`, which applies the rule.
+        (A dict subclass may answer for keys it lacks, as `Counter` and `defaultdict` do.)
+        """
+        get = self._get
+        if get is not None and type(x) is dict:
+            try:
+                vals = get(x)
+                if len(x) == len(vals) and _FAST_TYPES.issuperset(map(type, vals)):
+                    xv = np.frombuffer(bytearray(_PACKERS[len(vals)](*vals)))
+                    if _first_out_of_range(xv, self._limit) < 0:
+                        return xv
+            except (LookupError, TypeError, OverflowError, struct.error):
+                pass
+        return self._vector_slow(x)
+
+    @staticmethod
+    def _event_keys(x: dict) -> Any:
+        """The keys of an event, which must be a non-empty dict."""
+        try:
+            keys = x.keys()
+        except AttributeError:
+            raise TypeError(
+                f"an event must be a dict {{feature: value}}, got {type(x).__name__}"
+            ) from None
+        if not keys:
+            raise InputError("empty event: it has no features")
+        return keys
+
+    def _vector_slow(self, x: dict) -> np.ndarray:
+        keys = self._event_keys(x)
+        zero = self.missing == "zero"
+        if not zero:
+            for f in keys:
+                if f not in self._feature_set:
+                    raise UnknownFeatureError(
+                        f"unknown feature {f!r}: the feature set is fixed by the first event"
+                    )
+        out = np.empty(len(self._features))
+        for t, f in enumerate(self._features):
+            if f not in x:
+                if zero:
+                    out[t] = 0.0
+                    continue
+                raise MissingFeatureError(f"missing feature {f!r}")
+            out[t] = self._number(f, x[f], zero)
+        return out
+
+    def _number(self, f: Any, v: Any, zero: bool, where: str = "") -> float:
+        """The value ``v`` of feature ``f`` as a float, or the value rule's error naming ``f``
+        (and ``where``): :func:`streamrbf.core.validation.to_real` with the float32 limit of the
+        centres; under ``missing="zero"`` (``zero``) None, pandas' NA and NaN count as 0."""
+        return to_real(repr(f), v, self._limit, missing_as_zero=zero, where=where)
+
+    @property
+    def _limit(self) -> float:
+        return value_limit(len(self._features) if self._features else 1, _CENTRES)
+
+    def _set_features(self, features: tuple) -> None:
+        self._features = features
+        self._feature_set = frozenset(features)
+        d = len(features)
+        # the fast path gets the values with one C call; itemgetter of one key is no tuple
+        self._get = itemgetter(*features) if d > 1 else None
+        if d > 1 and d not in _PACKERS:
+            _PACKERS[d] = struct.Struct(f"{d}d").pack
+
+    def _first_event(self, x: dict) -> np.ndarray:
+        """Fix the feature set from the first event (only once the event is known to be valid)."""
+        features = tuple(self._event_keys(x))
+        xv = np.array([self._number(f, x[f], False) for f in features], dtype=np.float64)
+        self._set_features(features)
+        return xv
+
+    def _check_event(self, x: dict) -> None:
+        """Check an event a prediction gets before the model is initialised (against the fixed
+        features once there are any): bad input raises then too."""
+        if self._features is not None:
+            self._vector(x)
+            return
+        zero = self.missing == "zero"
+        for f in self._event_keys(x):
+            self._number(f, x[f], zero)
+
+    @staticmethod
+    def _check_frame(X) -> None:
+        if not hasattr(X, "columns"):
+            raise TypeError(f"expected a pandas DataFrame of events, got {type(X).__name__}")
+        if len(X) and len(X.columns) == 0:
+            raise ValueError("empty events: the frame has no feature columns")
+        if X.columns.has_duplicates:
+            dup = X.columns[X.columns.duplicated()][0]
+            raise ValueError(f"duplicate feature {dup!r}: the frame has two columns of that name")
+
+    def _frame(self, X, features: tuple, strict: bool = False) -> np.ndarray:
+        """A checked float64 matrix of the frame's rows in the order of ``features`` (every value
+        as in :meth:`_number`)."""
+        from pandas.api.types import is_complex_dtype, is_numeric_dtype
+
+        cols = list(X.columns)
+        colset = set(cols)
+        zero = self.missing == "zero" and not strict
+        if not zero and features is self._features:
+            for c in cols:
+                if c not in self._feature_set:
+                    raise UnknownFeatureError(
+                        f"unknown feature {c!r}: the feature set is fixed by the first event"
+                    )
+            for f in features:
+                if f not in colset:
+                    raise MissingFeatureError(f"missing feature {f!r}")
+        M = np.zeros((len(X), len(features)))
+        for t, f in enumerate(features):
+            if f not in colset:
+                continue
+            col = X[f]
+            if is_complex_dtype(col.dtype):
+                raise FeatureTypeError(
+                    f"feature {f!r} is not a real number: its column is {col.dtype}"
+                )
+            if is_numeric_dtype(col.dtype):  # numpy or pandas (nullable, arrow) numbers, bools
+                M[:, t] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            else:  # object, category, strings, dates: value by value
+                M[:, t] = [
+                    self._number(f, v, zero, f" (row {i})") for i, v in enumerate(col.tolist())
+                ]
+        if zero:
+            M[np.isnan(M)] = 0.0
+        bad = ~(np.abs(M) <= self._limit)
+        if bad.any():
+            i, t = np.argwhere(bad)[0]
+            self._number(features[t], float(M[i, t]), zero, f" (row {i})")  # raises
+        return M
 
 
-class FeatureTypeError(TypeError, ValueError):
-    """A feature value that is not a real number (a string, None, a complex, a Decimal, an array).
+class _Restarts:
+    """How River's clusterer (re)starts its model: the engine's initialisation on the warm-up
+    events, the re-check of that start on more events, the restart after a drift alarm
+    (:func:`streamrbf.core.engine.refit`), and the re-seeding of starved centres."""
 
-    It is a `TypeError`, and also a `ValueError` like every other refusal of bad input, so code
-    that catches `ValueError` for bad events keeps working. The message names the feature.
+    def _start(self, X: np.ndarray) -> None:
+        """Start from the engine's initialisation on the buffered warm-up events ``X`` (the
+        best of a few k-means++ seedings, each annealed on ``X`` until hard)."""
+        state = engine.initialise(X, self._policy, self._seed).state
+        state.centers = state.centers.astype(np.float32)  # one model per stream: memory matters
+        self._adopt(state, X.shape[1])
+        if self.batch_size > 1:
+            self._buf = np.empty((self.batch_size, X.shape[1]))
+            self._n_buf = 0
 
-    Examples
-    --------
-    >>> from streamrbf.river import FeatureTypeError, RBFKMeans
-    >>> model = RBFKMeans(n_clusters=2)
-    >>> try:
-    ...     model.learn_one({"a": 1.0, "b": 2 + 1j})
-    ... except FeatureTypeError as e:
-    ...     print(e)
-    feature 'b' is not a real number: (2+1j) (complex)
-    >>> issubclass(FeatureTypeError, TypeError) and issubclass(FeatureTypeError, ValueError)
-    True
-    """
+    def _adopt(self, state: ModelState, d: int) -> None:
+        """Make ``state`` the model: the kernels' views of its arrays, fresh reservoir and
+        detector memories."""
+        self._state = state
+        self._C, self._counts = state.centers[0], state.masses[0]
+        self._aux = np.zeros(1 + d)
+        if self._rs is None:
+            draw = generator(self._seed, 0, RESEEDING).integers(2**63)
+            self._rs = np.array([draw], dtype=np.uint64)
+        self._det[:] = 0.0
+        if self._core_det is not None:
+            self._core_state = self._core_det.new_state()
+
+    def _buffer_for_recheck(self, X: np.ndarray) -> None:
+        self._rewarm = list(X)
+        self._next_check = _RECHECK * self._warmup_size
+
+    def _check_restart(self) -> None:
+        """Restart from fresh centres chosen on the buffered events if they explain those events
+        much better than the current centres: after a drift alarm (first check), or a while after
+        a (re)start (the recheck)."""
+        X = np.stack(self._rewarm)
+        self._rewarm = None
+        first = self._next_check < _RECHECK * self._warmup_size
+        gain = DRIFT_RESTART_GAIN if first else _RECHECK_GAIN
+        state, replaced = engine.refit(self._state, X, self._policy, gain)
+        if replaced:
+            self._adopt(state, X.shape[1])
+            if first:
+                self.n_drifts += 1
+                self._buffer_for_recheck(X)
+
+    def _reseed(self) -> None:
+        """Move a starved centre onto the reservoir's candidate.
+
+        The rule is :func:`streamrbf.core.seeding.reseed_candidates` (starved: decayed mass below a
+        share of the largest; target: a point drawn in proportion to its squared distance to the
+        nearest centre), with the draw made over all events since the last check by the kernels:
+        the reservoir's one candidate stands for them, with their total weight. As in the core,
+        the moved centre gets the smallest mass of the other centres, so it is not moved again at
+        once.
+        """
+        if self.n_clusters > 1 and self._aux[0] > 0:
+            rng = generator(self._seed, self._state.n_steps[0], RESEEDING)
+            dead, _ = reseed_candidates(self._counts, self._policy.reassignment_ratio,
+                                        self._aux[:1], rng)
+            if dead.size:
+                alive = np.ones(self.n_clusters, dtype=bool)
+                alive[dead] = False
+                self._C[dead] = self._aux[1:]
+                self._counts[dead] = self._counts[alive].min()
+        self._aux[0] = 0.0
 
 
-class RBFKMeans(base.Clusterer):
+class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
     r"""Streaming K-Means as an annealed entmax-1.5 RBF network, one event at a time.
 
     Each event $x$ gets responsibilities $p_k$ from the squared distances $d_k = \|x - c_k\|^2$
@@ -118,13 +301,16 @@ class RBFKMeans(base.Clusterer):
     starts from the data ("auto") and decays after every step, so the model anneals from soft,
     competing centres to K-Means. No step size needs tuning.
 
-    The first `warmup` events only fill a buffer; then the best of a few k-means++ draws on it
-    gives the initial centres, and one step on all the buffered events their masses. Until then
+    The first `warmup` events only fill a buffer; then the engine's initialisation (as for a
+    first `partial_fit` of the scikit-learn face: the best of a few k-means++ seedings, each
+    annealed on the buffer until its clustering is hard) gives the initial centres, their masses
+    and the temperature. Until then
     `predict_one` returns 0 and `predict_proba_one` returns `{}`. The events keep being buffered
     up to `3 * warmup`; then fresh centres chosen on all of them replace the current ones if they
     explain them better (a start from few events can put two centres on one cluster).
 
-    A centre whose decayed mass falls below 1% of the largest is moved onto a poorly served
+    A centre whose decayed mass falls below `reassignment_ratio` (1%) of the largest is moved
+    onto a poorly served
     recent event (drawn with probability proportional to its squared distance to the nearest
     centre), checked every `warmup` steps (the rule of
     :func:`streamrbf.core.seeding.reseed_candidates`).
@@ -149,17 +335,22 @@ class RBFKMeans(base.Clusterer):
     batch_size
         Events per gradient step. 1 gives pure online updates.
     initial_temperature
-        Starting temperature, or "auto": half the mean squared distance of the warm-up events to
+        Starting temperature, or "auto": twice the mean squared distance of the warm-up events to
         their nearest initial centre.
     temperature_decay
-        Factor applied to the temperature after every step.
+        Factor applied to the temperature after every step, or "auto": 0.9 per 100 events.
     min_temperature
-        Floor of the temperature (0 lets it approach 0, i.e. hard K-Means).
+        Floor of the temperature, or "auto": 1/1000 of the starting temperature (0 lets it
+        approach 0, i.e. hard K-Means).
     mapping
         "entmax15" (sparse, default), "softmax" or "hard" (plain online K-Means).
     half_life
-        Events after which the masses have halved. "auto": `max(100, 4 * n_clusters)`. None never
-        forgets (the running mean of all events).
+        Events after which the masses have halved. "auto": `max(100, 4 * n_clusters)` steps
+        (events, with the default `batch_size` of 1). None never forgets (the running mean of all
+        events).
+    reassignment_ratio
+        A centre whose decayed mass falls below this share of the largest is re-seeded on a
+        poorly served recent event.
     warmup
         Events buffered to initialise the centres (at least `n_clusters`); None means
         `max(4 * n_clusters, 32)`.
@@ -169,9 +360,11 @@ class RBFKMeans(base.Clusterer):
     drift_detector
         What raises a drift alarm. "cusum" (default): a compiled one-sided CUSUM on the
         distortion relative to its running mean (a sustained rise of 50% or more; 9 events
-        after a jump far from every centre). "adwin": `river.drift.ADWIN`. A `river` drift
-        detector (cloned) is fed the distortion of every event, and only a rise of its estimate
-        counts. None: no detector.
+        after a jump far from every centre; :class:`streamrbf.core.drift.Cusum`, run inside the
+        compiled step). Any detector of :mod:`streamrbf.core.drift` (by name, or an object
+        implementing its protocol) is fed the distortions of every step, as in the Beam
+        transforms. "adwin": `river.drift.ADWIN`. A `river` drift detector (cloned) is fed the
+        distortion of every event, and only a rise of its estimate counts. None: no detector.
     seed
         Seed of every random choice (k-means++, re-seeding). Same seed, same data: same model.
 
@@ -225,10 +418,11 @@ class RBFKMeans(base.Clusterer):
         n_clusters: int = 8,
         batch_size: int = 1,
         initial_temperature: float | str = "auto",
-        temperature_decay: float = 0.999,
-        min_temperature: float = 0.0,
+        temperature_decay: float | str = "auto",
+        min_temperature: float | str = "auto",
         mapping: str = "entmax15",
         half_life: float | str | None = "auto",
+        reassignment_ratio: float = 0.01,
         warmup: int | None = None,
         missing: str = "error",
         drift_detector: base.DriftDetector | str | None = "cusum",
@@ -241,18 +435,21 @@ class RBFKMeans(base.Clusterer):
         self.min_temperature = min_temperature
         self.mapping = mapping
         self.half_life = half_life
+        self.reassignment_ratio = reassignment_ratio
         self.warmup = warmup
         self.missing = missing
         self.drift_detector = drift_detector
         self.seed = seed
         self._check_params()
 
-        self._rng = np.random.default_rng(seed)
+        self._seed = seed_from(seed)
+        self._n_starts = 0
         self._mapping_code = check_mapping(mapping)
-        self._decay = self._step_decay()
         # the built-in detector's state lives in an array the kernels update; a River detector is
         # fed from Python
-        self._det = np.zeros(3) if drift_detector == "cusum" else _NO_DETECTOR
+        self._det = _NO_DETECTOR  # the CUSUM's memory, updated inside the compiled step
+        self._drift = None  # a River detector, fed from Python
+        self._core_det = None  # another core detector, fed each step's distortions
         if drift_detector == "adwin":
             from river import drift
 
@@ -260,19 +457,22 @@ class RBFKMeans(base.Clusterer):
         elif isinstance(drift_detector, base.DriftDetector):
             self._drift = drift_detector.clone()
         else:
-            self._drift = None
+            found = core_detector(drift_detector)
+            if isinstance(found, Cusum):
+                self._det = found.new_state()
+            elif found is not None:
+                self._core_det, self._core_state = found, found.new_state()
         self._features: tuple | None = None  # feature order, fixed by the first event
         self._feature_set: frozenset | None = None
         self._get: itemgetter | None = None  # the fast path's getter of the feature values
         self._warm: list[np.ndarray] = []  # warm-up events, dropped once initialised
-        self._C: np.ndarray | None = None  # (k, d) float32 centres
-        self._counts: np.ndarray | None = None  # (k,) float64 decayed masses
-        self._schedule: TemperatureSchedule | None = None
+        self._state: ModelState | None = None  # the engine's record, float32 centres
+        self._C: np.ndarray | None = None  # a view of its (k, d) centres: the kernels' operand
+        self._counts: np.ndarray | None = None  # a view of its (k,) decayed masses
         self._aux: np.ndarray | None = None  # [reservoir weight, reseed candidate (d)]
         self._rs: np.ndarray | None = None  # (1,) uint64 splitmix64 state
         self._buf: np.ndarray | None = None  # (batch_size, d) events waiting for a step
         self._n_buf = 0
-        self._n_steps = 0
         self._rewarm: list[np.ndarray] | None = None  # events buffered after a drift alarm
         self._next_check = 0  # buffered events at which the next restart check happens
         self.n_alarms = 0
@@ -281,23 +481,17 @@ class RBFKMeans(base.Clusterer):
     # -- parameters ---------------------------------------------------------------------------
 
     def _check_params(self) -> None:
-        if not (isinstance(self.n_clusters, numbers.Integral) and self.n_clusters >= 1):
-            raise ValueError(f"n_clusters must be an integer >= 1, got {self.n_clusters!r}")
         if not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        t0 = self.initial_temperature
-        if not (t0 == "auto" or (isinstance(t0, numbers.Real) and 0 < t0 < math.inf)):
-            raise ValueError(f"initial_temperature must be 'auto' or a float > 0, got {t0!r}")
-        if not 0 < self.temperature_decay <= 1:
-            raise ValueError(f"temperature_decay must be in (0, 1], got {self.temperature_decay!r}")
-        if not 0 <= self.min_temperature < math.inf:
-            raise ValueError(
-                f"min_temperature must be finite and >= 0, got {self.min_temperature!r}"
-            )
-        check_mapping(self.mapping)
-        h = self.half_life
-        if not (h is None or h == "auto" or (isinstance(h, numbers.Real) and 0 < h < math.inf)):
-            raise ValueError(f"half_life must be 'auto', None or a float > 0, got {h!r}")
+        self._policy = Policy(
+            n_clusters=self.n_clusters, mapping=self.mapping,
+            initial_temperature=self.initial_temperature,
+            temperature_decay=self.temperature_decay, min_temperature=self.min_temperature,
+            half_life=self.half_life, reassignment_ratio=self.reassignment_ratio,
+        ).check()
+        # per step of `batch_size` events: the masses' forgetting and the temperature's factor
+        self._decay = self._policy.forgetting(self.batch_size)
+        self._cooling = self._policy.temperature_factor(self.batch_size)
         if self.warmup is not None and not (
             isinstance(self.warmup, numbers.Integral) and self.warmup >= self.n_clusters
         ):
@@ -307,20 +501,8 @@ class RBFKMeans(base.Clusterer):
         if self.missing not in ("error", "zero"):
             raise ValueError(f"missing must be 'error' or 'zero', got {self.missing!r}")
         det = self.drift_detector
-        if not (det is None or det in ("cusum", "adwin") or isinstance(det, base.DriftDetector)):
-            raise ValueError(
-                "drift_detector must be 'cusum', 'adwin', None or a river DriftDetector, "
-                f"got {det!r}"
-            )
-
-    def _step_decay(self) -> float:
-        """Forgetting factor of the masses per step: they halve every `half_life` events."""
-        h = self.half_life
-        if h is None:
-            return 1.0
-        if h == "auto":
-            h = max(_AUTO_HALF_LIFE, _AUTO_HALF_LIFE_PER_CLUSTER * self.n_clusters)
-        return 0.5 ** (self.batch_size / h)
+        if not (det == "adwin" or isinstance(det, base.DriftDetector)):
+            core_detector(det)  # raises for anything that is not a detector
 
     @property
     def _mutable_attributes(self) -> set[str]:
@@ -329,10 +511,9 @@ class RBFKMeans(base.Clusterer):
     def mutate(self, new_attrs: dict[str, Any]) -> None:
         super().mutate(new_attrs)
         self._check_params()
-        self._decay = self._step_decay()
-        if self._schedule is not None:
-            self._schedule.decay = self.temperature_decay
-            self._schedule.minimum = self.min_temperature
+        if self._state is not None:
+            st = self._state
+            st.min_temperature[0] = self._policy.floor_temperature(st.initial_temperature[0])
 
     @classmethod
     def _unit_test_params(cls):
@@ -343,7 +524,7 @@ class RBFKMeans(base.Clusterer):
 
     @property
     def _warmup_size(self) -> int:
-        return self.warmup if self.warmup is not None else max(4 * self.n_clusters, 32)
+        return warmup_size(self.n_clusters, self.warmup)
 
     # -- public state -------------------------------------------------------------------------
 
@@ -362,7 +543,7 @@ class RBFKMeans(base.Clusterer):
 
     @property
     def temperature(self) -> float:
-        return self._schedule.value if self._schedule is not None else math.nan
+        return float(self._state.temperature[0]) if self._state is not None else math.nan
 
     def reheat(self, factor: float | None = None) -> float:
         """Raise the temperature (by ``factor``, or back to its start) when you know the stream
@@ -378,142 +559,27 @@ class RBFKMeans(base.Clusterer):
         >>> model.reheat() > cold
         True
         """
-        if self._schedule is None:
+        if self._state is None:
             raise RuntimeError("reheat needs a model that has seen its warm-up events")
-        return self._schedule.reheat(factor)
+        self._state.temperature[0] = engine.reheat(self._state, factor).temperature[0]
+        return self.temperature
 
     @property
     def n_features(self) -> int:
         """Number of features (0 before the first event)."""
         return len(self._features) if self._features is not None else 0
 
-    # -- features -----------------------------------------------------------------------------
-
-    def _vector(self, x: dict) -> np.ndarray:
-        """The event as a float64 vector in the fixed feature order, every value checked (see
-        :meth:`_number`); raises naming the offending feature.
-
-        Fast path: the event is a plain dict of exactly the model's features, all of common number
-        types and within range; anything else takes :meth:`_vector_slow`, which applies the rule.
-        (A dict subclass may answer for keys it lacks, as `Counter` and `defaultdict` do.)
-        """
-        get = self._get
-        if get is not None and type(x) is dict:
-            try:
-                vals = get(x)
-                if len(x) == len(vals) and _FAST_TYPES.issuperset(map(type, vals)):
-                    xv = np.frombuffer(bytearray(_PACKERS[len(vals)](*vals)))
-                    if _first_out_of_range(xv, _VALUE_LIMIT) < 0:
-                        return xv
-            except (LookupError, TypeError, OverflowError, struct.error):
-                pass
-        return self._vector_slow(x)
-
-    @staticmethod
-    def _event_keys(x: dict) -> Any:
-        """The keys of an event, which must be a non-empty dict."""
-        try:
-            keys = x.keys()
-        except AttributeError:
-            raise TypeError(
-                f"an event must be a dict {{feature: value}}, got {type(x).__name__}"
-            ) from None
-        if not keys:
-            raise ValueError("empty event: it has no features")
-        return keys
-
-    def _vector_slow(self, x: dict) -> np.ndarray:
-        keys = self._event_keys(x)
-        zero = self.missing == "zero"
-        if not zero:
-            for f in keys:
-                if f not in self._feature_set:
-                    raise ValueError(
-                        f"unknown feature {f!r}: the feature set is fixed by the first event"
-                    )
-        out = np.empty(len(self._features))
-        for t, f in enumerate(self._features):
-            if f not in x:
-                if zero:
-                    out[t] = 0.0
-                    continue
-                raise ValueError(f"missing feature {f!r}")
-            out[t] = self._number(f, x[f], zero)
-        return out
-
-    @staticmethod
-    def _number(f: Any, v: Any, zero: bool, where: str = "") -> float:
-        """The value ``v`` of feature ``f`` as a float, or an error naming ``f`` (and ``where``).
-
-        The rule for every value, whatever the path: a real number (``numbers.Real`` or a numpy
-        bool, not a numpy timedelta), not NaN, finite and at most the largest float32 in
-        magnitude. Under ``missing="zero"`` (``zero``) None, pandas' NA and NaN count as 0.
-        """
-        if type(v) is float:
-            r = v
-        elif isinstance(v, _REAL) and not isinstance(v, _NOT_REAL):
-            try:
-                r = float(v)
-            except OverflowError:  # a huge int or Fraction
-                r = math.inf if v > 0 else -math.inf
-            except (TypeError, ValueError):
-                raise FeatureTypeError(
-                    f"feature {f!r} is not a real number: {_repr.repr(v)} "
-                    f"({type(v).__name__}){where}"
-                ) from None
-            if math.isinf(r) and abs(v) != math.inf:  # finite, but beyond any float
-                raise ValueError(
-                    f"feature {f!r} is too large: {_repr.repr(v)}{where}; values must be at "
-                    f"most {_VALUE_LIMIT:.4g} in magnitude (the float32 range of the centres)"
-                )
-        elif zero and _is_missing(v):
-            return 0.0
-        else:
-            raise FeatureTypeError(
-                f"feature {f!r} is not a real number: {_repr.repr(v)} ({type(v).__name__}){where}"
-            )
-        if abs(r) <= _VALUE_LIMIT:
-            return r
-        if math.isnan(r):
-            if zero:
-                return 0.0
-            raise ValueError(f"feature {f!r} is NaN (a missing value){where}")
-        if math.isinf(r):
-            raise ValueError(f"feature {f!r} is not finite: {r!r}{where}")
-        raise ValueError(
-            f"feature {f!r} is too large: {r!r}{where}; values must be at most "
-            f"{_VALUE_LIMIT:.4g} in magnitude (the float32 range of the centres)"
-        )
-
-    def _set_features(self, features: tuple) -> None:
-        self._features = features
-        self._feature_set = frozenset(features)
-        d = len(features)
-        # the fast path gets the values with one C call; itemgetter of one key is no tuple
-        self._get = itemgetter(*features) if d > 1 else None
-        if d > 1 and d not in _PACKERS:
-            _PACKERS[d] = struct.Struct(f"{d}d").pack
-
-    def _first_event(self, x: dict) -> np.ndarray:
-        """Fix the feature set from the first event (only once the event is known to be valid)."""
-        features = tuple(self._event_keys(x))
-        xv = np.array([self._number(f, x[f], False) for f in features], dtype=np.float64)
-        self._set_features(features)
-        return xv
-
-    def _check_event(self, x: dict) -> None:
-        """Check an event a prediction gets before the model is initialised (against the fixed
-        features once there are any): bad input raises then too."""
-        if self._features is not None:
-            self._vector(x)
-            return
-        zero = self.missing == "zero"
-        for f in self._event_keys(x):
-            self._number(f, x[f], zero)
-
     # -- learning -----------------------------------------------------------------------------
 
     def learn_one(self, x: dict) -> None:
+        """Learn from one event: buffered during the warm-up, then one step per `batch_size`
+        events. A bad event raises (naming the feature) and changes nothing.
+
+        Parameters
+        ----------
+        x
+            The event, `{feature: value}`.
+        """
         if self._C is not None and self._buf is None:
             # hot path: initialised, one step per event
             xv = self._vector(x)
@@ -530,7 +596,7 @@ class RBFKMeans(base.Clusterer):
         """The compiled per-event step on a checked event ``xv``: ``(nearest centre, its squared
         distance, drift alarm)``."""
         return _ok.learn_event(
-            xv, self._C, self._counts, logit_divisor(self._schedule.value),
+            xv, self._C, self._counts, logit_divisor(self._state.temperature[0]),
             self._mapping_code, self._decay, self._aux, self._rs, self._det,
         )
 
@@ -556,58 +622,22 @@ class RBFKMeans(base.Clusterer):
             nearest = np.empty(self._n_buf)
             _, alarm = _ok.learn_rows(
                 self._buf, self._n_buf, self._C, self._counts,
-                logit_divisor(self._schedule.value), self._mapping_code, self._decay,
+                logit_divisor(self._state.temperature[0]), self._mapping_code, self._decay,
                 self._aux, self._rs, nearest, self._det,
             )
             self._n_buf = 0
             self._after_step(nearest.tolist(), alarm, None)
 
-    def _initial_centres(self, X: np.ndarray):
-        """Best of a few k-means++ draws on ``X``, each refined by annealed soft-Lloyd steps (the
-        core step with decay 0); returns ``(centres, auto temperature, K-Means cost on X)``."""
-        k, n = self.n_clusters, X.shape[0]
-        best = (math.inf, None, None)
-        scratch, rs = np.zeros(1 + X.shape[1]), np.zeros(1, np.uint64)
-        for _ in range(_N_INIT):
-            C = kmeans_plusplus(X, k, self._rng)
-            t = auto_temperature(_ok.sq_distances_rows(X, C))
-            t_start = t
-            for _ in range(_INIT_STEPS):
-                _ok.learn_rows(X, n, C, np.zeros(k), logit_divisor(t), self._mapping_code, 0.0,
-                               scratch, rs, np.empty(n), _NO_DETECTOR)
-                t *= 0.5
-            cost = _ok.sq_distances_rows(X, C).min(axis=1).sum()
-            if cost < best[0]:
-                best = (cost, C, t_start)
-        cost, C, t_auto = best
-        return C, t_auto, cost
-
-    def _start(self, X: np.ndarray, C: np.ndarray | None = None, t0: float | None = None) -> None:
-        """(Re)start from centres chosen on the buffered events ``X``: one step of the core with
-        decay 0 on all of them (a soft-Lloyd step) gives the centres and their masses."""
-        if C is None:
-            C, t0, _ = self._initial_centres(X)
-        if self.initial_temperature != "auto":
-            t0 = float(self.initial_temperature)
-        self._schedule = TemperatureSchedule(t0, self.temperature_decay, self.min_temperature)
-        n = X.shape[0]
-        self._C = C.astype(np.float32)
-        self._counts = np.zeros(self.n_clusters)
-        self._aux = np.zeros(1 + X.shape[1])
-        if self._rs is None:
-            self._rs = np.array([self._rng.integers(2**63)], dtype=np.uint64)
-        _ok.learn_rows(X, n, self._C, self._counts, logit_divisor(t0), self._mapping_code, 0.0,
-                       self._aux, self._rs, np.empty(n), _NO_DETECTOR)
-        self._det[:] = 0.0
-        if self.batch_size > 1:
-            self._buf = np.empty((self.batch_size, X.shape[1]))
-            self._n_buf = 0
-
     def _after_step(self, nearest, alarm: bool, xv: np.ndarray | None) -> None:
         """Temperature, drift and re-seeding bookkeeping after one gradient step (``xv``: the
         step's event when it learnt one event)."""
-        self._schedule.step()
-        self._n_steps += 1
+        st = self._state
+        st.temperature[0] = cooled(float(st.temperature[0]), self._cooling,
+                                   float(st.min_temperature[0]))
+        st.n_steps[0] += 1
+        st.n_seen[0] += len(nearest)
+        if self._core_det is not None:
+            alarm |= self._core_det.update(self._core_state, np.asarray(nearest, np.float64))
         if self._drift is not None:
             det = self._drift
             for v in nearest:
@@ -625,46 +655,8 @@ class RBFKMeans(base.Clusterer):
             self.n_alarms += 1
             self._rewarm = []  # buffer the next events, then decide
             self._next_check = self._warmup_size
-        if self._n_steps % self._warmup_size == 0:
+        if st.n_steps[0] % self._warmup_size == 0:
             self._reseed()
-
-    def _buffer_for_recheck(self, X: np.ndarray) -> None:
-        self._rewarm = list(X)
-        self._next_check = _RECHECK * self._warmup_size
-
-    def _check_restart(self) -> None:
-        """Restart from fresh centres chosen on the buffered events if they explain those events
-        much better than the current centres: after a drift alarm (first check), or a while after
-        a (re)start (the recheck)."""
-        X = np.stack(self._rewarm)
-        self._rewarm = None
-        first = self._next_check < _RECHECK * self._warmup_size
-        C, t0, cost = self._initial_centres(X)
-        gain = _RESTART_GAIN if first else _RECHECK_GAIN
-        if cost < gain * _ok.sq_distances_rows(X, self._C).min(axis=1).sum():
-            self._start(X, C, t0)
-            if first:
-                self.n_drifts += 1
-                self._buffer_for_recheck(X)
-
-    def _reseed(self) -> None:
-        """Move a starved centre onto the reservoir's candidate.
-
-        The rule is :func:`streamrbf.core.seeding.reseed_candidates` (starved: decayed mass below a
-        share of the largest; target: a point drawn in proportion to its squared distance to the
-        nearest centre), with the draw made over all events since the last check by the kernels:
-        the reservoir's one candidate stands for them, with their total weight. As in the core,
-        the moved centre gets the smallest mass of the other centres, so it is not moved again at
-        once.
-        """
-        if self.n_clusters > 1 and self._aux[0] > 0:
-            dead, _ = reseed_candidates(self._counts, _RESEED_RATIO, self._aux[:1], self._rng)
-            if dead.size:
-                alive = np.ones(self.n_clusters, dtype=bool)
-                alive[dead] = False
-                self._C[dead] = self._aux[1:]
-                self._counts[dead] = self._counts[alive].min()
-        self._aux[0] = 0.0
 
     def learn_many(self, X) -> None:
         """Learn the rows of a DataFrame in order (the same as `learn_one` on each row).
@@ -688,7 +680,7 @@ class RBFKMeans(base.Clusterer):
         >>> model.learn_many(pd.DataFrame({"a": [1.0], "c": [2.0]}))
         Traceback (most recent call last):
         ...
-        ValueError: unknown feature 'c': the feature set is fixed by the first event
+        streamrbf.core.validation.UnknownFeatureError: unknown feature 'c': the feature set is ...
         """
         self._check_frame(X)
         if len(X) == 0:
@@ -702,59 +694,21 @@ class RBFKMeans(base.Clusterer):
         for xv in M:
             self._learn_vector(xv)
 
-    @staticmethod
-    def _check_frame(X) -> None:
-        if not hasattr(X, "columns"):
-            raise TypeError(f"expected a pandas DataFrame of events, got {type(X).__name__}")
-        if len(X) and len(X.columns) == 0:
-            raise ValueError("empty events: the frame has no feature columns")
-        if X.columns.has_duplicates:
-            dup = X.columns[X.columns.duplicated()][0]
-            raise ValueError(f"duplicate feature {dup!r}: the frame has two columns of that name")
-
-    def _frame(self, X, features: tuple, strict: bool = False) -> np.ndarray:
-        """A checked float64 matrix of the frame's rows in the order of ``features`` (every value
-        as in :meth:`_number`)."""
-        from pandas.api.types import is_complex_dtype, is_numeric_dtype
-
-        cols = list(X.columns)
-        colset = set(cols)
-        zero = self.missing == "zero" and not strict
-        if not zero and features is self._features:
-            for c in cols:
-                if c not in self._feature_set:
-                    raise ValueError(
-                        f"unknown feature {c!r}: the feature set is fixed by the first event"
-                    )
-            for f in features:
-                if f not in colset:
-                    raise ValueError(f"missing feature {f!r}")
-        M = np.zeros((len(X), len(features)))
-        for t, f in enumerate(features):
-            if f not in colset:
-                continue
-            col = X[f]
-            if is_complex_dtype(col.dtype):
-                raise FeatureTypeError(
-                    f"feature {f!r} is not a real number: its column is {col.dtype}"
-                )
-            if is_numeric_dtype(col.dtype):  # numpy or pandas (nullable, arrow) numbers, bools
-                M[:, t] = col.to_numpy(dtype=np.float64, na_value=np.nan)
-            else:  # object, category, strings, dates: value by value
-                M[:, t] = [
-                    self._number(f, v, zero, f" (row {i})") for i, v in enumerate(col.tolist())
-                ]
-        if zero:
-            M[np.isnan(M)] = 0.0
-        bad = ~(np.abs(M) <= _VALUE_LIMIT)
-        if bad.any():
-            i, t = np.argwhere(bad)[0]
-            self._number(features[t], float(M[i, t]), zero, f" (row {i})")  # raises
-        return M
-
     # -- prediction ---------------------------------------------------------------------------
 
     def predict_one(self, x: dict) -> int:
+        """The nearest cluster of an event (0 during the warm-up); a bad event raises.
+
+        Parameters
+        ----------
+        x
+            The event, `{feature: value}`.
+
+        Returns
+        -------
+        int
+            The cluster.
+        """
         if self._C is None:
             self._check_event(x)
             return 0
@@ -765,6 +719,16 @@ class RBFKMeans(base.Clusterer):
         """Non-zero memberships `{cluster: responsibility}` at the current temperature.
 
         Before initialisation (during the warm-up) it returns `{}`. The class example shows it.
+
+        Parameters
+        ----------
+        x
+            The event, `{feature: value}`.
+
+        Returns
+        -------
+        dict
+            The non-zero memberships; they sum to 1.
         """
         if self._C is None:
             self._check_event(x)
@@ -773,7 +737,7 @@ class RBFKMeans(base.Clusterer):
         k = self.n_clusters
         vals, idx = np.empty(k), np.empty(k, np.int64)
         n = _ok.responsibilities_event(
-            xv, self._C, logit_divisor(self._schedule.value), self._mapping_code, vals, idx
+            xv, self._C, logit_divisor(self._state.temperature[0]), self._mapping_code, vals, idx
         )
         return dict(zip(idx[:n].tolist(), vals[:n].tolist(), strict=True))
 
@@ -898,6 +862,15 @@ class KeyedRBFKMeans(base.Wrapper, base.Clusterer):
         return k, rest
 
     def learn_one(self, x: dict, **kwargs) -> None:
+        """Learn from one event with the model of its stream (created on its first event).
+
+        Parameters
+        ----------
+        x
+            The event: the key field and the features.
+        **kwargs
+            Ignored (River's protocol).
+        """
         k, rest = self._split(x)
         m = self.models.get(k)
         if m is None:
@@ -912,12 +885,41 @@ class KeyedRBFKMeans(base.Wrapper, base.Clusterer):
         self.models.move_to_end(k)
 
     def predict_one(self, x: dict, **kwargs) -> int:
+        """The nearest cluster of an event under its stream's model (0 for an unknown stream).
+
+        Parameters
+        ----------
+        x
+            The event: the key field and the features.
+        **kwargs
+            Ignored (River's protocol).
+
+        Returns
+        -------
+        int
+            The cluster.
+        """
         k, rest = self._split(x)
         m = self.models.get(k)
         # an unknown stream: the (never trained) template checks the event and answers 0
         return (self.model if m is None else m).predict_one(rest)
 
     def predict_proba_one(self, x: dict, **kwargs) -> dict[int, float]:
+        """The non-zero memberships of an event under its stream's model (`{}` for an unknown
+        stream).
+
+        Parameters
+        ----------
+        x
+            The event: the key field and the features.
+        **kwargs
+            Ignored (River's protocol).
+
+        Returns
+        -------
+        dict
+            `{cluster: membership}`.
+        """
         k, rest = self._split(x)
         m = self.models.get(k)
         return (self.model if m is None else m).predict_proba_one(rest)

@@ -29,9 +29,6 @@ LAYERS = {"core": 0, "face": 1, "app": 2}
 FACES = ("streamrbf.kmeans", "streamrbf.river", "streamrbf.nn", "streamrbf.beam")
 APPS = ("streamrbf.console", "streamrbf.cli", "streamrbf.jobs", "streamrbf.bench",
         "streamrbf.experiments", "pipelines")
-# Beam still builds the scikit-learn face's estimator to take a step; it goes when Beam steps the
-# engine's state record directly.
-_FACE_TO_FACE = {("streamrbf.beam", "streamrbf.kmeans")}
 HOSTS = ("river", "apache_beam", "sklearn", "pandas", "dask")
 
 
@@ -101,8 +98,7 @@ def violations(module: str, source: str, is_package: bool, known: set[str]) -> l
             continue
         if LAYERS[there] > LAYERS[here]:
             out.append(f"{where}: a {here} module imports a {there} module (upward)")
-        elif (here == there == "face" and _face_of(module) != _face_of(target)
-              and (_face_of(module), _face_of(target)) not in _FACE_TO_FACE):
+        elif here == there == "face" and _face_of(module) != _face_of(target):
             out.append(f"{where}: a face imports another face")
     return out
 

@@ -16,10 +16,11 @@ from sklearn.datasets import make_blobs
 
 from streamrbf import RBFKMeans
 from streamrbf.beam import ClusterGlobally, RBFModelHandler, ValidateEvents, latest_checkpoint
+from streamrbf.core.policy import Policy
 
 pytestmark = pytest.mark.timeout(180)
 
-PARAMS = {"temperature_decay": 0.7, "mapping": "entmax15", "max_iter": 2, "decay": 0.5}
+PARAMS = {"temperature_decay": 0.7, "mapping": "entmax15", "max_iter": 2, "half_life": 600}
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +42,11 @@ def _matches(core, **extra):
     def check(models):
         assert len(models) == 1
         m = models[0]
-        np.testing.assert_allclose(m.centers, C, rtol=0, atol=1e-5)
-        np.testing.assert_allclose(m.counts, counts, rtol=1e-7)
-        assert abs(m.temperature - T) <= 1e-12 * T
+        np.testing.assert_allclose(m.centers[0], C, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(m.masses[0], counts, rtol=1e-7)
+        assert abs(m.temperature[0] - T) <= 1e-12 * T
         for k, v in extra.items():
-            assert getattr(m, k) == v, (k, getattr(m, k), v)
+            assert getattr(m, k)[0] == v, (k, getattr(m, k), v)
 
     return check
 
@@ -60,7 +61,7 @@ def test_equals_core_fed_the_same_batches(data):
         out = p | beam.Create(events) | ClusterGlobally(
             4, steps=5, n_shards=8, init=C0, assign=True, **PARAMS)
         assert_that(out.model, _matches(core, n_seen=600 * 6), label="Model")
-        assert_that(out.dead_letters | beam.Map(lambda d: d.reason[:18]), equal_to(
+        assert_that(out.dead_letters | beam.Map(lambda d: d.reason[:18].rstrip()), equal_to(
             ["feature #1 is NaN", "expected 3 feature", "unparseable event:"]), label="Dead")
         labels = out.assignments | beam.Map(lambda a: a.cluster)
         expected = core.predict(X).tolist()
@@ -103,7 +104,7 @@ def test_repeated_events_initialise_every_cluster():
     with beam.Pipeline(runner="FnApiRunner") as p:
         out = p | beam.Create(rows) | ClusterGlobally(
             3, steps=2, n_shards=2, init_sample=100, random_state=0, n_features=2)
-        assert_that(out.model | beam.Map(lambda m: sorted(np.round(m.centers[:, 0], 6))),
+        assert_that(out.model | beam.Map(lambda m: sorted(np.round(m.centers[0][:, 0], 6))),
                     equal_to([[0.0, 10.0, 20.0]]))
 
 
@@ -115,7 +116,7 @@ def test_same_random_state_same_model(data, tmp_path):
             out = p | beam.Create(X.tolist()) | ClusterGlobally(
                 4, steps=1, n_shards=3, init_sample=200, random_state=5, n_features=3)
             _ = out.model | beam.Map(lambda m, path=tmp_path / f"run{run}": path.write_text(
-                json.dumps([m.temperature, np.asarray(m.centers).tolist()])))
+                json.dumps([m.temperature.tolist(), np.asarray(m.centers).tolist()])))
     assert (tmp_path / "run0").read_text() == (tmp_path / "run1").read_text()
 
 
@@ -124,7 +125,7 @@ def test_streaming_auto_temperature_follows_the_scale_of_the_init_centres(tmp_pa
     from streamrbf.beam.global_model import _initial_checkpoint
 
     C0 = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 3.0]]) * scale
-    _initial_checkpoint({"init": C0}, str(tmp_path), 0)
+    _initial_checkpoint(Policy(n_clusters=3, init=C0), str(tmp_path))
     model = RBFKMeans.load(latest_checkpoint(str(tmp_path)))
     # nearest-other-centre squared distances 9, 16, 9: auto = half their mean, started at 4 x
     t0 = 4 * 0.5 * (9 + 16 + 9) / 3 * scale**2
@@ -133,7 +134,7 @@ def test_streaming_auto_temperature_follows_the_scale_of_the_init_centres(tmp_pa
 
 
 def test_checkpoint_restart_continues_training(data, tmp_path):
-    from streamrbf.core.persistence import read_model_file
+    from streamrbf.core.persistence import load_state
 
     X, C0 = data
     ckpt = tmp_path / "ckpt"
@@ -151,22 +152,21 @@ def test_checkpoint_restart_continues_training(data, tmp_path):
     np.testing.assert_allclose(resumed.cluster_centers_, core.cluster_centers_, atol=1e-5)
     assert resumed.n_steps_ == core.n_steps_
     assert abs(resumed.temperature_ - core.temperature_) <= 1e-12
-    # n_seen is JSON metadata of the safetensors checkpoint (no pickle), one per step.
-    seen = {p.name: read_model_file(p, "RBFKMeans")[1]["beam"]["n_seen"]
+    # n_seen is part of the state record in each safetensors checkpoint (no pickle).
+    seen = {p.name: int(load_state(p, "RBFKMeans")[0].n_seen[0])
             for p in ckpt.glob("step-*.safetensors")}
     assert sorted(seen.values()) == [600 * i for i in range(1, 7)]
 
 
-def test_checkpoint_without_n_seen_resumes_from_zero(data, tmp_path):
-    # A checkpoint written before n_seen was recorded (a plain RBFKMeans.save) still loads: the
-    # events behind it are unknown, so n_seen counts from 0.
+def test_a_saved_model_is_a_checkpoint_to_resume_from(data, tmp_path):
+    # A model saved by RBFKMeans (init on 600 events, one step on 600) resumes with its n_seen.
     X, C0 = data
     _core(X, C0, 1).save(tmp_path / "step-0000000002.safetensors")
     core = _core(X, C0, 3)
     with beam.Pipeline(runner="FnApiRunner") as p:
         out = p | beam.Create(X.tolist()) | ClusterGlobally(
             4, steps=2, n_shards=8, init=C0, checkpoint_dir=tmp_path, **PARAMS)
-        assert_that(out.model, _matches(core, n_seen=600 * 2, n_steps=core.n_steps_))
+        assert_that(out.model, _matches(core, n_seen=600 * 4, n_steps=core.n_steps_))
 
 
 def test_every_event_invalid_gives_no_model(tmp_path):
@@ -194,7 +194,7 @@ def test_fewer_valid_events_than_clusters_are_dead_letters(assign):
         assert_that(out.assignments, equal_to([]), label="Assignments")
         reason = "fewer valid events than n_clusters=3: no model could be initialised"
         assert_that(out.dead_letters | beam.Map(lambda d: (d.event, d.reason, d.stage)), equal_to([
-            ("['x', 1.0]", "feature #0 is not a real number: 'x'", "parse"),
+            ("['x', 1.0]", "feature #0 is not a real number: 'x' (str)", "parse"),
             ("[0.0, 1.0]", reason, "model"), ("[2.0, 3.0]", reason, "model")]), label="Dead")
 
 
@@ -431,7 +431,7 @@ def test_streaming_windowed_updates_checkpoints_and_restart(data, tmp_path):
             # One step per window: 200 more events seen by the canonical model each time.
             assert_that(out.model | beam.Map(lambda m: m.n_seen), equal_to(seen), label="Seen")
             assert_that(out.dead_letters | beam.Map(lambda d: d.reason),
-                        equal_to(["feature #0 is NaN"] * 3), label="Dead")
+                        equal_to(["feature #0 is NaN (a missing value)"] * 3), label="Dead")
 
     run(0, [200, 400, 600])
     first = RBFKMeans.load(latest_checkpoint(ckpt))

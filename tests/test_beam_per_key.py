@@ -18,14 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamrbf import RBFKMeans
-from streamrbf.beam import ClusterPerKey, DeadLetter, ModelState, ModelStateCoder
+from streamrbf.beam import ClusterPerKey, DeadLetter, KeyState, KeyStateCoder
 from streamrbf.beam.per_key import (
     _ParseAndBatchDoFn,
     _ParseAndBatchWithIdsDoFn,
     _ScoreAndLearnDoFn,
 )
-from streamrbf.beam.state import from_estimator
+from streamrbf.core import engine
 from streamrbf.core.assignment import Assignment
+from streamrbf.core.policy import Policy
 from streamrbf.core.validation import max_abs_value
 
 pytestmark = pytest.mark.timeout(120)
@@ -172,34 +173,41 @@ def test_batches_output_equals_the_events_output(tmp_path):
 
 
 def test_state_coder_roundtrip_and_size():
-    est = RBFKMeans(3, random_state=0).partial_fit(np.asarray([e[1] for e in keyed_events(30)]))
-    s = from_estimator(est, 90, ("a", "b"))
-    coder = ModelStateCoder()
+    model = engine.initialise(np.asarray([e[1] for e in keyed_events(30)]), Policy(n_clusters=3),
+                              seed=0, feature_names=("a", "b")).state
+    s = KeyState(model, ("a", "b"))
+    coder = KeyStateCoder()
     t = coder.decode(coder.encode(s))
-    np.testing.assert_array_equal(t.centers, s.centers)
-    np.testing.assert_array_equal(t.counts, s.counts)
-    assert (t.temperature, t.initial_temperature, t.n_steps, t.n_seen, t.feature_names) == (
-        s.temperature, s.initial_temperature, s.n_steps, 90, ("a", "b"))
-    # (k=3, d=2) float64 centres + counts + header: about 150 bytes, no pickle.
-    assert s.nbytes() < 200
+    for name in ("centers", "masses", "temperature", "initial_temperature", "min_temperature",
+                 "n_steps", "n_seen", "seed"):
+        np.testing.assert_array_equal(getattr(t.model, name), getattr(model, name), name)
+    assert t.feature_names == t.model.feature_names == ("a", "b") and t.model.n_seen[0] == 60
+    # (k=3, d=2) float64 centres + masses + per-model scalars + header: about 200 bytes.
+    assert s.nbytes() < 240
     assert b"torch" not in coder.encode(s)
-    # Pending rows and an armed flush timer survive the round trip; state written by the first
-    # format (no flush timer) still decodes.
+    # Pending rows and an armed flush timer survive the round trip.
     s.pending, s.flush_at = np.ones((5, 2)), 12.5
     t = coder.decode(coder.encode(s))
     np.testing.assert_array_equal(t.pending, s.pending)
     assert t.flush_at == 12.5
-    from streamrbf.beam import state as state_mod
+    # States an earlier release wrote (formats SRB1 and SRB2) still decode.
+    import struct
 
-    v2 = coder.encode(s)
-    head = state_mod._HEADER.unpack_from(v2, 0)
-    v1 = state_mod._HEADER_V1.pack(b"SRB1", *head[1:-1]) + v2[state_mod._HEADER.size:]
-    t = coder.decode(v1)
-    np.testing.assert_array_equal(t.centers, s.centers)
-    assert t.flush_at is None and t.n_seen == 90 and t.pending.shape == (5, 2)
-    # Centres of any other dtype keep their digits (int64 ones were narrowed to float32).
-    s.centers = np.array([[2**40 + 1, 3], [5, -7], [0, 1]], dtype=np.int64)
-    np.testing.assert_array_equal(coder.decode(coder.encode(s)).centers, s.centers)
+    def legacy(magic, flush_at):
+        fmt = "<4sBIIIdddqq" + ("d" if magic == b"SRB2" else "")
+        C, counts = model.centers[0], model.masses[0]
+        head = struct.pack(fmt, magic, 1, 3, 2, 5, 0.5, 1.0, 0.001, 4, 80,
+                           *([flush_at] if magic == b"SRB2" else []))
+        names = b'["a","b"]'
+        return b"".join([head, struct.pack("<I", len(names)), names, C.tobytes(),
+                         counts.tobytes(), np.ones((5, 2)).tobytes()])
+
+    for magic in (b"SRB1", b"SRB2"):
+        t = coder.decode(legacy(magic, 7.0))
+        np.testing.assert_array_equal(t.model.centers[0], model.centers[0])
+        assert (float(t.model.temperature[0]), int(t.model.n_steps[0]), int(t.model.n_seen[0]),
+                t.feature_names, t.pending.shape) == (0.5, 4, 80, ("a", "b"), (5, 2))
+        assert t.flush_at == (7.0 if magic == b"SRB2" else None)
 
 
 def test_assignment_output_coder_is_binary_and_stable():
@@ -329,7 +337,7 @@ class _State:
         return self.value
 
     def write(self, v):
-        self.value = self.last_written = ModelStateCoder().decode(ModelStateCoder().encode(v))
+        self.value = self.last_written = KeyStateCoder().decode(KeyStateCoder().encode(v))
 
     def clear(self):
         self.value = None
@@ -350,7 +358,6 @@ _bad = st.one_of(
     st.lists(st.floats(-5, 5), min_size=0, max_size=4).filter(lambda v: len(v) != 2),
     st.text(max_size=8),
     st.dictionaries(st.text(max_size=3), st.floats(-1, 1), max_size=3),
-    st.just([True, 1.0]),
     st.just(None),
     # finite, but too large to cluster (squared distances would overflow float64)
     st.tuples(st.floats(1e155, 1e300), st.floats(-1.0, 1.0)).map(
@@ -378,8 +385,8 @@ def _outputs(results):
 def test_bad_events_never_corrupt_the_model(events, chunk_rows):
     rng = np.random.default_rng(0)
     X0 = np.concatenate([rng.normal(c, 0.3, (20, 2)) for c in ([0, 0], [8, 0], [0, 8])])
-    params = {"n_clusters": 3, "reassignment_ratio": 0.0}
-    initial = from_estimator(RBFKMeans(**params, random_state=0).partial_fit(X0), 60)
+    policy = Policy(n_clusters=3, reassignment_ratio=0.0)
+    initial = KeyState(engine.initialise(X0, policy, seed=0).state)
 
     # Stage 1 (stateless): parse, validate and chunk per key within the bundle.
     parse = _ParseAndBatchDoFn(None, None, chunk_rows)
@@ -390,7 +397,7 @@ def test_bad_events_never_corrupt_the_model(events, chunk_rows):
     chunks = [v for tag, v in staged if tag is None]
     assert sum(len(c) for _, c in chunks) + dead == len(events)
     # Stage 2 (stateful), batch size larger than the events: one step at the end of input.
-    fn = _ScoreAndLearnDoFn(params, 9, None, 0, lambda: 0.0, 0, 32, None)
+    fn = _ScoreAndLearnDoFn(policy, 9, None, 0, lambda: 0.0, 0, 32, None)
     state = _State(initial)
     outs = [o for kv in chunks for o in _outputs(fn.process(kv, state, _Timer(), _Timer(),
                                                              _Timer()))]
@@ -402,23 +409,22 @@ def test_bad_events_never_corrupt_the_model(events, chunk_rows):
     assert all(isinstance(v[1], Assignment) for tag, v in outs if tag is None)
     # Nothing can follow the end of input: the key's state is freed, after its last step.
     assert state.read() is None
-    s: ModelState = state.last_written
-    assert s.centers.shape == (3, 2) and np.isfinite(s.centers).all()
-    assert np.isfinite(s.counts).all() and s.temperature > 0 and s.pending is None
+    s: KeyState = state.last_written
+    m = s.model
+    assert m.centers.shape == (1, 3, 2) and np.isfinite(m.centers).all()
+    assert np.isfinite(m.masses).all() and m.temperature[0] > 0 and s.pending is None
     # The model learnt exactly the good events: same as the core on those rows alone.
     good = [np.asarray(x, dtype=float) for key, x in events
             if key == "k" and isinstance(x, list) and len(x) == 2
             and all(isinstance(v, float) and math.isfinite(v) and abs(v) <= max_abs_value(2)
                     for v in x)]
     if good:
-        from streamrbf.beam.state import to_estimator
-
-        ref = to_estimator(initial, params, 0).partial_fit(np.asarray(good))
-        np.testing.assert_allclose(s.centers, ref.cluster_centers_, atol=1e-12)
-        assert s.n_seen == 60 + len(good)
+        ref, _ = engine.step(initial.model, np.asarray(good), policy)
+        np.testing.assert_allclose(m.centers, ref.centers, atol=1e-12)
+        assert m.n_seen[0] == 60 + len(good)
         assert n_assign == len(good)
     else:
-        np.testing.assert_array_equal(s.centers, initial.centers)
+        np.testing.assert_array_equal(m.centers, initial.model.centers)
 
 
 # ----------------------------------------------------------------------------- event ids
@@ -522,13 +528,12 @@ def test_event_id_coders_round_trip():
     no_ids = cc.encode(EventChunk(None, np.eye(2)))
     assert len(no_ids) == 12 + 32                           # unchanged without ids
 
-    coder = ModelStateCoder()
-    s = ModelState.warming_up(np.ones((3, 2)), ("x", "y"))
+    coder = KeyStateCoder()
+    s = KeyState(None, ("x", "y"), pending=np.ones((3, 2)))
     without = coder.encode(s)
     s.pending_ids = ["a", 5, "c"]
     t = coder.decode(coder.encode(s))
     assert t.pending_ids == ["a", 5, "c"] and t.pending.shape == (3, 2)
-    assert coder.encode(s)[:len(without)] == without        # old states still decode: no ids
     assert coder.decode(without).pending_ids is None
 
 
@@ -540,7 +545,7 @@ def _ids_through_dofns(events, chunk_rows, batch_size, warmup, n_clusters=3):
     staged = [o for e in events for o in _outputs(parse.process(e))]
     staged += _outputs(parse.finish_bundle())
     dead = [v for tag, v in staged if tag == "dead_letters"]
-    fn = _ScoreAndLearnDoFn({"n_clusters": n_clusters}, warmup, None, 0, lambda: 0.0, 0,
+    fn = _ScoreAndLearnDoFn(Policy(n_clusters=n_clusters), warmup, None, 0, lambda: 0.0, 0,
                             batch_size, None, "events", "id")
     states, assigned = {}, []
     for key, chunk in [v for t, v in staged if t is None]:
@@ -687,5 +692,5 @@ def test_validate_events_and_the_handler_refuse_what_they_cannot_score(tmp_path)
     RBFKMeans(2, random_state=0, dtype="float32").fit(
         np.random.default_rng(0).random((50, 3))).save(path)
     handler = RBFModelHandler(path)
-    with pytest.raises(ValueError, match="beyond the range of this torch.float32 model"):
+    with pytest.raises(ValueError, match="float32 range of the centres"):
         handler.run_inference([[1e39, 0.0, 0.0]], handler.load_model())   # inf in float32

@@ -17,6 +17,8 @@ from sklearn.datasets import make_blobs
 from sklearn.utils.estimator_checks import check_estimator
 
 from streamrbf import NotFittedError, RBFKMeans
+from streamrbf.core import engine
+from streamrbf.core.state import ModelState
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +41,29 @@ def assert_same_state(a: dict, b: dict) -> None:
             assert torch.equal(a[k], b[k]), k
         elif isinstance(a[k], np.ndarray):
             np.testing.assert_array_equal(a[k], b[k])
-        elif isinstance(a[k], np.random.Generator):
-            assert a[k].bit_generator.state == b[k].bit_generator.state
-        elif k == "_schedule":
-            assert vars(a[k]) == vars(b[k])
+        elif isinstance(a[k], ModelState):
+            assert_same_record(a[k], b[k])
         else:
             assert a[k] == b[k], k
+
+
+def assert_same_record(a: ModelState, b: ModelState) -> None:
+    for name, value in vars(a).items():
+        other = getattr(b, name)
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, other), name
+        elif isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(value, other, err_msg=name)
+        else:
+            assert value == other, name
+
+
+def on_torch(state: ModelState) -> ModelState:
+    """The record with its centres and masses as (CPU) torch tensors: the engine then takes the
+    path it takes on accelerators."""
+    out = copy.deepcopy(state)
+    out.centers, out.masses = torch.from_numpy(out.centers), torch.from_numpy(out.masses)
+    return out
 
 
 def test_passes_scikit_learn_check_estimator():
@@ -93,7 +112,8 @@ def test_same_seed_same_result_and_different_seed_can_differ(blobs):
 
 def test_temperature_anneals_per_step_and_can_be_reheated(blobs):
     X, _ = blobs
-    km = RBFKMeans(4, temperature=10.0, temperature_decay=0.5, min_temperature=1.0, random_state=0)
+    km = RBFKMeans(4, initial_temperature=10.0, temperature_decay=0.5, min_temperature=1.0,
+                   random_state=0)
     km.partial_fit(X[:200])
     t0 = km.temperature_
     km.partial_fit(X[200:400])
@@ -138,9 +158,9 @@ BAD_BATCHES = {
     "strings": (np.array([["a", "b", "c"]]), ValueError, "real numbers"),
     "objects": (np.array([[{}, 1, 2]], dtype=object), TypeError, "real numbers"),
     "complex": (np.ones((2, 3), dtype=complex), ValueError, "Complex"),
-    # finite, but squared distances overflow float64: the step used to run on infinities
+    # finite, but its squared distances would overflow float64: the value rule refuses it
     "too large": (np.array([[1e200, 0.0, 1.0], [0.0, 0.0, 0.0]]), ValueError,
-                  "squared distances overflow"),
+                  "feature #0 = 1e\\+200 is too large to cluster"),
 }
 
 
@@ -163,7 +183,8 @@ def test_values_whose_distances_overflow_are_refused(blobs, method):
     before = state_of(km)
     bad = X[:50].copy()
     bad[7, 1] = -3e170
-    with pytest.raises(ValueError, match="squared distances overflow .*values up to 3e"):
+    with pytest.raises(ValueError, match="feature #1 = -3e\\+170 is too large to cluster .* "
+                       "\\(row 7\\)"):
         getattr(km, method)(bad)
     if method != "fit":
         assert_same_state(before, state_of(km))
@@ -201,7 +222,8 @@ def test_no_nan_or_inf_ever_reaches_the_state(scale_exp, temp_exp, dtype, mappin
     scale = 10.0**scale_exp
     X = (rng.normal(size=(120, 4)) * scale).astype(dtype)
     t = 10.0**temp_exp * scale**2
-    km = RBFKMeans(3, temperature=t, min_temperature=0.0, mapping=mapping, random_state=seed)
+    km = RBFKMeans(3, initial_temperature=t, min_temperature=0.0, mapping=mapping,
+                   random_state=seed)
     for lo in range(0, 120, 40):
         km.partial_fit(X[lo : lo + 40])
     assert np.isfinite(km.cluster_centers_).all() and np.isfinite(km.counts_).all()
@@ -214,7 +236,7 @@ def test_no_nan_or_inf_ever_reaches_the_state(scale_exp, temp_exp, dtype, mappin
 def test_save_and_load_round_trip_identically(tmp_path, blobs):
     X, _ = blobs
     df = pd.DataFrame(X, columns=["a", "b", "c"])
-    km = RBFKMeans(4, random_state=0, decay=0.9).fit(df)
+    km = RBFKMeans(4, random_state=0, half_life=300).fit(df)
     path = tmp_path / "model.safetensors"
     km.save(path)
     loaded = RBFKMeans.load(path)
@@ -276,24 +298,31 @@ def _tampered(tmp_path, km, edit_meta=None, edit_tensors=None, version=None):
     return bad
 
 
+def _state_field(name, value):
+    return lambda m: m["state"].update({name: value})
+
+
 TAMPERED = {
-    "rng_kind names another numpy function": (
-        lambda m: m.update(rng_kind="seed"), None, None, "unknown random generator"),
+    "a seed out of range": (_state_field("seed", [-1]), None, None, "seed must be"),
+    "a seed that is not an int": (_state_field("seed", ["random"]), None, None, "seed must be"),
     "infinite temperature": (
-        lambda m: m["schedule"].update(value=float("inf")), None, None, "temperature must be"),
-    "negative temperature": (
-        lambda m: m["schedule"].update(value=-1.0), None, None, "temperature must be"),
-    "negative counts": (
-        None, lambda t: t.update(counts=-t["counts"]), None, "counts must be >= 0"),
+        _state_field("temperature", [float("inf")]), None, None, "temperature must be"),
+    "negative temperature": (_state_field("temperature", [-1.0]), None, None, "temperature must"),
+    "temperatures of another bank": (
+        _state_field("temperature", [1.0, 1.0]), None, None, "the header has 2 models"),
+    "negative masses": (
+        None, lambda t: t.update(masses=-t["masses"]), None, "masses must be >= 0"),
     "integer centres": (
         None, lambda t: t.update(centers=t["centers"].to(torch.int64)), None, "float32 or"),
     "float16 centres": (
         None, lambda t: t.update(centers=t["centers"].to(torch.float16)), None, "float32 or"),
     "version true": (None, None, True, "format version True"),
-    "negative n_steps": (lambda m: m.update(n_steps=-3), None, None, "n_steps must be"),
-    "float n_steps": (lambda m: m.update(n_steps=2.5), None, None, "n_steps must be"),
+    "negative n_steps": (_state_field("n_steps", [-3]), None, None, "n_steps must be"),
+    "float n_steps": (_state_field("n_steps", [2.5]), None, None, "n_steps must be"),
     "feature names of the wrong length": (
-        lambda m: m.update(feature_names_in=["a"]), None, None, "feature_names_in must be"),
+        _state_field("feature_names", ["a"]), None, None, "feature_names must be"),
+    "a param the estimator does not have": (
+        lambda m: m["params"].update(bogus=1), None, None, "bogus"),
 }
 
 
@@ -333,17 +362,17 @@ def test_pickle_and_clone_of_a_fitted_model(blobs):
     again = pickle.loads(pickle.dumps(km))
     np.testing.assert_array_equal(again.predict(X), km.predict(X))
     fresh = clone(km)
-    assert fresh.get_params() == km.get_params() and not hasattr(fresh, "_centers")
+    assert fresh.get_params() == km.get_params() and not hasattr(fresh, "_state")
 
 
 def test_dead_centres_are_reseeded_on_poorly_served_points():
     rng = np.random.default_rng(0)
     X = np.concatenate([rng.normal(0, 0.1, (300, 2)), rng.normal(20, 0.1, (300, 2))])
     far = np.array([[0.0, 0.0], [0.1, 0.0], [1000.0, 1000.0]])  # a centre nobody will use
-    km = RBFKMeans(3, init=far, temperature=0.01, random_state=0)
+    km = RBFKMeans(3, init=far, initial_temperature=0.01, random_state=0)
     km.partial_fit(X[rng.permutation(600)][:200])
     assert np.abs(km.cluster_centers_).max() < 100  # the dead centre moved onto the data
-    full = RBFKMeans(3, init=far, temperature=0.01, max_iter=20).fit(X)
+    full = RBFKMeans(3, init=far, initial_temperature=0.01, max_iter=20).fit(X)
     assert sorted(np.round(full.cluster_centers_[:, 0]).tolist())[-1] == 20.0
 
 
@@ -355,7 +384,7 @@ def test_forgetting_lets_centres_follow_a_jump():
         return centres[rng.integers(0, 2, 200)] + rng.normal(0, 0.5, (200, 2))
 
     results = {}
-    for name, kwargs in {"never": {}, "half-life": {"half_life": 400.0}}.items():
+    for name, kwargs in {"never": {"half_life": None}, "half-life": {"half_life": 400.0}}.items():
         km = RBFKMeans(2, random_state=0, **kwargs)
         for _ in range(10):
             km.partial_fit(stream(0.0))
@@ -414,7 +443,8 @@ def test_minibatch_fit_and_softmax_and_hard_mappings_also_cluster(blobs):
     [
         ({"n_clusters": 0}, "n_clusters"),
         ({"mapping": "sparsemax"}, "mapping"),
-        ({"temperature": -1.0}, "temperature"),
+        ({"initial_temperature": -1.0}, "initial_temperature"),
+        ({"temperature": -1.0}, "initial_temperature"),
         ({"temperature_decay": 1.5}, "temperature_decay"),
         ({"decay": 0.0}, "decay"),
         ({"half_life": 10.0, "decay": 0.5}, "either decay or half_life"),
@@ -428,23 +458,25 @@ def test_bad_parameters_are_named(blobs, params, msg):
         RBFKMeans(**params).fit(blobs[0])
 
 
-def test_the_torch_backend_used_on_gpus_gives_the_same_model(blobs, monkeypatch):
-    """CUDA tensors take the torch path; on CPU we force it and compare with the compiled path."""
-    import streamrbf.kmeans as kmeans_module
-    from streamrbf.core.statistics import batch_statistics
+def torch_twin(model: RBFKMeans) -> RBFKMeans:
+    """A copy of ``model`` whose state is torch tensors: it takes the accelerator path (one fused
+    pass, one transfer) on CPU tensors."""
+    twin = copy.deepcopy(model)
+    twin._state = on_torch(model._state)
+    return twin
 
+
+def test_the_torch_backend_used_on_gpus_gives_the_same_model(blobs):
+    """Torch tensors on an accelerator take the torch path; on CPU tensors the engine takes it
+    too when handed them, and it matches the compiled path."""
     X, _ = blobs
-    numba_model = RBFKMeans(4, random_state=0).fit(X)
-    monkeypatch.setattr(
-        kmeans_module,
-        "batch_statistics",
-        lambda *a, **kw: batch_statistics(*a, **{**kw, "backend": "torch"}),
-    )
-    torch_model = RBFKMeans(4, random_state=0).fit(X)
-    np.testing.assert_allclose(
-        torch_model.cluster_centers_, numba_model.cluster_centers_, atol=1e-9
-    )
-    assert torch_model.n_iter_ == numba_model.n_iter_
+    policy = RBFKMeans(4).get_policy()
+    numba_fit = engine.fit(X, policy, seed=0)
+    torch_fit = engine.fit(torch.from_numpy(X), policy, seed=0)
+    np.testing.assert_allclose(torch_fit.state.centers[0].numpy(), numba_fit.state.centers[0],
+                               atol=1e-9)
+    assert torch_fit.n_iter == numba_fit.n_iter
+    np.testing.assert_array_equal(torch_fit.labels.numpy(), numba_fit.labels)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -463,10 +495,10 @@ def test_fused_accelerator_step_equals_the_cpu_step(blobs, compile):
     # as the numba path, the compiled variant included, and bad batches leave the model as it was.
     X = blobs[0].astype(np.float32)
     host = RBFKMeans(4, random_state=0, half_life=500, compile=compile).partial_fit(X[:200])
-    fused = copy.deepcopy(host)
+    fused = torch_twin(host)
     for lo in range(200, 1000, 100):
         host.partial_fit(X[lo : lo + 100])
-        fused._device_step(torch.from_numpy(X[lo : lo + 100]))
+        fused.score_then_learn(torch.from_numpy(X[lo : lo + 100]))
         np.testing.assert_allclose(fused.cluster_centers_, host.cluster_centers_, atol=1e-4)
         np.testing.assert_allclose(fused.counts_, host.counts_, rtol=1e-5)
         assert fused.temperature_ == host.temperature_ and fused.n_steps_ == host.n_steps_
@@ -475,27 +507,27 @@ def test_fused_accelerator_step_equals_the_cpu_step(blobs, compile):
     bad = torch.from_numpy(X[:100].copy())
     bad[7, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN at row 7, column 1"):
-        fused._device_step(bad)
+        fused.partial_fit(bad)
     assert_same_state(state_of(fused), before)
 
 
 def test_compiled_step_survives_many_batch_sizes_and_model_shapes(monkeypatch):
     # dynamo's guards and recompile limit, without C++ code generation: the "eager" backend
-    import streamrbf.core.statistics as S
+    import streamrbf.core.accelerated as A
 
     real = torch.compile
-    monkeypatch.setattr(S.torch, "compile", lambda fn, mode=None, **kw: real(fn, backend="eager",
+    monkeypatch.setattr(A.torch, "compile", lambda fn, mode=None, **kw: real(fn, backend="eager",
                                                                              **kw))
-    S.compiled_fused_step.cache_clear()
+    A.compiled_fused_step.cache_clear()
     try:
         rng = np.random.default_rng(0)
         X = rng.normal(size=(400, 3)) + np.repeat(np.eye(3) * 6, [134, 133, 133], axis=0)[:400]
         host = RBFKMeans(3, random_state=0, compile=True).partial_fit(X[:60])
-        dev = copy.deepcopy(host)
+        dev = torch_twin(host)
         with pytest.warns(RuntimeWarning, match="using the eager step"):
             for b in range(5, 17):  # 12 batch sizes: past the limit of 8 recompiles
                 host.partial_fit(X[100 : 100 + b])
-                dev._device_step(torch.from_numpy(X[100 : 100 + b]))
+                dev.partial_fit(torch.from_numpy(X[100 : 100 + b]))
         np.testing.assert_allclose(dev.cluster_centers_, host.cluster_centers_, atol=1e-9)
         assert dev.n_steps_ == host.n_steps_
         # models of many shapes do not share one recompile limit
@@ -504,18 +536,18 @@ def test_compiled_step_survives_many_batch_sizes_and_model_shapes(monkeypatch):
         with w.catch_warnings():
             w.simplefilter("error", RuntimeWarning)
             for k in range(4, 14):  # (k=3's function used its 8 recompiles above)
-                m = RBFKMeans(k, random_state=0, compile=True).partial_fit(X[:100])
-                m._device_step(torch.from_numpy(X[100:164]))
+                m = torch_twin(RBFKMeans(k, random_state=0, compile=True).partial_fit(X[:100]))
+                m.partial_fit(torch.from_numpy(X[100:164]))
     finally:
-        S.compiled_fused_step.cache_clear()
+        A.compiled_fused_step.cache_clear()
 
 
 def test_fused_step_refuses_a_batch_whose_distances_overflow():
     X = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
-    model = RBFKMeans(2, random_state=0).partial_fit(X)
+    model = torch_twin(RBFKMeans(2, random_state=0).partial_fit(X))
     before = state_of(model)
     with pytest.raises(ValueError, match="overflow torch.float32"):
-        model._device_step(torch.full((10, 2), 3e19))  # finite, but its squares are not
+        model.partial_fit(torch.full((10, 2), 3e19))  # finite, but its squares are not
     assert_same_state(state_of(model), before)
 
 
@@ -523,10 +555,10 @@ def test_fused_step_reseeds_a_starved_centre_like_the_cpu_step():
     rng = np.random.default_rng(1)
     X = np.concatenate([rng.normal(0, 0.1, (200, 2)), rng.normal(8, 0.1, (200, 2))])
     init = np.array([[0.0, 0.0], [8.0, 8.0], [100.0, 100.0]])  # the third centre never wins
-    host = RBFKMeans(3, init=init, random_state=3, temperature=0.01).partial_fit(X[:10])
-    fused = copy.deepcopy(host)
+    host = RBFKMeans(3, init=init, random_state=3, initial_temperature=0.01).partial_fit(X[:10])
+    fused = torch_twin(host)
     host.partial_fit(X)
-    fused._device_step(torch.from_numpy(X))
+    fused.partial_fit(torch.from_numpy(X))
     assert np.abs(host.cluster_centers_[2]).max() < 20  # re-seeded onto the data
     np.testing.assert_allclose(fused.cluster_centers_, host.cluster_centers_, atol=1e-9)
     np.testing.assert_allclose(fused.counts_, host.counts_, atol=1e-9)
@@ -541,6 +573,7 @@ def test_cuda_stream_follows_the_cpu_stream(blobs, compile):
         torch.from_numpy(cpu.cluster_centers_).cuda(),
         cpu.counts_,
         cpu.temperature_schedule_,
+        n_steps=cpu.n_steps_,
         random_state=0,
         compile=compile,
     )
@@ -575,7 +608,7 @@ def test_score_then_learn_scores_before_the_step_in_one_pass(blobs):
     r = a.score_then_learn(batch)
     b.partial_fit(batch)
     assert_same_state(state_of(a), state_of(b))  # the same step as partial_fit
-    assert r.labels.numpy().tolist() == labels.tolist()
+    assert r.labels.tolist() == labels.tolist()
     m = r.memberships
     dense = np.zeros_like(proba)
     for i in range(len(batch)):
@@ -606,7 +639,7 @@ def test_apply_statistics_and_from_state_refuse_corrupt_state(blobs):
     km = RBFKMeans(4, random_state=0).partial_fit(X[:300])
     before = state_of(km)
     stats = km.statistics(X[300:400])
-    bad = SufficientStatistics(stats.mass, stats.sums.clone(), stats.loss, stats.n)
+    bad = SufficientStatistics(stats.mass, stats.sums.copy(), stats.loss, stats.n)
     bad.sums[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinity"):
         km.apply_statistics(bad)
@@ -630,7 +663,21 @@ def test_scikit_learn_rules_for_mixed_feature_names_and_numpy_float_parameters(b
         SkKMeans(2, n_init=1).fit(mixed)
     with pytest.raises(TypeError, match="only supported if all input features have string"):
         RBFKMeans(2, random_state=0).fit(mixed)
-    km = RBFKMeans(2, temperature=np.float32(0.5), temperature_decay=np.float32(0.9),
-                   decay=np.float16(1.0), reassignment_ratio=np.float32(0.01),
+    km = RBFKMeans(2, initial_temperature=np.float32(0.5), temperature_decay=np.float32(0.9),
+                   half_life=np.float16(100.0), reassignment_ratio=np.float32(0.01),
                    tol=np.float32(1e-4), random_state=0).fit(X)
-    assert km.get_params()["temperature"] == np.float32(0.5) and np.isfinite(km.inertia_)
+    assert km.get_params()["initial_temperature"] == np.float32(0.5) and np.isfinite(km.inertia_)
+
+
+def test_deprecated_parameter_names_warn_and_still_work(blobs):
+    X, _ = blobs
+    with pytest.warns(DeprecationWarning, match="temperature=.*initial_temperature"):
+        old = RBFKMeans(3, temperature=2.0, random_state=0).fit(X)
+    new = RBFKMeans(3, initial_temperature=2.0, random_state=0).fit(X)
+    np.testing.assert_array_equal(old.cluster_centers_, new.cluster_centers_)
+    assert old.temperature_schedule_.initial == 2.0
+    with pytest.warns(DeprecationWarning, match="decay=.*half_life"):
+        forgetful = RBFKMeans(3, decay=0.5, random_state=0).partial_fit(X[:300])
+    masses = forgetful.counts_.sum()
+    forgetful.partial_fit(X[300:400])
+    assert forgetful.counts_.sum() == pytest.approx(0.5 * masses + 100)

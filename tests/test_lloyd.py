@@ -54,7 +54,7 @@ def test_annealed_entmax_steps_reproduce_the_lloyd_trajectory(name, seed):
     assert temperature > 0
     for t in range(1, steps + 1):
         model = RBFKMeans(
-            k, init=C0, temperature=temperature, temperature_decay=1.0, max_iter=t, tol=0.0
+            k, init=C0, initial_temperature=temperature, temperature_decay=1.0, max_iter=t, tol=0.0
         ).fit(X)
         np.testing.assert_allclose(model.cluster_centers_, ref[t - 1], rtol=0, atol=1e-6)
         assert model.n_iter_ == t
@@ -64,7 +64,8 @@ def test_soft_steps_above_the_margin_are_not_lloyd():
     X, k = geometry("blobs", 0)
     C0 = X[np.random.default_rng(0).choice(len(X), k, replace=False)]
     ref = sklearn_trajectory(X, C0, 1)[0]
-    hot = RBFKMeans(k, init=C0, temperature=50.0, temperature_decay=1.0, max_iter=1).fit(X)
+    hot = RBFKMeans(k, init=C0, initial_temperature=50.0, temperature_decay=1.0,
+                    max_iter=1).fit(X)
     assert np.abs(hot.cluster_centers_ - ref).max() > 1e-2
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from streamrbf.core import _kernels
+from streamrbf.core.accelerated import apply_step, batch_statistics, sq_distances
 from streamrbf.core.losses import (
     distortion,
     fixed_responsibility_gradient,
@@ -20,12 +21,7 @@ from streamrbf.core.losses import (
     kmeans_objective,
 )
 from streamrbf.core.mappings import entmax15, responsibilities, softmax, sparse_entmax15
-from streamrbf.core.statistics import (
-    SufficientStatistics,
-    apply_step,
-    batch_statistics,
-    sq_distances,
-)
+from streamrbf.core.statistics import SufficientStatistics
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
 

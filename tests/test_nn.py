@@ -79,7 +79,7 @@ def test_layer_losses_are_the_core_losses(mapping):
     from streamrbf.core import losses
 
     x = _blobs(dtype=torch.float64)
-    layer = RBFCluster(3, 2, temperature=0.7, mapping=mapping, dtype=torch.float64)
+    layer = RBFCluster(3, 2, initial_temperature=0.7, mapping=mapping, dtype=torch.float64)
     layer.init_centers(x, seed=0)
     out = layer(x)
     L = layer.distortion(out, "sum")
@@ -98,7 +98,7 @@ def test_entmax_gradient_finite_on_exact_ties():
     d = torch.tensor([[0.0, 0.0, 5.0, 5.0]], requires_grad=True)
     (core,) = torch.autograd.grad((entmax15(d, 0.1) * d).sum(), d)
     assert torch.isfinite(core).all()
-    _check_tie_splits_evenly(RBFCluster(4, 2, temperature=0.1))
+    _check_tie_splits_evenly(RBFCluster(4, 2, initial_temperature=0.1))
 
 
 def _check_tie_splits_evenly(layer: RBFCluster) -> None:
@@ -119,7 +119,7 @@ def _check_tie_splits_evenly(layer: RBFCluster) -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_gradients_finite_at_tiny_temperature_naive_softmax_not(dtype):
     x = _blobs(dtype=dtype)
-    layer = RBFCluster(3, 2, temperature=1e-8, dtype=dtype).init_centers(x, seed=0)
+    layer = RBFCluster(3, 2, initial_temperature=1e-8, dtype=dtype).init_centers(x, seed=0)
     with torch.no_grad():
         layer.centers.add_(0.5)  # no centre on a data point: distances are O(0.1..30)
     out = layer(x)
@@ -151,7 +151,7 @@ def test_gradients_finite_at_tiny_temperature_naive_softmax_not(dtype):
 def test_property_memberships_finite_and_normalised(rows, k, log_t, scale, seed, mapping):
     g = torch.Generator().manual_seed(seed)
     x = scale * torch.randn(rows, 3, generator=g)
-    layer = RBFCluster(k, 3, temperature=10.0**log_t, mapping=mapping)
+    layer = RBFCluster(k, 3, initial_temperature=10.0**log_t, mapping=mapping)
     with torch.no_grad():
         layer.centers.copy_(scale * torch.randn(k, 3, generator=g))
         if k > 1:
@@ -166,7 +166,8 @@ def test_property_memberships_finite_and_normalised(rows, k, log_t, scale, seed,
 
 def _two_centres(dtype=torch.float32, mapping="entmax15", **kw):
     layer = RBFCluster(
-        2, 1, temperature=1.0, decay=0.5, min_temperature=0.0, mapping=mapping, dtype=dtype, **kw
+        2, 1, initial_temperature=1.0, temperature_decay=0.5, min_temperature=0.0,
+        mapping=mapping, dtype=dtype, **kw
     )
     return layer.init_centers(torch.zeros(1, 1), centers=torch.tensor([[0.0], [4.0]]))
 
@@ -199,7 +200,7 @@ def test_memberships_one_hot_once_the_temperature_underflows(mapping):
 
 def test_exact_ties_split_evenly_with_finite_gradients_below_the_dtypes_range():
     # T is 0 in float32.
-    layer = RBFCluster(4, 2, temperature=1e-50, min_temperature=0.0)
+    layer = RBFCluster(4, 2, initial_temperature=1e-50, min_temperature=0.0)
     _check_tie_splits_evenly(layer)
     assert torch.allclose(layer.centers.grad[:2], torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
 
@@ -219,7 +220,8 @@ def test_property_rows_sum_to_one_at_any_temperature(log_t, floor_steps, dtype, 
     g = torch.Generator().manual_seed(seed)
     x = (3.0 * torch.randn(12, 3, generator=g)).to(dtype)
     layer = RBFCluster(
-        4, 3, temperature=10.0**log_t, decay=0.5, min_temperature=0.0, mapping=mapping
+        4, 3, initial_temperature=10.0**log_t, temperature_decay=0.5, min_temperature=0.0,
+        mapping=mapping
     )
     with torch.no_grad():
         layer.centers.copy_(3.0 * torch.randn(4, 3, generator=g))
@@ -346,11 +348,20 @@ def test_losses_are_per_sample_means_and_bounded():
 
 
 def test_temperature_schedule_and_reheat():
-    layer = RBFCluster(3, 2, temperature=1.0, decay=0.5, min_temperature=0.2)
+    layer = RBFCluster(3, 2, initial_temperature=1.0, temperature_decay=0.5, min_temperature=0.2)
     assert [layer.step_temperature() for _ in range(4)] == [0.5, 0.25, 0.2, 0.2]
     assert layer.temperature.item() == 0.2 and layer.temperature.dtype == torch.float64
     assert layer.reheat(2.0) == 0.4
     assert layer.reheat() == 1.0 and layer.temperature.item() == 1.0
+
+
+def test_deprecated_names_warn_and_still_work():
+    with pytest.warns(DeprecationWarning, match="temperature=.*initial_temperature"):
+        old = RBFCluster(3, 2, temperature=0.5)
+    with pytest.warns(DeprecationWarning, match="decay=.*temperature_decay"):
+        slow = RBFCluster(3, 2, initial_temperature=1.0, decay=0.5)
+    assert old.temperature.item() == 0.5
+    assert slow.step_temperature() == 0.5
 
 
 def test_init_centers_kmeans_plusplus_and_auto_temperature():
@@ -360,15 +371,15 @@ def test_init_centers_kmeans_plusplus_and_auto_temperature():
     assert torch.equal(a.centers, b.centers)
     # k-means++ put one centre in each blob
     assert sorted(a.predict(x).bincount().tolist()) == [20, 20, 20]
-    # auto temperature: half the mean squared distance to the nearest centre
+    # auto temperature (every face's rule): twice the mean squared distance to the nearest centre
     d = torch.cdist(x.double(), a.centers.detach().double()) ** 2
-    assert a.temperature.item() == pytest.approx(0.5 * d.min(dim=1).values.mean().item(), rel=1e-5)
+    assert a.temperature.item() == pytest.approx(2 * d.min(dim=1).values.mean().item(), rel=1e-5)
     assert a.initial_temperature.item() == a.temperature.item()
     given = RBFCluster(3, 2).init_centers(x, centers=a.centers.detach().numpy() + 0.1)
     assert torch.allclose(given.centers.detach(), a.centers.detach() + 0.1)
     with pytest.raises(ValueError, match="centers"):
         RBFCluster(3, 2).init_centers(x, centers=np.zeros((2, 2)))
-    fixed = RBFCluster(3, 2, temperature=0.3).init_centers(x, seed=3)
+    fixed = RBFCluster(3, 2, initial_temperature=0.3).init_centers(x, seed=3)
     assert fixed.temperature.item() == pytest.approx(0.3)
     with pytest.raises(ValueError, match="shape"):
         RBFCluster(3, 5).init_centers(x)
@@ -376,13 +387,14 @@ def test_init_centers_kmeans_plusplus_and_auto_temperature():
 
 def test_state_dict_round_trip():
     x = _blobs()
-    model = torch.nn.Sequential(torch.nn.Linear(2, 2), RBFCluster(3, 2, decay=0.9))
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), RBFCluster(3, 2, temperature_decay=0.9))
     model[1].init_centers(model[0](x), seed=0)
     model[1].step_temperature(7)
     state = model.state_dict()
     assert {"1.centers", "1.temperature", "1.initial_temperature"} <= set(state)
 
-    other = torch.nn.Sequential(torch.nn.Linear(2, 2), RBFCluster(3, 2, temperature=5.0, decay=0.9))
+    other = torch.nn.Sequential(
+        torch.nn.Linear(2, 2), RBFCluster(3, 2, initial_temperature=5.0, temperature_decay=0.9))
     other.load_state_dict(state)
     assert other[1].temperature.item() == model[1].temperature.item()
     a, b = model[1](model[0](x)), other[1](other[0](x))
@@ -423,7 +435,7 @@ def test_invalid_arguments():
     with pytest.raises(ValueError, match="mapping"):
         RBFCluster(3, 2, mapping="sparsemax")
     with pytest.raises(ValueError, match="decay"):
-        RBFCluster(3, 2, decay=1.5)
+        RBFCluster(3, 2, temperature_decay=1.5)
 
 
 # -- compile and devices -------------------------------------------------------------------------

@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from .dead_letters import DeadLetter, ValidateEvents, parse_features, parse_keyed
 from .global_model import ClusterGlobally, GlobalResult, latest_checkpoint
-from .inference import RBFModelHandler, assign
+from .inference import LoadedModel, RBFModelHandler, assign
 from .per_key import ClusterPerKey, PerKeyResult, Snapshot
-from .state import AssignmentBatchCoder, AssignmentCoder, ModelState, ModelStateCoder
+from .state import (
+    AssignmentBatchCoder,
+    AssignmentCoder,
+    KeyState,
+    KeyStateCoder,
+    ModelState,
+    ModelStateCoder,
+)
 
 __all__ = [
     "AssignmentBatchCoder",
@@ -21,6 +28,9 @@ __all__ = [
     "ClusterPerKey",
     "DeadLetter",
     "GlobalResult",
+    "KeyState",
+    "KeyStateCoder",
+    "LoadedModel",
     "ModelState",
     "ModelStateCoder",
     "PerKeyResult",

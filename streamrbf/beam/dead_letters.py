@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
 
-from ..core.validation import max_abs_value
+from ..core.validation import (
+    FeatureCountError,
+    InputError,
+    MissingFeatureError,
+    UnknownFeatureError,
+    ValueTooLargeError,
+    check_limit,
+    to_real,
+    value_limit,
+)
 
 __all__ = ["DEAD_LETTERS", "DeadLetter", "ValidateEvents", "parse_features", "parse_keyed"]
 
@@ -125,16 +133,13 @@ def is_utf8_text(text: str) -> bool:
     return True
 
 
-def _real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise ValueError(f"feature {name} is not a real number: {value!r}")
-    try:
-        v = float(value)
-    except OverflowError:  # an int (or Fraction) beyond any float
-        raise ValueError(f"feature {name} is too large to cluster (beyond any float)") from None
-    if not math.isfinite(v):
-        raise ValueError(f"feature {name} is {'NaN' if v != v else 'infinite'}")
-    return v
+# Each value is first checked to be a finite real number (the value rule with no limit but the
+# float range), then the event against the limit for its number of features.
+_FINITE = float(np.finfo(np.float64).max)
+
+
+def _real(label: str, value: Any) -> float:
+    return to_real(label, value, _FINITE)
 
 
 def parse_features(
@@ -165,8 +170,9 @@ def parse_features(
     ------
     ValueError
         Unparseable text, a missing or unexpected feature, a value that is not a finite real
-        number or too large to cluster (:func:`~streamrbf.core.validation.max_abs_value`), the wrong
-        dimension; the message says which.
+        number or too large to cluster: the value rule of
+        :mod:`streamrbf.core.validation` (its errors, ``InputError`` kinds); the wrong dimension;
+        the message says which.
     TypeError
         An event that is neither a dict, a sequence nor text, or a dict with non-str keys.
 
@@ -177,7 +183,7 @@ def parse_features(
     >>> parse_features("[1, 2]", n_features=3)
     Traceback (most recent call last):
     ...
-    ValueError: expected 3 features, got 2
+    streamrbf.core.validation.FeatureCountError: expected 3 features, got 2
     """
     if isinstance(features, (str, bytes)):
         try:
@@ -185,77 +191,91 @@ def parse_features(
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"unparseable event: {err}") from None
     if isinstance(features, Mapping):
-        keys = list(features)
-        if not all(isinstance(k, str) for k in keys):
-            raise TypeError(f"feature names must be strings, got {keys!r}")
-        if feature_names is not None:
-            missing = [f for f in feature_names if f not in features]
-            extra = sorted(set(keys) - set(feature_names))
-            if missing:
-                raise ValueError(f"missing features {missing}")
-            if extra:
-                raise ValueError(f"unexpected features {extra}")
-            names = tuple(feature_names)
-        else:
-            names = tuple(sorted(keys))
-        if not names:
-            raise ValueError("event has no features")
-        values = tuple(_real(repr(n), features[n]) for n in names)
+        names, values = _dict_values(features, feature_names)
     else:
-        if type(features) in (list, tuple) and features and all(
-            type(v) is float or type(v) is int for v in features
-        ):
-            # Fast path for the common case (plain numbers): one pass, one finiteness check
-            # (an int beyond any float takes the full check, which names it).
-            try:
-                values = tuple(map(float, features))
-            except OverflowError:
-                values = (math.nan,)
-            if math.isfinite(sum(values)) or all(map(math.isfinite, values)):
-                if feature_names is not None and len(values) != len(feature_names):
-                    raise ValueError(f"expected {len(feature_names)} features, got {len(values)}")
-                if n_features is not None and len(values) != n_features:
-                    raise ValueError(f"expected {n_features} features, got {len(values)}")
-                names = None if feature_names is None else tuple(feature_names)
-                _check_magnitude(names, values)
-                return names, values
-        if isinstance(features, np.ndarray):
-            if features.ndim != 1:
-                raise ValueError(f"features must be 1-D, got shape {features.shape}")
-            features = features.tolist()
-        if not isinstance(features, (list, tuple)):
-            raise TypeError(
-                "features must be a dict, a 1-D sequence or JSON text, got "
-                f"{type(features).__name__}"
-            )
-        if not features:
-            raise ValueError("event has no features")
-        values = tuple(_real(f"#{i}", v) for i, v in enumerate(features))
-        names = None
-        if feature_names is not None:
-            if len(values) != len(feature_names):
-                raise ValueError(f"expected {len(feature_names)} features, got {len(values)}")
-            names = tuple(feature_names)
+        plain = _plain_values(features)
+        values = plain if plain is not None else _sequence_values(features)
+        names = None if feature_names is None else tuple(feature_names)
+        if names is not None and len(values) != len(names):
+            raise FeatureCountError(f"expected {len(names)} features, got {len(values)}")
     if n_features is not None and len(values) != n_features:
-        raise ValueError(f"expected {n_features} features, got {len(values)}")
+        raise FeatureCountError(f"expected {n_features} features, got {len(values)}")
     _check_magnitude(names, values)
     return names, values
 
 
+def _dict_values(features: Mapping, feature_names: Sequence[str] | None
+                 ) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """The names and values of a dict event, in the order of ``feature_names`` (or sorted)."""
+    keys = list(features)
+    if not all(isinstance(k, str) for k in keys):
+        raise TypeError(f"feature names must be strings, got {keys!r}")
+    if feature_names is not None:
+        missing = [f for f in feature_names if f not in features]
+        extra = sorted(set(keys) - set(feature_names))
+        if missing:
+            raise MissingFeatureError(f"missing features {missing}")
+        if extra:
+            raise UnknownFeatureError(f"unexpected features {extra}")
+        names = tuple(feature_names)
+    else:
+        names = tuple(sorted(keys))
+    if not names:
+        raise InputError("event has no features")
+    return names, tuple(_real(repr(n), features[n]) for n in names)
+
+
+def _plain_values(features: Any) -> tuple[float, ...] | None:
+    """The fast path for the common case, a list or tuple of finite floats and ints: their values
+    in one pass with one finiteness check; None for anything else (the full check then names
+    what is wrong; an int beyond any float is one of those)."""
+    if not (type(features) in (list, tuple) and features
+            and all(type(v) is float or type(v) is int for v in features)):
+        return None
+    try:
+        values = tuple(map(float, features))
+    except OverflowError:
+        return None
+    if math.isfinite(sum(values)) or all(map(math.isfinite, values)):
+        return values
+    return None
+
+
+def _sequence_values(features: Any) -> tuple[float, ...]:
+    """The values of a sequence event (a list, a tuple or a 1-D array), each checked."""
+    if isinstance(features, np.ndarray):
+        if features.ndim != 1:
+            raise InputError(f"features must be 1-D, got shape {features.shape}")
+        features = features.tolist()
+    if not isinstance(features, (list, tuple)):
+        raise TypeError(
+            "features must be a dict, a 1-D sequence or JSON text, got "
+            f"{type(features).__name__}"
+        )
+    if not features:
+        raise InputError("event has no features")
+    return tuple(_real(f"#{i}", v) for i, v in enumerate(features))
+
+
 def _check_magnitude(names: tuple[str, ...] | None, values: Sequence[float]) -> None:
-    """Refuse a value too large to cluster (its squared distances could overflow float64)."""
-    if len(values) and max(map(abs, values)) > max_abs_value(len(values)):
-        raise ValueError(too_large_reason(names, values))
+    """The value rule's limit for an event of ``len(values)`` features (float64 models)."""
+    check_limit(np.asarray([values], dtype=np.float64), value_limit(len(values)), names)
 
 
 def too_large_reason(names: Sequence[str] | None, values: Sequence[float]) -> str:
-    """Why an event with a value beyond :func:`~streamrbf.core.validation.max_abs_value` is refused
-    (it names the first such feature)."""
-    limit = max_abs_value(len(values))
-    i = next(i for i, v in enumerate(values) if abs(v) > limit)
-    name = repr(names[i]) if names else f"#{i}"
-    return (f"feature {name} = {values[i]:.3g} is too large to cluster (at most {limit:.3g} in "
-            f"magnitude with {len(values)} features)")
+    """Why an event with a value beyond the value rule's limit is refused (it names the first
+    such feature).
+
+    Examples
+    --------
+    >>> too_large_reason(("x", "y"), [1.0, 1e200])[:40]
+    "feature 'y' = 1e+200 is too large to clu"
+    """
+    try:
+        _check_magnitude(None if names is None else tuple(names), values)
+    except ValueTooLargeError as err:
+        return str(err)
+    raise ValueError("no value is too large")
 
 
 def parse_keyed(
@@ -421,7 +441,7 @@ class ValidateEvents(beam.PTransform):
     >>> with beam.Pipeline(runner="FnApiRunner") as p:
     ...     good, bad = p | beam.Create([[1, 2], [1, float("nan")], "oops"]) | ValidateEvents()
     ...     _ = bad | beam.Map(lambda d: print(d.reason[:20]))
-    feature #1 is NaN
+    feature #1 is NaN (a
     unparseable event: E
     """
 

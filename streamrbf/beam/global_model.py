@@ -23,12 +23,12 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
-from ..core.persistence import read_model_file, write_model_file
-from ..core.temperature import auto_temperature
-from ..kmeans import _AUTO_MIN_RATIO, _AUTO_SCALE
+from ..core import engine
+from ..core.persistence import load_state, save_state
+from ..core.policy import Policy, translate_deprecated
+from ..core.state import ModelState
 from .dead_letters import DeadLetter, ValidateEvents
-from .inference import assign
-from .state import ModelState, ModelStateCoder, from_estimator, to_estimator
+from .state import ModelStateCoder
 
 __all__ = ["ClusterGlobally", "GlobalResult", "latest_checkpoint"]
 
@@ -69,41 +69,25 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     return max(found)[1] if found else None
 
 
-# Where a checkpoint keeps what the transform adds to the core's model file: the events learnt
-# from (``n_seen``), in the JSON metadata of the same safetensors file.
-_BEAM_META = "beam"
-
-
-def _write_checkpoint(est: Any, directory: str, n_seen: int) -> None:
-    """Write ``est`` as ``step-<n_steps>.safetensors`` with ``n_seen`` in its JSON metadata.
-
-    The core's own file (what ``RBFKMeans.save`` writes: safetensors + JSON, no pickle; written
-    atomically, temp name then rename) with ``{"beam": {"n_seen": n}}`` added to its metadata,
-    which ``RBFKMeans.load`` ignores. A retried bundle rewrites the same file with the same
-    content.
-    """
-    tensors, meta = est._file_contents()
-    meta[_BEAM_META] = {"n_seen": int(n_seen)}
-    write_model_file(Path(directory) / f"step-{est.n_steps_:010d}.safetensors", "RBFKMeans",
-                     tensors, meta)
+def _write_checkpoint(model: ModelState, policy: Policy, directory: str) -> None:
+    """Write ``model`` as ``step-<n_steps>.safetensors``: the core's model file (safetensors +
+    JSON, no pickle; written atomically, temp name then rename), which ``RBFKMeans.load`` and
+    ``RBFModelHandler`` read. A retried bundle rewrites the same file with the same content."""
+    save_state(Path(directory) / f"step-{int(model.n_steps[0]):010d}.safetensors", "RBFKMeans",
+               model, policy.to_params())
 
 
 def _load_checkpoint(path: Path) -> ModelState:
-    """The :class:`ModelState` of a checkpoint, with the ``n_seen`` it recorded.
-
-    A checkpoint written before ``n_seen`` was recorded (or by ``RBFKMeans.save``) gives
-    ``n_seen=0``: the events behind it are unknown.
-    """
-    from ..kmeans import RBFKMeans
-
-    tensors, meta = read_model_file(path, "RBFKMeans")
-    est = RBFKMeans._from_file_contents(tensors, meta, path, device="cpu")
-    extra = meta.get(_BEAM_META)
-    n_seen = extra.get("n_seen", 0) if isinstance(extra, dict) else 0
-    if type(n_seen) is not int or n_seen < 0:
-        raise ValueError(f"{str(path)!r} is not a valid checkpoint: n_seen must be an int >= 0, "
-                         f"got {n_seen!r}")
-    return from_estimator(est, n_seen)
+    """The model of a checkpoint (with the events it had learnt from: 0 when unknown)."""
+    model, _, extra = load_state(path, "RBFKMeans")
+    beam_extra = extra.get("beam")  # version-1 checkpoints kept n_seen there
+    if isinstance(beam_extra, dict) and not model.n_seen[0]:
+        n_seen = beam_extra.get("n_seen", 0)
+        if type(n_seen) is not int or not 0 <= n_seen < 2**63:
+            raise ValueError(f"{str(path)!r} is not a valid checkpoint: n_seen must be an int "
+                             f">= 0, got {n_seen!r}")
+        model.n_seen[0] = n_seen
+    return model
 
 
 class GlobalResult(NamedTuple):
@@ -222,32 +206,30 @@ class _SeededSample(beam.CombineFn):
 
 
 class _InitialModel(beam.DoFn):
-    def __init__(self, params: dict[str, Any], checkpoint_dir: str | None, seed: int) -> None:
-        self.params = params
+    def __init__(self, policy: Policy, checkpoint_dir: str | None, seed: int) -> None:
+        self.policy = policy
         self.checkpoint_dir = checkpoint_dir
         self.seed = seed
 
     def process(self, sample: list[Any]) -> Iterable[ModelState]:
-        from ..kmeans import RBFKMeans
-
         ckpt = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
         if ckpt is not None:
             yield _load_checkpoint(ckpt)
             return
-        if len(sample) < _min_events(self.params):
+        if len(sample) < _min_events(self.policy):
             # k-means++ needs n_clusters events: no model (the events become dead letters).
             return
-        X = np.asarray(sample, dtype=np.float64)
-        est = RBFKMeans(**{**self.params, "random_state": self.seed}).partial_fit(X)
+        model = engine.initialise(np.asarray(sample, dtype=np.float64), self.policy,
+                                  self.seed).state
         if self.checkpoint_dir:
-            _write_checkpoint(est, self.checkpoint_dir, len(X))
-        yield from_estimator(est, len(X))
+            _write_checkpoint(model, self.policy, self.checkpoint_dir)
+        yield model
 
 
-def _min_events(params: dict[str, Any]) -> int:
+def _min_events(policy: Policy) -> int:
     """Valid events needed to initialise a model: n_clusters for k-means++, one with an init
     array (the core's rule)."""
-    return int(params["n_clusters"]) if isinstance(params.get("init", "k-means++"), str) else 1
+    return int(policy.n_clusters) if isinstance(policy.init, str) else 1
 
 
 class _NoModelDeadLetters(beam.DoFn):
@@ -264,15 +246,13 @@ class _NoModelDeadLetters(beam.DoFn):
 class _PartialStatistics(beam.DoFn):
     """Sufficient statistics of one shard against the broadcast model."""
 
-    def __init__(self, params: dict[str, Any], seed: int) -> None:
-        self.params = params
-        self.seed = seed
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
 
     def process(self, batch: Any, model: ModelState | None) -> Iterable[Any]:
         if not isinstance(model, ModelState):  # no model (Beam's EmptySideInput)
             return
-        est = to_estimator(model, self.params, self.seed)
-        yield est.statistics(np.asarray(batch, dtype=np.float64))
+        yield engine.statistics(model, np.asarray(batch, dtype=np.float64), self.policy)
 
 
 class _SumStatistics(beam.CombineFn):
@@ -296,10 +276,9 @@ class _SumStatistics(beam.CombineFn):
 
 
 class _ApplyStep(beam.DoFn):
-    def __init__(self, params: dict[str, Any], checkpoint_dir: str | None, seed: int) -> None:
-        self.params = params
+    def __init__(self, policy: Policy, checkpoint_dir: str | None) -> None:
+        self.policy = policy
         self.checkpoint_dir = checkpoint_dir
-        self.seed = seed
 
     def process(self, stats: Any, model: ModelState) -> Iterable[ModelState]:
         if not isinstance(model, ModelState):  # no model (Beam's EmptySideInput): none out
@@ -307,11 +286,10 @@ class _ApplyStep(beam.DoFn):
         if stats is None or stats.n == 0:
             yield model
             return
-        est = to_estimator(model, self.params, self.seed).apply_statistics(stats)
-        n_seen = model.n_seen + int(stats.n)
+        model = engine.apply_statistics(model, stats, self.policy)
         if self.checkpoint_dir:
-            _write_checkpoint(est, self.checkpoint_dir, n_seen)
-        yield from_estimator(est, n_seen, model.feature_names)
+            _write_checkpoint(model, self.policy, self.checkpoint_dir)
+        yield model
 
 
 class _LoadLatest(beam.DoFn):
@@ -332,10 +310,9 @@ class _UpdateModel(beam.DoFn):
 
     MODEL = ReadModifyWriteStateSpec("model", ModelStateCoder())
 
-    def __init__(self, params: dict[str, Any], checkpoint_dir: str, seed: int) -> None:
-        self.params = params
+    def __init__(self, policy: Policy, checkpoint_dir: str) -> None:
+        self.policy = policy
         self.checkpoint_dir = checkpoint_dir
-        self.seed = seed
 
     def process(self, keyed: tuple[str, Any],
                 model=beam.DoFn.StateParam(MODEL)) -> Iterable[ModelState]:
@@ -345,48 +322,40 @@ class _UpdateModel(beam.DoFn):
         state = model.read()
         if state is None:
             state = _load_checkpoint(latest_checkpoint(self.checkpoint_dir))
-        est = to_estimator(state, self.params, self.seed).apply_statistics(stats)
-        n_seen = state.n_seen + int(stats.n)
-        _write_checkpoint(est, self.checkpoint_dir, n_seen)
-        state = from_estimator(est, n_seen, state.feature_names)
+        state = engine.apply_statistics(state, stats, self.policy)
+        _write_checkpoint(state, self.policy, self.checkpoint_dir)
         model.write(state)
         yield state
 
 
-def _initial_checkpoint(params: dict[str, Any], checkpoint_dir: str, seed: int) -> None:
+def _initial_checkpoint(policy: Policy, checkpoint_dir: str) -> None:
     """A first checkpoint from an ``init`` array when a stream starts with none."""
     if latest_checkpoint(checkpoint_dir) is not None:
         return
-    init = params.get("init")
-    if init is None or isinstance(init, str):
+    if isinstance(policy.init, str):
         raise ValueError("streaming ClusterGlobally needs an init array or a checkpoint in "
                          "checkpoint_dir to start from")
-    C = np.asarray(init, dtype=np.float64)
-    t = params.get("temperature", "auto")
-    if isinstance(t, str):
-        # No data yet: the core's "auto" rule with the init centres themselves as the sample
-        # (each centre's squared distance to its nearest other centre), so the start is hot on
-        # the scale of the clusters, whatever the units of the features.
-        D = ((C[:, None, :] - C[None, :, :]) ** 2).sum(-1)
-        np.fill_diagonal(D, np.inf)
-        t0 = _AUTO_SCALE * auto_temperature(D)
-    else:
-        t0 = float(t)
-    tmin = params.get("min_temperature", "auto")
-    tmin = float(tmin) if not isinstance(tmin, str) else _AUTO_MIN_RATIO * t0
-    state = ModelState(C, np.zeros(len(C)), t0, t0, min(tmin, t0))
-    _write_checkpoint(to_estimator(state, params, seed), checkpoint_dir, 0)
+    C = np.asarray(policy.init, dtype=np.float64)
+    # No data yet: the policy's starting temperature with the init centres themselves as the
+    # sample (each centre's squared distance to its nearest other centre), so the start is hot
+    # on the scale of the clusters, whatever the units of the features.
+    D = ((C[:, None, :] - C[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(D, np.inf)
+    t0 = policy.start_temperature(D)
+    model = ModelState.single(C, np.zeros(len(C)), temperature=t0,
+                              min_temperature=policy.floor_temperature(t0))
+    _write_checkpoint(model, policy, checkpoint_dir)
 
 
 class _Assign(beam.DoFn):
-    def __init__(self, mapping: str) -> None:
-        self.mapping = mapping
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
 
     def process(self, batch: Any, model: ModelState | None) -> Iterable[Any]:
         if not isinstance(model, ModelState):  # no model: the events are dead letters
             return
-        X = np.asarray(batch, dtype=np.float64)
-        yield from assign(X, model.centers.astype(np.float64), model.temperature, self.mapping)
+        yield from engine.assignments(model, np.asarray(batch, dtype=np.float64),
+                                      self.policy).to_list()
 
 
 class ClusterGlobally(beam.PTransform):
@@ -455,9 +424,10 @@ class ClusterGlobally(beam.PTransform):
     >>> events = [[0.0, 0.1 * (i % 3)] for i in range(30)] + [[5.0, 5.0], [5.0, 5.1], [None, 1]]
     >>> with beam.Pipeline(runner="FnApiRunner") as p:
     ...     out = p | beam.Create(events) | ClusterGlobally(2, steps=3, n_features=2)
-    ...     _ = out.model | beam.Map(lambda m: print(m.n_seen, np.round(np.sort(m.centers[:, 0]))))
+    ...     _ = out.model | beam.Map(
+    ...         lambda m: print(m.n_seen[0], np.sort(m.centers[0][:, 0]).round()))
     ...     _ = out.dead_letters | beam.Map(lambda d: print(d.reason))
-    feature #0 is not a real number: None
+    feature #0 is not a real number: None (NoneType)
     128 [0. 5.]
     """
 
@@ -479,14 +449,11 @@ class ClusterGlobally(beam.PTransform):
         **model_params: Any,
     ) -> None:
         super().__init__()
-        from ..kmeans import RBFKMeans
-
         self.window_secs = float(window_secs)
         self.refresh_secs = float(refresh_secs)
         self.impulses = impulses
         params = {"n_clusters": n_clusters, "reassignment_ratio": 0.0, **model_params}
-        RBFKMeans(**params)._check_params()
-        self.params = params
+        self.policy = Policy.from_params(translate_deprecated(params, "ClusterGlobally"))
         self.steps = int(steps)
         self.n_shards = int(n_shards)
         self.init_sample = int(init_sample)
@@ -522,8 +489,7 @@ class ClusterGlobally(beam.PTransform):
     def _expand_unbounded(self, pcoll: beam.PCollection) -> GlobalResult:
         if not self.checkpoint_dir:
             raise ValueError("streaming ClusterGlobally needs a checkpoint_dir")
-        seed = self.random_state
-        _initial_checkpoint(self.params, self.checkpoint_dir, seed)
+        _initial_checkpoint(self.policy, self.checkpoint_dir)
         impulses = self.impulses or PeriodicImpulse(
             Timestamp.now(), MAX_TIMESTAMP, self.refresh_secs, apply_windowing=True)
         side = (
@@ -536,12 +502,12 @@ class ClusterGlobally(beam.PTransform):
             self.feature_names, self.n_features, tagged=False)
         models = (
             self._shards(vectors)
-            | "Statistics" >> beam.ParDo(_PartialStatistics(self.params, seed),
+            | "Statistics" >> beam.ParDo(_PartialStatistics(self.policy),
                                          model=beam.pvalue.AsSingleton(side))
             | "Sum" >> beam.CombineGlobally(_SumStatistics()).without_defaults()
             | "OneKey" >> beam.Map(lambda st: ("model", st)).with_output_types(tuple[str, Any])
             | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-            | "Update" >> beam.ParDo(_UpdateModel(self.params, self.checkpoint_dir, seed))
+            | "Update" >> beam.ParDo(_UpdateModel(self.policy, self.checkpoint_dir))
         )
         none = vectors | "NoAssignments" >> beam.Filter(lambda _: False)
         return GlobalResult(models, models, bad, none)
@@ -558,11 +524,11 @@ class ClusterGlobally(beam.PTransform):
             # without_defaults: the default-value injection runs twice on the DaskRunner.
             | "Sample" >> beam.CombineGlobally(
                 _SeededSample(self.init_sample, seed)).without_defaults()
-            | "Initialise" >> beam.ParDo(_InitialModel(self.params, self.checkpoint_dir, seed))
+            | "Initialise" >> beam.ParDo(_InitialModel(self.policy, self.checkpoint_dir, seed))
         )
         # No model (too few valid events for k-means++, no checkpoint): every valid event is a
         # dead letter, so that each event still leaves exactly once.
-        k = self.params["n_clusters"]
+        k = self.policy.n_clusters
         no_model = vectors | "NoModel" >> beam.ParDo(
             _NoModelDeadLetters(f"fewer valid events than n_clusters={k}: no model could be "
                                 "initialised"), models=beam.pvalue.AsList(model))
@@ -572,19 +538,19 @@ class ClusterGlobally(beam.PTransform):
             stats = (
                 batches
                 | f"Statistics{t}" >> beam.ParDo(
-                    _PartialStatistics(self.params, seed), model=beam.pvalue.AsSingleton(model))
+                    _PartialStatistics(self.policy), model=beam.pvalue.AsSingleton(model))
                 | f"Sum{t}" >> beam.CombineGlobally(_SumStatistics())
             )
             # The statistics are the main input and the model the side input: a PCollection
             # that is both (model -> Step, model -> Statistics) comes out twice on Dask.
             model = stats | f"Step{t}" >> beam.ParDo(
-                _ApplyStep(self.params, self.checkpoint_dir, seed),
+                _ApplyStep(self.policy, self.checkpoint_dir),
                 model=beam.pvalue.AsSingleton(model))
             history.append(model)
         all_models = tuple(history) | "History" >> beam.Flatten()
         if self.assign:
             assignments = batches | "Assign" >> beam.ParDo(
-                _Assign(self.params.get("mapping", "entmax15")),
+                _Assign(self.policy),
                 model=beam.pvalue.AsSingleton(model))
         else:
             assignments = vectors | "NoAssignments" >> beam.Filter(lambda _: False)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from ..core.assignment import Assignment, AssignmentBatch
-from ..core.validation import max_abs_value
+from ..core import engine
+from ..core.assignment import Assignment
+from ..core.persistence import load_state
+from ..core.policy import Policy, translate_deprecated
+from ..core.state import ModelState
+from ..core.validation import FeatureCountError, check_limit, value_limit
 from .dead_letters import parse_features
 
-__all__ = ["RBFModelHandler", "assign"]
+__all__ = ["LoadedModel", "RBFModelHandler", "assign"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -24,7 +29,8 @@ def assign(X: Any, centers: Any, temperature: float, mapping: str = "entmax15") 
 
     Each keeps only the non-zero memberships. CPU data goes through the core's compiled kernel
     (exact sparse entmax, one pass per row); a GPU batch is scored on the GPU with the core's
-    torch mappings and only the results come back.
+    torch mappings and only the non-zero memberships come back
+    (:func:`~streamrbf.core.engine.assignments` does both).
 
     Parameters
     ----------
@@ -54,54 +60,46 @@ def assign(X: Any, centers: Any, temperature: float, mapping: str = "entmax15") 
     >>> b.memberships, b.distance
     ({0: 0.5, 1: 0.5}, 0.5)
     """
+    X, C = _together(X, centers)
+    masses = np.zeros(len(C)) if isinstance(C, np.ndarray) else C.new_zeros(len(C))
+    state = ModelState.single(C, masses, temperature=float(temperature))
+    return engine.assignments(state, X, Policy(n_clusters=len(C), mapping=mapping)).to_list()
+
+
+def _together(X: Any, C: Any) -> tuple[Any, Any]:
+    """``X`` and ``C`` both numpy (on the CPU) or both torch tensors on ``X``'s accelerator, in a
+    common floating dtype."""
+    on_device = [a for a in (X, C) if not isinstance(a, np.ndarray) and a.device.type != "cpu"]
+    if not on_device:
+        Xn = X.numpy() if not isinstance(X, np.ndarray) else np.asarray(X)
+        Cn = C.numpy() if not isinstance(C, np.ndarray) else np.asarray(C)
+        dtype = np.float32 if Xn.dtype == np.float32 and Cn.dtype == np.float32 else np.float64
+        return np.ascontiguousarray(Xn, dtype=dtype), np.ascontiguousarray(Cn, dtype=dtype)
     import torch
 
-    if isinstance(X, torch.Tensor) and X.device.type != "cpu":
-        return _assign_torch(X, centers, temperature, mapping)
-    if isinstance(X, torch.Tensor):
-        X = X.numpy()
-    if isinstance(centers, torch.Tensor):
-        centers = centers.cpu().numpy()
-    return _assign_cpu(np.asarray(X), np.asarray(centers), temperature, mapping)
+    device = on_device[0].device
+    Xt = torch.as_tensor(X).to(device)
+    Ct = torch.as_tensor(C).to(device)
+    dtype = torch.float32 if Xt.dtype == Ct.dtype == torch.float32 else torch.float64
+    return Xt.to(dtype), Ct.to(dtype)
 
 
-def _assign_cpu(X: np.ndarray, C: np.ndarray, temperature: float, mapping: str
-                ) -> list[Assignment]:
-    return _batch_cpu(X, C, temperature, mapping).to_list()
+@dataclass(frozen=True)
+class LoadedModel:
+    """What :meth:`RBFModelHandler.load_model` returns: the model's state record (on the
+    handler's device) and its learning policy (its mapping). (A class, not a tuple: Beam's shared
+    model handle keeps a weak reference to it.)
 
+    Examples
+    --------
+    >>> m = LoadedModel(ModelState.single(np.eye(2), np.ones(2), temperature=1.0),
+    ...                 Policy(n_clusters=2))
+    >>> m.state.n_clusters, m.policy.mapping
+    (2, 'entmax15')
+    """
 
-def _batch_cpu(X: np.ndarray, C: np.ndarray, temperature: float, mapping: str
-               ) -> AssignmentBatch:
-    from ..core.statistics import sparse_memberships
-
-    dtype = np.float32 if X.dtype == np.float32 and C.dtype == np.float32 else np.float64
-    X = np.ascontiguousarray(X, dtype=dtype)
-    C = np.ascontiguousarray(C, dtype=dtype)
-    m = sparse_memberships(X, C, float(temperature), mapping)  # refuses an overflowing batch
-    return AssignmentBatch.from_memberships(m, temperature)
-
-
-def _assign_torch(X: Any, centers: Any, temperature: float, mapping: str) -> list[Assignment]:
-    import torch
-
-    from ..core.mappings import responsibilities
-    from ..core.statistics import sq_distances
-
-    Xt = torch.as_tensor(X)
-    Ct = torch.as_tensor(centers).to(device=Xt.device, dtype=Xt.dtype)
-    D = sq_distances(Xt, Ct).to(torch.float64)
-    nearest, labels = D.min(dim=1)
-    if not bool(torch.isfinite(nearest).all()):
-        from ..core.statistics import overflow_error
-
-        raise overflow_error(Xt)
-    P = responsibilities(D, float(temperature), mapping)
-    rows, cols = P.nonzero(as_tuple=True)  # row-major: grouped by event
-    offsets = torch.zeros(len(P) + 1, dtype=torch.int64, device=P.device)
-    offsets[1:] = torch.bincount(rows, minlength=len(P)).cumsum(0)
-    # Only the non-zeros come back to the host, not the dense n x k arrays.
-    host = [t.cpu().numpy() for t in (labels, nearest.sqrt(), offsets, cols, P[rows, cols])]
-    return AssignmentBatch(*host, float(temperature)).to_list()
+    state: ModelState
+    policy: Policy
 
 
 def _is_validated(x: Any) -> bool:
@@ -191,11 +189,29 @@ class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):
             _LOG.warning("RBFModelHandler: no GPU visible, assigning on the CPU")
         return "cpu"
 
-    def load_model(self) -> Any:
-        """Load the model file (safe format only) onto the device."""
-        from ..kmeans import RBFKMeans
+    def load_model(self) -> LoadedModel:
+        """Load the model file (safe format only) onto the device.
 
-        return RBFKMeans.load(self._model_uri, device=self._torch_device())
+        Returns
+        -------
+        LoadedModel
+            The model's state record and its learning policy.
+        """
+        state, params, _ = load_state(self._model_uri, "RBFKMeans")
+        policy_params = {k: v for k, v in params.items()
+                         if k not in ("random_state", "device", "dtype", "compile")}
+        try:
+            policy = Policy.from_params(translate_deprecated(policy_params, "RBFKMeans", False))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{self._model_uri!r} is not a valid RBFKMeans model file: "
+                             f"{err}") from None
+        device = self._torch_device()
+        if device != "cpu":
+            import torch
+
+            state.centers = torch.from_numpy(state.centers).to(device)
+            state.masses = torch.from_numpy(state.masses).to(device)
+        return LoadedModel(state, policy)
 
     def run_inference(
         self, batch: Sequence[Any], model: Any, inference_args: dict[str, Any] | None = None
@@ -221,23 +237,21 @@ class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):
         >>> [a.cluster for a in block.inference] == [text.inference.cluster, one.inference.cluster]
         True
         """
-        import torch
-
+        state = model.state
         names = self._feature_names
-        if names is None and getattr(model, "feature_names_in_", None) is not None:
-            names = tuple(model.feature_names_in_)
-        d = model.n_features_in_
+        if names is None and state.feature_names is not None:
+            names = state.feature_names
+        d = state.n_features
         rows: list[Any] = []
         spans = []
         for x in batch:
             if isinstance(x, np.ndarray) and x.ndim == 2:
                 # A pre-batched block of events (one example): its inference is a list.
                 block = np.asarray(x, dtype=np.float64)
-                if block.shape[1] != d or not np.isfinite(block).all():
-                    raise ValueError(f"block of shape {block.shape} is not finite (n, {d})")
-                if block.size and np.abs(block).max() > max_abs_value(d):
-                    raise ValueError(f"block holds values too large to cluster (at most "
-                                     f"{max_abs_value(d):.3g} in magnitude with {d} features)")
+                if block.shape[1] != d:
+                    raise FeatureCountError(f"block of shape {block.shape}: expected (n, {d})")
+                if not np.isfinite(block).all():
+                    raise ValueError(f"block of shape {block.shape} holds NaN or infinity")
                 spans.append((len(rows), len(rows) + len(block), True))
                 rows.extend(block)
             else:
@@ -247,12 +261,14 @@ class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):
                     # feature order when the event had names.
                     x = x[1] if x[0] is None else dict(zip(x[0], x[1]))
                 rows.append(parse_features(x, names, d)[1])
-        C = model.centers_tensor_
-        X = torch.as_tensor(np.asarray(rows, dtype=np.float64).reshape(-1, d), dtype=C.dtype,
-                            device=C.device)
-        if C.dtype != torch.float64 and not bool(torch.isfinite(X).all()):
-            raise ValueError(f"values beyond the range of this {C.dtype} model's centres")
-        out = assign(X, C, model.temperature_, model.mapping)
+        X = np.asarray(rows, dtype=np.float64).reshape(-1, d)
+        C = state.centers[0]
+        check_limit(X, value_limit(d, C.dtype), names)  # the value rule, for this model's dtype
+        if not isinstance(C, np.ndarray):
+            import torch
+
+            X = torch.from_numpy(X).to(device=C.device, dtype=C.dtype)
+        out = engine.assignments(state, X, model.policy).to_list()
         return [PredictionResult(x, out[a:b] if block else out[a], self._model_uri)
                 for x, (a, b, block) in zip(batch, spans)]
 

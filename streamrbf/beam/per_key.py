@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from array import array
 from collections.abc import Callable, Iterable, Sequence
@@ -18,8 +17,12 @@ from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import MIN_TIMESTAMP as _MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from ..core import engine
 from ..core.assignment import Assignment, AssignmentBatch
-from ..core.validation import max_abs_value
+from ..core.drift import detector as core_detector
+from ..core.policy import DRIFT_RESTART_GAIN, Policy, translate_deprecated, warmup_size
+from ..core.state import ModelState
+from ..core.validation import value_limit
 from .dead_letters import (
     DEAD_LETTERS,
     DeadLetter,
@@ -28,19 +31,13 @@ from .dead_letters import (
     parse_keyed,
     too_large_reason,
 )
-from .inference import _batch_cpu
-from .state import (
-    EventChunk,
-    ModelState,
-    ModelStateCoder,
-    from_estimator,
-    stable_hash,
-    to_estimator,
-)
+from .state import EventChunk, KeyState, KeyStateCoder, stable_hash
 
 __all__ = ["ClusterPerKey", "PerKeyResult", "Snapshot"]
 
 SNAPSHOTS = "snapshots"
+_DRIFT_ALARMS = beam.metrics.Metrics.counter("streamrbf", "drift_alarms")
+_DRIFT_RESTARTS = beam.metrics.Metrics.counter("streamrbf", "drift_restarts")
 _END_OF_TIME = GlobalWindow().max_timestamp()
 _GLOBAL = (GlobalWindow(),)
 # Rows a key gathers within a bundle before they go to the stateful step as one chunk.
@@ -98,8 +95,9 @@ class PerKeyResult(NamedTuple):
     snapshots: beam.PCollection
 
 
-def _snapshot(key: str, s: ModelState) -> Snapshot:
-    return Snapshot(key, s.n_steps, s.n_seen, s.temperature, s.centers.tolist(), s.counts.tolist())
+def _snapshot(key: str, m: ModelState) -> Snapshot:
+    return Snapshot(key, int(m.n_steps[0]), int(m.n_seen[0]), float(m.temperature[0]),
+                    m.centers[0].tolist(), m.masses[0].tolist())
 
 
 _NUMBER_TYPES = frozenset((float, int))
@@ -220,6 +218,13 @@ class _ParseAndBatchWithIdsTimestampedDoFn(_ParseAndBatchTimestampedDoFn,
     """Events with ids, in a stream (see both parents)."""
 
 
+def _keep(state: KeyState, rows: np.ndarray, ids: list | None) -> KeyState:
+    """``state`` with ``rows`` (and their ``ids``) pending."""
+    state.pending = rows if len(rows) else None
+    state.pending_ids = ids if len(rows) else None
+    return state
+
+
 def _chunk(slot: tuple[Any, ...], buf: array, ids: list | None = None) -> tuple[str, EventChunk]:
     key, names, d = slot
     return key, EventChunk(names, np.frombuffer(buf, np.float64).reshape(-1, d), ids)
@@ -238,22 +243,25 @@ class _ScoreAndLearnDoFn(beam.DoFn):
     """Per key: batch the rows of incoming chunks into batches of ``batch_size``, buffer the first
     ``warmup`` events and initialise, then score each batch and learn from it (prequential).
 
-    State is one :class:`ModelState` (its ``pending`` rows: the warm-up rows, then the part of the
+    State is one :class:`~streamrbf.beam.state.KeyState` (the engine's record of the key's model,
+    and its ``pending`` rows: the warm-up rows, then the part of the
     next batch received so far; with ids, ``pending_ids`` wait with them). Every batch scored
     carries its rows' ids, in order. Timers: ``flush`` (processing time, ``max_buffering_secs``
     after a batch starts filling; streaming only), ``end_of_input`` (watermark) and ``idle`` (TTL).
     """
 
-    MODEL = ReadModifyWriteStateSpec("model", ModelStateCoder())
+    MODEL = ReadModifyWriteStateSpec("model", KeyStateCoder())
     FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
     IDLE = TimerSpec("idle", TimeDomain.REAL_TIME)
     END = TimerSpec("end_of_input", TimeDomain.WATERMARK)
 
-    def __init__(self, params: dict[str, Any], warmup: int, ttl_secs: float | None,
+    def __init__(self, policy: Policy, warmup: int, ttl_secs: float | None,
                  snapshot_every: int, clock: Callable[[], float], seed: int,
                  batch_size: int = 256, max_buffering_secs: float | None = None,
-                 output: str = "events", id_field: str | None = None) -> None:
-        self.params = params
+                 output: str = "events", id_field: str | None = None,
+                 drift_detector: Any = None) -> None:
+        self.policy = policy
+        self.drift_detector = drift_detector
         self.output = output
         self.id_field = id_field
         self.warmup = warmup
@@ -264,13 +272,6 @@ class _ScoreAndLearnDoFn(beam.DoFn):
         self.batch_size = batch_size
         self.max_buffering_secs = max_buffering_secs
 
-    def setup(self) -> None:
-        import torch
-
-        # One intra-op thread: a Beam worker runs one bundle per core already, and torch's
-        # threads contending with the runner's make small-batch ops 10-100x slower.
-        torch.set_num_threads(1)
-
     def _seed(self, key: str) -> int:
         return (self.seed * 1_000_003 + stable_hash(key)) % (2**32)
 
@@ -280,43 +281,61 @@ class _ScoreAndLearnDoFn(beam.DoFn):
         else:
             yield from zip(repeat(key), batch.to_list())
 
-    def _initialise(self, key: str, rows: np.ndarray, names, n_seen: int = 0,
+    def _initialise(self, key: str, rows: np.ndarray, names,
                     ids: list | None = None) -> tuple[ModelState, Iterable[Any]]:
-        from ..kmeans import RBFKMeans
-
-        est = RBFKMeans(**{**self.params, "random_state": self._seed(key)}).partial_fit(rows)
-        state = from_estimator(est, n_seen + len(rows), names)
+        model = engine.initialise(rows, self.policy, self._seed(key), names).state
         # The first events are scored by the model they initialised.
-        batch = _batch_cpu(rows, state.centers, state.temperature, est.mapping)
-        if ids is not None:
-            batch = dataclasses.replace(batch, event_ids=ids)
-        return state, self._emit(key, batch)
+        batch = engine.assignments(model, rows, self.policy, event_ids=ids)
+        return model, self._emit(key, batch)
 
-    def _snap(self, key: str, before: int, state: ModelState) -> Iterable[Any]:
+    def _new_detector(self) -> np.ndarray | None:
+        return None if self.drift_detector is None else self.drift_detector.new_state()
+
+    def _watch_drift(self, state: KeyState, model: ModelState, X: np.ndarray,
+                     nearest: np.ndarray) -> ModelState:
+        """Feed a learnt batch's distortions to the key's drift detector; after an alarm, gather
+        the next ``warmup`` rows and let a fresh model replace the key's if it explains them much
+        better (:func:`streamrbf.core.engine.refit`)."""
+        det = self.drift_detector
+        if det is None:
+            return model
+        if state.detector is None:
+            state.detector = det.new_state()
+        if state.recent is not None:
+            state.recent = np.concatenate([state.recent, X])
+            if len(state.recent) >= self.warmup:
+                model, replaced = engine.refit(model, state.recent, self.policy,
+                                               DRIFT_RESTART_GAIN)
+                _DRIFT_RESTARTS.inc(int(replaced))
+                state.recent, state.detector = None, det.new_state()
+        elif det.update(state.detector, nearest):
+            _DRIFT_ALARMS.inc()
+            state.recent = X[:0].copy()
+        return model
+
+    def _snap(self, key: str, before: int, model: ModelState) -> Iterable[Any]:
         every = self.snapshot_every
-        if every and (before < 0 or state.n_steps // every != before // every):
-            yield beam.pvalue.TaggedOutput(SNAPSHOTS, _snapshot(key, state))
+        n_steps = int(model.n_steps[0])
+        if every and (before < 0 or n_steps // every != before // every):
+            yield beam.pvalue.TaggedOutput(SNAPSHOTS, _snapshot(key, model))
 
-    def _advance(self, key: str, state: ModelState, rows: np.ndarray, flush: bool,
+    def _advance(self, key: str, state: KeyState, rows: np.ndarray, flush: bool,
                  ids: list | None = None):
         """Learn from the whole batches in ``rows`` (all of them if ``flush``); keep the rest
         (and their ``ids``, None without ids). Yields the outputs (batch by batch: no chunk-sized
         list of outputs stays alive) and returns the new state."""
         b = self.batch_size
         names = state.feature_names
-        if not state.initialised:
+        if state.model is None:
             # Initialise on the first `warmup` events rounded up to whole batches (or on what
             # there is, at least `warmup`, when a flush comes first).
             first = -(-self.warmup // b) * b
             if len(rows) < first and not (flush and len(rows) >= self.warmup):
-                state.pending = rows if len(rows) else None
-                state.pending_ids = ids if len(rows) else None
-                return state
+                return _keep(state, rows, ids)
             first = min(first, len(rows))
-            flush_at = state.flush_at
             try:
-                new_state, scored = self._initialise(key, rows[:first], names, state.n_seen,
-                                                     None if ids is None else ids[:first])
+                model, scored = self._initialise(key, rows[:first], names,
+                                                 None if ids is None else ids[:first])
             except ValueError as err:
                 # The core refused the batch (its squared distances overflow float64, though
                 # each value is within bounds): its events are dead letters, the key still
@@ -324,48 +343,35 @@ class _ScoreAndLearnDoFn(beam.DoFn):
                 yield from self._dead_rows(key, names, rows[:first],
                                            None if ids is None else ids[:first],
                                            self._refused_batch(err))
-                rows = rows[first:]
-                ids = None if ids is None else ids[first:]
-                state.pending = rows if len(rows) else None
-                state.pending_ids = ids if len(rows) else None
-                return state
-            state = new_state
-            state.flush_at = flush_at
+                return _keep(state, rows[first:], None if ids is None else ids[first:])
+            state.model = model
+            state.detector = self._new_detector()
             yield from scored
-            yield from self._snap(key, -1, state)
+            yield from self._snap(key, -1, model)
             rows = rows[first:]
             if ids is not None:
                 ids = ids[first:]
         n_full = len(rows) if flush else len(rows) - len(rows) % b
-        if n_full:
-            est = to_estimator(state, self.params, self._seed(key))
-            n_seen = state.n_seen
-            for start in range(0, n_full, b):
-                X = rows[start:start + b]
-                # Prequential: scored with the model as it was, then learnt from (one pass).
-                temperature = est.temperature_
-                batch_ids = None if ids is None else ids[start:start + b]
-                try:
-                    result = est.score_then_learn(X)
-                except ValueError as err:
-                    # Refused by the core (squared distances overflow): the model is unchanged.
-                    yield from self._dead_rows(key, names, X, batch_ids, self._refused_batch(err))
-                    continue
-                yield from self._emit(key, AssignmentBatch.from_memberships(
-                    result.memberships, temperature, batch_ids))
-                del result
-                n_seen += len(X)
-                if self.snapshot_every and est.n_steps_ % self.snapshot_every == 0:
-                    yield from self._snap(key, -1, from_estimator(est, n_seen, names))
-            flush_at = state.flush_at
-            state = from_estimator(est, n_seen, names)
-            state.flush_at = flush_at
-            rows = rows[n_full:]
-            if ids is not None:
-                ids = ids[n_full:]
-        state.pending = rows if len(rows) else None
-        state.pending_ids = ids if len(rows) else None
-        return state
+        model = state.model
+        for start in range(0, n_full, b):
+            X = rows[start:start + b]
+            # Prequential: scored with the model as it was, then learnt from (one pass).
+            temperature = float(model.temperature[0])
+            batch_ids = None if ids is None else ids[start:start + b]
+            try:
+                model, result = engine.step(model, X, self.policy)
+            except ValueError as err:
+                # Refused by the core (squared distances overflow): the model is unchanged.
+                yield from self._dead_rows(key, names, X, batch_ids, self._refused_batch(err))
+                continue
+            yield from self._emit(key, AssignmentBatch.from_memberships(
+                result.memberships, temperature, batch_ids))
+            model = self._watch_drift(state, model, X, result.nearest)
+            del result
+            if self.snapshot_every and model.n_steps[0] % self.snapshot_every == 0:
+                yield from self._snap(key, -1, model)
+        state.model = model
+        return _keep(state, rows[n_full:], None if ids is None else ids[n_full:])
 
     def process(
         self,
@@ -376,12 +382,12 @@ class _ScoreAndLearnDoFn(beam.DoFn):
         end=beam.DoFn.TimerParam(END),
     ) -> Iterable[Any]:
         key, chunk = element
-        state: ModelState | None = model.read()
+        state: KeyState | None = model.read()
         rows = chunk.rows
         if state is None:
             # A new stream: its first chunk fixes its features.
             end.set(_END_OF_TIME)
-            state = ModelState.warming_up(None, chunk.names)
+            state = KeyState(None, chunk.names)
         elif chunk.names != state.feature_names or rows.shape[1] != (
                 state.n_features or rows.shape[1]):
             d0, names0 = state.n_features, state.feature_names
@@ -395,7 +401,7 @@ class _ScoreAndLearnDoFn(beam.DoFn):
                     f"stream {key!r} has {what}; event has {got}", "model"))
             return
         ids = chunk.ids
-        if len(rows) and np.abs(rows).max() > max_abs_value(rows.shape[1]):
+        if len(rows) and np.abs(rows).max() > value_limit(rows.shape[1]):
             # Finite values too large to cluster (squared distances would overflow): their
             # events go to the dead letters, the rest of the chunk goes on.
             rows, ids = yield from self._refuse_too_large(key, chunk.names, rows, ids)
@@ -405,12 +411,12 @@ class _ScoreAndLearnDoFn(beam.DoFn):
             rows = np.concatenate([state.pending, rows])
             if ids is not None:
                 ids = (state.pending_ids or [None] * state.n_pending) + ids
-        before = state.n_steps if state.initialised else -1
+        before = int(state.model.n_steps[0]) if state.initialised else -1
         state = yield from self._advance(key, state, rows, False, ids)
         if self.max_buffering_secs is not None:
             # The flush timer runs from when the current batch started filling (GroupIntoBatches'
             # rule): armed when pending rows appear, re-armed when a batch was just learnt from.
-            stepped = state.initialised and state.n_steps != before
+            stepped = state.initialised and int(state.model.n_steps[0]) != before
             if state.n_pending and (state.flush_at is None or stepped):
                 state.flush_at = self.clock() + self.max_buffering_secs
                 flush.set(state.flush_at)
@@ -420,9 +426,9 @@ class _ScoreAndLearnDoFn(beam.DoFn):
         model.write(state)
 
     def _refuse_too_large(self, key: str, names, rows: np.ndarray, ids: list | None):
-        """Dead-letter the rows holding a value beyond ``max_abs_value``; return the others (and
-        their ids)."""
-        bad = np.abs(rows).max(axis=1) > max_abs_value(rows.shape[1])
+        """Dead-letter the rows holding a value beyond the value rule's limit; return the others
+        (and their ids)."""
+        bad = np.abs(rows).max(axis=1) > value_limit(rows.shape[1])
         at = np.flatnonzero(bad).tolist()
         yield from self._dead_rows(key, names, rows[bad], None if ids is None else
                                    [ids[i] for i in at], lambda row: too_large_reason(names, row))
@@ -445,7 +451,7 @@ class _ScoreAndLearnDoFn(beam.DoFn):
         """Learn from the pending rows now. ``final``: the stream ends (input over or idle), so a
         stream still warming up initialises on what it has, or, with fewer than ``n_clusters``
         events, sends them to the dead letters."""
-        state: ModelState | None = model.read()
+        state: KeyState | None = model.read()
         if state is None:
             return
         state.flush_at = None
@@ -454,17 +460,17 @@ class _ScoreAndLearnDoFn(beam.DoFn):
             state = yield from self._advance(key, state, state.pending, True, ids)
         if final and not state.initialised and state.n_pending:
             rows, ids = state.pending, state.pending_ids
-            k = int(self.params.get("n_clusters", 8))
+            k = int(self.policy.n_clusters)
             refused = None
             if len(rows) >= k:
                 try:
-                    state, out = self._initialise(key, rows, state.feature_names, state.n_seen,
-                                                  ids)
+                    state.model, out = self._initialise(key, rows, state.feature_names, ids)
                 except ValueError as err:
                     refused = self._refused_batch(err)
                 else:
+                    state.pending = state.pending_ids = None
                     yield from out
-                    yield from self._snap(key, -1, state)
+                    yield from self._snap(key, -1, state.model)
             else:
                 refused = f"stream {key!r} ended with {len(rows)} events, fewer than n_clusters={k}"
             if refused is not None:
@@ -500,8 +506,9 @@ class ClusterPerKey(beam.PTransform):
     """Cluster ``(key, features)`` events with one streaming RBF K-Means model per key.
 
     Each key (stream) has its own centres and its own annealing temperature, kept in Beam state
-    (global window) as a compact :class:`~streamrbf.beam.state.ModelState`. Events are validated
-    and gathered per key within each bundle (one chunk per key, as raw float64 rows), then the
+    (global window): the engine's state record and the rows not learnt yet
+    (:class:`~streamrbf.beam.state.KeyState`). Events are validated and gathered per key within
+    each bundle (one chunk per key, as raw float64 rows), then the
     stateful step cuts each key's rows into batches of exactly ``batch_size`` (a partial batch
     waits in state; streams flush it after ``max_buffering_secs`` of processing time, bounded input
     at its end); each batch is scored first and then learned from, one core ``partial_fit`` step
@@ -534,6 +541,13 @@ class ClusterPerKey(beam.PTransform):
         Processing-time clock for buffering and TTL (tests under ``TestStream`` pass one).
     random_state
         Base seed; each key's seed is derived from it and the key.
+    drift_detector
+        What watches each key's distortion (every event's squared distance to its nearest
+        centre) for drift: ``"cusum"`` (default), any detector of :mod:`streamrbf.core.drift`
+        (by name or as an object), or None. After an alarm the key gathers its next ``warmup``
+        events and a model initialised afresh on them replaces the key's if it halves their
+        K-Means cost (:func:`streamrbf.core.engine.refit`, as River's clusterer does); the
+        ``streamrbf`` counters ``drift_alarms`` and ``drift_restarts`` count them.
     output
         ``"events"``: one ``(key, Assignment)`` per event. ``"batches"``: one ``(key,``
         :class:`~streamrbf.core.assignment.AssignmentBatch` ``)`` per scored batch, the assignments
@@ -547,8 +561,10 @@ class ClusterPerKey(beam.PTransform):
         type, or an array event goes to the dead letters. None (default): no ids, every
         ``event_id`` is None.
     model_params
-        Any other :class:`~streamrbf.kmeans.RBFKMeans` parameter (``temperature_decay``,
-        ``decay``, ``mapping``, ...).
+        How each key's model learns: any parameter of the learning policy
+        (:class:`~streamrbf.core.policy.Policy`: ``initial_temperature``, ``temperature_decay``,
+        ``min_temperature``, ``half_life``, ``mapping``, ``reassignment_ratio``, ...), with the
+        names and defaults of every face; an unknown name is a ``TypeError``.
 
     Examples
     --------
@@ -601,9 +617,11 @@ class ClusterPerKey(beam.PTransform):
         random_state: int = 0,
         output: str = "events",
         id_field: str | None = None,
+        drift_detector: Any = "cusum",
         **model_params: Any,
     ) -> None:
         super().__init__()
+        self.drift_detector = core_detector(drift_detector)
         if output not in ("events", "batches"):
             raise ValueError(f"output must be 'events' or 'batches', got {output!r}")
         self.output = output
@@ -612,14 +630,12 @@ class ClusterPerKey(beam.PTransform):
         if id_field is not None and feature_names is not None and id_field in feature_names:
             raise ValueError(f"id_field {id_field!r} cannot also be a feature")
         self.id_field = id_field
-        from ..kmeans import RBFKMeans
-
-        params = {"n_clusters": n_clusters, **model_params}
-        RBFKMeans(**params)._check_params()  # fail at construction, not on a worker
-        self.params = params
+        # Checked at construction, not on a worker: a bad or unknown parameter raises here.
+        self.policy = Policy.from_params(
+            translate_deprecated({"n_clusters": n_clusters, **model_params}, "ClusterPerKey"))
         self.batch_size = int(batch_size)
         self.max_buffering_secs = max_buffering_secs
-        self.warmup = int(warmup) if warmup is not None else max(4 * n_clusters, 32)
+        self.warmup = warmup_size(n_clusters, warmup)
         if self.warmup < n_clusters:
             raise ValueError(f"warmup must be >= n_clusters={n_clusters}, got {self.warmup}")
         self.ttl_secs = ttl_secs
@@ -652,9 +668,10 @@ class ClusterPerKey(beam.PTransform):
         # the runner drains timers at the end is never run (FnApiRunner): buffering time and TTL
         # are for streams.
         scored = chunks | "ScoreAndLearn" >> beam.ParDo(_ScoreAndLearnDoFn(
-            self.params, self.warmup, self.ttl_secs if streaming else None, self.snapshot_every,
+            self.policy, self.warmup, self.ttl_secs if streaming else None, self.snapshot_every,
             self.clock, self.random_state, self.batch_size,
             self.max_buffering_secs if streaming else None, self.output, self.id_field,
+            self.drift_detector,
         )).with_output_types(
             tuple[str, AssignmentBatch] if self.output == "batches" else tuple[str, Assignment]
         ).with_outputs(

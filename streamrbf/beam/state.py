@@ -1,13 +1,16 @@
-"""The model as Beam carries it: numpy arrays and a few floats, with a compact binary coder.
+"""What Beam carries: the engine's state record and the per-key state, with compact coders.
 
-A :class:`ModelState` is what lives in Beam state (one per key), travels as a side input and is
-checkpointed: never a pickled torch module. :func:`to_estimator` and :func:`from_estimator`
-translate it to and from the core :class:`~streamrbf.kmeans.RBFKMeans`, which does all the math.
+The engine's :class:`~streamrbf.core.state.ModelState` is what a model *is* everywhere: it travels
+as a side input and in checkpoints (:class:`ModelStateCoder`), and each key of
+:class:`~streamrbf.beam.ClusterPerKey` keeps one in a :class:`KeyState` with its pending rows
+(:class:`KeyStateCoder`). Never a pickled torch module, never an estimator: the transforms call
+the engine (:mod:`streamrbf.core.engine`) on these records directly.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -18,221 +21,51 @@ from apache_beam import coders
 from apache_beam.runners.worker.statecache import CacheAware
 
 from ..core.assignment import Assignment, AssignmentBatch
+from ..core.persistence import state_from_bytes, state_to_bytes
+from ..core.state import ModelState
 
 __all__ = [
     "AssignmentBatchCoder",
     "AssignmentCoder",
     "EventChunk",
     "EventChunkCoder",
+    "KeyState",
+    "KeyStateCoder",
     "ModelState",
     "ModelStateCoder",
-    "from_estimator",
     "stable_hash",
-    "to_estimator",
 ]
 
-_MAGIC_V1 = b"SRB1"
-_MAGIC = b"SRB2"
-_HEADER_V1 = struct.Struct("<4sBIIIdddqq")
-_HEADER = struct.Struct("<4sBIIIdddqqd")  # v2: + flush_at (NaN: no flush timer armed)
-
-
-@dataclass
-class ModelState(CacheAware):
-    """One model's state, as Beam stores, broadcasts and checkpoints it.
-
-    Plain numpy arrays and floats (never a pickled torch module), encoded by
-    :class:`ModelStateCoder`, which Beam picks up for this type. :func:`to_estimator` turns it into
-    the core :class:`~streamrbf.kmeans.RBFKMeans` for a step, :func:`from_estimator` back.
-
-    Parameters
-    ----------
-    centers
-        Centres ``(k, d)`` (``(0, 0)`` while a key is warming up).
-    counts
-        Decayed masses ``(k,)``.
-    temperature
-        Current temperature of the schedule.
-    initial_temperature
-        The schedule's starting temperature (where a reheat returns to).
-    min_temperature
-        The schedule's floor.
-    n_steps
-        Gradient steps taken.
-    n_seen
-        Events learnt from.
-    feature_names
-        Names of the features (None for array events).
-    pending
-        Rows not yet learnt from: the warm-up rows of a key still warming up, then the part of
-        the next batch received so far.
-    flush_at
-        Processing time when the pending rows are flushed (None: no flush timer armed).
-    pending_ids
-        The ids of the pending rows, in order (None when events carry no ids).
-
-    Examples
-    --------
-    >>> s = ModelState(np.zeros((2, 3)), np.ones(2), 0.5, 1.0, 0.001, n_steps=4, n_seen=80)
-    >>> t = ModelStateCoder().decode(ModelStateCoder().encode(s))
-    >>> t.centers.shape, t.temperature, t.n_seen, t.initialised
-    ((2, 3), 0.5, 80, True)
-    >>> w = ModelState.warming_up(np.ones((3, 2)), names=("x", "y"))
-    >>> w.initialised, w.n_pending, w.n_features
-    (False, 3, 2)
-    """
-
-    centers: np.ndarray
-    counts: np.ndarray
-    temperature: float
-    initial_temperature: float
-    min_temperature: float
-    n_steps: int = 0
-    n_seen: int = 0
-    feature_names: tuple[str, ...] | None = None
-    pending: np.ndarray | None = field(default=None, repr=False)
-    flush_at: float | None = None
-    pending_ids: list[str | int] | None = field(default=None, repr=False)
-
-    @property
-    def initialised(self) -> bool:
-        """Whether the centres exist (a key still warming up has only ``pending`` rows)."""
-        return self.centers.size > 0
-
-    @property
-    def n_features(self) -> int | None:
-        if self.initialised:
-            return int(self.centers.shape[1])
-        if self.pending is not None and self.pending.size:
-            return int(self.pending.shape[1])
-        return None
-
-    @classmethod
-    def warming_up(cls, pending: np.ndarray, names: tuple[str, ...] | None) -> ModelState:
-        """A state that only buffers rows until there are enough to initialise a model."""
-        return cls(
-            np.zeros((0, 0)),
-            np.zeros(0),
-            float("nan"),
-            float("nan"),
-            float("nan"),
-            feature_names=names,
-            pending=pending,
-        )
-
-    @property
-    def n_pending(self) -> int:
-        return 0 if self.pending is None else len(self.pending)
-
-    def get_referents_for_cache(self) -> list[Any]:
-        # Beam's state cache weighs cached values by walking their references: nothing to walk,
-        # __sizeof__ already counts the arrays (walking numpy arrays reaches dtype objects).
-        return []
-
-    def __sizeof__(self) -> int:
-        arrays = (self.centers, self.counts, self.pending)
-        ids = 64 * len(self.pending_ids) if self.pending_ids else 0
-        return (object.__sizeof__(self) + 256 + ids
-                + sum(a.nbytes for a in arrays if a is not None))
-
-    def nbytes(self) -> int:
-        """Encoded size in bytes (what one key costs in the state backend)."""
-        return len(ModelStateCoder().encode(self))
+_MAGIC = b"SRK1"
+_KEY_HEAD = struct.Struct("<4sBdIIi")  # magic, flags, flush_at (NaN: none), rows, d, names len
+_HAS_MODEL, _HAS_IDS, _HAS_DETECTOR, _HAS_RECENT = 1, 2, 4, 8
+# Per-key states written by earlier releases (centres, counts and the schedule in one header).
+_LEGACY_V1 = (b"SRB1", struct.Struct("<4sBIIIdddqq"))
+_LEGACY_V2 = (b"SRB2", struct.Struct("<4sBIIIdddqqd"))
 
 
 class ModelStateCoder(coders.Coder):
-    """Binary coder of :class:`ModelState`: a fixed header, the names as JSON, raw array bytes,
-    then the pending rows' ids as a JSON list when they have ids (nothing otherwise: a state
-    without ids encodes exactly as before ids existed).
-
-    Registered for :class:`ModelState`, so Beam uses it for state, side inputs and shuffles. It is
-    deterministic, keeps float32 centres in float32 (float64 otherwise) and still decodes states
-    written by the previous format versions.
+    """Binary coder of the engine's state record (:class:`~streamrbf.core.state.ModelState`):
+    :func:`~streamrbf.core.persistence.state_to_bytes`, never a pickle. Registered for the
+    record, so Beam uses it for side inputs, shuffles and state; deterministic.
 
     Examples
     --------
-    >>> coder = ModelStateCoder()
-    >>> s = ModelState(np.eye(2, dtype=np.float32), np.ones(2), 0.5, 1.0, 0.0,
-    ...                feature_names=("x", "y"), pending=np.zeros((1, 2)))
-    >>> data = coder.encode(s)
-    >>> len(data) == s.nbytes()
-    True
-    >>> t = coder.decode(data)
-    >>> t.centers.dtype, t.feature_names, t.n_pending, t.pending_ids
-    (dtype('float32'), ('x', 'y'), 1, None)
-    >>> s.pending_ids = ["e-9"]
-    >>> coder.decode(coder.encode(s)).pending_ids
-    ['e-9']
-    >>> coder.decode(b"not a state")
+    >>> s = ModelState.single(np.eye(2), np.ones(2), temperature=0.5, n_seen=80)
+    >>> t = ModelStateCoder().decode(ModelStateCoder().encode(s))
+    >>> t.centers.shape, float(t.temperature[0]), int(t.n_seen[0])
+    ((1, 2, 2), 0.5, 80)
+    >>> ModelStateCoder().decode(b"not a state")
     Traceback (most recent call last):
     ...
-    ValueError: not an encoded streamrbf ModelState
+    ValueError: not an encoded streamrbf model state: ...
     """
 
     def encode(self, s: ModelState) -> bytes:
-        centers = np.ascontiguousarray(s.centers)
-        wide = centers.dtype != np.float32  # float64, and anything else not to lose digits
-        centers = centers.astype(np.float64 if wide else np.float32, copy=False)
-        counts = np.ascontiguousarray(s.counts, dtype=np.float64)
-        pending = (
-            np.zeros((0, 0))
-            if s.pending is None
-            else np.ascontiguousarray(s.pending, dtype=np.float64)
-        )
-        names = b"" if s.feature_names is None else json.dumps(list(s.feature_names)).encode()
-        k, d = centers.shape if centers.size else (0, pending.shape[1] if pending.size else 0)
-        head = _HEADER.pack(
-            _MAGIC,
-            int(wide),
-            k,
-            d,
-            pending.shape[0],
-            s.temperature,
-            s.initial_temperature,
-            s.min_temperature,
-            s.n_steps,
-            s.n_seen,
-            float("nan") if s.flush_at is None else s.flush_at,
-        )
-        return b"".join(
-            [
-                head,
-                struct.pack("<I", len(names)),
-                names,
-                centers.tobytes(),
-                counts.tobytes(),
-                pending.tobytes(),
-                _ids_json(s.pending_ids) if s.pending_ids is not None and len(pending) else b"",
-            ]
-        )
+        return state_to_bytes(s)
 
     def decode(self, data: bytes) -> ModelState:
-        magic = bytes(data[:4])
-        if magic == _MAGIC:
-            _, wide, k, d, m, t, t0, tmin, steps, seen, flush_at = _HEADER.unpack_from(data, 0)
-            off = _HEADER.size
-        elif magic == _MAGIC_V1:  # state written before the flush timer existed
-            _, wide, k, d, m, t, t0, tmin, steps, seen = _HEADER_V1.unpack_from(data, 0)
-            flush_at, off = float("nan"), _HEADER_V1.size
-        else:
-            raise ValueError("not an encoded streamrbf ModelState")
-        (n_names,) = struct.unpack_from("<I", data, off)
-        off += 4
-        names = tuple(json.loads(data[off : off + n_names])) if n_names else None
-        off += n_names
-        dtype = np.float64 if wide else np.float32
-        centers = np.frombuffer(data, dtype, k * d, off).reshape(k, d).copy()
-        off += k * d * centers.itemsize
-        counts = np.frombuffer(data, np.float64, k, off).copy()
-        off += k * 8
-        pending = np.frombuffer(data, np.float64, m * d, off).reshape(m, d).copy() if m else None
-        off += m * d * 8
-        # The pending rows' ids, when they have some: a JSON list up to the end.
-        ids = json.loads(bytes(data[off:])) if len(data) > off else None
-        if k == 0:
-            centers = np.zeros((0, 0), dtype)
-        return ModelState(centers, counts, t, t0, tmin, steps, seen, names, pending,
-                          None if flush_at != flush_at else flush_at, ids)
+        return state_from_bytes(data)
 
     def is_deterministic(self) -> bool:
         return True
@@ -244,9 +77,199 @@ class ModelStateCoder(coders.Coder):
 coders.registry.register_coder(ModelState, ModelStateCoder)
 
 
+@dataclass
+class KeyState(CacheAware):
+    """What :class:`~streamrbf.beam.ClusterPerKey` keeps in Beam state for one key: the key's
+    model (the engine's record, a bank of one; None while the key warms up) and the rows it has
+    not learnt from yet, encoded by :class:`KeyStateCoder` (never a pickle).
+
+    Parameters
+    ----------
+    model
+        The key's model, or None while it buffers its first events.
+    feature_names
+        Names of the features (None for array events).
+    pending
+        Rows not yet learnt from: the warm-up rows of a key still warming up, then the part of
+        the next batch received so far.
+    pending_ids
+        The ids of the pending rows, in order (None when events carry no ids).
+    flush_at
+        Processing time when the pending rows are flushed (None: no flush timer armed).
+    detector
+        The drift detector's memory for this key (:mod:`streamrbf.core.drift`), or None.
+    recent
+        After a drift alarm, the rows learnt since (up to ``warmup``), on which a fresh model is
+        tried (:func:`streamrbf.core.engine.refit`); None otherwise.
+
+    Examples
+    --------
+    >>> w = KeyState(feature_names=("x", "y"), pending=np.ones((3, 2)))
+    >>> w.initialised, w.n_pending, w.n_features
+    (False, 3, 2)
+    >>> s = KeyState(ModelState.single(np.zeros((2, 3)), np.ones(2), temperature=0.5))
+    >>> t = KeyStateCoder().decode(KeyStateCoder().encode(s))
+    >>> t.initialised, t.n_features, float(t.model.temperature[0])
+    (True, 3, 0.5)
+    """
+
+    model: ModelState | None = None
+    feature_names: tuple[str, ...] | None = None
+    pending: np.ndarray | None = field(default=None, repr=False)
+    pending_ids: list[str | int] | None = field(default=None, repr=False)
+    flush_at: float | None = None
+    detector: np.ndarray | None = field(default=None, repr=False)
+    recent: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def initialised(self) -> bool:
+        """Whether the key has a model (a key still warming up has only ``pending`` rows)."""
+        return self.model is not None
+
+    @property
+    def n_features(self) -> int | None:
+        if self.model is not None:
+            return self.model.n_features
+        if self.pending is not None and self.pending.size:
+            return int(self.pending.shape[1])
+        return None
+
+    @property
+    def n_pending(self) -> int:
+        return 0 if self.pending is None else len(self.pending)
+
+    def get_referents_for_cache(self) -> list[Any]:
+        # Beam's state cache weighs cached values by walking their references: nothing to walk,
+        # __sizeof__ already counts the arrays (walking numpy arrays reaches dtype objects).
+        return []
+
+    def __sizeof__(self) -> int:
+        m = self.model
+        arrays = [self.pending, self.detector, self.recent]
+        arrays += [] if m is None else [m.centers, m.masses]
+        ids = 64 * len(self.pending_ids) if self.pending_ids else 0
+        return (object.__sizeof__(self) + 512 + ids
+                + sum(a.nbytes for a in arrays if a is not None))
+
+    def nbytes(self) -> int:
+        """Encoded size in bytes (what one key costs in the state backend)."""
+        return len(KeyStateCoder().encode(self))
+
+
+class KeyStateCoder(coders.Coder):
+    """Binary coder of :class:`KeyState`: a fixed header, the feature names as JSON, the pending
+    rows as raw float64, the model as :func:`~streamrbf.core.persistence.state_to_bytes`, the
+    drift detector's memory and the rows since an alarm (when there are any), then the pending
+    rows' ids as JSON when they have ids. Deterministic; it also decodes the per-key
+    states earlier releases wrote (their random draws then follow the key's seed).
+
+    Examples
+    --------
+    >>> coder = KeyStateCoder()
+    >>> s = KeyState(None, ("x", "y"), pending=np.zeros((1, 2)), pending_ids=["e-9"])
+    >>> t = coder.decode(coder.encode(s))
+    >>> t.feature_names, t.n_pending, t.pending_ids, len(coder.encode(s)) == s.nbytes()
+    (('x', 'y'), 1, ['e-9'], True)
+    >>> coder.decode(b"not a state")
+    Traceback (most recent call last):
+    ...
+    ValueError: not an encoded streamrbf key state
+    """
+
+    def encode(self, s: KeyState) -> bytes:
+        pending = (np.zeros((0, 0)) if s.pending is None
+                   else np.ascontiguousarray(s.pending, dtype=np.float64))
+        names = b"" if s.feature_names is None else json.dumps(list(s.feature_names)).encode()
+        model = b"" if s.model is None else state_to_bytes(s.model)
+        ids = s.pending_ids is not None and len(pending) > 0
+        flags = ((_HAS_MODEL if s.model is not None else 0) | (_HAS_IDS if ids else 0)
+                 | (_HAS_DETECTOR if s.detector is not None else 0)
+                 | (_HAS_RECENT if s.recent is not None else 0))
+        head = _KEY_HEAD.pack(_MAGIC, flags, math.nan if s.flush_at is None else s.flush_at,
+                              pending.shape[0], pending.shape[1] if pending.size else 0,
+                              -1 if s.feature_names is None else len(names))
+        parts = [head, names, pending.tobytes(), struct.pack("<I", len(model)), model]
+        for extra in (s.detector, s.recent):
+            if extra is not None:
+                a = np.ascontiguousarray(extra, dtype=np.float64)
+                parts += [struct.pack("<II", *(a.shape if a.ndim == 2 else (a.size, 0))),
+                          a.tobytes()]
+        parts.append(_ids_json(s.pending_ids) if ids else b"")
+        return b"".join(parts)
+
+    def decode(self, data: bytes) -> KeyState:
+        magic = bytes(data[:4])
+        if magic in (_LEGACY_V1[0], _LEGACY_V2[0]):
+            return _decode_legacy(data, magic)
+        if magic != _MAGIC:
+            raise ValueError("not an encoded streamrbf key state")
+        _, flags, flush_at, m, d, n_names = _KEY_HEAD.unpack_from(data, 0)
+        off = _KEY_HEAD.size
+        names = None
+        if n_names >= 0:
+            names = tuple(json.loads(data[off:off + n_names]))
+            off += n_names
+        pending = np.frombuffer(data, np.float64, m * d, off).reshape(m, d).copy() if m else None
+        off += m * d * 8
+        (n_model,) = struct.unpack_from("<I", data, off)
+        off += 4
+        model = state_from_bytes(data[off:off + n_model]) if flags & _HAS_MODEL else None
+        off += n_model
+        extras = []
+        for flag in (_HAS_DETECTOR, _HAS_RECENT):
+            a = None
+            if flags & flag:
+                rows, cols = struct.unpack_from("<II", data, off)
+                off += 8
+                size = rows * max(cols, 1)
+                a = np.frombuffer(data, np.float64, size, off).copy()
+                a = a.reshape(rows, cols) if cols else a
+                off += size * 8
+            extras.append(a)
+        ids = json.loads(bytes(data[off:])) if flags & _HAS_IDS else None
+        return KeyState(model, names, pending, ids, None if flush_at != flush_at else flush_at,
+                        *extras)
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self) -> Any:
+        return KeyState
+
+
+coders.registry.register_coder(KeyState, KeyStateCoder)
+
+
 def _ids_json(ids: list[str | int]) -> bytes:
     """Event ids (str or int) as compact JSON: deterministic, any int size, any text."""
     return json.dumps(list(ids), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _decode_legacy(data: bytes, magic: bytes) -> KeyState:
+    """A per-key state of an earlier release (header ``SRB1`` or ``SRB2``)."""
+    head = _LEGACY_V2[1] if magic == _LEGACY_V2[0] else _LEGACY_V1[1]
+    fields = head.unpack_from(data, 0)
+    _, wide, k, d, m, t, t0, tmin, steps, seen = fields[:10]
+    flush_at = fields[10] if len(fields) > 10 else math.nan
+    off = head.size
+    (n_names,) = struct.unpack_from("<I", data, off)
+    off += 4
+    names = tuple(json.loads(data[off:off + n_names])) if n_names else None
+    off += n_names
+    dtype = np.float64 if wide else np.float32
+    centers = np.frombuffer(data, dtype, k * d, off).reshape(k, d).copy()
+    off += k * d * centers.itemsize
+    counts = np.frombuffer(data, np.float64, k, off).copy()
+    off += k * 8
+    pending = np.frombuffer(data, np.float64, m * d, off).reshape(m, d).copy() if m else None
+    off += m * d * 8
+    ids = json.loads(bytes(data[off:])) if len(data) > off else None
+    model = None
+    if k:
+        model = ModelState.single(centers, counts, temperature=t, initial_temperature=t0,
+                                  min_temperature=tmin, n_steps=steps, n_seen=seen,
+                                  feature_names=names)
+    return KeyState(model, names, pending, ids, None if flush_at != flush_at else flush_at)
 
 
 class EventChunk:
@@ -349,97 +372,6 @@ def stable_hash(text: str) -> int:
     True
     """
     return zlib.crc32(text.encode("utf-8"))
-
-
-def to_estimator(state: ModelState, params: dict[str, Any], seed: int = 0):
-    """An :class:`~streamrbf.kmeans.RBFKMeans` holding ``state``, ready for ``partial_fit``.
-
-    Its random generator is derived from ``(seed, n_steps)``: a retried bundle redoes exactly the
-    same step, whichever worker runs it.
-
-    Parameters
-    ----------
-    state
-        An initialised state.
-    params
-        The estimator's parameters (``n_clusters`` and ``random_state`` are ignored: they come
-        from the state and the seed).
-    seed
-        The transform's seed.
-
-    Returns
-    -------
-    RBFKMeans
-        A fitted estimator with the state's centres, masses, temperature and step count.
-
-    Examples
-    --------
-    >>> s = ModelState(np.array([[0.0, 0.0], [9.0, 9.0]]), np.ones(2), 0.5, 1.0, 0.0, n_steps=3)
-    >>> X = np.array([[0.0, 1.0], [9.0, 8.0]])
-    >>> a = to_estimator(s, {"n_clusters": 2}, seed=7).partial_fit(X)
-    >>> b = to_estimator(s, {"n_clusters": 2}, seed=7).partial_fit(X)  # a retry
-    >>> a.n_steps_, np.array_equal(a.cluster_centers_, b.cluster_centers_)
-    (4, True)
-    """
-    from ..core.temperature import TemperatureSchedule
-    from ..kmeans import RBFKMeans
-
-    params = {k: v for k, v in params.items() if k not in ("n_clusters", "random_state")}
-    decay = float(params.get("temperature_decay", RBFKMeans().temperature_decay))
-    schedule = TemperatureSchedule(
-        state.initial_temperature, decay, state.min_temperature, state.temperature
-    )
-    # The generator is derived from (seed, n_steps): a retried bundle redraws the same numbers.
-    return RBFKMeans.from_state(
-        np.array(state.centers),
-        np.array(state.counts, dtype=np.float64),
-        schedule,
-        n_steps=int(state.n_steps),
-        random_state=np.random.default_rng([int(seed), int(state.n_steps)]),
-        **params,
-    )
-
-
-def from_estimator(
-    model, n_seen: int = 0, feature_names: tuple[str, ...] | None = None
-) -> ModelState:
-    """The :class:`ModelState` of a fitted :class:`~streamrbf.kmeans.RBFKMeans`.
-
-    Parameters
-    ----------
-    model
-        A fitted estimator.
-    n_seen
-        Events learnt from, recorded in the state.
-    feature_names
-        Names of the features, recorded in the state.
-
-    Returns
-    -------
-    ModelState
-        The centres, masses, temperature schedule and step count of ``model``.
-
-    Examples
-    --------
-    >>> from streamrbf import RBFKMeans
-    >>> km = RBFKMeans(2, random_state=0).fit([[0.0, 0.0], [0.0, 1.0], [9.0, 9.0], [9.0, 8.0]])
-    >>> s = from_estimator(km, n_seen=4, feature_names=("x", "y"))
-    >>> s.centers.shape, s.counts.tolist(), s.n_seen, s.feature_names
-    ((2, 2), [2.0, 2.0], 4, ('x', 'y'))
-    >>> np.array_equal(to_estimator(s, {}).cluster_centers_, km.cluster_centers_)
-    True
-    """
-    schedule = model.temperature_schedule_
-    return ModelState(
-        np.array(model.cluster_centers_),
-        np.array(model.counts_, dtype=np.float64),
-        float(schedule.value),
-        float(schedule.initial),
-        float(schedule.minimum),
-        int(model.n_steps_),
-        int(n_seen),
-        feature_names,
-    )
 
 
 _ASSIGN_HEAD = struct.Struct("<qddI")

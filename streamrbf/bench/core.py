@@ -5,7 +5,10 @@ numba's kernels are single-threaded anyway). Speed: events/s of ``partial_fit`` 
 (d, k) = (16, 8), (64, 32), (128, 256) against ``MiniBatchKMeans.partial_fit``, as medians of
 interleaved rounds and their ratio. Quality: inertia relative to ``KMeans(n_init=10)`` after ``fit``
 and after 3 streaming passes of ``partial_fit`` with B = 256, on blobs, anisotropic and
-unequal-variance data, 5 seeds each.
+unequal-variance data, 5 seeds each. Large data: time and peak extra memory (tracemalloc: numpy's
+allocations) of ``predict``, ``predict_proba``, ``transform``, ``score`` and ``fit`` on 1,000,000 x
+32 float32 rows with k = 64, against ``KMeans(n_init=1)`` and the time to write a result of
+``predict_proba``'s size.
 """
 
 from __future__ import annotations
@@ -173,6 +176,50 @@ def quality(quick: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
+def large(quick: bool = False) -> list[dict[str, Any]]:
+    """Time and peak memory beyond the output of each call on a large data set (1,000,000 x 32
+    float32 rows, k = 64; 100,000 rows in quick mode), with scikit-learn's KMeans(n_init=1)."""
+    import tracemalloc
+
+    from sklearn.cluster import KMeans
+
+    from streamrbf import RBFKMeans
+
+    n, d, k = (100_000 if quick else 1_000_000), 32, 64
+    X = _stream(d, k, n, seed=1)
+    km = RBFKMeans(k, random_state=0).partial_fit(X[:20_000])
+
+    def write() -> np.ndarray:  # the floor of any call that returns memberships
+        out = np.empty((n, k), np.float32)
+        out.fill(0.5)
+        return out
+
+    calls = {
+        "predict": lambda: km.predict(X),
+        "write an (n, k) result": write,
+        "predict_proba": lambda: km.predict_proba(X),
+        "transform": lambda: km.transform(X),
+        "score": lambda: km.score(X),
+        "fit (max_iter=10)": lambda: RBFKMeans(k, random_state=0, max_iter=10).fit(X),
+        "KMeans(n_init=1, max_iter=10).fit": lambda: KMeans(k, n_init=1, max_iter=10,
+                                                           random_state=0).fit(X),
+    }
+    rows = []
+    for name, call in calls.items():
+        tracemalloc.start()
+        t = time.perf_counter()
+        out = call()
+        seconds = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        size = int(getattr(out, "nbytes", 0))
+        rows.append({"call": name, "n": n, "d": d, "k": k, "seconds": seconds,
+                     "peak_mb": peak / 2**20, "output_mb": size / 2**20,
+                     "extra_mb": (peak - size) / 2**20})
+        del out
+    return rows
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         "### partial_fit throughput, B = 4096, 1 thread (median of interleaved rounds)",
@@ -201,6 +248,18 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {name} | {len(rows)} | {np.mean(fit):.4f} | {max(fit):.4f} | "
             f"{np.mean(stream):.4f} | {max(stream):.4f} |"
         )
+    if result.get("large"):
+        r0 = result["large"][0]
+        lines += [
+            "",
+            f"### Large data: {r0['n']:,} x {r0['d']} float32 rows, k = {r0['k']}, 1 thread",
+            "",
+            "| call | seconds | peak MB | output MB | extra MB |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for r in result["large"]:
+            lines.append(f"| {r['call']} | {r['seconds']:.2f} | {r['peak_mb']:.0f} | "
+                         f"{r['output_mb']:.0f} | {r['extra_mb']:.0f} |")
     if result.get("gpu"):
         lines += [
             "",
@@ -228,7 +287,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     with threadpool_limits(1):
-        result = {"speed": speed(quick), "quality": quality(quick)}
+        result = {"speed": speed(quick), "quality": quality(quick), "large": large(quick)}
     print(markdown(result))
     if torch.cuda.is_available():
         shapes = ((64, 32),) if quick else ((16, 8), (64, 32), (128, 256))

@@ -12,6 +12,7 @@ non-zero, so each row sorts just those candidates (usually one or two) instead o
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -19,7 +20,37 @@ import numpy as np
 ENTMAX15 = 0
 SOFTMAX = 1
 HARD = 2
-MAPPING_CODES = {"entmax15": ENTMAX15, "softmax": SOFTMAX, "hard": HARD}
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    """A mapping of squared distances to memberships, as the engine knows it: its ``name``, the
+    ``code`` of its branch in the compiled kernels, and the width of its support: ``"one"``
+    (one-hot), ``"window"`` (only centres within ``2 T`` of the nearest can share a point, so
+    rows are sorted over those alone) or ``"all"`` (every centre gets a share). Its torch form is
+    registered under the same name in :mod:`streamrbf.core.mappings`.
+
+    A new mapping is an entry in :data:`MAPPINGS` with its branch in
+    :func:`responsibilities_given_nearest` (this module), and its torch function in
+    :mod:`streamrbf.core.mappings`: every face takes it by name.
+
+    Examples
+    --------
+    >>> MAPPINGS["entmax15"]
+    MappingSpec(name='entmax15', code=0, support='window')
+    """
+
+    name: str
+    code: int
+    support: str
+
+
+MAPPINGS = {m.name: m for m in (
+    MappingSpec("entmax15", ENTMAX15, "window"),
+    MappingSpec("softmax", SOFTMAX, "all"),
+    MappingSpec("hard", HARD, "one"),
+)}
+MAPPING_CODES = {name: m.code for name, m in MAPPINGS.items()}
 
 
 def check_mapping(mapping: str) -> int:
@@ -32,10 +63,10 @@ def check_mapping(mapping: str) -> int:
     True
     """
     try:
-        return MAPPING_CODES[mapping]
+        return MAPPINGS[mapping].code
     except (KeyError, TypeError):
         raise ValueError(
-            f"mapping must be one of {tuple(MAPPING_CODES)}, got {mapping!r}"
+            f"mapping must be one of {tuple(MAPPINGS)}, got {mapping!r}"
         ) from None
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=False)
@@ -64,7 +95,8 @@ def row_responsibilities(d, divisor, mapping, vals, idx, ubuf, tbuf):
 
 
 @_jit
-def responsibilities_given_nearest(d, jmin, dmin, divisor, mapping, vals, idx, row, ubuf, tbuf):
+def responsibilities_given_nearest(d, jmin, dmin, divisor, mapping, vals, idx, row, ubuf,  # noqa: C901
+                                   tbuf):
     """:func:`row_responsibilities` for a row whose nearest centre is already known, writing to
     row ``row`` of the 2-D ``vals`` and ``idx`` (no per-row array views in the batch loop)."""
     k = d.shape[0]
@@ -136,7 +168,8 @@ def responsibilities_given_nearest(d, jmin, dmin, divisor, mapping, vals, idx, r
 
 
 @_jit_batch
-def batch_responsibilities(X, C, G, divisor, mapping, vals, idx, length, labels, nearest, mass):
+def batch_responsibilities(X, C, G, divisor, mapping, vals, idx, length, labels, nearest,  # noqa: C901
+                           mass):
     """Sparse responsibilities of the batch ``X`` against centres ``C``, given ``G = X @ C.T``.
 
     Row ``i`` gets ``length[i]`` non-zeros ``vals[i, :length[i]]`` at centres

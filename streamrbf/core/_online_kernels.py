@@ -3,7 +3,7 @@
 Per event the arithmetic is tiny (about 35 ns at d=64, k=32); what costs is Python, so each call
 into this module does a whole event: distances, responsibilities (through the core's
 :func:`streamrbf.core._kernels.row_responsibilities`) and the step of
-:func:`streamrbf.core.statistics.apply_step` with that event's statistics ``m_k = p_k``, ``s_k =
+:func:`streamrbf.core.statistics.step_arrays` with that event's statistics ``m_k = p_k``, ``s_k =
 p_k x``:
 
     n_k <- decay * n_k + p_k,        c_k <- c_k + (p_k x - p_k c_k) / n_k.
@@ -118,6 +118,15 @@ def watch_distortion(det, dmin):
     det[1] += 1.0
     det[0] += (dmin - det[0]) / min(det[1], CUSUM_WINDOW)
     return False
+
+
+@_jit
+def watch_distortions(det, values):
+    """Feed each of ``values`` to :func:`watch_distortion`; True if any raised the alarm."""
+    alarm = False
+    for i in range(values.shape[0]):
+        alarm |= watch_distortion(det, values[i])
+    return alarm
 
 
 @_jit

@@ -148,7 +148,7 @@ def fixed_responsibility_gradient(
     With softmax responsibilities it equals autograd's gradient of the free energy:
 
     >>> from streamrbf.core.mappings import softmax
-    >>> from streamrbf.core.statistics import sq_distances
+    >>> from streamrbf.core.accelerated import sq_distances
     >>> X = torch.tensor([[0.0, 1.0], [2.0, 0.0], [3.0, 3.0]], dtype=torch.float64)
     >>> C = torch.tensor([[0.0, 0.0], [3.0, 2.0]], dtype=torch.float64, requires_grad=True)
     >>> d = sq_distances(X, C)

@@ -10,6 +10,8 @@ are ``z = -d / logit_divisor(T)``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ._kernels import MAPPING_CODES, check_mapping
@@ -17,7 +19,7 @@ from .temperature import logit_divisor
 
 __all__ = ["MAPPINGS", "entmax15", "hard", "responsibilities", "softmax", "sparse_entmax15"]
 
-MAPPINGS = tuple(MAPPING_CODES)
+MAPPINGS = tuple(MAPPING_CODES)  # the registered names
 
 
 def _safe_divisor(
@@ -176,7 +178,7 @@ def hard(d: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
 
 
 def responsibilities(
-    d: torch.Tensor, temperature: float, mapping: str = "entmax15"
+    d: torch.Tensor, temperature: float | torch.Tensor, mapping: str = "entmax15"
 ) -> torch.Tensor:
     """Responsibilities ``p_ik`` of squared distances ``d`` under ``mapping``; rows sum to 1.
 
@@ -188,11 +190,9 @@ def responsibilities(
     tensor([[1., 0.],
             [1., 0.]])
     """
-    if mapping == "entmax15":
-        return entmax15(d, temperature)
-    if mapping == "softmax":
-        return softmax(d, temperature)
-    if mapping == "hard":
-        return hard(d)
-    check_mapping(mapping)  # raises: not a mapping name
-    raise AssertionError(mapping)
+    check_mapping(mapping)  # raises, naming the choices, for anything but a registered name
+    return TORCH_MAPPINGS[mapping](d, temperature)
+
+
+# The torch form of each mapping of the registry (streamrbf.core._kernels.MAPPINGS), by name.
+TORCH_MAPPINGS: dict[str, Any] = {"entmax15": entmax15, "softmax": softmax, "hard": hard}

@@ -1,36 +1,60 @@
-"""Safe model files: tensors in safetensors, everything else as JSON in its metadata header.
+"""Safe model files: the state record in safetensors, everything else as JSON in its header.
 
-Nothing is ever unpickled. A file carries its format name and version; loading checks both, and the
-shapes and finiteness of what it reads, and refuses anything else with a ``ValueError``.
+Nothing is ever unpickled. :func:`save_state` and :func:`load_state` own the schema of a model
+file: the engine's :class:`~streamrbf.core.state.ModelState` (tensors ``centers`` ``(B, k, d)``
+and ``masses`` ``(B, k)``; temperatures, counters, seeds and feature names in the header), the
+face's parameters and a face's extra fields. Every header field is typed and range-checked before
+anything is built from it, only the known tensors are read (after the header, with their shapes
+checked against it) and they are copied into memory the process owns, so a file replaced after
+loading cannot change a loaded model. Files of format version 1 (centres, counts and a random
+generator's state) are still read.
+
+:func:`write_model_file` and :func:`read_model_file` are the container underneath: atomic writes,
+the format's name and version, finite tensors.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import stat
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file
+import numpy as np
 
-__all__ = ["FORMAT_VERSION", "read_model_file", "write_model_file"]
+from .state import ModelState
 
-FORMAT_VERSION = 1
+__all__ = [
+    "FORMAT_VERSION",
+    "load_state",
+    "read_model_file",
+    "save_state",
+    "state_from_bytes",
+    "state_to_bytes",
+    "write_model_file",
+]
+
+FORMAT_VERSION = 2
+_READABLE = (1, 2)
 _KEY = "streamrbf"
+_STATE_FIELDS = ("temperature", "initial_temperature", "min_temperature", "n_steps", "n_seen",
+                 "seed")
 
 
 def write_model_file(
-    path: str | os.PathLike, kind: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+    path: str | os.PathLike, kind: str, tensors: dict[str, Any], meta: dict[str, Any]
 ) -> Path:
     """Write ``tensors`` and the JSON-serialisable ``meta`` atomically (temp file, then rename).
 
-    The tensors are stored on the CPU; the header records ``kind`` and :data:`FORMAT_VERSION` so
-    that :func:`read_model_file` can refuse a file of another kind or version. Missing parent
-    directories are created, and a reader never sees a half-written file.
+    The tensors (numpy arrays or torch tensors, on any device) are stored on the host; the header
+    records ``kind`` and :data:`FORMAT_VERSION` so that :func:`read_model_file` can refuse a file
+    of another kind or version. Missing parent directories are created, and a reader never sees
+    a half-written file.
 
     Parameters
     ----------
@@ -39,7 +63,7 @@ def write_model_file(
     kind
         Name of the model type (e.g. ``"RBFKMeans"``), checked on reading.
     tensors
-        Named tensors, on any device.
+        Named arrays.
     meta
         Everything else, as JSON-serialisable values.
 
@@ -50,16 +74,18 @@ def write_model_file(
 
     Examples
     --------
-    >>> import tempfile, torch
+    >>> import tempfile
     >>> p = Path(tempfile.mkdtemp()) / "m.safetensors"
-    >>> _ = write_model_file(p, "demo", {"w": torch.ones(2)}, {"answer": 42})
-    >>> t, m = read_model_file(p, "demo")
+    >>> _ = write_model_file(p, "demo", {"w": np.ones(2)}, {"answer": 42})
+    >>> t, m = read_model_file(p, "demo", ["w"])
     >>> t["w"].tolist(), m["answer"]
     ([1.0, 1.0], 42)
     """
+    from safetensors.numpy import save_file
+
     path = Path(path)
     header = {_KEY: json.dumps({"kind": kind, "version": FORMAT_VERSION, "meta": meta})}
-    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    host = {k: np.ascontiguousarray(_host(v)) for k, v in tensors.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     # The file gets the mode any new file gets (0666 less the umask, read off a fresh file):
     # safetensors writes 0600, which would hide the model from other users and serving processes.
@@ -73,7 +99,7 @@ def write_model_file(
     mode = stat.S_IMODE(os.fstat(fd).st_mode)
     os.close(fd)
     try:
-        save_file(cpu, tmp, metadata=header)
+        save_file(host, tmp, metadata=header)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
@@ -82,13 +108,18 @@ def write_model_file(
     return path
 
 
+def _host(a: Any) -> np.ndarray:
+    return a if isinstance(a, np.ndarray) else a.detach().cpu().numpy()
+
+
 def read_model_file(
-    path: str | os.PathLike, kind: str
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    path: str | os.PathLike, kind: str, names: list[str] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a file written by :func:`write_model_file` for ``kind``; ``ValueError`` otherwise.
 
     Nothing is unpickled: the file must be safetensors with a streamrbf header of this ``kind``
-    and version, and every floating-point tensor must be finite.
+    and a readable version. Only the tensors in ``names`` are read (all when None), each copied
+    into memory this process owns and checked to be finite.
 
     Parameters
     ----------
@@ -96,27 +127,30 @@ def read_model_file(
         The model file.
     kind
         The model type expected (what was passed to :func:`write_model_file`).
+    names
+        The tensors to read; a name the file lacks is left out.
 
     Returns
     -------
     tuple
-        ``(tensors, meta)``: the named tensors (on the CPU) and the metadata dict.
+        ``(tensors, meta)``: the named numpy arrays and the header's metadata (with its
+        ``"version"`` added under ``"_version"``).
 
     Raises
     ------
     FileNotFoundError
         When ``path`` is not a file.
     ValueError
-        When the file is not a streamrbf model of this ``kind`` and version, or holds NaN or
-        infinity.
+        When the file is not a streamrbf model of this ``kind`` and a readable version, or holds
+        NaN or infinity.
 
     Examples
     --------
-    >>> import tempfile, torch
+    >>> import tempfile
     >>> p = write_model_file(Path(tempfile.mkdtemp()) / "m.safetensors", "demo",
-    ...                      {"w": torch.zeros(1)}, {})
+    ...                      {"w": np.zeros(1)}, {})
     >>> read_model_file(p, "demo")
-    ({'w': tensor([0.])}, {})
+    ({'w': array([0.])}, {'_version': 2})
     >>> read_model_file(p, "RBFKMeans")
     Traceback (most recent call last):
     ...
@@ -127,34 +161,327 @@ def read_model_file(
     ...
     ValueError: '...m.safetensors' is not a streamrbf model file (safetensors): ...
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {str(path)!r}")
-    try:
-        from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as f:  # one open: header and tensors
+    path = Path(path)
+    where = repr(str(path))
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {where}")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
             header = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise ValueError(
-            f"{str(path)!r} is not a streamrbf model file (safetensors): {err}"
-        ) from None
+            info = _header(header, where, kind)
+            wanted = [n for n in (f.keys() if names is None else names) if n in f.keys()]
+            tensors = {n: np.array(f.get_tensor(n), copy=True) for n in wanted}
+    except (SafetensorError, OSError, RuntimeError, TypeError) as err:
+        raise ValueError(f"{where} is not a streamrbf model file (safetensors): {err}") from None
+    for name, t in tensors.items():
+        if t.dtype.kind == "f" and not np.isfinite(t).all():
+            raise ValueError(f"{where} is corrupt: tensor {name!r} holds NaN or infinity.")
+    meta = info.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where} has a malformed streamrbf header: meta is not an object")
+    return tensors, {**meta, "_version": info["version"]}
+
+
+def _header(header: dict[str, str], where: str, kind: str) -> dict[str, Any]:
     if _KEY not in header:
-        raise ValueError(f"{str(path)!r} is a safetensors file but not a streamrbf model.")
+        raise ValueError(f"{where} is a safetensors file but not a streamrbf model.")
     try:
         info = json.loads(header[_KEY])
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{str(path)!r} has a malformed streamrbf header: {err}") from None
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"{where} has a malformed streamrbf header: {err}") from None
     if not isinstance(info, dict) or info.get("kind") != kind:
         got = info.get("kind") if isinstance(info, dict) else None
-        raise ValueError(f"{str(path)!r} holds a {got!r} model, not a {kind!r} model.")
-    if type(info.get("version")) is not int or info.get("version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{str(path)!r} has format version {info.get('version')!r}; this streamrbf reads "
-            f"version {FORMAT_VERSION}."
-        )
-    for name, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{str(path)!r} is corrupt: tensor {name!r} holds NaN or infinity.")
-    return tensors, info.get("meta", {})
+        raise ValueError(f"{where} holds a {got!r} model, not a {kind!r} model.")
+    version = info.get("version")
+    if type(version) is not int or version not in _READABLE:
+        raise ValueError(f"{where} has format version {version!r}; this streamrbf reads "
+                         f"versions {', '.join(map(str, _READABLE))}.")
+    return info
+
+
+# ------------------------------------------------------------------------------- the schema
+def save_state(path: str | os.PathLike, kind: str, state: ModelState, params: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> Path:
+    """Write a model: its state record, the face's parameters and extra fields.
+
+    An ``init`` parameter that is an array is stored as the tensor ``init``.
+
+    Parameters
+    ----------
+    path
+        The file.
+    kind
+        The face's model type (``"RBFKMeans"``).
+    state
+        The state record (a bank of one or more models).
+    params
+        The face's parameters, JSON-serialisable but for an ``init`` array.
+    extra
+        Further JSON-serialisable fields of the face, returned as they are by
+        :func:`load_state`.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> s = ModelState.single(np.eye(2), np.ones(2), temperature=0.5, seed=7)
+    >>> p = save_state(Path(tempfile.mkdtemp()) / "m.safetensors", "demo", s, {"n_clusters": 2})
+    >>> t, params, extra = load_state(p, "demo")
+    >>> t.centers[0].tolist(), float(t.temperature[0]), int(t.seed[0]), params
+    ([[1.0, 0.0], [0.0, 1.0]], 0.5, 7, {'n_clusters': 2})
+    """
+    params = dict(params)
+    tensors = {"centers": state.centers, "masses": state.masses}
+    if params.get("init") is not None and not isinstance(params["init"], str):
+        tensors["init"] = np.asarray(params["init"], dtype=np.float64)
+        params["init"] = "array"
+    record = {name: getattr(state, name).tolist() for name in _STATE_FIELDS}
+    record["feature_names"] = (None if state.feature_names is None
+                               else [str(n) for n in state.feature_names])
+    meta = {"params": params, "state": record, "extra": dict(extra or {})}
+    return write_model_file(path, kind, tensors, meta)
+
+
+def load_state(path: str | os.PathLike, kind: str
+               ) -> tuple[ModelState, dict[str, Any], dict[str, Any]]:
+    """Read a model written by :func:`save_state` (or a version-1 file): ``(state, params,
+    extra)``, every field checked; a ``ValueError`` naming the file for anything invalid.
+
+    Parameters
+    ----------
+    path
+        The file.
+    kind
+        The face's model type.
+
+    Returns
+    -------
+    tuple
+        The state record (numpy arrays on the host), the face's parameters (an ``init`` array
+        restored) and its extra fields.
+
+    Examples
+    --------
+    >>> load_state("missing.safetensors", "RBFKMeans")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no model file at 'missing.safetensors'
+    """
+    where = repr(str(path))
+    tensors, meta = read_model_file(path, kind, ["centers", "masses", "counts", "init"])
+    try:
+        if meta["_version"] == 1:
+            return _from_version_1(tensors, meta)
+        return _from_version_2(tensors, meta)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, IndexError) as err:
+        raise ValueError(f"{where} is not a valid {kind} model file: {err}") from None
+
+
+def _params(meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> dict[str, Any]:
+    params = meta["params"]
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise ValueError("params must be an object")
+    params = dict(params)
+    if params.get("init") == "array":
+        if "init" not in tensors:
+            raise ValueError("init is 'array' but the file has no init tensor")
+        params["init"] = tensors["init"].astype(np.float64)
+    return params
+
+
+def _centres(C: np.ndarray, masses: np.ndarray, B: int | None = None) -> None:
+    if C.dtype not in (np.float32, np.float64) or masses.dtype.kind != "f":
+        raise ValueError(f"centres must be float32 or float64, got {C.dtype}; masses "
+                         f"floating-point, got {masses.dtype}")
+    if C.ndim != 3 or 0 in C.shape or masses.shape != C.shape[:2]:
+        raise ValueError(f"tensor shapes do not match: centres {C.shape}, masses {masses.shape}")
+    if B is not None and C.shape[0] != B:
+        raise ValueError(f"the header has {B} models, the tensors {C.shape[0]}")
+    if (masses < 0).any():
+        raise ValueError("masses must be >= 0")
+
+
+def _floats(values: Any, name: str, B: int, positive: bool) -> np.ndarray:
+    if not (isinstance(values, list) and len(values) == B
+            and all(type(v) in (int, float) for v in values)):
+        raise ValueError(f"{name} must be a list of {B} numbers")
+    a = np.array(values, dtype=np.float64)
+    ok = np.isfinite(a) & ((a > 0) if positive else (a >= 0))
+    if not ok.all():
+        raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, "
+                         f"got {values!r}")
+    return a
+
+
+def _ints(values: Any, name: str, B: int, dtype: Any) -> np.ndarray:
+    if not (isinstance(values, list) and len(values) == B
+            and all(type(v) is int and 0 <= v < 2**63 for v in values)):
+        raise ValueError(f"{name} must be {B} ints in [0, 2**63)")
+    return np.array(values, dtype=dtype)
+
+
+def _names(names: Any, d: int) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    if not (isinstance(names, list) and len(names) == d and all(isinstance(n, str) for n in names)):
+        raise ValueError(f"feature_names must be {d} names")
+    return tuple(names)
+
+
+def _from_version_2(tensors, meta):
+    C, masses = tensors["centers"], tensors["masses"].astype(np.float64)
+    s = meta["state"]
+    if not isinstance(s, dict):
+        raise ValueError("state must be an object")
+    B = len(s["temperature"]) if isinstance(s["temperature"], list) else -1
+    _centres(C, masses, B)
+    T = _floats(s["temperature"], "temperature", B, True)
+    t0 = _floats(s["initial_temperature"], "initial_temperature", B, True)
+    tmin = _floats(s["min_temperature"], "min_temperature", B, False)
+    state = ModelState(C, masses, T, t0, tmin, _ints(s["n_steps"], "n_steps", B, np.int64),
+                       _ints(s["n_seen"], "n_seen", B, np.int64),
+                       _ints(s["seed"], "seed", B, np.uint64),
+                       _names(s.get("feature_names"), C.shape[2]))
+    extra = meta.get("extra", {})
+    if not isinstance(extra, dict):
+        raise ValueError("extra must be an object")
+    return state, _params(meta, tensors), extra
+
+
+def _from_version_1(tensors, meta):
+    """A version-1 file: ``(k, d)`` centres and ``counts``, a schedule, a generator's state."""
+    C, counts = tensors["centers"], tensors["counts"]
+    _centres(C[None], counts[None])
+    sched = meta["schedule"]
+    if not isinstance(sched, dict):
+        raise ValueError("schedule must be an object")
+    T = _floats([sched["value"]], "temperature", 1, True)
+    t0 = _floats([sched["initial"]], "initial temperature", 1, True)
+    tmin = _floats([sched["minimum"]], "minimum temperature", 1, False)
+    params = _params(meta, tensors)
+    # Version 1 named the starting temperature `temperature` and forgot per step by `decay`.
+    if "temperature" in params:
+        params["initial_temperature"] = params.pop("temperature")
+    decay = params.pop("decay", 1.0)
+    if params.get("half_life") is None:
+        params["half_life"] = None
+        if decay != 1.0:
+            params["decay"] = decay
+    seed = params.get("random_state")
+    if not (type(seed) is int and 0 <= seed < 2**63):
+        seed = zlib.crc32(json.dumps(meta.get("rng"), sort_keys=True).encode())
+    n_steps = _ints([meta["n_steps"]], "n_steps", 1, np.int64)
+    d = C.shape[1]
+    if meta.get("n_features_in") != d:
+        raise ValueError("tensor shapes do not match the parameters")
+    state = ModelState(C[None].copy(), counts[None].astype(np.float64), T, t0, tmin, n_steps,
+                       np.zeros(1, np.int64), np.array([seed], np.uint64),
+                       _names(meta.get("feature_names_in"), d))
+    inertia = meta.get("inertia")
+    extra = {"n_iter": meta.get("n_iter"),
+             "inertia": float(inertia) if isinstance(inertia, (int, float)) else math.nan}
+    for key, value in meta.items():
+        if key not in ("params", "schedule", "rng", "rng_kind", "n_features_in",
+                       "feature_names_in", "n_steps", "n_iter", "inertia", "labels", "_version"):
+            extra[key] = value
+    return state, params, extra
+
+
+# ------------------------------------------------------------------------------ as bytes
+_MAGIC = b"SRS1"
+_BYTES_HEAD = struct.Struct("<4sBIII")  # magic, float64 centres?, B, k, d
+
+
+def state_to_bytes(state: ModelState) -> bytes:
+    """The record as compact bytes (what Beam state, shuffles and side inputs carry): a header,
+    the raw arrays, the feature names as JSON. Deterministic; float32 centres stay float32.
+
+    Parameters
+    ----------
+    state
+        A record on the host (numpy arrays).
+
+    Returns
+    -------
+    bytes
+        ``state_from_bytes`` reads them back.
+
+    Examples
+    --------
+    >>> s = ModelState.single(np.eye(2, dtype=np.float32), np.ones(2), temperature=0.5, seed=9,
+    ...                       feature_names=("x", "y"))
+    >>> t = state_from_bytes(state_to_bytes(s))
+    >>> t.centers.dtype, t.feature_names, int(t.seed[0]), len(state_to_bytes(s))
+    (dtype('float32'), ('x', 'y'), 9, 106)
+    """
+    C = np.ascontiguousarray(_host(state.centers))
+    wide = C.dtype != np.float32
+    C = C.astype(np.float64 if wide else np.float32, copy=False)
+    B, k, d = C.shape
+    names = b"" if state.feature_names is None else json.dumps(
+        list(state.feature_names), separators=(",", ":"), ensure_ascii=False).encode()
+    parts = [_BYTES_HEAD.pack(_MAGIC, int(wide), B, k, d), C.tobytes(),
+             np.ascontiguousarray(_host(state.masses), "<f8").tobytes()]
+    parts += [np.ascontiguousarray(getattr(state, f), "<f8").tobytes()
+              for f in ("temperature", "initial_temperature", "min_temperature")]
+    parts += [np.ascontiguousarray(state.n_steps, "<i8").tobytes(),
+              np.ascontiguousarray(state.n_seen, "<i8").tobytes(),
+              np.ascontiguousarray(state.seed, "<u8").tobytes(), names]
+    return b"".join(parts)
+
+
+def state_from_bytes(data: bytes) -> ModelState:
+    """The record :func:`state_to_bytes` wrote; a ``ValueError`` for anything else (wrong magic,
+    sizes that do not add up, non-finite or negative values, names that are not ``d`` strings).
+
+    Examples
+    --------
+    >>> state_from_bytes(b"SRS1 and then nothing sensible")
+    Traceback (most recent call last):
+    ...
+    ValueError: not an encoded streamrbf model state: ...
+    """
+    try:
+        magic, wide, B, k, d = _BYTES_HEAD.unpack_from(data, 0)
+        if magic != _MAGIC:
+            raise ValueError(f"magic {bytes(magic)!r}")
+        dtype = np.dtype("<f8" if wide else "<f4")
+        sizes: list[tuple[np.dtype, int]] = [(dtype, B * k * d), (np.dtype("<f8"), B * k)]
+        sizes += [(np.dtype("<f8"), B)] * 3 + [(np.dtype("<i8"), B)] * 2 + [(np.dtype("<u8"), B)]
+        need = _BYTES_HEAD.size + sum(t.itemsize * n for t, n in sizes)
+        if len(data) < need:
+            raise ValueError(f"{len(data)} bytes, the header needs {need}")
+        off, arrays = _BYTES_HEAD.size, []
+        for t, n in sizes:
+            arrays.append(np.frombuffer(data, t, n, off).copy())
+            off += t.itemsize * n
+        C, masses, T, t0, tmin, n_steps, n_seen, seed = arrays
+        names = None if off == len(data) else _names(json.loads(bytes(data[off:])), d)
+    except (struct.error, ValueError, TypeError, RecursionError, UnicodeDecodeError) as err:
+        raise ValueError(f"not an encoded streamrbf model state: {err}") from None
+    state = ModelState(C.reshape(B, k, d).astype(dtype.newbyteorder("="), copy=False),
+                       masses.reshape(B, k), T, t0, tmin, n_steps, n_seen, seed, names)
+    _check_decoded(state)
+    return state
+
+
+def _check_decoded(s: ModelState) -> None:
+    checks = [
+        (np.isfinite(s.centers).all(), "centres hold NaN or infinity"),
+        ((np.isfinite(s.masses) & (s.masses >= 0)).all(), "masses must be finite and >= 0"),
+        ((np.isfinite(s.temperature) & (s.temperature > 0)).all(), "temperatures must be > 0"),
+        ((np.isfinite(s.initial_temperature) & (s.initial_temperature > 0)).all(),
+         "initial temperatures must be > 0"),
+        ((np.isfinite(s.min_temperature) & (s.min_temperature >= 0)).all(),
+         "minimum temperatures must be >= 0"),
+        ((s.n_steps >= 0).all() and (s.n_seen >= 0).all(), "counters must be >= 0"),
+    ]
+    for ok, why in checks:
+        if not ok:
+            raise ValueError(f"not an encoded streamrbf model state: {why}")

@@ -6,35 +6,39 @@ statistics of shards add up (in any order) to those of the union: this is what m
 training exact. The step with decayed masses ``n_k <- a n_k + m_k``,
 ``c_k <- c_k + (s_k - m_k c_k) / n_k`` is one soft-Lloyd (EM) step when ``a = 0`` and the running
 mean (MacQueen) when ``a = 1``.
+
+CPU models work on numpy arrays through the compiled kernels (:func:`sparse_memberships`), and
+never import torch; the torch functions (:func:`batch_statistics`, :func:`fused_step`) serve
+accelerators and differentiable code, and import it when called.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import types
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import torch
 
 from . import _kernels
-from .mappings import responsibilities, sparse_entmax15
 from .temperature import logit_divisor
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = [
     "BatchResult",
-    "FusedStep",
     "SparseMemberships",
     "SufficientStatistics",
-    "apply_step",
-    "batch_statistics",
-    "compiled_fused_step",
-    "fused_step",
+    "batch_result",
+    "gram",
+    "overflow_error",
     "sparse_memberships",
-    "sq_distances",
+    "step_arrays",
 ]
+
+
 
 
 @dataclass
@@ -42,84 +46,88 @@ class SufficientStatistics:
     """Masses ``mass`` (k,), weighted sums ``sums`` (k, d), weighted distortion ``loss`` and the
     number of events ``n`` of one or more batches. Add them with ``+`` (shards, CombineFns).
 
+    ``mass`` and ``sums`` are float64 numpy arrays for CPU models and torch tensors for models on
+    an accelerator.
+
     Examples
     --------
-    >>> import torch
     >>> a = SufficientStatistics.zeros(2, 3)
-    >>> b = SufficientStatistics(torch.ones(2, dtype=torch.float64),
-    ...                          torch.ones(2, 3, dtype=torch.float64), 1.5, 2)
+    >>> b = SufficientStatistics(np.ones(2), np.ones((2, 3)), 1.5, 2)
     >>> (a + b + b).mass.tolist(), (a + b + b).n
     ([2.0, 2.0], 4)
     """
 
-    mass: torch.Tensor
-    sums: torch.Tensor
+    mass: Any
+    sums: Any
     loss: float = 0.0
     n: int = 0
 
     @classmethod
-    def zeros(cls, n_clusters: int, n_features: int, device: torch.device | str = "cpu"):
-        """Empty statistics (the identity of ``+``)."""
+    def zeros(cls, n_clusters: int, n_features: int, device: Any = None) -> SufficientStatistics:
+        """Empty statistics (the identity of ``+``): numpy arrays, or torch tensors on
+        ``device`` when one is given."""
+        if device is None:
+            return cls(np.zeros(n_clusters), np.zeros((n_clusters, n_features)))
+        import torch
+
         return cls(
             torch.zeros(n_clusters, dtype=torch.float64, device=device),
             torch.zeros(n_clusters, n_features, dtype=torch.float64, device=device),
         )
 
     def __add__(self, other: SufficientStatistics) -> SufficientStatistics:
-        if self.sums.shape != other.sums.shape:
+        if tuple(self.sums.shape) != tuple(other.sums.shape):
             raise ValueError(
                 f"cannot add statistics of shape {tuple(self.sums.shape)} and "
                 f"{tuple(other.sums.shape)}"
             )
-        return SufficientStatistics(
-            self.mass + other.mass.to(self.mass.device),
-            self.sums + other.sums.to(self.sums.device),
-            float(self.loss) + float(other.loss),
-            self.n + other.n,
-        )
+        mass, sums = other.mass, other.sums
+        if not isinstance(self.mass, np.ndarray):  # torch: on this one's device
+            mass, sums = _tensor_like(mass, self.mass), _tensor_like(sums, self.sums)
+        elif not isinstance(mass, np.ndarray):
+            mass, sums = _host(mass), _host(sums)
+        return SufficientStatistics(self.mass + mass, self.sums + sums,
+                                    float(self.loss) + float(other.loss), self.n + other.n)
 
-    def means(self) -> torch.Tensor:
+    def means(self) -> Any:
         """Responsibility-weighted means ``s_k / m_k`` (NaN rows where ``m_k = 0``)."""
         return self.sums / self.mass[:, None]
+
+
+def _host(a: Any) -> np.ndarray:
+    """A float64 numpy copy of a numpy array or torch tensor (on any device)."""
+    if isinstance(a, np.ndarray):
+        return a
+    return a.detach().cpu().numpy()
+
+
+def _tensor_like(a: Any, like: Any) -> Any:
+    import torch
+
+    return torch.as_tensor(a, dtype=like.dtype).to(like.device)
 
 
 @dataclass
 class BatchResult:
     """What one pass over a batch yields: its statistics, each point's nearest centre and the
-    squared distance to it.
+    squared distance to it (numpy arrays for CPU models, torch tensors on accelerators).
 
     Examples
     --------
-    >>> import torch
-    >>> X = torch.tensor([[0.0], [0.4], [10.0]], dtype=torch.float64)
-    >>> C = torch.tensor([[0.0], [1.0], [10.0]], dtype=torch.float64)
-    >>> r = batch_statistics(X, C, temperature=1.0)
+    >>> X = np.array([[0.0], [0.4], [10.0]])
+    >>> C = np.array([[0.0], [1.0], [10.0]])
+    >>> r = batch_result(X, C, temperature=1.0)
     >>> r.labels.tolist(), r.support   # the middle point has 2 memberships
     ([0, 0, 2], 5)
     """
 
     stats: SufficientStatistics
-    labels: torch.Tensor
-    nearest: torch.Tensor
+    labels: Any
+    nearest: Any
     support: int = 0
     """Number of non-zero responsibilities (== batch size when every row is one-hot)."""
     memberships: SparseMemberships | None = None
     """The sparse responsibilities themselves (CPU batches; None from accelerators)."""
-
-
-def sq_distances(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances ``(n, k)`` by the norm expansion, clamped at 0.
-
-    Examples
-    --------
-    >>> import torch
-    >>> sq_distances(torch.tensor([[0.0, 0.0], [3.0, 4.0]]), torch.tensor([[0.0, 0.0], [3.0, 0.0]]))
-    tensor([[ 0.,  9.],
-            [25., 16.]])
-    """
-    xx = (X * X).sum(dim=1, keepdim=True)
-    cc = (C * C).sum(dim=1)
-    return torch.addmm(xx + cc, X, C.T, alpha=-2.0).clamp_min_(0.0)
 
 
 # Above this mean support size per row, the weighted sums go through one BLAS matmul instead of the
@@ -146,7 +154,13 @@ _TINY_MATMUL = 1 << 16
 
 
 def gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
-    """``X @ C.T``, on a single BLAS thread when the product is small (see ``_SMALL_MATMUL``)."""
+    """``X @ C.T``, on a single BLAS thread when the product is small (see ``_SMALL_MATMUL``).
+
+    Examples
+    --------
+    >>> gram(np.array([[1.0, 2.0]]), np.array([[3.0, 4.0], [0.0, 1.0]]))
+    array([[11.,  2.]])
+    """
     size = X.shape[0] * X.shape[1] * C.shape[0]
     if _TINY_MATMUL <= size < _SMALL_MATMUL:
         with _blas_controller().limit(limits=1, user_api="blas"):
@@ -202,7 +216,8 @@ def sparse_memberships(
     code = _kernels.MAPPING_CODES[mapping]
     labels = np.empty(B, np.int64)
     nearest = np.empty(B, np.float64)
-    room = 1 if mapping == "hard" else min(k, _SPARSE_ROOM) if mapping == "entmax15" else k
+    support = _kernels.MAPPINGS[mapping].support
+    room = 1 if support == "one" else min(k, _SPARSE_ROOM) if support == "window" else k
     while True:
         vals = np.empty((B, room), np.float64)
         idx = np.empty((B, room), np.int64)
@@ -229,7 +244,7 @@ def overflow_error(X: Any) -> ValueError:
     >>> str(overflow_error(torch.tensor([[1e200, 0.0]], dtype=torch.float64)))[:45]
     'squared distances overflow torch.float64 for '
     """
-    if isinstance(X, torch.Tensor):
+    if not isinstance(X, np.ndarray):  # a torch tensor
         top, dtype = (float(X.abs().max()) if X.numel() else 0.0), str(X.dtype)
     else:  # numpy, named as torch names it
         top, dtype = (float(np.abs(X).max()) if X.size else 0.0), f"torch.{X.dtype}"
@@ -239,229 +254,88 @@ def overflow_error(X: Any) -> ValueError:
     )
 
 
-def _batch_statistics_cpu(X, C, temperature, mapping, with_sums):
-    Xn = X.numpy()
-    Cn = C.to(X.dtype).numpy()
-    B, dim = Xn.shape
-    k = Cn.shape[0]
-    m = sparse_memberships(Xn, Cn, temperature, mapping)
-    sums = np.zeros((k, dim), np.float64)
-    if with_sums and B:
-        if m.nnz > B * max(2.0, k * _DENSE_SUPPORT_FRACTION):
-            P = _kernels.densify(m.vals, m.idx, m.length, k)
-            sums = P.T @ Xn.astype(np.float64, copy=False)
-        else:
-            _kernels.scatter_sums(Xn, m.vals, m.idx, m.length, sums)
-    stats = SufficientStatistics(torch.from_numpy(m.mass), torch.from_numpy(sums), m.loss, B)
-    return BatchResult(stats, torch.from_numpy(m.labels), torch.from_numpy(m.nearest), m.nnz, m)
-
-
-def _batch_statistics_torch(X, C, temperature, mapping, with_sums):
-    D = sq_distances(X, C.to(X.dtype))
-    k = C.shape[0]
-    nearest, labels = D.min(dim=1)
-    if mapping == "entmax15":
-        vals, idx = sparse_entmax15(D, temperature)
-    elif mapping == "hard":
-        vals, idx = torch.ones_like(nearest)[:, None], labels[:, None]
-    else:
-        P = responsibilities(D, temperature, mapping)
-        vals, idx = P, torch.arange(k, device=D.device).expand_as(P)
-    flat_idx, flat_vals = idx.reshape(-1), vals.reshape(-1).to(torch.float64)
-    mass = torch.zeros(k, dtype=torch.float64, device=X.device).index_add_(0, flat_idx, flat_vals)
-    loss = float((vals * D.gather(1, idx)).sum())
-    if with_sums:
-        if idx.shape[1] == 1:
-            sums = torch.zeros(k, X.shape[1], dtype=X.dtype, device=X.device)
-            sums.index_add_(0, idx[:, 0], X * vals)
-        else:
-            P = torch.zeros_like(D).scatter_(1, idx, vals)
-            sums = P.T @ X
-        sums = sums.to(torch.float64)
-    else:
-        sums = torch.zeros(k, X.shape[1], dtype=torch.float64, device=X.device)
-    stats = SufficientStatistics(mass, sums, loss, X.shape[0])
-    support = int((vals > 0).sum())
-    return BatchResult(stats, labels, nearest.to(torch.float64), support)
-
-
-def batch_statistics(
-    X: torch.Tensor,
-    centers: torch.Tensor,
+def batch_result(
+    X: np.ndarray,
+    C: np.ndarray,
     temperature: float,
     mapping: str = "entmax15",
     *,
     with_sums: bool = True,
-    backend: str = "auto",
 ) -> BatchResult:
-    """Sufficient statistics of the batch ``X`` (n, d) against ``centers`` (k, d).
+    """Sufficient statistics, nearest centres and sparse memberships of the batch ``X`` (n, d)
+    against the centres ``C`` (k, d), numpy arrays of one dtype: the one CPU pass (the compiled
+    kernel of :func:`sparse_memberships`; torch is not used).
 
-    ``backend``: ``"numba"`` (CPU tensors; compiled, exact sparse entmax), ``"torch"`` (any device)
-    or ``"auto"`` (numba on CPU, torch elsewhere). Both give the same numbers (tested).
+    Parameters
+    ----------
+    X
+        The batch, float32 or float64, finite.
+    C
+        The centres, the same dtype.
+    temperature
+        The temperature of the mapping.
+    mapping
+        ``"entmax15"``, ``"softmax"`` or ``"hard"``.
+    with_sums
+        Whether to compute the weighted sums (a step needs them; scoring does not).
+
+    Returns
+    -------
+    BatchResult
+        Statistics, labels, squared distances to the nearest centre, number of non-zero
+        memberships, and the memberships themselves.
+
+    Raises
+    ------
+    ValueError
+        When a squared distance overflows (:func:`overflow_error`).
 
     Examples
     --------
-    >>> import torch
-    >>> X = torch.tensor([[0.0], [1.0], [10.0]], dtype=torch.float64)
-    >>> C = torch.tensor([[0.0], [10.0]], dtype=torch.float64)
-    >>> r = batch_statistics(X, C, temperature=0.1)
+    >>> r = batch_result(np.array([[0.0], [1.0], [10.0]]), np.array([[0.0], [10.0]]), 0.1)
     >>> r.stats.mass.tolist(), r.stats.sums.ravel().tolist(), r.labels.tolist()
     ([2.0, 1.0], [1.0, 10.0], [0, 0, 1])
     """
-    if backend == "auto":
-        backend = "numba" if X.device.type == "cpu" else "torch"
-    _kernels.check_mapping(mapping)
-    if backend == "numba":
-        return _batch_statistics_cpu(X, centers, temperature, mapping, with_sums)
-    if backend == "torch":
-        return _batch_statistics_torch(X, centers, temperature, mapping, with_sums)
-    raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
+    B, dim = X.shape
+    k = C.shape[0]
+    m = sparse_memberships(X, C, temperature, mapping)
+    sums = np.zeros((k, dim), np.float64)
+    if with_sums and B:
+        if m.nnz > B * max(2.0, k * _DENSE_SUPPORT_FRACTION):
+            P = _kernels.densify(m.vals, m.idx, m.length, k)
+            sums = P.T @ X.astype(np.float64, copy=False)
+        else:
+            _kernels.scatter_sums(X, m.vals, m.idx, m.length, sums)
+    stats = SufficientStatistics(m.mass, sums, m.loss, B)
+    return BatchResult(stats, m.labels, m.nearest, m.nnz, m)
 
 
-def apply_step(
-    centers: torch.Tensor,
-    counts: torch.Tensor,
-    stats: SufficientStatistics,
-    decay: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One gradient step from sufficient statistics, with forgetting; returns new (centers, counts).
+def step_arrays(centers: Any, masses: Any, mass: Any, sums: Any, forgetting: float) -> tuple:
+    """One gradient step from sufficient statistics (``mass`` (k,), ``sums`` (k, d)), with
+    forgetting; returns the new ``(centres, masses)``, in float64.
 
-    ``counts`` are the decayed masses ``n_k <- decay * n_k + m_k``; each centre moves by
-    ``(s_k - m_k c_k) / n_k``, i.e. gradient descent on the weighted distortion with step size
-    ``1 / (2 n_k)``. With ``decay = 0`` that lands on the weighted mean ``s_k / m_k`` (one Lloyd /
-    EM step). Centres with no mass stay where they are.
-
-    Examples
-    --------
-    >>> import torch
-    >>> C, n = torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
-    >>> s = SufficientStatistics(torch.tensor([2.0], dtype=torch.float64),
-    ...                          torch.tensor([[6.0]], dtype=torch.float64), 0.0, 2)
-    >>> C, n = apply_step(C, n, s)
-    >>> C.item(), n.item()
-    (3.0, 2.0)
-    """
-    dev = centers.device
-    if dev.type == "cpu":
-        # The same formula on numpy views: a few microseconds instead of a dozen torch dispatches.
-        C, n = _step(
-            centers.numpy().astype(np.float64),
-            counts.numpy().astype(np.float64, copy=False),
-            stats.mass.numpy(),
-            stats.sums.numpy(),
-            decay,
-        )
-        return torch.from_numpy(C.astype(centers.numpy().dtype, copy=False)), torch.from_numpy(n)
-    C, n = _step(
-        centers.to(torch.float64),
-        counts.to(torch.float64),
-        stats.mass.to(dev),
-        stats.sums.to(dev),
-        decay,
-    )
-    return C.to(centers.dtype), n
-
-
-class FusedStep(NamedTuple):
-    """What :func:`fused_step` returns, all on the input's device. ``flags`` (float64, 5) holds
-    ``[finite, loss, support, inertia, starving]``: whether every input was finite, the weighted
-    distortion, the number of non-zero memberships, the sum of squared distances to the nearest
-    centre, and whether some centre's mass fell below ``ratio`` x the largest.
+    The masses decay and gain the batch's, ``n_k <- forgetting * n_k + m_k``, and each centre
+    moves by ``(s_k - m_k c_k) / n_k``: gradient descent on the weighted distortion with step
+    size ``1 / (2 n_k)``. With ``forgetting = 0`` that lands on the weighted mean ``s_k / m_k``
+    (one Lloyd / EM step). Centres with no mass stay where they are. The operators work on numpy
+    arrays and torch tensors alike.
 
     Examples
     --------
-    >>> import torch
-    >>> X = torch.tensor([[0.0], [1.0], [float("nan")]], dtype=torch.float64)
-    >>> C = torch.tensor([[0.0], [10.0]], dtype=torch.float64)
-    >>> out = fused_step(X, C, torch.ones(2, dtype=torch.float64), 0.1, 1.0)
-    >>> out.flags[0].item()   # not finite: the caller discards this step
-    0.0
+    >>> C, n = step_arrays(np.zeros((1, 1)), np.zeros(1), np.array([2.0]), np.array([[6.0]]), 1.0)
+    >>> C.tolist(), n.tolist()
+    ([[3.0]], [2.0])
     """
+    if isinstance(centers, np.ndarray):
+        return _step(centers.astype(np.float64), masses.astype(np.float64, copy=False),
+                     mass, sums, forgetting)
+    import torch
 
-    centers: torch.Tensor
-    counts: torch.Tensor
-    labels: torch.Tensor
-    nearest: torch.Tensor
-    mass: torch.Tensor
-    sums: torch.Tensor
-    flags: torch.Tensor
-
-
-def fused_step(
-    X: torch.Tensor,
-    centers: torch.Tensor,
-    counts: torch.Tensor,
-    temperature: float | torch.Tensor,
-    decay: float | torch.Tensor,
-    ratio: float = 0.0,
-    mapping: str = "entmax15",
-) -> FusedStep:
-    """Batch statistics and the step of :func:`apply_step` in tensor operations only, for
-    accelerators: dense memberships (the exact entmax-1.5 of
-    :func:`~streamrbf.core.mappings.entmax15`)
-    and no value read back to the host, so a caller needs one transfer (``flags``) per step, and
-    the function can be captured by ``torch.compile`` (pass ``temperature`` and ``decay`` as 0-d
-    tensors then, so a new value does not recompile). Nothing is checked here: the caller reads
-    ``flags`` and discards the result when ``finite`` is 0. Equal to :func:`batch_statistics`
-    followed by :func:`apply_step` (tested).
-
-    Examples
-    --------
-    >>> import torch
-    >>> X = torch.tensor([[0.0], [1.0], [10.0]], dtype=torch.float64)
-    >>> C = torch.tensor([[0.0], [10.0]], dtype=torch.float64)
-    >>> out = fused_step(X, C, torch.zeros(2, dtype=torch.float64), 0.1, 1.0)
-    >>> out.centers.ravel().tolist(), out.counts.tolist(), out.flags.tolist()
-    ([0.5, 10.0], [2.0, 1.0], [1.0, 1.0, 3.0, 1.0, 0.0])
-    """
-    D = sq_distances(X, centers.to(X.dtype))
-    nearest, labels = D.min(dim=1)
-    P = responsibilities(D, temperature, mapping)
-    mass = P.sum(dim=0, dtype=torch.float64)
-    sums = (P.T @ X).to(torch.float64)
-    loss = (P * D).sum(dtype=torch.float64)
-    C, n = _step(centers.to(torch.float64), counts.to(torch.float64), mass, sums, decay)
-    top = n.max()
-    starving = (n < ratio * top).any() & (top > 0)
-    flags = torch.stack(
-        [
-            torch.isfinite(X).all().to(torch.float64),
-            loss,
-            (P > 0).sum().to(torch.float64),
-            nearest.sum(dtype=torch.float64),
-            starving.to(torch.float64),
-        ]
-    )
-    return FusedStep(C.to(centers.dtype), n, labels, nearest, mass, sums, flags)
-
-
-@functools.cache
-def compiled_fused_step(mode: str = "default", shape: tuple[int, ...] | None = None):
-    """:func:`fused_step` through ``torch.compile``, one compiled function per ``mode`` and model
-    ``shape`` (k, d), each for fixed shapes (a new batch size compiles once more). Each gets its
-    own copy of the code object, hence its own dynamo cache and recompile limit: models of
-    several shapes in one process do not share (and exhaust) one. Pass the temperature and
-    decay as 0-d tensors on the data's device, so a new value does not recompile.
-
-    Examples
-    --------
-    >>> step = compiled_fused_step("reduce-overhead", (8, 16))   # compiles on its first call
-    >>> step is compiled_fused_step("reduce-overhead", (8, 16))
-    True
-    """
-    # A code object that differs by name (an equal copy would share dynamo's cache entry).
-    name = f"fused_step_{mode.replace('-', '_')}_{'_'.join(map(str, shape or ()))}"
-    names = {"co_name": name}
-    if hasattr(fused_step.__code__, "co_qualname"):  # Python >= 3.11
-        names["co_qualname"] = name
-    fn = types.FunctionType(fused_step.__code__.replace(**names), fused_step.__globals__, name,
-                            fused_step.__defaults__, fused_step.__closure__)
-    fn.__kwdefaults__ = fused_step.__kwdefaults__
-    return torch.compile(fn, mode=mode, fullgraph=True, dynamic=False)
+    return _step(centers.to(torch.float64), masses.to(torch.float64), mass, sums, forgetting)
 
 
 def _step(c64, counts, mass, sums, decay):
-    """The step of :func:`apply_step`, in operators only (numpy arrays or torch tensors)."""
+    """The step of :func:`step_arrays`, in operators only (numpy arrays or torch tensors)."""
     new_counts = decay * counts + mass
     moving = new_counts > 0
     safe = new_counts + ~moving  # 1 where nothing moves: no division by zero

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["TemperatureSchedule", "auto_temperature", "logit_divisor"]
+__all__ = ["TemperatureSchedule", "auto_temperature", "cooled", "logit_divisor"]
 
 
-def logit_divisor(temperature: float) -> float:
+def logit_divisor(temperature: Any) -> Any:
     """The divisor of squared distances in the logits: ``z_ik = -d_ik / logit_divisor(T)``.
 
     streamrbf uses the convention ``T = sigma`` (MATH.md). Every formula that needs the temperature
@@ -82,6 +83,35 @@ def auto_temperature(sq_distances: np.ndarray) -> float:
         # All points sit on centres (or the scale is degenerate): any positive value anneals.
         t = 1.0
     return t
+
+
+def cooled(value: float, factor: float, minimum: float) -> float:
+    """The temperature after one annealing step: ``value * factor``, never below ``minimum`` and
+    never 0 (the smallest positive float64 at least, so that ``1 / T`` is finite).
+
+    Parameters
+    ----------
+    value
+        The current temperature.
+    factor
+        The step's factor, in (0, 1].
+    minimum
+        The floor, >= 0.
+
+    Returns
+    -------
+    float
+        The new temperature.
+
+    Examples
+    --------
+    >>> cooled(1.0, 0.5, 0.2), cooled(0.3, 0.5, 0.2), cooled(1e-300, 1e-300, 0.0) > 0
+    (0.5, 0.2, True)
+    """
+    return max(value * factor, minimum, _TINY)
+
+
+_TINY = float(np.finfo(np.float64).tiny)
 
 
 @dataclass
@@ -155,9 +185,7 @@ class TemperatureSchedule:
         float
             The new :attr:`value`.
         """
-        v = self.value * self.decay**n
-        # A positive floor keeps 1/T finite even when minimum is 0.
-        self.value = max(v, self.minimum, np.finfo(np.float64).tiny)
+        self.value = cooled(self.value, self.decay**n, self.minimum)
         return self.value
 
     def reheat(self, factor: float | None = None) -> float:

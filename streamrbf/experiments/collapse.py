@@ -30,7 +30,8 @@ def collapse_table(
     rows = []
     for t in temperatures:
         soft = RBFKMeans(
-            n_clusters, init=C_star, temperature=t, temperature_decay=1.0, tol=0.0, max_iter=2000
+            n_clusters, init=C_star, initial_temperature=t, temperature_decay=1.0, tol=0.0,
+            max_iter=2000,
         ).fit(X)
         C = soft.cluster_centers_
         rows.append(

@@ -414,7 +414,8 @@ def build_pipeline(
     result = parsed.events | "ClusterPerKey" >> ClusterPerKey(
         args.n_clusters, batch_size=args.batch_size, snapshot_every=1,
         feature_names=args.features.split(",") if args.features else None,
-        temperature_decay=args.temperature_decay, decay=args.decay, random_state=args.seed,
+        temperature_decay=args.temperature_decay, half_life=args.half_life,
+        random_state=args.seed,
     )
     dead = (parsed.dead_letters, result.dead_letters) | "AllDeadLetters" >> beam.Flatten()
     suffix = {} if streaming else {"shard_name_template": ""}

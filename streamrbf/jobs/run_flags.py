@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from ..console import EXIT_CODES, Formatter, fraction, positive_int, probability
+from ..console import (
+    EXIT_CODES,
+    Formatter,
+    auto_or,
+    fraction,
+    positive_float,
+    positive_int,
+    probability,
+)
 
 __all__ = ["run_parser"]
 
@@ -82,11 +90,12 @@ def run_parser(prog: str = "streamrbf run") -> argparse.ArgumentParser:
                    help="clusters per stream (default: %(default)s)")
     p.add_argument("--batch_size", type=positive_int, default=100, metavar="B",
                    help="events per learning step (default: %(default)s)")
-    p.add_argument("--temperature_decay", type=fraction, default=0.95, metavar="R",
-                   help="temperature factor per step, in (0, 1] (default: %(default)s)")
-    p.add_argument("--decay", type=fraction, default=0.9, metavar="A",
-                   help="forgetting factor of the cluster masses per step, in (0, 1] "
+    p.add_argument("--temperature_decay", type=auto_or(fraction), default="auto", metavar="R",
+                   help="temperature factor per step, in (0, 1], or auto: 0.9 per 100 events "
                    "(default: %(default)s)")
+    p.add_argument("--half_life", type=auto_or(positive_float), default="auto", metavar="H",
+                   help="events after which the cluster masses have halved (forgetting: centres "
+                   "follow drift), or auto: max(100, 4 x K) steps (default: %(default)s)")
     p.add_argument("--streams", type=positive_int, default=4, metavar="N",
                    help="generator: number of streams (default: %(default)s)")
     p.add_argument("--events_per_stream", type=positive_int, default=2000, metavar="N",

@@ -1,0 +1,769 @@
+"""The engine: what a model does, as functions over the model-state record.
+
+Every face calls these and nothing else to learn or score: :func:`fit` (a fixed data set),
+:func:`initialise` (a stream's first batch), :func:`step` (one mini-batch step of a stream, which
+also scores the batch as the model was), :func:`apply_statistics` (a step from summed shard
+statistics), :func:`reheat`, and the scores :func:`nearest`, :func:`memberships`,
+:func:`distances` and :func:`statistics`. They take a :class:`~streamrbf.core.state.ModelState`
+and a :class:`~streamrbf.core.policy.Policy` and return a new record; the input record is never
+changed, so a call that raises leaves a model exactly as it was.
+
+Inputs are validated by the faces (:mod:`streamrbf.core.validation`): a batch here is a finite
+2-D numpy array (CPU models) or torch tensor (models on an accelerator). Passes over many rows
+run in chunks of about :data:`CHUNK_ELEMENTS` point-centre pairs, so their working memory is
+bounded whatever the data's size: only the outputs scale with it.
+
+CPU models use numpy and the compiled kernels and never import torch; models whose centres are
+torch tensors (on an accelerator) use the torch programs of :mod:`streamrbf.core.accelerated`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _kernels
+from .assignment import AssignmentBatch
+from .policy import INIT_SAMPLE, Policy
+from .seeding import kmeans_plusplus, reseed_candidates
+from .state import REFITTING, RESEEDING, SEEDING, ModelState, generator
+from .statistics import (
+    BatchResult,
+    SufficientStatistics,
+    batch_result,
+    gram,
+    overflow_error,
+    sparse_memberships,
+    step_arrays,
+)
+from .temperature import cooled
+
+__all__ = [
+    "CHUNK_ELEMENTS",
+    "FitResult",
+    "apply_statistics",
+    "assignments",
+    "distances",
+    "fit",
+    "initialise",
+    "memberships",
+    "nearest",
+    "refit",
+    "reheat",
+    "score",
+    "statistics",
+    "step",
+]
+
+# Rows x centres of one chunk of a pass over many rows: the Gram block is 32 MB in float64.
+CHUNK_ELEMENTS = 1 << 22
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` and :func:`initialise` return: the model, and the data's labels, K-Means
+    objective (inertia) and the iterations the kept run took.
+
+    Examples
+    --------
+    >>> r = fit(np.array([[0.0], [0.2], [5.0], [5.2]]), Policy(n_clusters=2), seed=0)
+    >>> r.state.n_models, len(r.labels), r.n_iter >= 1
+    (1, 4, True)
+    """
+
+    state: ModelState
+    labels: Any
+    inertia: float
+    n_iter: int
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _numpy(a: Any) -> bool:
+    return isinstance(a, np.ndarray)
+
+
+def _host(a: Any) -> np.ndarray:
+    return a if _numpy(a) else a.detach().cpu().numpy()
+
+
+def _chunks(n: int, k: int) -> Iterator[slice]:
+    rows = max(256, CHUNK_ELEMENTS // max(int(k), 1))
+    for lo in range(0, n, rows):
+        yield slice(lo, min(n, lo + rows))
+
+
+def _like(X: Any, C: Any) -> Any:
+    """``X`` in the dtype (and on the device) of the centres ``C``."""
+    if _numpy(C):
+        return np.ascontiguousarray(X, dtype=C.dtype)
+    return X.to(device=C.device, dtype=C.dtype)
+
+
+def _pass(X: Any, C: Any, temperature: float, mapping: str, *, with_sums: bool,
+          keep: bool = False) -> BatchResult:
+    """Statistics, labels and squared distances to the nearest centre of all rows of ``X``, in
+    chunks (``keep``: one pass that also keeps the sparse memberships)."""
+    if not _numpy(C):
+        from .accelerated import batch_statistics
+
+        return _reduce([batch_statistics(X[s], C, temperature, mapping, with_sums=with_sums,
+                                         backend="torch") for s in _chunks(len(X), len(C))])
+    if keep or len(X) * len(C) <= CHUNK_ELEMENTS:
+        return batch_result(X, C, temperature, mapping, with_sums=with_sums)
+    labels = np.empty(len(X), np.int64)
+    nearest_d = np.empty(len(X), np.float64)
+    stats, support = None, 0
+    for s in _chunks(len(X), len(C)):
+        r = batch_result(X[s], C, temperature, mapping, with_sums=with_sums)
+        labels[s], nearest_d[s] = r.labels, r.nearest
+        stats = r.stats if stats is None else stats + r.stats
+        support += r.support
+    assert stats is not None  # at least one chunk
+    return BatchResult(stats, labels, nearest_d, support)
+
+
+def _reduce(parts: list[BatchResult]) -> BatchResult:
+    if len(parts) == 1:
+        return parts[0]
+    stats = parts[0].stats
+    for p in parts[1:]:
+        stats = stats + p.stats
+    cat = np.concatenate if _numpy(parts[0].labels) else _torch_cat
+    return BatchResult(stats, cat([p.labels for p in parts]), cat([p.nearest for p in parts]),
+                       sum(p.support for p in parts))
+
+
+def _torch_cat(parts: list[Any]) -> Any:
+    import torch
+
+    return torch.cat(parts)
+
+
+def _sq_distances_to(sample: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """Squared distances ``(n, k)`` of a host sample to host centres (the norm expansion)."""
+    S = sample.astype(np.float64, copy=False)
+    C64 = C.astype(np.float64, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        D = (S * S).sum(1)[:, None] - 2.0 * gram(S, C64) + (C64 * C64).sum(1)[None, :]
+    return np.maximum(D, 0.0)
+
+
+# ---------------------------------------------------------------------------- initialisation
+def initial_centres(X: Any, policy: Policy, rng: np.random.Generator) -> tuple[np.ndarray, Any]:
+    """The initial centres ``(k, d)`` (float64, on the host) for the data ``X``: k-means++ on
+    (a sample of at most ``INIT_SAMPLE`` rows of) ``X``, or the policy's ``init`` array; and the
+    sample the starting temperature is measured on.
+
+    Examples
+    --------
+    >>> X = np.array([[0.0], [0.1], [9.0], [9.1]])
+    >>> C, _ = initial_centres(X, Policy(n_clusters=2), np.random.default_rng(0))
+    >>> sorted(int(c[0] > 5) for c in C)
+    [0, 1]
+    """
+    k = int(policy.n_clusters)
+    n, d = X.shape
+    if isinstance(policy.init, str):
+        if n < k:
+            raise ValueError(f"n_samples={n} should be >= n_clusters={k}.")
+        sample = X
+        if n > INIT_SAMPLE:
+            rows = np.sort(rng.choice(n, INIT_SAMPLE, replace=False))
+            sample = X[rows] if _numpy(X) else X[_index_like(rows, X)]
+        return kmeans_plusplus(_host(sample), k, rng), sample
+    init = np.asarray(policy.init, dtype=np.float64)
+    if init.shape != (k, d):
+        raise ValueError(
+            f"init array has shape {init.shape}, expected (n_clusters, n_features) = {(k, d)}"
+        )
+    if not np.isfinite(init).all():
+        raise ValueError("init array contains NaN or infinity.")
+    return init.copy(), X[:INIT_SAMPLE]
+
+
+def _index_like(rows: np.ndarray, X: Any) -> Any:
+    import torch
+
+    return torch.from_numpy(rows).to(X.device)
+
+
+def _centres_like(C: np.ndarray, X: Any) -> Any:
+    if _numpy(X):
+        return C.astype(X.dtype)
+    import torch
+
+    return torch.from_numpy(C).to(device=X.device, dtype=X.dtype)
+
+
+def _zeros_masses(C: Any) -> Any:
+    if _numpy(C):
+        return np.zeros(len(C))
+    import torch
+
+    return torch.zeros(len(C), dtype=torch.float64, device=C.device)
+
+
+def _tolerance(X: Any, policy: Policy) -> float:
+    """``fit``'s stopping tolerance in squared distance: ``tol`` x the mean feature variance."""
+    if len(X) < 2 or not policy.tol:
+        return 0.0
+    if _numpy(X):
+        # Mean feature variance, two passes in chunks (float64, no copy of the whole data).
+        with np.errstate(over="ignore", invalid="ignore"):  # huge values: refused later
+            mean = X.sum(axis=0, dtype=np.float64) / len(X)
+            squares = np.zeros(X.shape[1])
+            for s in _chunks(len(X), X.shape[1]):
+                dev = X[s] - mean
+                squares += np.einsum("ij,ij->j", dev, dev)
+            var = float(np.mean(squares / len(X)))
+    else:
+        import torch
+
+        var = X.to(torch.float64).var(dim=0, unbiased=False).mean().item()
+    return float(policy.tol) * var
+
+
+def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
+        feature_names: tuple[str, ...] | None = None) -> FitResult:
+    """Fit a model to the data ``X`` from scratch: the best of the policy's seedings, each
+    annealed on ``X`` until its clustering is hard and stable.
+
+    Each seeding (k-means++ from the model's random stream, or the ``init`` array) starts at the
+    policy's starting temperature and takes full-batch soft-Lloyd steps (mini-batch epochs when
+    the policy has a ``batch_size``) while the temperature anneals, until the memberships are hard
+    (or the temperature at its floor) and the centres move less than the tolerance; the seeding
+    with the lowest K-Means objective is kept. ``stream=True`` fits a stream's first batch (full
+    batch, the stream's number of seedings).
+
+    Parameters
+    ----------
+    X
+        The data ``(n, d)``: a finite numpy array, or a torch tensor for a model on its device.
+    policy
+        How the model learns.
+    seed
+        The model's seed.
+    stream
+        Whether ``X`` is a stream's first batch (:func:`initialise`).
+    feature_names
+        Recorded in the state.
+
+    Returns
+    -------
+    FitResult
+        The model (a bank of one), the nearest centre of each row of ``X``, the K-Means objective
+        of ``X`` and the iterations the kept seeding ran.
+
+    Examples
+    --------
+    >>> X = np.array([[0.0, 0.0], [0.0, 0.2], [5.0, 5.0], [5.0, 5.2]])
+    >>> r = fit(X, Policy(n_clusters=2), seed=0)
+    >>> sorted(r.state.centers[0][:, 1].round(2).tolist()), round(r.inertia, 3)
+    ([0.1, 5.1], 0.04)
+    """
+    n = len(X)
+    k = int(policy.n_clusters)
+    n_init = policy.n_init_for(stream, int(np.prod(X.shape)) * k)
+    full = stream or policy.batch_size is None or policy.batch_size >= n
+    tol = _tolerance(X, policy)
+    best: tuple | None = None
+    for trial in range(n_init):
+        rng = generator(seed, 0, SEEDING, trial)
+        C0, sample = initial_centres(X, policy, rng)
+        t0 = policy.start_temperature(_sq_distances_to(_host(sample), C0))
+        tmin = policy.floor_temperature(t0)
+        run = _anneal(X, _centres_like(C0, X), t0, tmin, policy, rng, tol, full)
+        if best is None or run[3] < best[3]:
+            best = (*run, t0, tmin)
+    assert best is not None  # n_init >= 1
+    C, masses, T, inertia, labels, steps, n_iter, t0, tmin = best
+    state = ModelState.single(C, masses, temperature=T, initial_temperature=t0,
+                              min_temperature=tmin, n_steps=steps, n_seen=n, seed=seed,
+                              feature_names=feature_names)
+    return FitResult(state, labels, inertia, n_iter)
+
+
+def initialise(X: Any, policy: Policy, seed: int,
+               feature_names: tuple[str, ...] | None = None) -> FitResult:
+    """Start a stream's model on its first batch ``X``: :func:`fit` with ``stream=True``.
+
+    Examples
+    --------
+    >>> r = initialise(np.array([[0.0], [0.2], [5.0], [5.2]]), Policy(n_clusters=2), seed=0)
+    >>> sorted(r.state.centers[0].ravel().round(1).tolist()), int(r.state.n_seen[0])
+    ([0.1, 5.1], 4)
+    """
+    return fit(X, policy, seed, stream=True, feature_names=feature_names)
+
+
+def _anneal(X, C, t0, tmin, policy, rng, tol, full):
+    """``fit``'s loop for one seeding; returns (centres, masses, temperature, inertia, labels,
+    steps, iterations)."""
+    n = len(X)
+    T = t0
+    masses = _zeros_masses(C)
+    steps = n_iter = 0
+    for _ in range(int(policy.max_iter)):
+        n_iter += 1
+        start = C
+        if full:
+            C, hard = _full_batch_step(X, C, T, policy.mapping)
+            T = cooled(T, policy.temperature_factor(n, full_batch=True), tmin)
+            steps += 1
+        else:
+            order = rng.permutation(n)
+            hard = True
+            for lo in range(0, n, int(policy.batch_size)):
+                rows = order[lo:lo + int(policy.batch_size)]
+                batch = X[rows] if _numpy(X) else X[_index_like(rows, X)]
+                C, masses, r = _cpu_or_torch_step(batch, C, masses, T, policy, rng, stream=False)
+                T = cooled(T, policy.temperature_factor(len(batch)), tmin)
+                steps += 1
+                hard = hard and r.support == len(batch)
+        shift = _shift(C, start)
+        cold = hard or _kernels.MAPPINGS[policy.mapping].support == "one" or T <= tmin
+        if cold and shift <= tol:
+            break
+    # One last pass: every point's nearest centre, and (full batch) the masses.
+    final = _pass(X, C, T, policy.mapping, with_sums=False)
+    if full:
+        masses = final.stats.mass
+    return C, masses, T, float(final.nearest.sum()), final.labels, steps, n_iter
+
+
+def _shift(C: Any, start: Any) -> float:
+    if _numpy(C):
+        return float(((C.astype(np.float64) - start.astype(np.float64)) ** 2).sum())
+    import torch
+
+    return float(((C.to(torch.float64) - start.to(torch.float64)) ** 2).sum())
+
+
+def _full_batch_step(X: Any, C: Any, T: float, mapping: str) -> tuple[Any, bool]:
+    """One soft-Lloyd (EM) step on all of ``X``; empty centres go to the farthest points.
+    Returns the new centres and whether every membership was one-hot."""
+    r = _pass(X, C, T, mapping, with_sums=True)
+    C_new, _ = step_arrays(C, _zeros_masses(C), r.stats.mass, r.stats.sums, 0.0)
+    empty = np.flatnonzero(_host(r.stats.mass) <= 0)
+    if empty.size:
+        far = np.argsort(-_host(r.nearest), kind="stable")[: empty.size]
+        if _numpy(C_new):
+            C_new[empty] = X[far]
+        else:
+            C_new[_index_like(empty, C)] = X[_index_like(far, X)].to(C_new.dtype)
+    return _centres_dtype(C_new, C), r.support == len(X)
+
+
+def _centres_dtype(C_new: Any, C: Any) -> Any:
+    return C_new.astype(C.dtype) if _numpy(C) else C_new.to(C.dtype)
+
+
+# -------------------------------------------------------------------------------- streaming
+def _cpu_or_torch_step(X, C, masses, T, policy, rng, stream=True):
+    """One mini-batch step on local arrays: statistics at ``T``, the step with the policy's
+    forgetting, re-seeding of starved centres. Returns (centres, masses, the batch's result)."""
+    r = _pass(X, C, T, policy.mapping, with_sums=True, keep=stream)
+    C2, n2 = step_arrays(C, masses, r.stats.mass, r.stats.sums,
+                         policy.forgetting(len(X), stream=stream))
+    if policy.reassignment_ratio > 0:
+        C2, n2 = _reseed(X, C2, n2, r.nearest, policy.reassignment_ratio, rng)
+    return _centres_dtype(C2, C), n2, r
+
+
+def _reseed(X, C, masses, nearest, ratio, rng):
+    """Move starved centres onto poorly served rows of ``X`` (:func:`reseed_candidates`); the
+    moved centres get the smallest mass of the others, so they are not moved again at once."""
+    dead, rows = reseed_candidates(masses, ratio, nearest, rng)
+    if not dead.size:
+        return C, masses
+    alive = np.ones(len(C), dtype=bool)
+    alive[dead] = False
+    if _numpy(C):
+        C, masses = C.copy(), masses.copy()
+        C[dead] = X[rows]
+        masses[dead] = masses[alive].min()  # the largest centre is never starved
+        return C, masses
+    dead_t, alive_t = _index_like(dead, C), _index_like(np.flatnonzero(alive), C)
+    C, masses = C.clone(), masses.clone()
+    C[dead_t] = X[_index_like(rows, X)].to(C.dtype)
+    masses[dead_t] = masses[alive_t].min()
+    return C, masses
+
+
+def step(state: ModelState, X: Any, policy: Policy, *, model: int = 0, keep: bool = True,
+         compile: bool | str = False) -> tuple[ModelState, BatchResult | None]:
+    """One mini-batch step of a stream's model on the batch ``X``, which is scored first.
+
+    The batch's memberships at the current temperature give its sufficient statistics; the masses
+    forget by the policy's factor and gain the batch's, each centre moves to its decayed
+    running mean, a starved centre is re-seeded on a poorly served row (drawn from the model's
+    random stream at this step), and the temperature anneals by the policy's factor.
+
+    Parameters
+    ----------
+    state
+        The models; model ``model`` steps.
+    X
+        The batch ``(n, d)``: finite, numpy for CPU models, a torch tensor on the model's device
+        otherwise (its finiteness is then checked in the step's one transfer).
+    policy
+        How the model learns.
+    model
+        Which model of the bank.
+    keep
+        Whether to return the batch's result (accelerators copy it out only then).
+    compile
+        Accelerators: run the step through ``torch.compile`` (``True`` or ``"reduce-overhead"``).
+
+    Returns
+    -------
+    tuple
+        The new record, and the batch's :class:`~streamrbf.core.statistics.BatchResult` from
+        before the step (labels, squared distances to the nearest centre, statistics and, on the
+        CPU, the sparse memberships), or None when ``keep`` is false on an accelerator.
+
+    Examples
+    --------
+    >>> s = ModelState.single(np.array([[0.0], [10.0]]), np.ones(2), temperature=0.1)
+    >>> s2, r = step(s, np.array([[1.0], [9.0], [11.0]]), Policy(n_clusters=2, half_life=None))
+    >>> r.labels.tolist(), s2.centers[0].ravel().tolist(), s2.masses[0].tolist()
+    ([0, 1, 1], [0.5, 10.0], [2.0, 3.0])
+    >>> int(s2.n_steps[0]), int(s2.n_seen[0]), float(s.centers[0, 0, 0])  # s is unchanged
+    (1, 3, 0.0)
+    """
+    if state.on_device:
+        return _device_step(state, X, policy, model, keep, compile)
+    C = state.centers[model]
+    X = _like(X, C)
+    rng = generator(state.seed[model], state.n_steps[model], RESEEDING)
+    C2, n2, r = _cpu_or_torch_step(X, C, state.masses[model], float(state.temperature[model]),
+                                   policy, rng)
+    return _stepped(state, model, C2, n2, len(X), policy), r
+
+
+def _stepped(state: ModelState, model: int, C: Any, masses: Any, n: int,
+             policy: Policy) -> ModelState:
+    T = cooled(float(state.temperature[model]), policy.temperature_factor(n),
+               float(state.min_temperature[model]))
+    return state.replace_model(model, centers=C, masses=masses, temperature=T,
+                               n_steps=state.n_steps[model] + 1, n_seen=state.n_seen[model] + n)
+
+
+def _device_step(state, X, policy, model, keep, compile):
+    """:func:`step` on an accelerator: one fused pass (optionally compiled) and one transfer to
+    the host, which also says whether the batch was finite."""
+    import torch
+
+    from .accelerated import compiled_fused_step, fused_step
+    from .validation import check_finite
+
+    C0, n0 = state.centers[model], state.masses[model]
+    X = X.to(device=C0.device, dtype=C0.dtype)
+    T = float(state.temperature[model])
+    decay = policy.forgetting(len(X))
+    ratio = float(policy.reassignment_ratio)
+    out, graphed = None, False
+    if compile:
+        mode = "reduce-overhead" if compile == "reduce-overhead" else "default"
+        scalars = torch.tensor([T, decay], dtype=torch.float64).to(X.device, non_blocking=True)
+        try:
+            out = compiled_fused_step(mode, tuple(C0.shape))(
+                X, C0, n0, scalars[0], scalars[1], ratio, policy.mapping)
+            graphed = mode == "reduce-overhead"
+        except Exception as err:
+            # e.g. dynamo's recompile limit after many batch sizes: the eager step below computes
+            # the same numbers (and raises again if the problem is not the compiler).
+            warnings.warn(
+                f"torch.compile could not run this step ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]}); using the eager step",
+                RuntimeWarning, stacklevel=4)
+    if out is None:
+        out = fused_step(X, C0, n0, T, decay, ratio, policy.mapping)
+
+    def own(t: Any) -> Any:
+        # CUDA graphs reuse their output buffers on the next replay: keep our own copies.
+        return t.clone() if graphed else t
+
+    C, masses = own(out.centers), own(out.counts)
+    finite, loss, support, _inertia, starving = out.flags.tolist()
+    if not finite:
+        check_finite(X)  # raises, naming the first bad entry; the model is untouched
+    if not math.isfinite(loss):
+        raise overflow_error(X)
+    if starving and ratio > 0:
+        rng = generator(state.seed[model], state.n_steps[model], RESEEDING)
+        C, masses = _reseed(X, C, masses, out.nearest, ratio, rng)
+    new = _stepped(state, model, C, masses, len(X), policy)
+    if not keep:
+        return new, BatchResult(SufficientStatistics(None, None, loss, len(X)), None, None,
+                                int(support))
+    labels, nearest, mass, sums = map(own, out[2:6])
+    stats = SufficientStatistics(mass, sums, loss, len(X))
+    return new, BatchResult(stats, labels, nearest.to(torch.float64), int(support))
+
+
+def apply_statistics(state: ModelState, stats: SufficientStatistics, policy: Policy, *,
+                     model: int = 0) -> ModelState:
+    """One step from (summed) sufficient statistics: the step :func:`step` takes on the union of
+    the shards they come from, without re-seeding (which needs the rows).
+
+    Examples
+    --------
+    >>> s = ModelState.single(np.array([[0.0], [10.0]]), np.ones(2), temperature=0.1)
+    >>> p = Policy(n_clusters=2, half_life=None)
+    >>> st = statistics(s, np.array([[1.0], [9.0]]), p) + statistics(s, np.array([[11.0]]), p)
+    >>> apply_statistics(s, st, p).centers[0].ravel().tolist()
+    [0.5, 10.0]
+    """
+    C = state.centers[model]
+    if tuple(stats.sums.shape) != tuple(C.shape):
+        raise ValueError(f"statistics have shape {tuple(stats.sums.shape)}, the model's centres "
+                         f"{tuple(C.shape)}")
+    host_mass, host_sums = _host(stats.mass), _host(stats.sums)
+    if not (np.isfinite(host_mass).all() and np.isfinite(host_sums).all()):
+        raise ValueError("statistics contain NaN or infinity.")
+    mass: Any = host_mass
+    sums: Any = host_sums
+    if not _numpy(C):
+        import torch
+
+        mass = torch.as_tensor(host_mass).to(C.device)
+        sums = torch.as_tensor(host_sums).to(C.device)
+    C2, n2 = step_arrays(C, state.masses[model], mass, sums,
+                         policy.forgetting(int(stats.n)))
+    return _stepped(state, model, _centres_dtype(C2, C), n2, int(stats.n), policy)
+
+
+def reheat(state: ModelState, factor: float | None = None, *, model: int = 0) -> ModelState:
+    """Raise a model's temperature when its stream drifts: by ``factor`` (capped at the initial
+    temperature), or back to the initial temperature.
+
+    Examples
+    --------
+    >>> s = ModelState.single(np.eye(2), np.ones(2), temperature=0.1, initial_temperature=1.0)
+    >>> float(reheat(s, 2.0).temperature[0]), float(reheat(s).temperature[0])
+    (0.2, 1.0)
+    """
+    T, t0 = float(state.temperature[model]), float(state.initial_temperature[model])
+    if factor is None:
+        return state.replace_model(model, temperature=t0)
+    if not factor >= 1:
+        raise ValueError(f"reheat factor must be >= 1, got {factor!r}")
+    return state.replace_model(model, temperature=min(T * factor, max(t0, T)))
+
+
+def refit(state: ModelState, X: Any, policy: Policy, gain: float, *,
+          model: int = 0) -> tuple[ModelState, bool]:
+    """After a drift alarm (or to re-check a start made on few events): a model initialised
+    afresh on the recent rows ``X`` replaces the current one if its K-Means cost on them is below
+    ``gain`` times the current model's; a false alarm (or a burst of one cluster) changes
+    nothing. The fresh model continues the stream's counters and seed.
+
+    Parameters
+    ----------
+    state
+        The models; model ``model`` is checked.
+    X
+        The recent rows (already learnt from, or about to be).
+    policy
+        How the model learns.
+    gain
+        The share of the current cost the fresh model must beat (the policy's
+        ``DRIFT_RESTART_GAIN`` after an alarm).
+    model
+        Which model of the bank.
+
+    Returns
+    -------
+    tuple
+        The record (changed or not) and whether the model was replaced.
+
+    Examples
+    --------
+    >>> s = ModelState.single(np.array([[0.0], [1.0]]), np.ones(2), temperature=0.1)
+    >>> X = np.array([[10.0], [10.2], [20.0], [20.2]] * 3)   # the clusters moved
+    >>> s2, replaced = refit(s, X, Policy(n_clusters=2), gain=0.5)
+    >>> replaced, sorted(s2.centers[0].ravel().round(1).tolist())
+    (True, [10.1, 20.1])
+    """
+    n_steps = int(state.n_steps[model])
+    seed = int(generator(state.seed[model], n_steps, REFITTING).integers(2**63))
+    fresh = initialise(X, policy, seed).state
+    _, d2 = nearest(state, X, model=model)
+    if not _fresh_is_better(fresh, X, d2, gain):
+        return state, False
+    C = fresh.centers[0]
+    C = C.astype(state.centers.dtype) if _numpy(C) else C.to(state.centers.dtype)
+    return state.replace_model(
+        model, centers=C, masses=fresh.masses[0], temperature=fresh.temperature[0],
+        initial_temperature=fresh.initial_temperature[0],
+        min_temperature=fresh.min_temperature[0], n_steps=n_steps + int(fresh.n_steps[0]),
+    ), True
+
+
+def _fresh_is_better(fresh: ModelState, X: Any, current_sq_distances: Any, gain: float) -> bool:
+    """Whether ``fresh`` explains ``X`` with a K-Means cost below ``gain`` times the cost the
+    current model has (its squared distances to the nearest centre)."""
+    _, d2 = nearest(fresh, X)
+    return float(d2.sum()) < gain * float(current_sq_distances.sum())
+
+
+# ---------------------------------------------------------------------------------- scores
+def nearest(state: ModelState, X: Any, *, model: int = 0) -> tuple[Any, Any]:
+    """The nearest centre of each row of ``X`` and the squared distance to it, in chunks.
+
+    Examples
+    --------
+    >>> s = ModelState.single(np.array([[0.0], [10.0]]), np.ones(2), temperature=0.1)
+    >>> labels, d2 = nearest(s, np.array([[1.0], [9.0]]))
+    >>> labels.tolist(), d2.tolist()
+    ([0, 1], [1.0, 1.0])
+    """
+    C = state.centers[model]
+    r = _pass(_like(X, C), C, float(state.temperature[model]), "hard", with_sums=False)
+    return r.labels, r.nearest
+
+
+def score(state: ModelState, X: Any, policy: Policy, *, model: int = 0) -> BatchResult:
+    """Score the batch ``X`` with a model as it is, in one pass: each row's nearest centre and
+    squared distance to it, the batch's statistics (without the weighted sums) and, for CPU
+    models, the sparse memberships. What :func:`step` returns, without the step.
+
+    Examples
+    --------
+    >>> s = ModelState.single(np.array([[0.0], [1.0]]), np.ones(2), temperature=1.0)
+    >>> r = score(s, np.array([[0.1], [0.5]]), Policy(n_clusters=2))
+    >>> r.labels.tolist(), r.memberships.length.tolist()
+    ([0, 0], [2, 2])
+    """
+    C = state.centers[model]
+    return _pass(_like(X, C), C, float(state.temperature[model]), policy.mapping,
+                 with_sums=False, keep=True)
+
+
+def assignments(state: ModelState, X: Any, policy: Policy, *, model: int = 0,
+                event_ids: list | None = None) -> AssignmentBatch:
+    """The assignments of the rows of ``X`` under a model, as one columnar
+    :class:`~streamrbf.core.assignment.AssignmentBatch` on the host (for a model on an
+    accelerator, only the non-zero memberships cross to the host).
+
+    Examples
+    --------
+    >>> s = ModelState.single(np.array([[0.0], [1.0], [9.0]]), np.ones(3), temperature=0.5)
+    >>> b = assignments(s, np.array([[0.5], [9.0]]), Policy(n_clusters=3))
+    >>> [(a.cluster, a.memberships) for a in b]
+    [(0, {0: 0.5, 1: 0.5}), (2, {2: 1.0})]
+    """
+    C = state.centers[model]
+    T = float(state.temperature[model])
+    X = _like(X, C)
+    if _numpy(C):
+        m = sparse_memberships(X, C, T, policy.mapping)
+        return AssignmentBatch.from_memberships(m, T, event_ids)
+    import torch
+
+    from .accelerated import sq_distances
+    from .mappings import responsibilities
+
+    D = sq_distances(X, C).to(torch.float64)
+    nearest_d, labels = D.min(dim=1)
+    if not bool(torch.isfinite(nearest_d).all()):
+        raise overflow_error(X)
+    P = responsibilities(D, T, policy.mapping)
+    rows, cols = P.nonzero(as_tuple=True)  # row-major: grouped by event
+    offsets = torch.zeros(len(P) + 1, dtype=torch.int64, device=P.device)
+    offsets[1:] = torch.bincount(rows, minlength=len(P)).cumsum(0)
+    clusters, distances_, offsets_, member_clusters, member_values = (
+        t.cpu().numpy() for t in (labels, nearest_d.sqrt(), offsets, cols, P[rows, cols]))
+    return AssignmentBatch(clusters, distances_, offsets_, member_clusters, member_values, T,
+                           event_ids)
+
+
+def statistics(state: ModelState, X: Any, policy: Policy, *,
+               model: int = 0) -> SufficientStatistics:
+    """The sufficient statistics of ``X`` against a model at its temperature, in chunks: sum
+    those of several shards and :func:`apply_statistics` takes the step of their union.
+
+    Examples
+    --------
+    >>> s = ModelState.single(np.array([[0.0], [10.0]]), np.ones(2), temperature=0.1)
+    >>> statistics(s, np.array([[1.0], [9.0], [11.0]]), Policy(n_clusters=2)).mass.tolist()
+    [1.0, 2.0]
+    """
+    C = state.centers[model]
+    return _pass(_like(X, C), C, float(state.temperature[model]), policy.mapping,
+                 with_sums=True).stats
+
+
+def memberships(state: ModelState, X: Any, policy: Policy, *, model: int = 0) -> Any:
+    """Dense memberships ``(n, k)`` of the rows of ``X`` at the model's temperature (rows sum to
+    1; exact zeros under entmax-1.5), in ``X``'s dtype; computed in chunks, so the working memory
+    beyond the output is bounded.
+
+    Examples
+    --------
+    >>> s = ModelState.single(np.array([[0.0], [1.0], [9.0]]), np.ones(3), temperature=1.0)
+    >>> memberships(s, np.array([[0.5], [9.0]]), Policy(n_clusters=3)).tolist()
+    [[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]
+    """
+    C = state.centers[model]
+    X = _like(X, C)
+    T = float(state.temperature[model])
+    k = len(C)
+    mapping = policy.mapping
+    if not _numpy(C):
+        return _device_memberships(X, C, T, mapping)
+    out = np.zeros((len(X), k), dtype=X.dtype)
+    for s in _chunks(len(X), k):
+        m = sparse_memberships(X[s], C, T, mapping)
+        out[s] = _kernels.densify(m.vals, m.idx, m.length, k)
+    return out
+
+
+def _device_memberships(X, C, T, mapping):
+    import torch
+
+    from .accelerated import sq_distances
+    from .mappings import responsibilities
+
+    out = torch.empty(len(X), len(C), dtype=X.dtype, device=X.device)
+    for s in _chunks(len(X), len(C)):
+        D = sq_distances(X[s], C).to(torch.float64)
+        if not bool(torch.isfinite(D).all()):
+            raise overflow_error(X[s])
+        out[s] = responsibilities(D, T, mapping).to(X.dtype)
+    return out
+
+
+def distances(state: ModelState, X: Any, *, model: int = 0) -> Any:
+    """Euclidean distances ``(n, k)`` of the rows of ``X`` to every centre, in ``X``'s dtype,
+    computed in chunks.
+
+    Examples
+    --------
+    >>> s = ModelState.single(np.array([[0.0, 0.0], [3.0, 0.0]]), np.ones(2), temperature=1.0)
+    >>> distances(s, np.array([[3.0, 4.0]])).tolist()
+    [[5.0, 4.0]]
+    """
+    C = state.centers[model]
+    X = _like(X, C)
+    if not _numpy(C):
+        import torch
+
+        from .accelerated import sq_distances
+
+        dev = torch.empty(len(X), len(C), dtype=X.dtype, device=X.device)
+        for s in _chunks(len(X), len(C)):
+            dev[s] = sq_distances(X[s], C).sqrt()
+        return dev
+    out = np.empty((len(X), len(C)), dtype=X.dtype)
+    cc = (C * C).sum(1)
+    for s in _chunks(len(X), len(C)):
+        Xs = X[s]
+        with np.errstate(over="ignore", invalid="ignore"):
+            D = (Xs * Xs).sum(1)[:, None] - 2.0 * gram(Xs, C) + cc[None, :]
+        np.sqrt(np.maximum(D, 0.0, out=D), out=out[s])
+    return out

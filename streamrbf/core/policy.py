@@ -1,0 +1,319 @@
+"""The learning policy: every default and every "auto" of every face, decided once.
+
+A :class:`Policy` says how a model learns: how it starts (seedings, the starting temperature and
+its floor), how the temperature anneals, how the masses forget, when a starved centre is
+re-seeded. The scikit-learn estimator, the River clusterer, the Beam transforms and the torch
+layer each build one from their parameters (with the same names and defaults) and never decide
+any of this themselves.
+
+The rules behind "auto":
+
+- ``initial_temperature="auto"``: :data:`AUTO_TEMPERATURE_SCALE` x
+  :func:`~streamrbf.core.temperature.auto_temperature` of the initial centres, i.e. twice the
+  mean squared distance of the data to its nearest initial centre: hot enough that centres still
+  compete for whole clusters (deterministic annealing), which is what rescues a poor seeding.
+- ``min_temperature="auto"``: :data:`AUTO_MIN_RATIO` x the starting temperature.
+- ``temperature_decay="auto"``: the temperature falls by :data:`AUTO_DECAY` per full-batch
+  iteration of ``fit``, and by the same factor per :data:`DECAY_EVENTS` events of a stream (at
+  most that much per step): a stream anneals at the same pace per event whatever its batch size.
+  A number is the factor per step.
+- ``half_life="auto"``: ``fit`` over a fixed data set never forgets; a stream's masses halve every
+  ``max(AUTO_MEMORY_STEPS, AUTO_MEMORY_PER_CLUSTER * n_clusters)`` steps, so a centre's step size
+  never falls below about 1 / (1.44 x that many steps) of what one batch brings: it keeps following
+  slow drift, and a larger batch (whose mean is less noisy) keeps proportionally more events.
+  A number is a half-life in events; None never forgets.
+- ``n_init="auto"``: 1 seeding for ``fit`` (annealing over all the data escapes poor seedings) and
+  :data:`STREAM_N_INIT` for a stream's first batch (a small sample, where a poor local optimum
+  would persist), 1 when that batch is above :data:`BEST_OF_LIMIT` point-centre-feature products.
+- ``warmup=None`` (River and Beam): ``max(WARMUP_MIN, WARMUP_PER_CLUSTER * n_clusters)`` events.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from . import _kernels
+from .temperature import auto_temperature
+
+__all__ = ["DEPRECATED_NAMES", "Policy", "translate_deprecated", "warmup_size"]
+
+AUTO = "auto"
+AUTO_TEMPERATURE_SCALE = 4.0
+AUTO_MIN_RATIO = 1e-3
+AUTO_DECAY = 0.9
+DECAY_EVENTS = 100
+AUTO_MEMORY_STEPS = 100
+AUTO_MEMORY_PER_CLUSTER = 4
+STREAM_N_INIT = 5
+BEST_OF_LIMIT = 1 << 24
+INIT_SAMPLE = 100_000
+WARMUP_MIN = 32
+WARMUP_PER_CLUSTER = 4
+# After a drift alarm, a model initialised afresh on the next `warmup` events replaces the stream's
+# model only if it cuts their K-Means cost to below this share: a false alarm changes nothing.
+DRIFT_RESTART_GAIN = 0.5
+
+
+# Names of the scikit-learn-style parameters (RBFKMeans, the Beam transforms' model parameters, the
+# command line) that were renamed: old name -> (policy field, the name to use instead).
+DEPRECATED_NAMES = {
+    "temperature": ("initial_temperature", "initial_temperature"),
+    "decay": ("forgetting_per_step", "half_life"),
+}
+
+
+def translate_deprecated(params: dict[str, Any], owner: str, warn: bool = True
+                         ) -> dict[str, Any]:
+    """``params`` with deprecated names (:data:`DEPRECATED_NAMES`) translated to the policy's,
+    warning once per name (``DeprecationWarning``) when ``warn``; an old name given with its new
+    one is a ``ValueError``.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as seen:
+    ...     warnings.simplefilter("always")
+    ...     translate_deprecated({"temperature": 2.0}, "RBFKMeans")
+    {'initial_temperature': 2.0}
+    >>> print(seen[0].message)
+    RBFKMeans(temperature=...) is deprecated and will be removed in the next release: use \
+initial_temperature
+    """
+    out = dict(params)
+    for old, (field_name, new) in DEPRECATED_NAMES.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if warn:
+            warnings.warn(f"{owner}({old}=...) is deprecated and will be removed in the next "
+                          f"release: use {new}", DeprecationWarning, stacklevel=3)
+        if out.get(field_name, AUTO) not in (AUTO, None):
+            raise ValueError(f"give either {new} or {old}, not both")
+        out[field_name] = value
+    return out
+
+
+def warmup_size(n_clusters: int, warmup: int | None = None) -> int:
+    """Events a stream buffers before its model starts (River and Beam): ``warmup``, or by
+    default ``max(32, 4 * n_clusters)``.
+
+    Examples
+    --------
+    >>> warmup_size(3), warmup_size(20), warmup_size(3, 10)
+    (32, 80, 10)
+    """
+    if warmup is not None:
+        return int(warmup)
+    return max(WARMUP_MIN, WARMUP_PER_CLUSTER * int(n_clusters))
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _auto_or(value: Any, ok: Any) -> bool:
+    return (isinstance(value, str) and value == AUTO) or (
+        not isinstance(value, str) and _real(value) and ok(value))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a model learns; the parameters every face shares, with their defaults.
+
+    Parameters
+    ----------
+    n_clusters
+        Number of centres ``k``.
+    mapping
+        ``"entmax15"`` (sparse, default), ``"softmax"`` or ``"hard"`` (plain K-Means).
+    init
+        ``"k-means++"`` or an array of initial centres ``(k, d)``.
+    n_init
+        Seedings tried at initialisation (the one with the lowest K-Means objective is kept), or
+        ``"auto"`` (module docstring).
+    initial_temperature
+        Starting temperature: a float > 0 or ``"auto"``.
+    temperature_decay
+        Factor applied to the temperature per step, in (0, 1], or ``"auto"``.
+    min_temperature
+        Floor of the temperature: a float >= 0 or ``"auto"``.
+    half_life
+        Events after which the masses have halved (forgetting), ``None`` (never) or ``"auto"``.
+    reassignment_ratio
+        A centre whose decayed mass falls below this share of the largest is re-seeded on a
+        poorly served point, in [0, 1).
+    max_iter
+        Iterations of ``fit`` (epochs in mini-batch mode), and of a stream's first-batch anneal.
+    tol
+        ``fit`` stops when the clustering is hard and the squared centre shift of an iteration is
+        below ``tol`` x the mean feature variance.
+    batch_size
+        ``fit``'s mini-batch size; None: full batch (each iteration one soft-Lloyd step).
+    forgetting_per_step
+        A fixed forgetting factor of the masses per step, in (0, 1] (only for the deprecated
+        ``decay`` parameter of the scikit-learn face); None uses ``half_life``.
+
+    Examples
+    --------
+    >>> p = Policy(n_clusters=3)
+    >>> p.temperature_factor(256), round(p.temperature_factor(1), 6), p.temperature_factor(4, True)
+    (0.9, 0.998947, 0.9)
+    >>> p.forgetting(256, stream=False), round(p.forgetting(256), 6)
+    (1.0, 0.993092)
+    >>> Policy(n_clusters=3, half_life=100).forgetting(100)
+    0.5
+    >>> Policy(n_clusters=0).check()
+    Traceback (most recent call last):
+    ...
+    ValueError: n_clusters must be an int >= 1, got 0
+    """
+
+    n_clusters: int = 8
+    mapping: str = "entmax15"
+    init: Any = "k-means++"
+    n_init: int | str = AUTO
+    initial_temperature: float | str = AUTO
+    temperature_decay: float | str = AUTO
+    min_temperature: float | str = AUTO
+    half_life: float | str | None = AUTO
+    reassignment_ratio: float = 0.01
+    max_iter: int = 300
+    tol: float = 1e-4
+    batch_size: int | None = None
+    forgetting_per_step: float | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], ignore: tuple[str, ...] = ()) -> Policy:
+        """A checked policy from a face's parameters; the names in ``ignore`` (the face's own:
+        ``random_state``, ``device``, ...) are left out, any other unknown name is a
+        ``TypeError`` naming it.
+
+        Examples
+        --------
+        >>> Policy.from_params({"n_clusters": 3, "seed": 1}, ignore=("seed",)).n_clusters
+        3
+        >>> Policy.from_params({"n_clusters": 3, "temprature": 1.0})
+        Traceback (most recent call last):
+        ...
+        TypeError: unknown parameter 'temprature'; the parameters are: batch_size, ...
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - names - set(ignore))
+        if unknown:
+            public = sorted(names - {"forgetting_per_step"})
+            raise TypeError(f"unknown parameter {unknown[0]!r}; the parameters are: "
+                            f"{', '.join(public)}")
+        return cls(**{k: v for k, v in params.items() if k in names}).check()
+
+    def to_params(self) -> dict[str, Any]:
+        """The policy as the scikit-learn face's parameters (what a model file records):
+        :class:`~streamrbf.kmeans.RBFKMeans` takes them back.
+
+        Examples
+        --------
+        >>> Policy(n_clusters=3, mapping="hard").to_params()["mapping"]
+        'hard'
+        """
+        params = {f.name: getattr(self, f.name) for f in fields(self)}
+        a = params.pop("forgetting_per_step")
+        if a is not None:
+            params["decay"] = a
+        return params
+
+    # --------------------------------------------------------------------------- checks
+    def check(self) -> Policy:
+        """Raise ``ValueError`` naming the first invalid parameter; returns the policy."""
+        k = self.n_clusters
+        if not (_int(k) and k >= 1):
+            raise ValueError(f"n_clusters must be an int >= 1, got {k!r}")
+        _kernels.check_mapping(self.mapping)
+        if isinstance(self.init, str) and self.init != "k-means++":
+            raise ValueError(f"init must be 'k-means++' or an array of centres, got {self.init!r}")
+        if not (self.n_init == AUTO or (_int(self.n_init) and int(self.n_init) >= 1)):
+            raise ValueError(f"n_init must be 'auto' or an int >= 1, got {self.n_init!r}")
+        t0 = self.initial_temperature
+        if not _auto_or(t0, lambda v: 0 < v < math.inf):
+            raise ValueError(f"initial_temperature must be 'auto' or a float > 0, got {t0!r}")
+        r = self.temperature_decay
+        if not _auto_or(r, lambda v: 0 < v <= 1):
+            raise ValueError(f"temperature_decay must be 'auto' or in (0, 1], got {r!r}")
+        tmin = self.min_temperature
+        if not _auto_or(tmin, lambda v: 0 <= v < math.inf):
+            raise ValueError(f"min_temperature must be 'auto' or a float >= 0, got {tmin!r}")
+        h = self.half_life
+        if not (h is None or _auto_or(h, lambda v: 0 < v < math.inf)):
+            raise ValueError(f"half_life must be 'auto', None or a float > 0, got {h!r}")
+        a = self.forgetting_per_step
+        if a is not None and not (_real(a) and 0 < a <= 1):
+            raise ValueError(f"decay must be in (0, 1], got {a!r}")
+        if a is not None and a != 1.0 and h not in (None, AUTO):
+            raise ValueError("give either decay or half_life, not both")
+        ratio = self.reassignment_ratio
+        if not (_real(ratio) and 0 <= ratio < 1):
+            raise ValueError(f"reassignment_ratio must be in [0, 1), got {ratio!r}")
+        if not (_int(self.max_iter) and self.max_iter >= 1):
+            raise ValueError(f"max_iter must be an int >= 1, got {self.max_iter!r}")
+        if not (_real(self.tol) and self.tol >= 0):
+            raise ValueError(f"tol must be a float >= 0, got {self.tol!r}")
+        b = self.batch_size
+        if b is not None and not (_int(b) and b >= 1):
+            raise ValueError(f"batch_size must be None or an int >= 1, got {b!r}")
+        return self
+
+    # --------------------------------------------------------------------------- rules
+    def n_init_for(self, stream: bool, size: int = 0) -> int:
+        """Seedings to try: for ``fit`` or a stream's first batch of ``size`` point-centre-feature
+        products."""
+        if not isinstance(self.init, str):
+            return 1
+        if self.n_init == AUTO:
+            return STREAM_N_INIT if stream and size <= BEST_OF_LIMIT else 1
+        return int(self.n_init)
+
+    def start_temperature(self, sq_distances: np.ndarray) -> float:
+        """The starting temperature given the squared distances ``(n, k)`` of (a sample of) the
+        data to the initial centres."""
+        if self.initial_temperature == AUTO:
+            return AUTO_TEMPERATURE_SCALE * auto_temperature(sq_distances)
+        return float(self.initial_temperature)
+
+    def floor_temperature(self, start: float) -> float:
+        """The temperature's floor for a model that starts at ``start`` (never above it)."""
+        if self.min_temperature == AUTO:
+            return AUTO_MIN_RATIO * start
+        return min(float(self.min_temperature), start)
+
+    def temperature_factor(self, n_events: int, full_batch: bool = False) -> float:
+        """The temperature's factor for one step on ``n_events`` events (``full_batch``: one
+        iteration of ``fit`` over the whole data)."""
+        if self.temperature_decay != AUTO:
+            return float(self.temperature_decay)
+        if full_batch:
+            return AUTO_DECAY
+        return AUTO_DECAY ** min(1.0, n_events / DECAY_EVENTS)
+
+    def memory_steps(self) -> int:
+        """Under ``half_life="auto"``, the steps after which a stream's masses have halved."""
+        return max(AUTO_MEMORY_STEPS, AUTO_MEMORY_PER_CLUSTER * int(self.n_clusters))
+
+    def forgetting(self, n_events: int, stream: bool = True) -> float:
+        """The factor the masses are multiplied by before a step on ``n_events`` events
+        (``stream=False``: a step of ``fit`` over a fixed data set)."""
+        if self.forgetting_per_step is not None:
+            return float(self.forgetting_per_step)
+        h = self.half_life
+        if h is None or (h == AUTO and not stream):
+            return 1.0
+        if h == AUTO:
+            return 0.5 ** (1.0 / self.memory_steps())
+        return 0.5 ** (n_events / float(h))
