@@ -11,6 +11,7 @@ optional reference never warns, so ``--strict`` is unaffected).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 _MATH = re.compile(r":math:<code>(.*?)</code>", re.DOTALL)
@@ -21,11 +22,18 @@ _ROLE = re.compile(
 )
 
 
+_CORE = Path(__file__).resolve().parents[1] / "streamrbf" / "core"
+
+
 def _page_module(src_uri: str) -> str | None:
-    """``reference/river.md`` -> ``streamrbf.river``: where unqualified names are looked up."""
+    """``reference/river.md`` -> ``streamrbf.river``, ``reference/engine.md`` ->
+    ``streamrbf.core.engine`` (a module of the core): where unqualified names are looked up."""
     if not src_uri.startswith("reference/") or src_uri == "reference/index.md":
         return None
-    return "streamrbf." + src_uri.removeprefix("reference/").removesuffix(".md").replace("/", ".")
+    name = src_uri.removeprefix("reference/").removesuffix(".md").replace("/", ".")
+    if (_CORE / f"{name}.py").is_file():
+        return f"streamrbf.core.{name}"
+    return f"streamrbf.{name}"
 
 
 def on_page_content(html: str, page: Any, **kwargs: Any) -> str:

@@ -127,7 +127,7 @@ def _model_report(path: str, model: Any) -> dict[str, Any]:
             "current": float(model.temperature_),
             "initial": float(schedule.initial),
             "minimum": float(schedule.minimum),
-            "decay": float(schedule.decay),
+            "decay": model.get_params()["temperature_decay"],
         },
         "n_steps": int(model.n_steps_),
         "n_iter": getattr(model, "n_iter_", None),
@@ -135,7 +135,8 @@ def _model_report(path: str, model: Any) -> dict[str, Any]:
         "feature_names": None if names is None else [str(n) for n in names],
         "masses": [float(m) for m in model.counts_],
         "centers": C.tolist(),
-        "params": {k: plain(v) for k, v in model.get_params().items()},
+        "params": {k: plain(v) for k, v in model.get_params().items()
+                   if not (isinstance(v, str) and v == "deprecated")},
     }
 
 
@@ -169,7 +170,9 @@ def _print_report(info: dict[str, Any], top: int, out: TextIO) -> None:
         f"{'features':<{w}}"
         + (", ".join(info["feature_names"]) if info["feature_names"] else "(unnamed)"),
         f"{'temperature':<{w}}{t['current']:.6g} (initial {t['initial']:.6g}, floor "
-        f"{t['minimum']:.6g}, decay {t['decay']:g} per step)",
+        f"{t['minimum']:.6g}, decay "
+        + ("auto: 0.9 per fit iteration, per 100 events of a stream)" if t["decay"] == "auto"
+           else f"{float(t['decay']):g} per step)"),
         f"{'steps':<{w}}{info['n_steps']}"
         + ("" if info["n_iter"] is None else f" (fit iterations: {info['n_iter']})"),
         f"{'mapping':<{w}}{info['params'].get('mapping')}, half-life of the masses "

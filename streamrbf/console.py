@@ -65,6 +65,19 @@ def progress_enabled(disabled: bool = False, stream: TextIO | None = None) -> bo
     """Whether to draw progress bars on ``stream`` (default stderr): only on a terminal, and not
     when ``disabled`` (``--no-progress`` / ``--quiet``).
 
+    Parameters
+    ----------
+    disabled
+        Whether the user turned progress bars off.
+    stream
+        Where the bars would go; None means ``sys.stderr``.
+
+    Returns
+    -------
+    bool
+        True when not ``disabled`` and ``stream.isatty()`` is true; False also for a stream
+        without ``isatty`` or a closed one.
+
     Examples
     --------
     >>> import io
@@ -90,6 +103,18 @@ def progress_bar(stream: TextIO | None = None, **kwargs: Any) -> Any:
     a size of 0 x 0 (some pseudo-terminals do; tqdm then draws nothing): 80 x 24 is assumed.
 
     Call it only when :func:`progress_enabled` says so; ``kwargs`` go to ``tqdm``.
+
+    Parameters
+    ----------
+    stream
+        Where the bar is drawn; None means ``sys.stderr``.
+    **kwargs
+        Any ``tqdm`` argument (``total``, ``desc``, ``unit``, ...); they override the size.
+
+    Returns
+    -------
+    tqdm.tqdm
+        The bar (close it when done).
 
     Examples
     --------

@@ -553,7 +553,7 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
         0.870550563296124
         """
         params = {k: v for k, v in self.get_params().items() if not _is_deprecated_default(v)}
-        policy = Policy.from_params(translate_deprecated(params, "RBFKMeans", warn),
+        policy = Policy.from_params(translate_deprecated(params, "RBFKMeans", warn, 5),
                                     ignore=_FACE_PARAMS)
         if self.dtype not in (None, "float32", "float64"):
             raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")

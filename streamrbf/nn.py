@@ -160,9 +160,13 @@ class RBFCluster(nn.Module):
         super().__init__()
         if temperature is not None:
             _deprecated("temperature", "initial_temperature")
+            if initial_temperature != "auto":
+                raise ValueError("give either initial_temperature or temperature, not both")
             initial_temperature = temperature
         if decay is not None:
             _deprecated("decay", "temperature_decay")
+            if temperature_decay != "auto":
+                raise ValueError("give either temperature_decay or decay, not both")
             temperature_decay = decay
         self._policy = Policy(n_clusters=n_clusters, mapping=mapping,
                               initial_temperature=initial_temperature,
@@ -192,6 +196,14 @@ class RBFCluster(nn.Module):
                                    p.floor_temperature(start))
 
     def extra_repr(self) -> str:
+        """The layer's settings, shown inside its ``repr`` (torch's ``nn.Module`` hook).
+
+        Returns
+        -------
+        str
+            The number of clusters and features, the mapping, the current temperature, its
+            decay and floor, and ``straight_through``.
+        """
         return (
             f"n_clusters={self.n_clusters}, n_features={self.n_features}, "
             f"mapping={self.mapping!r}, temperature={self._schedule.value:.4g}, "
@@ -267,14 +279,27 @@ class RBFCluster(nn.Module):
         self.centers.copy_(torch.from_numpy(C))
         if self._auto_start:
             d = sq_distances(torch.from_numpy(X), torch.from_numpy(C)).numpy()
-            self._schedule = self._schedule_from(self._policy.start_temperature(d))
+            self._schedule = self._schedule_from(
+                self._policy.start_temperature(d, given=centers is not None))
             self.initial_temperature.fill_(self._schedule.initial)
             self.temperature.fill_(self._schedule.value)
         return self
 
     @torch.no_grad()
     def step_temperature(self, n: int = 1) -> float:
-        """Anneal the temperature by ``n`` schedule steps; returns the new value."""
+        """Anneal the temperature by ``n`` schedule steps; returns the new value.
+
+        Parameters
+        ----------
+        n
+            Number of steps: the temperature is multiplied by ``temperature_decay ** n``, down to
+            its floor.
+
+        Returns
+        -------
+        float
+            The new temperature (also written to the ``temperature`` buffer).
+        """
         value = self._schedule.step(n)
         self.temperature.fill_(value)
         return value
@@ -306,7 +331,23 @@ class RBFCluster(nn.Module):
     # -- forward -----------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> RBFOutput:
-        """Memberships and squared distances of ``x`` (n, n_features), in ``x``'s dtype."""
+        """Memberships and squared distances of ``x`` (n, n_features), in ``x``'s dtype.
+
+        Computed in float32 unless ``x`` is float32 or float64, and differentiable in ``x`` and
+        the centres; with ``straight_through`` the memberships are one-hot in the forward pass
+        and carry the softmax gradient.
+
+        Parameters
+        ----------
+        x
+            The batch ``(n, n_features)``.
+
+        Returns
+        -------
+        RBFOutput
+            The memberships ``(n, n_clusters)`` at the layer's temperature and the squared
+            distances they come from.
+        """
         compute = x.dtype if x.dtype in _COMPUTE_DTYPES else torch.float32
         d = sq_distances(x.to(compute), self.centers.to(compute))
         T = self.temperature
@@ -322,7 +363,18 @@ class RBFCluster(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest centre of each row of ``x`` (the argmax membership)."""
+        """Index of the nearest centre of each row of ``x`` (the argmax membership).
+
+        Parameters
+        ----------
+        x
+            The batch ``(n, n_features)``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(n,)`` int64 cluster indices, without gradient.
+        """
         compute = x.dtype if x.dtype in _COMPUTE_DTYPES else torch.float32
         return sq_distances(x.to(compute), self.centers.to(compute)).argmin(dim=1)
 
@@ -337,6 +389,18 @@ class RBFCluster(nn.Module):
         ``(n, k)`` array); the value and gradient equal those of ``out.memberships``, except that
         with ``straight_through`` the loss has the exact K-Means gradient (through the distances
         only) while the memberships keep their surrogate gradient for losses of your own.
+
+        Parameters
+        ----------
+        out
+            The layer's output on a batch (:class:`RBFOutput`).
+        reduction
+            ``"mean"`` (per sample) or ``"sum"``; anything else raises ``ValueError``.
+
+        Returns
+        -------
+        torch.Tensor
+            The distortion, a 0-d tensor, differentiable in the distances.
         """
         d = _float(out.sq_distances)
         return _reduce(losses.distortion(d, self.temperature, self.mapping), d, reduction)
@@ -346,6 +410,18 @@ class RBFCluster(nn.Module):
 
         The softmax family's objective (:func:`streamrbf.core.losses.free_energy`): the memberships
         are not used. It lies within ``T log k`` per sample below the K-Means objective.
+
+        Parameters
+        ----------
+        out
+            The layer's output on a batch (:class:`RBFOutput`).
+        reduction
+            ``"mean"`` (per sample) or ``"sum"``; anything else raises ``ValueError``.
+
+        Returns
+        -------
+        torch.Tensor
+            The free energy, a 0-d tensor, differentiable in the distances.
 
         Examples
         --------
@@ -365,6 +441,16 @@ class RBFCluster(nn.Module):
 
         It is 0 when every cluster gets the same share of the batch and ``log k`` when one takes
         everything. Add it (weighted) to the loss against collapsed clusters.
+
+        Parameters
+        ----------
+        out
+            The layer's output on a batch (:class:`RBFOutput`).
+
+        Returns
+        -------
+        torch.Tensor
+            The penalty, a 0-d tensor, differentiable in the memberships.
 
         Examples
         --------

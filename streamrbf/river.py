@@ -67,9 +67,9 @@ def _first_out_of_range(x, limit):
 
 
 class _EventFeatures:
-    """How River's clusterer reads events: the feature set the first event fixes, and every value
-    through the value rule of :mod:`streamrbf.core.validation` (a compiled fast path for plain
-    events, the rule for anything else)."""
+    """How River's clusterer reads events and frames of events: the feature set the first event
+    fixes, every value through the value rule of :mod:`streamrbf.core.validation` (a compiled
+    fast path for plain events, the rule for anything else), and `learn_many` / `predict_many`."""
 
     missing: str
     _features: tuple | None
@@ -213,6 +213,78 @@ class _EventFeatures:
             i, t = np.argwhere(bad)[0]
             self._number(features[t], float(M[i, t]), zero, f" (row {i})")  # raises
         return M
+
+    def learn_many(self, X) -> None:
+        """Learn the rows of a DataFrame in order (the same as `learn_one` on each row).
+
+        The whole frame is validated first: a bad frame raises and changes nothing.
+
+        Parameters
+        ----------
+        X
+            A `pandas.DataFrame` whose columns are the features.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from streamrbf.river import RBFKMeans
+        >>> model = RBFKMeans(n_clusters=2, warmup=4, seed=0)
+        >>> X = pd.DataFrame({"a": [0.0, 0.2, 5.0, 5.2] * 10, "b": [0.0, 0.1, 5.0, 5.1] * 10})
+        >>> model.learn_many(X)
+        >>> sorted(round(c["a"], 1) for c in model.centers.values())
+        [0.1, 5.1]
+        >>> model.learn_many(pd.DataFrame({"a": [1.0], "c": [2.0]}))
+        Traceback (most recent call last):
+        ...
+        streamrbf.core.validation.UnknownFeatureError: unknown feature 'c': the feature set is ...
+        """
+        self._check_frame(X)
+        if len(X) == 0:
+            return
+        if self._features is None:
+            features = tuple(X.columns)
+            M = self._frame(X, features, strict=True)
+            self._set_features(features)
+        else:
+            M = self._frame(X, self._features)
+        for xv in M:
+            self._learn_vector(xv)
+
+    def predict_many(self, X):
+        """Nearest cluster of each row of a DataFrame, as a Series with the frame's index.
+
+        Before initialisation every row gets cluster 0.
+
+        Parameters
+        ----------
+        X
+            A `pandas.DataFrame` with the model's features as columns.
+
+        Returns
+        -------
+        pandas.Series
+            The cluster of each row (int64), indexed like `X`.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from streamrbf.river import RBFKMeans
+        >>> model = RBFKMeans(n_clusters=2, warmup=4, seed=0)
+        >>> X = pd.DataFrame({"a": [0.0, 0.2, 5.0, 5.2] * 10, "b": [0.0, 0.1, 5.0, 5.1] * 10})
+        >>> model.predict_many(X.head(2)).tolist()  # not initialised yet
+        [0, 0]
+        >>> model.learn_many(X)
+        >>> model.predict_many(X.head(4)).tolist() in ([0, 0, 1, 1], [1, 1, 0, 0])
+        True
+        """
+        import pandas as pd
+
+        self._check_frame(X)
+        if self._C is None:
+            if len(X):
+                self._frame(X, self._features or tuple(X.columns))
+            return pd.Series(np.zeros(len(X), dtype=np.int64), index=X.index)
+        return pd.Series(_ok.nearest_rows(self._frame(X, self._features), self._C), index=X.index)
 
 
 class _Restarts:
@@ -509,6 +581,18 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
         return {"temperature_decay", "min_temperature", "half_life"}
 
     def mutate(self, new_attrs: dict[str, Any]) -> None:
+        """Change parameters in place, keeping what the model has learnt (River's protocol).
+
+        Only `temperature_decay`, `min_temperature` and `half_life` may change (River raises a
+        `ValueError` for the others). The parameters are then checked again (a `ValueError` for
+        an invalid value), the per-step forgetting and cooling follow the new values, and a
+        started model's temperature floor is recomputed from its initial temperature.
+
+        Parameters
+        ----------
+        new_attrs
+            The new values, by parameter name.
+        """
         super().mutate(new_attrs)
         self._check_params()
         if self._state is not None:
@@ -549,6 +633,22 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
         """Raise the temperature (by ``factor``, or back to its start) when you know the stream
         has changed: memberships soften and the centres compete again. The drift detector
         restarts the model by itself; this is for drift you learn about elsewhere.
+
+        Parameters
+        ----------
+        factor
+            Multiplies the temperature, >= 1 (a `ValueError` otherwise), capped at the initial
+            temperature; None returns to the initial temperature.
+
+        Returns
+        -------
+        float
+            The new temperature.
+
+        Raises
+        ------
+        RuntimeError
+            Before the model has seen its warm-up events.
 
         Examples
         --------
@@ -658,42 +758,6 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
         if st.n_steps[0] % self._warmup_size == 0:
             self._reseed()
 
-    def learn_many(self, X) -> None:
-        """Learn the rows of a DataFrame in order (the same as `learn_one` on each row).
-
-        The whole frame is validated first: a bad frame raises and changes nothing.
-
-        Parameters
-        ----------
-        X
-            A `pandas.DataFrame` whose columns are the features.
-
-        Examples
-        --------
-        >>> import pandas as pd
-        >>> from streamrbf.river import RBFKMeans
-        >>> model = RBFKMeans(n_clusters=2, warmup=4, seed=0)
-        >>> X = pd.DataFrame({"a": [0.0, 0.2, 5.0, 5.2] * 10, "b": [0.0, 0.1, 5.0, 5.1] * 10})
-        >>> model.learn_many(X)
-        >>> sorted(round(c["a"], 1) for c in model.centers.values())
-        [0.1, 5.1]
-        >>> model.learn_many(pd.DataFrame({"a": [1.0], "c": [2.0]}))
-        Traceback (most recent call last):
-        ...
-        streamrbf.core.validation.UnknownFeatureError: unknown feature 'c': the feature set is ...
-        """
-        self._check_frame(X)
-        if len(X) == 0:
-            return
-        if self._features is None:
-            features = tuple(X.columns)
-            M = self._frame(X, features, strict=True)
-            self._set_features(features)
-        else:
-            M = self._frame(X, self._features)
-        for xv in M:
-            self._learn_vector(xv)
-
     # -- prediction ---------------------------------------------------------------------------
 
     def predict_one(self, x: dict) -> int:
@@ -740,42 +804,6 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
             xv, self._C, logit_divisor(self._state.temperature[0]), self._mapping_code, vals, idx
         )
         return dict(zip(idx[:n].tolist(), vals[:n].tolist(), strict=True))
-
-    def predict_many(self, X):
-        """Nearest cluster of each row of a DataFrame, as a Series with the frame's index.
-
-        Before initialisation every row gets cluster 0.
-
-        Parameters
-        ----------
-        X
-            A `pandas.DataFrame` with the model's features as columns.
-
-        Returns
-        -------
-        pandas.Series
-            The cluster of each row (int64), indexed like `X`.
-
-        Examples
-        --------
-        >>> import pandas as pd
-        >>> from streamrbf.river import RBFKMeans
-        >>> model = RBFKMeans(n_clusters=2, warmup=4, seed=0)
-        >>> X = pd.DataFrame({"a": [0.0, 0.2, 5.0, 5.2] * 10, "b": [0.0, 0.1, 5.0, 5.1] * 10})
-        >>> model.predict_many(X.head(2)).tolist()  # not initialised yet
-        [0, 0]
-        >>> model.learn_many(X)
-        >>> model.predict_many(X.head(4)).tolist() in ([0, 0, 1, 1], [1, 1, 0, 0])
-        True
-        """
-        import pandas as pd
-
-        self._check_frame(X)
-        if self._C is None:
-            if len(X):
-                self._frame(X, self._features or tuple(X.columns))
-            return pd.Series(np.zeros(len(X), dtype=np.int64), index=X.index)
-        return pd.Series(_ok.nearest_rows(self._frame(X, self._features), self._C), index=X.index)
 
 
 class KeyedRBFKMeans(base.Wrapper, base.Clusterer):
@@ -931,6 +959,11 @@ class KeyedRBFKMeans(base.Wrapper, base.Clusterer):
         ----------
         key
             The value of the key field that identifies the stream.
+
+        Returns
+        -------
+        RBFKMeans or None
+            The stream's clusterer, or None for a stream not seen (or evicted).
 
         Examples
         --------

@@ -127,8 +127,8 @@ def test_streaming_auto_temperature_follows_the_scale_of_the_init_centres(tmp_pa
     C0 = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 3.0]]) * scale
     _initial_checkpoint(Policy(n_clusters=3, init=C0), str(tmp_path))
     model = RBFKMeans.load(latest_checkpoint(str(tmp_path)))
-    # nearest-other-centre squared distances 9, 16, 9: auto = half their mean, started at 4 x
-    t0 = 4 * 0.5 * (9 + 16 + 9) / 3 * scale**2
+    # nearest-other-centre squared distances 9, 16, 9: given centres start at half their mean
+    t0 = 0.5 * (9 + 16 + 9) / 3 * scale**2
     assert model.temperature_ == pytest.approx(t0, rel=1e-12)
     assert model.temperature_schedule_.minimum == pytest.approx(1e-3 * t0, rel=1e-12)
 
@@ -426,7 +426,7 @@ def test_streaming_windowed_updates_checkpoints_and_restart(data, tmp_path):
         with beam.Pipeline(options=options) as p:
             out = p | stream | ClusterGlobally(
                 4, init=C0, checkpoint_dir=ckpt, window_secs=60, refresh_secs=60,
-                impulses=_Ticks(offset), temperature=20.0,
+                impulses=_Ticks(offset), initial_temperature=20.0,
                 **{k: v for k, v in PARAMS.items() if k != "max_iter"})
             # One step per window: 200 more events seen by the canonical model each time.
             assert_that(out.model | beam.Map(lambda m: m.n_seen), equal_to(seen), label="Seen")

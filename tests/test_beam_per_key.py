@@ -108,9 +108,10 @@ def test_batch_fnapi_every_event_accounted_and_clusters_found():
 
 
 def test_values_too_large_to_cluster_are_dead_letters_not_a_crash():
-    # Finite values whose squared distances overflow float64: the model refuses them (it used to
-    # step on infinities), so ClusterPerKey sends each such event to the dead letters, whichever
-    # path parsed it (plain lists: the model stage; JSON text: the parse stage), and goes on.
+    # Finite values whose squared distances would overflow float64: the value rule refuses them
+    # (a model never steps on infinities), so ClusterPerKey sends each such event to the dead
+    # letters, whichever path parsed it (plain lists: the model stage; JSON text: the parse
+    # stage), and goes on.
     huge = [("s0", [1e200, 0.0]), ("s1", [0.0, -1e180]), ("s0", "[3e160, 1.0]"),
             ("s1", [2.0, 1e154])]
     events = keyed_events(60, seed=4)

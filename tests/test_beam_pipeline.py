@@ -95,8 +95,8 @@ def test_a_blank_csv_line_is_a_dead_letter(tmp_path):
 
 
 def test_each_csv_file_is_read_with_its_own_header(tmp_path):
-    # The same events in two files whose columns come in different orders (the second one
-    # used to be read with the first one's header: a and b swapped, silently).
+    # The same events in two files whose columns come in different orders: each file is read
+    # with its own header (with the first one's, a and b would be swapped silently).
     rows = _rows()
     (tmp_path / "p1.csv").write_text(
         "key,a,b\n" + "".join(f"s0,{a},{b}\n" for a, b in rows[:30]))

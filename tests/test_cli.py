@@ -178,7 +178,7 @@ def test_inspect_prints_a_report_with_a_mass_chart(model_file, capsys):
     out = capsys.readouterr().out
     assert "3 clusters x 3 features, float64" in out
     assert f"temperature  {model.temperature_:.6g}" in " ".join(out.split("\n"))
-    assert f"decay {model.temperature_schedule_.decay:g} per step" in out
+    assert "decay auto: 0.9 per fit iteration, per 100 events of a stream" in out
     rows = [ln for ln in out.splitlines() if ln.strip()[:1].isdigit() and "%" in ln]
     assert len(rows) == 3
     heaviest = int(np.argmax(model.counts_))
@@ -194,7 +194,8 @@ def test_inspect_json_equals_the_model(model_file, capsys):
     assert info["kind"] == "RBFKMeans" and info["file"] == str(path)
     assert (info["n_clusters"], info["n_features"], info["dtype"]) == (3, 3, "float64")
     assert info["temperature"] == {"current": model.temperature_, "initial": schedule.initial,
-                                   "minimum": schedule.minimum, "decay": schedule.decay}
+                                   "minimum": schedule.minimum, "decay": "auto"}
+    assert "deprecated" not in info["params"].values()
     assert info["n_steps"] == model.n_steps_
     assert info["masses"] == model.counts_.tolist()
     assert info["centers"] == model.cluster_centers_.tolist()

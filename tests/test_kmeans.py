@@ -653,8 +653,8 @@ def test_apply_statistics_and_from_state_refuse_corrupt_state(blobs):
 
 
 def test_scikit_learn_rules_for_mixed_feature_names_and_numpy_float_parameters(blobs):
-    # Mixed str / int column names are a TypeError in scikit-learn (they were silently "no
-    # names" here), and numpy floats are valid float parameters (np.float32 was refused).
+    # Mixed str / int column names are a TypeError, as in scikit-learn (not silently "no
+    # names"), and numpy floats are valid float parameters.
     from sklearn.cluster import KMeans as SkKMeans
 
     X, _ = blobs

@@ -25,7 +25,7 @@ def _blobs(n=60, seed=0, dtype=torch.float32):
 
 
 def _layer(**kw):
-    kw.setdefault("temperature", 0.5)
+    kw.setdefault("initial_temperature", 0.5)
     return RBFCluster(3, 2, **kw).init_centers(_blobs(), seed=0)
 
 
@@ -41,7 +41,7 @@ def test_memberships_rows_sum_to_one(mapping):
 
 
 def test_entmax_memberships_have_exact_zeros():
-    layer = _layer(temperature=0.5)
+    layer = _layer(initial_temperature=0.5)
     p = layer(_blobs()).memberships
     # Blobs 4 apart with spread 0.3: the far centres are well beyond 2T of the nearest.
     assert (p == 0).sum().item() >= 100
@@ -52,7 +52,7 @@ def test_entmax_memberships_have_exact_zeros():
 
 
 def test_memberships_equal_core_entmax():
-    layer = _layer(temperature=0.7)
+    layer = _layer(initial_temperature=0.7)
     out = layer(_blobs())
     expected = entmax15(out.sq_distances, 0.7)
     assert torch.allclose(out.memberships, expected, atol=1e-7)
@@ -305,8 +305,8 @@ def test_bfloat16_module():
 def test_hard_straight_through_passes_gradients():
     x = _blobs()
     # a warm temperature: the softmax surrogate is not saturated on these well-separated blobs
-    plain = _layer(mapping="hard", temperature=5.0)
-    st_layer = _layer(mapping="hard", straight_through=True, temperature=5.0)
+    plain = _layer(mapping="hard", initial_temperature=5.0)
+    st_layer = _layer(mapping="hard", straight_through=True, initial_temperature=5.0)
     out_plain, out_st = plain(x), st_layer(x)
     assert torch.equal(out_plain.memberships, out_st.memberships)  # forward: one-hot in both
     assert ((out_st.memberships == 0) | (out_st.memberships == 1)).all()
@@ -332,7 +332,7 @@ def test_balance_is_lowest_for_uniform_usage():
 
 
 def test_losses_are_per_sample_means_and_bounded():
-    layer = _layer(temperature=0.2)
+    layer = _layer(initial_temperature=0.2)
     out = layer(_blobs())
     L, F = layer.distortion(out), layer.free_energy(out)
     J = out.sq_distances.min(dim=1).values.mean()
@@ -362,6 +362,8 @@ def test_deprecated_names_warn_and_still_work():
         slow = RBFCluster(3, 2, initial_temperature=1.0, decay=0.5)
     assert old.temperature.item() == 0.5
     assert slow.step_temperature() == 0.5
+    with pytest.raises(ValueError, match="not both"), pytest.warns(DeprecationWarning):
+        RBFCluster(3, 2, temperature=0.5, initial_temperature=1.0)
 
 
 def test_init_centers_kmeans_plusplus_and_auto_temperature():
@@ -409,8 +411,8 @@ def test_state_dict_round_trip():
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0, -0.5])
 def test_load_state_dict_refuses_a_bad_temperature(key, bad):
     x = _blobs()
-    good = _layer(temperature=0.5)
-    model = torch.nn.Sequential(torch.nn.Identity(), _layer(temperature=2.0))
+    good = _layer(initial_temperature=0.5)
+    model = torch.nn.Sequential(torch.nn.Identity(), _layer(initial_temperature=2.0))
     model[1].step_temperature(3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     schedule = (model[1]._schedule.initial, model[1]._schedule.value)
@@ -449,7 +451,7 @@ def _has_compiler() -> bool:
 def test_compile_fullgraph_matches_eager():
     torch._dynamo.reset()
     x = _blobs()
-    layer = _layer(temperature=0.8)
+    layer = _layer(initial_temperature=0.8)
     compiled = torch.compile(layer, fullgraph=True)
     for _ in range(2):  # the temperature is a buffer: annealing must not need a recompile
         eager_out, comp_out = layer(x), compiled(x)
@@ -465,10 +467,10 @@ def test_compile_fullgraph_matches_eager():
 @CUDA
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_matches_cpu(dtype):
-    layer = _layer(temperature=0.3)
+    layer = _layer(initial_temperature=0.3)
     x = _blobs()
     cpu = layer(x)
-    gpu_layer = _layer(temperature=0.3).cuda()
+    gpu_layer = _layer(initial_temperature=0.3).cuda()
     gpu = gpu_layer(x.cuda().to(dtype))
     assert gpu.memberships.device.type == "cuda" and gpu.memberships.dtype == dtype
     assert torch.isfinite(gpu.memberships.float()).all()
@@ -482,7 +484,7 @@ def test_cuda_matches_cpu(dtype):
 
 @CUDA
 def test_cuda_compile_matches_eager():
-    layer = _layer(temperature=0.3).cuda()
+    layer = _layer(initial_temperature=0.3).cuda()
     x = _blobs().cuda()
     out = torch.compile(layer, fullgraph=True)(x)
     assert (out.memberships - layer(x).memberships).abs().max() <= 1e-5

@@ -65,7 +65,27 @@ class DeadLetter(NamedTuple):
     @classmethod
     def of(cls, key: Any, event: Any, reason: str, stage: str = "parse") -> DeadLetter:
         """A dead letter for any ``key`` and ``event``: text is kept, bytes decoded (invalid
-        UTF-8 replaced), anything else written with ``repr``; the event is truncated."""
+        UTF-8 replaced), anything else written with ``repr``; the event is truncated.
+
+        Key, event and reason are made safe for UTF-8 (lone surrogates become backslash
+        escapes), so Beam's string coders never fail on a dead letter.
+
+        Parameters
+        ----------
+        key
+            The event's key: a str is kept, None stays None, anything else becomes its ``repr``.
+        event
+            The refused event, in any form.
+        reason
+            Why it was refused.
+        stage
+            Which step refused it: ``"parse"`` or ``"model"``.
+
+        Returns
+        -------
+        DeadLetter
+            The record, its event truncated to 2000 characters.
+        """
         text = event if isinstance(event, str) else _repr(event)
         if isinstance(event, bytes):
             text = event.decode("utf-8", "replace")
@@ -77,6 +97,21 @@ class DeadLetter(NamedTuple):
     def of_element(cls, element: Any, reason: str, keyed: bool = True) -> DeadLetter:
         """A parse-stage dead letter for a raw input element: a ``(key, event)`` pair gives its
         key (when ``keyed``), anything else is the event itself.
+
+        Parameters
+        ----------
+        element
+            The raw input element.
+        reason
+            Why it was refused.
+        keyed
+            Whether the input is keyed: only then is a two-item tuple or list split into its key
+            and event.
+
+        Returns
+        -------
+        DeadLetter
+            A dead letter of stage ``"parse"`` (see :meth:`of`).
 
         Examples
         --------
@@ -91,7 +126,14 @@ class DeadLetter(NamedTuple):
         return cls.of(key, element, reason)
 
     def to_json(self) -> str:
-        """One JSON line (what the main job writes)."""
+        """One JSON line (what the main job writes).
+
+        Returns
+        -------
+        str
+            A JSON object with the fields ``key``, ``event``, ``reason`` and ``stage``, without a
+            trailing newline.
+        """
         return json.dumps(self._asdict())
 
 
@@ -454,6 +496,18 @@ class ValidateEvents(beam.PTransform):
         self.keyed = keyed
 
     def expand(self, pcoll):
+        """Validate every element of ``pcoll`` (Beam's ``PTransform`` entry point).
+
+        Parameters
+        ----------
+        pcoll
+            The raw events.
+
+        Returns
+        -------
+        tuple
+            ``(valid, dead)``: the parsed events and the :class:`DeadLetter` records.
+        """
         fn = _ValidateDoFn(self.keyed, self.feature_names, self.n_features)
         if not self.tagged:
             # One output and two filters: the DaskRunner mixes a multi-output ParDo's outputs.

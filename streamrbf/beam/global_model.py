@@ -341,7 +341,7 @@ def _initial_checkpoint(policy: Policy, checkpoint_dir: str) -> None:
     # on the scale of the clusters, whatever the units of the features.
     D = ((C[:, None, :] - C[None, :, :]) ** 2).sum(-1)
     np.fill_diagonal(D, np.inf)
-    t0 = policy.start_temperature(D)
+    t0 = policy.start_temperature(D, given=True)
     model = ModelState.single(C, np.zeros(len(C)), temperature=t0,
                               min_temperature=policy.floor_temperature(t0))
     _write_checkpoint(model, policy, checkpoint_dir)
@@ -383,9 +383,9 @@ class ClusterGlobally(beam.PTransform):
     every ``refresh_secs`` loads the newest checkpoint (``impulses`` replaces it with any windowed
     PTransform of ticks, e.g. for runners without splittable DoFns). ``model`` and ``history``
     are then the stream of updated models. A stream that starts from an ``init`` array with
-    ``temperature="auto"`` has no data to scale the temperature by: it starts at the core's rule
-    applied to the init centres themselves (4 x half the mean squared distance from each centre
-    to its nearest other one).
+    ``initial_temperature="auto"`` has no data to scale the temperature by: it starts at the
+    policy's rule for given centres applied to the init centres themselves (half the mean squared
+    distance from each centre to its nearest other one).
 
     Parameters
     ----------
@@ -415,8 +415,10 @@ class ClusterGlobally(beam.PTransform):
     impulses
         Streaming: a PTransform of windowed ticks replacing the ``PeriodicImpulse``.
     **model_params
-        Any other :class:`~streamrbf.kmeans.RBFKMeans` parameter (``mapping``, ``temperature``,
-        ``init``, ...); ``reassignment_ratio`` defaults to 0.
+        How the model learns: any parameter of the learning policy
+        (:class:`~streamrbf.core.policy.Policy`: ``mapping``, ``initial_temperature``, ``init``,
+        ...); ``reassignment_ratio`` defaults to 0 (re-seeding needs the rows, and a step here
+        only has their statistics).
 
     Examples
     --------
@@ -513,6 +515,21 @@ class ClusterGlobally(beam.PTransform):
         return GlobalResult(models, models, bad, none)
 
     def expand(self, pcoll: beam.PCollection) -> GlobalResult:
+        """Build the training graph on ``pcoll`` (Beam's ``PTransform`` entry point).
+
+        Bounded input gets the initialisation and ``steps`` unrolled data-parallel steps;
+        unbounded input gets the windowed, continuously checkpointed training (see the class).
+
+        Parameters
+        ----------
+        pcoll
+            The events: sequences of numbers, or dicts keyed by ``feature_names``.
+
+        Returns
+        -------
+        GlobalResult
+            The final model, the model history, the dead letters and the assignments.
+        """
         if not pcoll.is_bounded:
             return self._expand_unbounded(pcoll)
         seed = self.random_state

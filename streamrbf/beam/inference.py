@@ -222,6 +222,23 @@ class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):
         events raise ``ValueError`` or ``TypeError`` (validate them first with
         :class:`~streamrbf.beam.ValidateEvents` to route them to dead letters instead).
 
+        Parameters
+        ----------
+        batch
+            The examples: feature sequences, dicts, JSON text, ``(names, values)`` pairs from
+            :class:`~streamrbf.beam.ValidateEvents`, or 2-D arrays of rows.
+        model
+            The :class:`LoadedModel` from :meth:`load_model`.
+        inference_args
+            Unused (:meth:`validate_inference_args` refuses any).
+
+        Returns
+        -------
+        list of PredictionResult
+            One per example, in order, each carrying the model URI as its ``model_id``; the
+            inference is an :class:`~streamrbf.core.assignment.Assignment`, or a list of them for
+            a 2-D array.
+
         Examples
         --------
         >>> import tempfile
@@ -273,18 +290,61 @@ class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):
                 for x, (a, b, block) in zip(batch, spans)]
 
     def update_model_path(self, model_path: str | None = None) -> None:
+        """Point the handler at a new model file (Beam's model-update hook).
+
+        Parameters
+        ----------
+        model_path
+            The new model URI; None or empty keeps the current one.
+        """
         if model_path:
             self._model_uri = model_path
 
     def get_num_bytes(self, batch: Sequence[Any]) -> int:
+        """An estimate of a batch's size, for Beam's metrics.
+
+        Parameters
+        ----------
+        batch
+            The examples.
+
+        Returns
+        -------
+        int
+            8 bytes per item of each example that has a length (rows of a 2-D array, values
+            of a sequence, characters of text), 8 for an example without one.
+        """
         return sum(8 * len(x) if hasattr(x, "__len__") else 8 for x in batch)
 
     def get_metrics_namespace(self) -> str:
+        """The namespace of the ``RunInference`` metrics.
+
+        Returns
+        -------
+        str
+            ``"streamrbf"``.
+        """
         return "streamrbf"
 
     def get_resource_hints(self) -> dict:
+        """The resource hints of the ``RunInference`` step.
+
+        Returns
+        -------
+        dict
+            ``{"accelerator": accelerator}`` when the handler was made with ``gpu_hints=True``,
+            otherwise empty.
+        """
         return {"accelerator": self._accelerator} if self._gpu_hints else {}
 
     def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
+        """Refuse inference arguments: the handler takes none.
+
+        Parameters
+        ----------
+        inference_args
+            What ``RunInference`` was given; None or empty passes, anything else raises
+            ``ValueError``.
+        """
         if inference_args:
             raise ValueError(f"RBFModelHandler takes no inference_args, got {inference_args!r}")

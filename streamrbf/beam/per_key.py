@@ -646,6 +646,22 @@ class ClusterPerKey(beam.PTransform):
         self.random_state = int(random_state)
 
     def expand(self, pcoll: beam.PCollection) -> PerKeyResult:
+        """Build the per-key graph on ``pcoll`` (Beam's ``PTransform`` entry point).
+
+        Events are moved to the global window (where the models live), parsed and chunked per
+        key, then scored and learned from by one stateful DoFn per key; the dead letters of both
+        stages are flattened into one collection.
+
+        Parameters
+        ----------
+        pcoll
+            ``(key, event)`` pairs, bounded or unbounded.
+
+        Returns
+        -------
+        PerKeyResult
+            The assignments, the dead letters and the snapshots.
+        """
         # State per key AND window: the models live in the global window. Input already there
         # (the usual case) skips the per-event re-windowing.
         if not isinstance(pcoll.windowing.windowfn, GlobalWindows):

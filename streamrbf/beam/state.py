@@ -62,15 +62,53 @@ class ModelStateCoder(coders.Coder):
     """
 
     def encode(self, s: ModelState) -> bytes:
+        """Write a state record as bytes.
+
+        Parameters
+        ----------
+        s
+            The record to write.
+
+        Returns
+        -------
+        bytes
+            Its :func:`~streamrbf.core.persistence.state_to_bytes` encoding.
+        """
         return state_to_bytes(s)
 
     def decode(self, data: bytes) -> ModelState:
+        """Read a state record written by :meth:`encode`.
+
+        Parameters
+        ----------
+        data
+            The encoded record; anything else raises ``ValueError``.
+
+        Returns
+        -------
+        ModelState
+            The record.
+        """
         return state_from_bytes(data)
 
     def is_deterministic(self) -> bool:
+        """Whether equal records always encode to equal bytes (Beam asks this of key coders).
+
+        Returns
+        -------
+        bool
+            True.
+        """
         return True
 
     def to_type_hint(self) -> Any:
+        """The type this coder encodes, for Beam's type inference.
+
+        Returns
+        -------
+        type
+            :class:`~streamrbf.core.state.ModelState`.
+        """
         return ModelState
 
 
@@ -139,6 +177,16 @@ class KeyState(CacheAware):
         return 0 if self.pending is None else len(self.pending)
 
     def get_referents_for_cache(self) -> list[Any]:
+        """What Beam's state cache walks to weigh this value: nothing.
+
+        ``__sizeof__`` already counts the arrays, and walking numpy arrays would reach their
+        dtype objects.
+
+        Returns
+        -------
+        list
+            An empty list.
+        """
         # Beam's state cache weighs cached values by walking their references: nothing to walk,
         # __sizeof__ already counts the arrays (walking numpy arrays reaches dtype objects).
         return []
@@ -152,7 +200,13 @@ class KeyState(CacheAware):
                 + sum(a.nbytes for a in arrays if a is not None))
 
     def nbytes(self) -> int:
-        """Encoded size in bytes (what one key costs in the state backend)."""
+        """Encoded size in bytes (what one key costs in the state backend).
+
+        Returns
+        -------
+        int
+            The length of the state's :class:`KeyStateCoder` encoding.
+        """
         return len(KeyStateCoder().encode(self))
 
 
@@ -177,6 +231,19 @@ class KeyStateCoder(coders.Coder):
     """
 
     def encode(self, s: KeyState) -> bytes:
+        """Write a key's state as bytes.
+
+        Parameters
+        ----------
+        s
+            The state to write.
+
+        Returns
+        -------
+        bytes
+            The header, names, pending rows, model, detector memory, recent rows and ids (see
+            the class).
+        """
         pending = (np.zeros((0, 0)) if s.pending is None
                    else np.ascontiguousarray(s.pending, dtype=np.float64))
         names = b"" if s.feature_names is None else json.dumps(list(s.feature_names)).encode()
@@ -198,6 +265,18 @@ class KeyStateCoder(coders.Coder):
         return b"".join(parts)
 
     def decode(self, data: bytes) -> KeyState:
+        """Read a key's state written by :meth:`encode` or by an earlier release.
+
+        Parameters
+        ----------
+        data
+            The encoded state; bytes of another kind raise ``ValueError``.
+
+        Returns
+        -------
+        KeyState
+            The state, its arrays writable copies.
+        """
         magic = bytes(data[:4])
         if magic in (_LEGACY_V1[0], _LEGACY_V2[0]):
             return _decode_legacy(data, magic)
@@ -231,9 +310,23 @@ class KeyStateCoder(coders.Coder):
                         *extras)
 
     def is_deterministic(self) -> bool:
+        """Whether equal values always encode to equal bytes (Beam asks this of key coders).
+
+        Returns
+        -------
+        bool
+            True.
+        """
         return True
 
     def to_type_hint(self) -> Any:
+        """The type this coder encodes, for Beam's type inference.
+
+        Returns
+        -------
+        type
+            :class:`KeyState`.
+        """
         return KeyState
 
 
@@ -329,6 +422,18 @@ class EventChunkCoder(coders.Coder):
     """
 
     def encode(self, c: EventChunk) -> bytes:
+        """Write a chunk as bytes.
+
+        Parameters
+        ----------
+        c
+            The chunk to write.
+
+        Returns
+        -------
+        bytes
+            The header, the names as JSON, the rows as raw float64 and the ids as JSON.
+        """
         rows = np.ascontiguousarray(c.rows, dtype=np.float64)
         names = b"" if c.names is None else json.dumps(list(c.names)).encode()
         head = _CHUNK_HEAD.pack(rows.shape[0], rows.shape[1], -1 if c.names is None else len(names))
@@ -336,6 +441,18 @@ class EventChunkCoder(coders.Coder):
         return b"".join([head, names, rows.tobytes(), ids])
 
     def decode(self, data: bytes) -> EventChunk:
+        """Read a chunk written by :meth:`encode`.
+
+        Parameters
+        ----------
+        data
+            The encoded chunk.
+
+        Returns
+        -------
+        EventChunk
+            The chunk, its rows a writable copy.
+        """
         n, d, n_names = _CHUNK_HEAD.unpack_from(data, 0)
         off = _CHUNK_HEAD.size
         names = None
@@ -349,9 +466,23 @@ class EventChunkCoder(coders.Coder):
         return EventChunk(names, rows, ids)
 
     def is_deterministic(self) -> bool:
+        """Whether equal values always encode to equal bytes (Beam asks this of key coders).
+
+        Returns
+        -------
+        bool
+            True.
+        """
         return True
 
     def to_type_hint(self) -> Any:
+        """The type this coder encodes, for Beam's type inference.
+
+        Returns
+        -------
+        type
+            :class:`EventChunk`.
+        """
         return EventChunk
 
 
@@ -363,6 +494,16 @@ def stable_hash(text: str) -> int:
 
     The CRC-32 of the UTF-8 text: the same on every worker and in every run, so it can derive
     per-key seeds and shard numbers.
+
+    Parameters
+    ----------
+    text
+        The text to hash (a key, say).
+
+    Returns
+    -------
+    int
+        The CRC-32 of its UTF-8 encoding, in ``[0, 2**32)``.
 
     Examples
     --------
@@ -410,6 +551,19 @@ class AssignmentCoder(coders.Coder):
     """
 
     def encode(self, a: Any) -> bytes:
+        """Write an assignment as bytes.
+
+        Parameters
+        ----------
+        a
+            The :class:`~streamrbf.core.assignment.Assignment` (or a 4-tuple one pickled before
+            ``event_id`` existed).
+
+        Returns
+        -------
+        bytes
+            The header and memberships, then the tagged event id if there is one.
+        """
         m = a.memberships
         n = len(m)
         data = _assign_format(n).pack(a.cluster, a.distance, a.temperature, n, *m, *m.values())
@@ -423,6 +577,18 @@ class AssignmentCoder(coders.Coder):
         return data + b"i" + str(int(i)).encode()
 
     def decode(self, data: bytes) -> Any:
+        """Read an assignment written by :meth:`encode`.
+
+        Parameters
+        ----------
+        data
+            The encoded assignment; an unknown event-id tag raises ``ValueError``.
+
+        Returns
+        -------
+        Assignment
+            The assignment, its ``event_id`` None when none was written.
+        """
         n = _ASSIGN_HEAD.unpack_from(data, 0)[3]
         f = _assign_format(n)
         cluster, distance, temperature, _, *rest = f.unpack_from(data, 0)
@@ -441,9 +607,23 @@ class AssignmentCoder(coders.Coder):
                                           temperature, event_id))
 
     def is_deterministic(self) -> bool:
+        """Whether equal values always encode to equal bytes (Beam asks this of key coders).
+
+        Returns
+        -------
+        bool
+            True.
+        """
         return True
 
     def to_type_hint(self) -> Any:
+        """The type this coder encodes, for Beam's type inference.
+
+        Returns
+        -------
+        type
+            :class:`~streamrbf.core.assignment.Assignment`.
+        """
         return Assignment
 
 
@@ -473,6 +653,18 @@ class AssignmentBatchCoder(coders.Coder):
     _MAGIC = b"SRAB"
 
     def encode(self, b: AssignmentBatch) -> bytes:
+        """Write a batch of assignments as bytes.
+
+        Parameters
+        ----------
+        b
+            The batch to write.
+
+        Returns
+        -------
+        bytes
+            The header, the columns as raw little-endian arrays, then the ids as JSON.
+        """
         n, nnz = len(b.clusters), len(b.member_values)
         ids = b"" if b.event_ids is None else json.dumps(
             list(b.event_ids), separators=(",", ":")).encode()
@@ -489,6 +681,18 @@ class AssignmentBatchCoder(coders.Coder):
         ])
 
     def decode(self, data: bytes) -> AssignmentBatch:
+        """Read a batch written by :meth:`encode`.
+
+        Parameters
+        ----------
+        data
+            The encoded batch; bytes without its magic raise ``ValueError``.
+
+        Returns
+        -------
+        AssignmentBatch
+            The batch, its columns writable copies.
+        """
         magic, n, nnz, temperature, n_ids = _BATCH_HEAD.unpack_from(data, 0)
         if magic != self._MAGIC:
             raise ValueError(f"not an encoded AssignmentBatch (magic {magic!r})")
@@ -503,9 +707,23 @@ class AssignmentBatchCoder(coders.Coder):
                                member_values, temperature, ids)
 
     def is_deterministic(self) -> bool:
+        """Whether equal values always encode to equal bytes (Beam asks this of key coders).
+
+        Returns
+        -------
+        bool
+            True.
+        """
         return True
 
     def to_type_hint(self) -> Any:
+        """The type this coder encodes, for Beam's type inference.
+
+        Returns
+        -------
+        type
+            :class:`~streamrbf.core.assignment.AssignmentBatch`.
+        """
         return AssignmentBatch
 
 

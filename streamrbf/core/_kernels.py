@@ -75,6 +75,16 @@ _jit_batch = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}
 
 
 @_jit
+def window(mapping, divisor):
+    """How far (in squared distance) beyond the nearest centre a centre can still get a share of a
+    point under a mapping whose support is a ``"window"``: ``2 * divisor`` for entmax-1.5 (its
+    threshold is never below ``max(z) / 2 - 1``); infinite for any other mapping."""
+    if mapping == ENTMAX15:
+        return 2.0 * divisor
+    return math.inf
+
+
+@_jit
 def row_responsibilities(d, divisor, mapping, vals, idx, ubuf, tbuf):
     """Non-zero responsibilities of one row of squared distances ``d``.
 
@@ -117,9 +127,10 @@ def responsibilities_given_nearest(d, jmin, dmin, divisor, mapping, vals, idx, r
         for r in range(n):
             vals[row, r] /= total
         return n
-    # entmax-1.5 on u = z / 2 - max(z / 2) = (d_min - d) / (2 divisor). Candidates (u > -1, i.e.
-    # d - d_min < 2 divisor) are found without dividing; most rows have one, and are done.
-    two_div = 2.0 * divisor
+    # entmax-1.5 on u = z / 2 - max(z / 2) = (d_min - d) / (2 divisor) = -gap / window.
+    # Candidates (u > -1, i.e. d - d_min < window) are found without dividing; most rows have
+    # one, and are done.
+    two_div = window(mapping, divisor)
     m = 0
     for j in range(k):
         if d[j] - dmin < two_div:
@@ -209,8 +220,9 @@ def batch_responsibilities(X, C, G, divisor, mapping, vals, idx, length, labels,
                 jmin = j
             elif v < dsecond:
                 dsecond = v
-        if mapping == ENTMAX15 and dsecond - dmin >= 2.0 * divisor:
-            # Margin above 2T: exactly one-hot (the common case once annealed).
+        if dsecond - dmin >= window(mapping, divisor):
+            # Margin beyond the window (2T under entmax-1.5): exactly one-hot (the common case
+            # once annealed).
             vals[i, 0] = 1.0
             idx[i, 0] = jmin
             length[i] = 1
@@ -224,8 +236,9 @@ def batch_responsibilities(X, C, G, divisor, mapping, vals, idx, length, labels,
             if mapping == SOFTMAX:
                 return 0.0, -1
             m = 0
+            width = window(mapping, divisor)
             for j in range(k):
-                if d[j] - dmin < 2.0 * divisor:
+                if d[j] - dmin < width:
                     m += 1
             if m > cap:
                 return 0.0, -1

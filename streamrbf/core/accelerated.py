@@ -37,6 +37,21 @@ __all__ = [
 def sq_distances(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances ``(n, k)`` by the norm expansion, clamped at 0.
 
+    ``|x|^2 + |c|^2 - 2 x.c`` in one matrix product: cancellation can make it slightly negative,
+    hence the clamp.
+
+    Parameters
+    ----------
+    X
+        The points ``(n, d)``.
+    C
+        The centres ``(k, d)``, on the same device and of the same dtype.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n, k)``: the squared distance of each point to each centre.
+
     Examples
     --------
     >>> import torch
@@ -92,6 +107,29 @@ def batch_statistics(
     ``backend``: ``"numba"`` (CPU tensors; compiled, exact sparse entmax), ``"torch"`` (any device)
     or ``"auto"`` (numba on CPU, torch elsewhere). Both give the same numbers (tested).
 
+    Parameters
+    ----------
+    X
+        The batch ``(n, d)``.
+    centers
+        The centres ``(k, d)``; cast to the dtype of ``X``.
+    temperature
+        The temperature of the mapping.
+    mapping
+        ``"entmax15"``, ``"softmax"`` or ``"hard"``.
+    with_sums
+        Whether to compute the weighted sums (a step needs them; scoring does not): zeros
+        otherwise.
+    backend
+        ``"auto"``, ``"numba"`` or ``"torch"``; anything else raises ``ValueError``.
+
+    Returns
+    -------
+    BatchResult
+        The statistics (float64 tensors), labels, squared distances to the nearest centre and
+        number of non-zero memberships, as torch tensors; the sparse memberships too from the
+        numba backend (None from the torch one).
+
     Examples
     --------
     >>> import torch
@@ -128,6 +166,22 @@ def apply_step(
     ``(s_k - m_k c_k) / n_k``, i.e. gradient descent on the weighted distortion with step size
     ``1 / (2 n_k)``. With ``decay = 0`` that lands on the weighted mean ``s_k / m_k`` (one Lloyd /
     EM step). Centres with no mass stay where they are.
+
+    Parameters
+    ----------
+    centers
+        The centres ``(k, d)``.
+    counts
+        Their decayed masses ``(k,)``.
+    stats
+        The batch's statistics (numpy arrays or tensors; moved to the centres' device).
+    decay
+        The forgetting factor applied to ``counts`` first.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        The new centres, in the dtype of ``centers``, and the new masses, in float64.
 
     Examples
     --------
@@ -189,6 +243,29 @@ def fused_step(
     ``flags`` and discards the result when ``finite`` is 0. Equal to :func:`batch_statistics`
     followed by :func:`apply_step` (tested).
 
+    Parameters
+    ----------
+    X
+        The batch ``(n, d)``.
+    centers
+        The centres ``(k, d)``.
+    counts
+        Their decayed masses ``(k,)``.
+    temperature
+        The temperature of the mapping (a float, or a 0-d tensor under ``torch.compile``).
+    decay
+        The forgetting factor of the masses (likewise).
+    ratio
+        A centre whose new mass is below ``ratio`` x the largest is starving (``flags[4]``).
+    mapping
+        ``"entmax15"``, ``"softmax"`` or ``"hard"``.
+
+    Returns
+    -------
+    FusedStep
+        The new centres (in the dtype of ``centers``) and masses, each row's nearest centre
+        and squared distance to it, the batch's masses and weighted sums, and the ``flags``.
+
     Examples
     --------
     >>> import torch
@@ -226,6 +303,19 @@ def compiled_fused_step(mode: str = "default", shape: tuple[int, ...] | None = N
     own copy of the code object, hence its own dynamo cache and recompile limit: models of
     several shapes in one process do not share (and exhaust) one. Pass the temperature and
     decay as 0-d tensors on the data's device, so a new value does not recompile.
+
+    Parameters
+    ----------
+    mode
+        The ``torch.compile`` mode (``"default"``, ``"reduce-overhead"``, ...).
+    shape
+        The model's ``(k, d)``: only names the compiled function (and so its cache).
+
+    Returns
+    -------
+    callable
+        A compiled function with the signature of :func:`fused_step` (``fullgraph=True``,
+        ``dynamic=False``), the same object for the same arguments (``functools.cache``).
 
     Examples
     --------

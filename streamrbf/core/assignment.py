@@ -114,7 +114,23 @@ event_id=None))
         """From the core's sparse memberships
         (:class:`~streamrbf.core.statistics.SparseMemberships`:
         ``vals``, ``idx``, ``length``, ``labels``, ``nearest`` with squared distances), and the
-        events' ids if any."""
+        events' ids if any.
+
+        Parameters
+        ----------
+        m
+            The sparse memberships of the batch.
+        temperature
+            The temperature the batch was scored at.
+        event_ids
+            The events' ids, in row order, or None.
+
+        Returns
+        -------
+        AssignmentBatch
+            The batch in CSR columns, with Euclidean (not squared) distances to the nearest
+            centre.
+        """
         length = m.length
         offsets = np.zeros(len(length) + 1, np.int64)
         np.cumsum(length, out=offsets[1:])
@@ -147,7 +163,13 @@ event_id=None))
         return iter(self.to_list())
 
     def to_list(self) -> list[Assignment]:
-        """One :class:`Assignment` per event, in order (built column-wise: ~0.3 us an event)."""
+        """One :class:`Assignment` per event, in order (built column-wise: ~0.3 us an event).
+
+        Returns
+        -------
+        list of Assignment
+            The assignments, each with its event's id (None when the batch has no ids).
+        """
         n = len(self.clusters)
         pairs = zip(self.member_clusters.tolist(), self.member_values.tolist())
         if len(self.member_clusters) == n:
@@ -161,7 +183,18 @@ event_id=None))
             ids)))
 
     def dense_memberships(self, n_clusters: int) -> np.ndarray:
-        """The memberships as a dense ``(n, n_clusters)`` array (rows sum to 1)."""
+        """The memberships as a dense ``(n, n_clusters)`` array (rows sum to 1).
+
+        Parameters
+        ----------
+        n_clusters
+            Number of columns: the model's number of centres.
+
+        Returns
+        -------
+        ndarray of float64, shape (n, n_clusters)
+            Row ``i`` holds event ``i``'s memberships, zeros elsewhere.
+        """
         P = np.zeros((len(self.clusters), n_clusters))
         rows = np.repeat(np.arange(len(self.clusters)), np.diff(self.offsets))
         P[rows, self.member_clusters] = self.member_values

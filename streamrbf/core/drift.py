@@ -37,11 +37,30 @@ class DriftDetector(Protocol):
     name: str
 
     def new_state(self) -> np.ndarray:
-        """The memory of a new stream (a float64 array)."""
+        """The memory of a new stream (a float64 array).
+
+        Returns
+        -------
+        ndarray of float64
+            A fresh state for :meth:`update`, which changes it in place.
+        """
 
     def update(self, state: np.ndarray, distortions: np.ndarray) -> bool:
         """Feed a stream's distortions (in order) to its ``state``, in place; True on an alarm
-        (the state then restarts)."""
+        (the state then restarts).
+
+        Parameters
+        ----------
+        state
+            The stream's memory, from :meth:`new_state`.
+        distortions
+            The events' squared distances to their nearest centre, in arrival order.
+
+        Returns
+        -------
+        bool
+            Whether the batch raised an alarm.
+        """
 
 
 class Cusum:
@@ -68,9 +87,33 @@ class Cusum:
     name = "cusum"
 
     def new_state(self) -> np.ndarray:
+        """The memory of a new stream: ``[running mean, events seen, CUSUM statistic]``.
+
+        Returns
+        -------
+        ndarray of float64, shape (3,)
+            Zeros.
+        """
         return np.zeros(3)
 
     def update(self, state: np.ndarray, distortions: np.ndarray) -> bool:
+        """Feed the distortions to ``state`` one by one, in place; True on an alarm.
+
+        An alarm resets the state to zeros, and the events after it in the batch start a new
+        running mean.
+
+        Parameters
+        ----------
+        state
+            The stream's memory, from :meth:`new_state`.
+        distortions
+            The events' squared distances to their nearest centre, in arrival order.
+
+        Returns
+        -------
+        bool
+            Whether any event of the batch raised the alarm.
+        """
         return bool(_ok.watch_distortions(state, np.ascontiguousarray(distortions, np.float64)))
 
     def __repr__(self) -> str:

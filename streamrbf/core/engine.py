@@ -273,7 +273,8 @@ def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
     for trial in range(n_init):
         rng = generator(seed, 0, SEEDING, trial)
         C0, sample = initial_centres(X, policy, rng)
-        t0 = policy.start_temperature(_sq_distances_to(_host(sample), C0))
+        t0 = policy.start_temperature(_sq_distances_to(_host(sample), C0),
+                                      given=not isinstance(policy.init, str))
         tmin = policy.floor_temperature(t0)
         run = _anneal(X, _centres_like(C0, X), t0, tmin, policy, rng, tol, full)
         if best is None or run[3] < best[3]:
@@ -289,6 +290,27 @@ def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
 def initialise(X: Any, policy: Policy, seed: int,
                feature_names: tuple[str, ...] | None = None) -> FitResult:
     """Start a stream's model on its first batch ``X``: :func:`fit` with ``stream=True``.
+
+    Full-batch annealing with the stream's number of seedings, whatever the policy's
+    ``batch_size``.
+
+    Parameters
+    ----------
+    X
+        The first batch ``(n, d)``: a finite numpy array, or a torch tensor for a model on its
+        device.
+    policy
+        How the model learns.
+    seed
+        The model's seed.
+    feature_names
+        Recorded in the state.
+
+    Returns
+    -------
+    FitResult
+        The model (a bank of one), the nearest centre of each row of ``X``, the K-Means objective
+        of ``X`` and the iterations the kept seeding ran.
 
     Examples
     --------
@@ -510,6 +532,27 @@ def apply_statistics(state: ModelState, stats: SufficientStatistics, policy: Pol
     """One step from (summed) sufficient statistics: the step :func:`step` takes on the union of
     the shards they come from, without re-seeding (which needs the rows).
 
+    Parameters
+    ----------
+    state
+        The models; model ``model`` steps.
+    stats
+        The statistics (:func:`statistics`, summed over shards), numpy arrays or tensors.
+    policy
+        How the model learns: its forgetting for ``stats.n`` events, and the annealing.
+    model
+        Which model of the bank.
+
+    Returns
+    -------
+    ModelState
+        The new record: centres, masses, temperature and counters of model ``model`` stepped.
+
+    Raises
+    ------
+    ValueError
+        When the statistics' shape is not the centres', or they hold NaN or infinity.
+
     Examples
     --------
     >>> s = ModelState.single(np.array([[0.0], [10.0]]), np.ones(2), temperature=0.1)
@@ -540,6 +583,22 @@ def apply_statistics(state: ModelState, stats: SufficientStatistics, policy: Pol
 def reheat(state: ModelState, factor: float | None = None, *, model: int = 0) -> ModelState:
     """Raise a model's temperature when its stream drifts: by ``factor`` (capped at the initial
     temperature), or back to the initial temperature.
+
+    Parameters
+    ----------
+    state
+        The models; model ``model`` is reheated.
+    factor
+        Multiplies the temperature, >= 1 (``ValueError`` otherwise); the result is capped at the
+        initial temperature, or at the current one if that is higher. None: back to the initial
+        temperature.
+    model
+        Which model of the bank.
+
+    Returns
+    -------
+    ModelState
+        The new record, only that model's temperature changed.
 
     Examples
     --------
@@ -615,6 +674,21 @@ def _fresh_is_better(fresh: ModelState, X: Any, current_sq_distances: Any, gain:
 def nearest(state: ModelState, X: Any, *, model: int = 0) -> tuple[Any, Any]:
     """The nearest centre of each row of ``X`` and the squared distance to it, in chunks.
 
+    Parameters
+    ----------
+    state
+        The models.
+    X
+        The rows ``(n, d)``, converted to the centres' dtype (and device).
+    model
+        Which model of the bank.
+
+    Returns
+    -------
+    tuple
+        ``(labels, sq_distances)``: int64 and float64 arrays of shape ``(n,)``, numpy for CPU
+        models and torch tensors on accelerators.
+
     Examples
     --------
     >>> s = ModelState.single(np.array([[0.0], [10.0]]), np.ones(2), temperature=0.1)
@@ -631,6 +705,23 @@ def score(state: ModelState, X: Any, policy: Policy, *, model: int = 0) -> Batch
     """Score the batch ``X`` with a model as it is, in one pass: each row's nearest centre and
     squared distance to it, the batch's statistics (without the weighted sums) and, for CPU
     models, the sparse memberships. What :func:`step` returns, without the step.
+
+    Parameters
+    ----------
+    state
+        The models.
+    X
+        The batch ``(n, d)``, converted to the centres' dtype (and device).
+    policy
+        How the model maps distances to memberships.
+    model
+        Which model of the bank.
+
+    Returns
+    -------
+    BatchResult
+        The statistics (weighted sums left at zero), labels, squared distances to the nearest
+        centre, number of non-zero memberships and, on the CPU, the memberships themselves.
 
     Examples
     --------
@@ -649,6 +740,30 @@ def assignments(state: ModelState, X: Any, policy: Policy, *, model: int = 0,
     """The assignments of the rows of ``X`` under a model, as one columnar
     :class:`~streamrbf.core.assignment.AssignmentBatch` on the host (for a model on an
     accelerator, only the non-zero memberships cross to the host).
+
+    Parameters
+    ----------
+    state
+        The models.
+    X
+        The rows ``(n, d)``, converted to the centres' dtype (and device).
+    policy
+        How the model maps distances to memberships.
+    model
+        Which model of the bank.
+    event_ids
+        The rows' event ids, carried into the batch, or None.
+
+    Returns
+    -------
+    AssignmentBatch
+        Each row's nearest centre, Euclidean distance to it and non-zero memberships, at the
+        model's temperature.
+
+    Raises
+    ------
+    ValueError
+        When a squared distance overflows the centres' dtype.
 
     Examples
     --------
@@ -687,6 +802,23 @@ def statistics(state: ModelState, X: Any, policy: Policy, *,
     """The sufficient statistics of ``X`` against a model at its temperature, in chunks: sum
     those of several shards and :func:`apply_statistics` takes the step of their union.
 
+    Parameters
+    ----------
+    state
+        The models.
+    X
+        The rows ``(n, d)``, converted to the centres' dtype (and device).
+    policy
+        How the model maps distances to memberships.
+    model
+        Which model of the bank.
+
+    Returns
+    -------
+    SufficientStatistics
+        Masses, weighted sums, weighted distortion and the number of rows, in float64 (numpy
+        arrays for CPU models, tensors on the model's device otherwise).
+
     Examples
     --------
     >>> s = ModelState.single(np.array([[0.0], [10.0]]), np.ones(2), temperature=0.1)
@@ -700,8 +832,24 @@ def statistics(state: ModelState, X: Any, policy: Policy, *,
 
 def memberships(state: ModelState, X: Any, policy: Policy, *, model: int = 0) -> Any:
     """Dense memberships ``(n, k)`` of the rows of ``X`` at the model's temperature (rows sum to
-    1; exact zeros under entmax-1.5), in ``X``'s dtype; computed in chunks, so the working memory
-    beyond the output is bounded.
+    1; exact zeros under entmax-1.5), in the centres' dtype; computed in chunks, so the working
+    memory beyond the output is bounded.
+
+    Parameters
+    ----------
+    state
+        The models.
+    X
+        The rows ``(n, d)``, converted to the centres' dtype (and device).
+    policy
+        How the model maps distances to memberships.
+    model
+        Which model of the bank.
+
+    Returns
+    -------
+    ndarray or torch.Tensor of shape (n, k)
+        The memberships: numpy for CPU models, a tensor on the model's device otherwise.
 
     Examples
     --------
@@ -739,8 +887,22 @@ def _device_memberships(X, C, T, mapping):
 
 
 def distances(state: ModelState, X: Any, *, model: int = 0) -> Any:
-    """Euclidean distances ``(n, k)`` of the rows of ``X`` to every centre, in ``X``'s dtype,
-    computed in chunks.
+    """Euclidean distances ``(n, k)`` of the rows of ``X`` to every centre, in the centres'
+    dtype, computed in chunks.
+
+    Parameters
+    ----------
+    state
+        The models.
+    X
+        The rows ``(n, d)``, converted to the centres' dtype (and device).
+    model
+        Which model of the bank.
+
+    Returns
+    -------
+    ndarray or torch.Tensor of shape (n, k)
+        The distances: numpy for CPU models, a tensor on the model's device otherwise.
 
     Examples
     --------

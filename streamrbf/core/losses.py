@@ -1,7 +1,8 @@
 """The objectives: weighted distortion L_T, free energy F_T, the K-Means objective J, and the
 fixed-responsibility gradient. Differentiable torch functions of squared distances ``d`` (n, k).
 
-Uniform bounds (MATH.md): ``0 <= L_T - J <= n (k - 1) T / e`` and ``J - n T log k <= F_T <= J``.
+Uniform bounds (docs/theory.md): ``0 <= L_T - J <= n (k - 1) T / e`` and
+``J - n T log k <= F_T <= J``.
 """
 
 from __future__ import annotations

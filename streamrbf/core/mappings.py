@@ -100,6 +100,19 @@ def sparse_entmax15(d: torch.Tensor, temperature: float) -> tuple[torch.Tensor, 
     ``m`` is the largest number of candidates in any row (centres within ``2 T`` of the nearest),
     so only those are sorted; values outside a row's support are exactly 0.
 
+    Parameters
+    ----------
+    d
+        Squared distances ``(..., k)`` of points to the ``k`` centres.
+    temperature
+        The temperature ``T`` (the logits are ``-d / logit_divisor(T)``).
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(values, indices)``: each row's ``m`` largest responsibilities, in descending order, and
+        the centres they belong to.
+
     Examples
     --------
     >>> import torch
@@ -133,6 +146,18 @@ def _entmax15_from_sorted(vals: torch.Tensor, candidates: torch.Tensor) -> torch
 def entmax15(d: torch.Tensor, temperature: float) -> torch.Tensor:
     """Dense entmax-1.5 responsibilities of squared distances ``d`` (exact zeros off the support).
 
+    Parameters
+    ----------
+    d
+        Squared distances ``(..., k)`` of points to the ``k`` centres.
+    temperature
+        The temperature ``T`` (the logits are ``-d / logit_divisor(T)``).
+
+    Returns
+    -------
+    torch.Tensor
+        The responsibilities, the shape and dtype of ``d``; rows sum to 1.
+
     Examples
     --------
     >>> import torch
@@ -152,6 +177,18 @@ def softmax(d: torch.Tensor, temperature: float) -> torch.Tensor:
     exactly 0 however small ``T`` is (``-d / T`` alone is ``-inf`` in every entry of a row once
     ``d_min / T`` overflows), and the divisor is clamped as in entmax (:func:`_safe_divisor`).
 
+    Parameters
+    ----------
+    d
+        Squared distances ``(..., k)`` of points to the ``k`` centres.
+    temperature
+        The temperature ``T`` (the logits are ``-d / logit_divisor(T)``).
+
+    Returns
+    -------
+    torch.Tensor
+        The responsibilities, the shape and dtype of ``d``; rows sum to 1.
+
     Examples
     --------
     >>> import torch
@@ -167,6 +204,19 @@ def softmax(d: torch.Tensor, temperature: float) -> torch.Tensor:
 def hard(d: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
     """One-hot argmin (the K-Means / Voronoi limit); ``temperature`` is ignored.
 
+    Parameters
+    ----------
+    d
+        Squared distances ``(..., k)`` of points to the ``k`` centres.
+    temperature
+        Ignored (the mappings share one signature).
+
+    Returns
+    -------
+    torch.Tensor
+        1 at each row's nearest centre (the first one on ties), 0 elsewhere, in the shape and
+        dtype of ``d``.
+
     Examples
     --------
     >>> import torch
@@ -181,6 +231,20 @@ def responsibilities(
     d: torch.Tensor, temperature: float | torch.Tensor, mapping: str = "entmax15"
 ) -> torch.Tensor:
     """Responsibilities ``p_ik`` of squared distances ``d`` under ``mapping``; rows sum to 1.
+
+    Parameters
+    ----------
+    d
+        Squared distances ``(..., k)`` of points to the ``k`` centres.
+    temperature
+        The temperature ``T`` (the logits are ``-d / logit_divisor(T)``).
+    mapping
+        ``"entmax15"``, ``"softmax"`` or ``"hard"``; any other name raises ``ValueError``.
+
+    Returns
+    -------
+    torch.Tensor
+        The responsibilities, the shape of ``d``.
 
     Examples
     --------

@@ -440,6 +440,16 @@ def state_from_bytes(data: bytes) -> ModelState:
     """The record :func:`state_to_bytes` wrote; a ``ValueError`` for anything else (wrong magic,
     sizes that do not add up, non-finite or negative values, names that are not ``d`` strings).
 
+    Parameters
+    ----------
+    data
+        The encoded record.
+
+    Returns
+    -------
+    ModelState
+        The record, its arrays copies of the bytes (writable, native byte order).
+
     Examples
     --------
     >>> state_from_bytes(b"SRS1 and then nothing sensible")

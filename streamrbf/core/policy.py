@@ -8,10 +8,13 @@ any of this themselves.
 
 The rules behind "auto":
 
-- ``initial_temperature="auto"``: :data:`AUTO_TEMPERATURE_SCALE` x
+- ``initial_temperature="auto"``, from k-means++ seeds: :data:`AUTO_TEMPERATURE_SCALE` x
   :func:`~streamrbf.core.temperature.auto_temperature` of the initial centres, i.e. twice the
   mean squared distance of the data to its nearest initial centre: hot enough that centres still
   compete for whole clusters (deterministic annealing), which is what rescues a poor seeding.
+  From centres the user gives (an ``init`` array, a warm start from a K-Means solution):
+  :func:`~streamrbf.core.temperature.auto_temperature` itself, half that mean: points between
+  neighbouring centres are shared, but the given clusters are kept rather than melted down.
 - ``min_temperature="auto"``: :data:`AUTO_MIN_RATIO` x the starting temperature.
 - ``temperature_decay="auto"``: the temperature falls by :data:`AUTO_DECAY` per full-batch
   iteration of ``fit``, and by the same factor per :data:`DECAY_EVENTS` events of a stream (at
@@ -68,11 +71,27 @@ DEPRECATED_NAMES = {
 }
 
 
-def translate_deprecated(params: dict[str, Any], owner: str, warn: bool = True
-                         ) -> dict[str, Any]:
+def translate_deprecated(params: dict[str, Any], owner: str, warn: bool = True,
+                         stacklevel: int = 3) -> dict[str, Any]:
     """``params`` with deprecated names (:data:`DEPRECATED_NAMES`) translated to the policy's,
     warning once per name (``DeprecationWarning``) when ``warn``; an old name given with its new
     one is a ``ValueError``.
+
+    Parameters
+    ----------
+    params
+        A face's parameters by name; not changed.
+    owner
+        The face's name, for the warning (``"RBFKMeans"``, ``"ClusterPerKey"``, ...).
+    warn
+        Whether to warn (False when reading back a model file).
+    stacklevel
+        Where the warning points (3: the caller of the face's function that called this one).
+
+    Returns
+    -------
+    dict
+        A copy of ``params``, each deprecated name replaced by its policy field.
 
     Examples
     --------
@@ -92,7 +111,7 @@ initial_temperature
         value = out.pop(old)
         if warn:
             warnings.warn(f"{owner}({old}=...) is deprecated and will be removed in the next "
-                          f"release: use {new}", DeprecationWarning, stacklevel=3)
+                          f"release: use {new}", DeprecationWarning, stacklevel=stacklevel)
         if out.get(field_name, AUTO) not in (AUTO, None):
             raise ValueError(f"give either {new} or {old}, not both")
         out[field_name] = value
@@ -102,6 +121,18 @@ initial_temperature
 def warmup_size(n_clusters: int, warmup: int | None = None) -> int:
     """Events a stream buffers before its model starts (River and Beam): ``warmup``, or by
     default ``max(32, 4 * n_clusters)``.
+
+    Parameters
+    ----------
+    n_clusters
+        Number of centres.
+    warmup
+        The size asked for, or None for the default.
+
+    Returns
+    -------
+    int
+        The number of events.
 
     Examples
     --------
@@ -198,6 +229,19 @@ class Policy:
         ``random_state``, ``device``, ...) are left out, any other unknown name is a
         ``TypeError`` naming it.
 
+        Parameters
+        ----------
+        params
+            The parameters by name (deprecated names already translated:
+            :func:`translate_deprecated`).
+        ignore
+            Names the face handles itself.
+
+        Returns
+        -------
+        Policy
+            The policy, checked (:meth:`check`).
+
         Examples
         --------
         >>> Policy.from_params({"n_clusters": 3, "seed": 1}, ignore=("seed",)).n_clusters
@@ -219,6 +263,12 @@ class Policy:
         """The policy as the scikit-learn face's parameters (what a model file records):
         :class:`~streamrbf.kmeans.RBFKMeans` takes them back.
 
+        Returns
+        -------
+        dict
+            Every field by name, except that a fixed ``forgetting_per_step`` is recorded as
+            ``decay`` (and left out when None).
+
         Examples
         --------
         >>> Policy(n_clusters=3, mapping="hard").to_params()["mapping"]
@@ -232,7 +282,13 @@ class Policy:
 
     # --------------------------------------------------------------------------- checks
     def check(self) -> Policy:
-        """Raise ``ValueError`` naming the first invalid parameter; returns the policy."""
+        """Raise ``ValueError`` naming the first invalid parameter; returns the policy.
+
+        Returns
+        -------
+        Policy
+            The policy itself, unchanged, when every parameter is valid.
+        """
         k = self.n_clusters
         if not (_int(k) and k >= 1):
             raise ValueError(f"n_clusters must be an int >= 1, got {k!r}")
@@ -273,29 +329,91 @@ class Policy:
     # --------------------------------------------------------------------------- rules
     def n_init_for(self, stream: bool, size: int = 0) -> int:
         """Seedings to try: for ``fit`` or a stream's first batch of ``size`` point-centre-feature
-        products."""
+        products.
+
+        Parameters
+        ----------
+        stream
+            Whether the seedings start a stream (its first batch) rather than ``fit``.
+        size
+            The first batch's number of point-centre-feature products.
+
+        Returns
+        -------
+        int
+            1 for an ``init`` array; ``n_init`` when it is a number; under ``"auto"``, 5 for a
+            stream's first batch of at most ``2**24`` products and 1 otherwise.
+        """
         if not isinstance(self.init, str):
             return 1
         if self.n_init == AUTO:
             return STREAM_N_INIT if stream and size <= BEST_OF_LIMIT else 1
         return int(self.n_init)
 
-    def start_temperature(self, sq_distances: np.ndarray) -> float:
+    def start_temperature(self, sq_distances: np.ndarray, given: bool = False) -> float:
         """The starting temperature given the squared distances ``(n, k)`` of (a sample of) the
-        data to the initial centres."""
+        data to the initial centres.
+
+        Parameters
+        ----------
+        sq_distances
+            Squared distances ``(n, k)`` of the data to the initial centres.
+        given
+            Whether the initial centres were given (an ``init`` array, a warm start) rather
+            than seeded by k-means++.
+
+        Returns
+        -------
+        float
+            ``initial_temperature``, or under ``"auto"``
+            :func:`~streamrbf.core.temperature.auto_temperature` of ``sq_distances``, times
+            :data:`AUTO_TEMPERATURE_SCALE` for seeded centres.
+
+        Examples
+        --------
+        >>> d = np.array([[1.0, 9.0], [4.0, 2.0]])   # nearest: 1 and 2
+        >>> Policy().start_temperature(d), Policy().start_temperature(d, given=True)
+        (3.0, 0.75)
+        """
         if self.initial_temperature == AUTO:
-            return AUTO_TEMPERATURE_SCALE * auto_temperature(sq_distances)
+            scale = 1.0 if given else AUTO_TEMPERATURE_SCALE
+            return scale * auto_temperature(sq_distances)
         return float(self.initial_temperature)
 
     def floor_temperature(self, start: float) -> float:
-        """The temperature's floor for a model that starts at ``start`` (never above it)."""
+        """The temperature's floor for a model that starts at ``start`` (never above it).
+
+        Parameters
+        ----------
+        start
+            The model's starting temperature.
+
+        Returns
+        -------
+        float
+            ``min(min_temperature, start)``, or under ``"auto"`` 1e-3 x ``start``.
+        """
         if self.min_temperature == AUTO:
             return AUTO_MIN_RATIO * start
         return min(float(self.min_temperature), start)
 
     def temperature_factor(self, n_events: int, full_batch: bool = False) -> float:
         """The temperature's factor for one step on ``n_events`` events (``full_batch``: one
-        iteration of ``fit`` over the whole data)."""
+        iteration of ``fit`` over the whole data).
+
+        Parameters
+        ----------
+        n_events
+            Events in the step.
+        full_batch
+            Whether the step is one full-batch iteration of ``fit``.
+
+        Returns
+        -------
+        float
+            ``temperature_decay``, or under ``"auto"`` 0.9 per full-batch iteration and
+            ``0.9 ** min(1, n_events / 100)`` per streaming step.
+        """
         if self.temperature_decay != AUTO:
             return float(self.temperature_decay)
         if full_batch:
@@ -303,12 +421,34 @@ class Policy:
         return AUTO_DECAY ** min(1.0, n_events / DECAY_EVENTS)
 
     def memory_steps(self) -> int:
-        """Under ``half_life="auto"``, the steps after which a stream's masses have halved."""
+        """Under ``half_life="auto"``, the steps after which a stream's masses have halved.
+
+        Returns
+        -------
+        int
+            ``max(100, 4 * n_clusters)``.
+        """
         return max(AUTO_MEMORY_STEPS, AUTO_MEMORY_PER_CLUSTER * int(self.n_clusters))
 
     def forgetting(self, n_events: int, stream: bool = True) -> float:
         """The factor the masses are multiplied by before a step on ``n_events`` events
-        (``stream=False``: a step of ``fit`` over a fixed data set)."""
+        (``stream=False``: a step of ``fit`` over a fixed data set).
+
+        Parameters
+        ----------
+        n_events
+            Events in the step.
+        stream
+            Whether the step is a stream's (False: ``fit``'s, which never forgets under
+            ``half_life="auto"``).
+
+        Returns
+        -------
+        float
+            ``forgetting_per_step`` when set; 1 for ``half_life=None``; under ``"auto"``,
+            ``0.5 ** (1 / memory_steps())`` per streaming step; otherwise
+            ``0.5 ** (n_events / half_life)``.
+        """
         if self.forgetting_per_step is not None:
             return float(self.forgetting_per_step)
         h = self.half_life

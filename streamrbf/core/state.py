@@ -72,6 +72,25 @@ def generator(seed: int, n_steps: int, purpose: int, *more: int) -> np.random.Ge
     """The random generator of one draw: a function of the model's seed, its step count, what
     the draw is for (``SEEDING``, ``RESEEDING``) and any further counters (the seeding's trial).
 
+    The same arguments give the same stream of numbers in any process, so a model's random draws
+    are reproducible from its record alone.
+
+    Parameters
+    ----------
+    seed
+        The model's seed.
+    n_steps
+        The model's step count at the draw.
+    purpose
+        What the draw is for: ``SEEDING``, ``RESEEDING`` or ``REFITTING``.
+    *more
+        Further counters (the seeding's trial).
+
+    Returns
+    -------
+    numpy.random.Generator
+        A generator seeded with all of them.
+
     Examples
     --------
     >>> a = generator(7, 3, RESEEDING).random()
@@ -149,7 +168,35 @@ class ModelState:
         feature_names: tuple[str, ...] | None = None,
     ) -> ModelState:
         """A bank of one model from its ``(k, d)`` centres and ``(k,)`` masses (numpy arrays or
-        torch tensors; nothing is copied)."""
+        torch tensors; nothing is copied).
+
+        Parameters
+        ----------
+        centers
+            The centres ``(k, d)``.
+        masses
+            Their decayed masses ``(k,)``.
+        temperature
+            The current temperature.
+        initial_temperature
+            Where a reheat returns to; None: ``temperature``.
+        min_temperature
+            The temperature's floor.
+        n_steps
+            Steps taken.
+        n_seen
+            Events learnt from.
+        seed
+            The model's seed.
+        feature_names
+            Names of the ``d`` features, or None.
+
+        Returns
+        -------
+        ModelState
+            A record with ``n_models == 1``: ``centers`` and ``masses`` as views with a leading
+            axis of length 1.
+        """
         t0 = temperature if initial_temperature is None else initial_temperature
         return cls(
             centers[None], masses[None], _f64(temperature, 1), _f64(t0, 1),
@@ -176,7 +223,21 @@ class ModelState:
 
     def replace_model(self, model: int, **changes: Any) -> ModelState:
         """A new record with model ``model``'s fields replaced (``centers=(k, d)``,
-        ``temperature=float``, ...); the other models and this record are unchanged."""
+        ``temperature=float``, ...); the other models and this record are unchanged.
+
+        Parameters
+        ----------
+        model
+            Which model of the bank.
+        **changes
+            New values by field name, each for that one model.
+
+        Returns
+        -------
+        ModelState
+            The new record: each changed field is a copy (numpy ``copy`` or torch ``clone``)
+            with row ``model`` replaced; the other fields are shared with this record.
+        """
         fields = {}
         for name, value in changes.items():
             old = getattr(self, name)

@@ -65,7 +65,22 @@ class SufficientStatistics:
     @classmethod
     def zeros(cls, n_clusters: int, n_features: int, device: Any = None) -> SufficientStatistics:
         """Empty statistics (the identity of ``+``): numpy arrays, or torch tensors on
-        ``device`` when one is given."""
+        ``device`` when one is given.
+
+        Parameters
+        ----------
+        n_clusters
+            Number of centres ``k``.
+        n_features
+            Number of features ``d``.
+        device
+            A torch device for the arrays; None: numpy arrays.
+
+        Returns
+        -------
+        SufficientStatistics
+            Float64 zeros ``(k,)`` and ``(k, d)``, a loss of 0 and no events.
+        """
         if device is None:
             return cls(np.zeros(n_clusters), np.zeros((n_clusters, n_features)))
         import torch
@@ -90,7 +105,13 @@ class SufficientStatistics:
                                     float(self.loss) + float(other.loss), self.n + other.n)
 
     def means(self) -> Any:
-        """Responsibility-weighted means ``s_k / m_k`` (NaN rows where ``m_k = 0``)."""
+        """Responsibility-weighted means ``s_k / m_k`` (NaN rows where ``m_k = 0``).
+
+        Returns
+        -------
+        ndarray or torch.Tensor of shape (k, d)
+            The means, numpy or torch like ``sums``.
+        """
         return self.sums / self.mass[:, None]
 
 
@@ -156,6 +177,22 @@ _TINY_MATMUL = 1 << 16
 def gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
     """``X @ C.T``, on a single BLAS thread when the product is small (see ``_SMALL_MATMUL``).
 
+    From 2**16 up to 2**24 multiply-adds the product is limited to one BLAS thread (a second one
+    costs more than it gains on busy cores); smaller products stay on one thread by themselves,
+    larger ones use BLAS's own thread count.
+
+    Parameters
+    ----------
+    X
+        The rows ``(n, d)``.
+    C
+        The centres ``(k, d)``.
+
+    Returns
+    -------
+    ndarray of shape (n, k)
+        The inner products.
+
     Examples
     --------
     >>> gram(np.array([[1.0, 2.0]]), np.array([[3.0, 4.0], [0.0, 1.0]]))
@@ -195,6 +232,24 @@ def sparse_memberships(
 ) -> SparseMemberships:
     """Sparse responsibilities of the rows of ``X`` against ``C`` (numpy, same dtype), by the
     compiled kernel: the one CPU scoring path (statistics here, assignments in the adapters).
+
+    Parameters
+    ----------
+    X
+        The rows ``(n, d)``, finite.
+    C
+        The centres ``(k, d)``, of the same dtype.
+    temperature
+        The temperature of the mapping.
+    mapping
+        ``"entmax15"``, ``"softmax"`` or ``"hard"``.
+
+    Returns
+    -------
+    SparseMemberships
+        Each row's non-zero memberships and the centres they belong to, its nearest centre and
+        squared distance to it, and the batch's masses, weighted distortion and number of
+        non-zeros.
 
     Raises
     ------
@@ -237,6 +292,17 @@ def overflow_error(X: Any) -> ValueError:
     """The error for a batch ``X`` (a torch tensor or numpy array) whose squared distances
     overflow its dtype (finite values too large to cluster as they are): callers raise it before
     anything is committed.
+
+    Parameters
+    ----------
+    X
+        The batch.
+
+    Returns
+    -------
+    ValueError
+        The error (not raised), naming the dtype and the largest absolute value, and advising
+        to rescale the data (or to use float64 when the batch is not float64).
 
     Examples
     --------
@@ -319,6 +385,24 @@ def step_arrays(centers: Any, masses: Any, mass: Any, sums: Any, forgetting: flo
     size ``1 / (2 n_k)``. With ``forgetting = 0`` that lands on the weighted mean ``s_k / m_k``
     (one Lloyd / EM step). Centres with no mass stay where they are. The operators work on numpy
     arrays and torch tensors alike.
+
+    Parameters
+    ----------
+    centers
+        The centres ``(k, d)``: a numpy array or a torch tensor.
+    masses
+        Their decayed masses ``(k,)``, of the same kind.
+    mass
+        The batch's masses ``(k,)``.
+    sums
+        The batch's weighted sums ``(k, d)``.
+    forgetting
+        The factor the masses are multiplied by before the batch's are added.
+
+    Returns
+    -------
+    tuple
+        The new centres and masses, float64, of the kind of ``centers``.
 
     Examples
     --------

@@ -19,8 +19,9 @@ __all__ = ["TemperatureSchedule", "auto_temperature", "cooled", "logit_divisor"]
 def logit_divisor(temperature: Any) -> Any:
     """The divisor of squared distances in the logits: ``z_ik = -d_ik / logit_divisor(T)``.
 
-    streamrbf uses the convention ``T = sigma`` (MATH.md). Every formula that needs the temperature
-    (mappings, losses, the support rule ``d - d_min < 2 * divisor``) goes through this function.
+    streamrbf uses the convention ``T = sigma`` (docs/theory.md). Every formula that needs the
+    temperature (mappings, losses, the support rule ``d - d_min < 2 * divisor``) goes through this
+    function.
 
     Parameters
     ----------

@@ -258,7 +258,7 @@ def check_limit(X: np.ndarray, limit: float, names: Any = None) -> None:
     streamrbf.core.validation.ValueTooLargeError: feature 'b' = -30 is too large to cluster (at \
 most 10 in magnitude: squared distances must fit float64) (row 1)
     """
-    if not X.size or (X.max() <= limit and -X.min() <= limit):  # no copy of the data
+    if not X.size or (float(X.max()) <= limit and -float(X.min()) <= limit):  # no copy
         return
     with np.errstate(invalid="ignore"):
         bad = np.abs(X) > limit

@@ -1,4 +1,4 @@
-"""MATH.md claim 3: as T falls, the soft (entmax-1.5) fixed points collapse onto the K-Means one.
+"""Monotone collapse: as T falls, the soft (entmax-1.5) fixed points collapse onto the K-Means one.
 
 For each temperature of a decreasing schedule, iterate the soft-Lloyd step at that fixed T from the
 K-Means solution until it stops moving, then report the distance of the soft fixed point to the

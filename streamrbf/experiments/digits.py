@@ -50,7 +50,7 @@ class DigitsConfig:
     joint_epochs: int = 30
     lam: float = 0.01
     balance: float = 0.0
-    decay: float = 0.9
+    temperature_decay: float = 0.9
     min_temperature: float = 1e-3
     kmeans_restarts: int = 10
     threads: int = 1
@@ -84,6 +84,18 @@ class SeedResult:
 
 def cluster_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Accuracy under the best one-to-one matching of clusters to classes (Hungarian).
+
+    Parameters
+    ----------
+    y_true
+        The classes, non-negative ints.
+    y_pred
+        The clusters, non-negative ints (their ids need not match the classes').
+
+    Returns
+    -------
+    float
+        The share of points whose cluster is matched to their class, in [0, 1].
 
     Examples
     --------
@@ -161,6 +173,25 @@ def run_seed(
 ) -> SeedResult:
     """All three methods for one seed; ``keep_codes`` also returns what the figure needs.
 
+    K-Means on the raw pixels; a denoising autoencoder pretrained, then K-Means on its codes
+    (two-step); then the autoencoder and an :class:`~streamrbf.nn.RBFCluster` layer started at
+    the two-step centres, trained jointly with the temperature annealed once per epoch.
+
+    Parameters
+    ----------
+    seed
+        Seeds K-Means, the autoencoder's weights, the batches and the input noise.
+    config
+        The experiment's settings.
+    keep_codes
+        Whether to keep the codes and labels before and after joint training, and the
+        temperature of every epoch.
+
+    Returns
+    -------
+    SeedResult
+        Accuracy and NMI of each method, the seconds taken and, with ``keep_codes``, the codes.
+
     Examples
     --------
     >>> tiny = DigitsConfig(pretrain_epochs=1, joint_epochs=1, kmeans_restarts=1)
@@ -188,7 +219,8 @@ def run_seed(
 
     # Joint training starts at the two-step solution: same codes, the K-Means centres.
     layer = RBFCluster(
-        k, config.code_dim, decay=config.decay, min_temperature=config.min_temperature
+        k, config.code_dim, temperature_decay=config.temperature_decay,
+        min_temperature=config.min_temperature
     ).init_centers(codes, centers=centers)
     labels_start = layer.predict(codes).numpy()
     temperatures = [layer.temperature.item()]
@@ -228,6 +260,18 @@ def run_seed(
 
 def run(seeds: int = 5, config: DigitsConfig = DigitsConfig()) -> list[SeedResult]:
     """Seeds ``0 .. seeds-1``; the first keeps its codes for the figure.
+
+    Parameters
+    ----------
+    seeds
+        Number of seeds (:func:`run_seed` for each).
+    config
+        The experiment's settings.
+
+    Returns
+    -------
+    list of SeedResult
+        One per seed, in order.
 
     Examples
     --------
@@ -295,6 +339,17 @@ def figure(result: SeedResult, path: str | Path) -> None:
 def main(argv: list[str] | None = None) -> list[SeedResult]:
     """``python -m streamrbf.experiments.digits [--seeds N] [--epochs E] [--out FILE]``: run the
     comparison, print the table (and write it and the figure when asked).
+
+    Parameters
+    ----------
+    argv
+        The command-line arguments (None: ``sys.argv[1:]``): ``--seeds``, ``--epochs`` (joint
+        epochs), ``--out`` (a Markdown file for the table) and ``--figure`` (a PNG of the codes).
+
+    Returns
+    -------
+    list of SeedResult
+        The results of :func:`run`.
 
     Examples
     --------

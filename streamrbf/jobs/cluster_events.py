@@ -380,8 +380,26 @@ def build_pipeline(
 ) -> None:
     """Attach the job to ``p``: read, cluster per key, write the outputs.
 
-    ``args`` are the flags of ``streamrbf run`` (:func:`streamrbf.cli.run_parser`); ``run_id``
-    names the progress board that the counting steps report to (none: no progress).
+    ``args`` are the flags of ``streamrbf run`` (:func:`~streamrbf.jobs.run_flags.run_parser`);
+    ``run_id`` names the progress board that the counting steps report to (none: no progress).
+
+    Events come from Pub/Sub, from JSON-lines or CSV files, or from the built-in generator;
+    each stream is clustered by :class:`~streamrbf.beam.ClusterPerKey` (a snapshot every step),
+    and the assignments, dead letters (of parsing and of clustering) and snapshots are written
+    as JSON lines to ``assignments.jsonl``, ``dead_letters.jsonl`` and ``snapshots.jsonl`` in
+    ``args.output_dir``.
+
+    Parameters
+    ----------
+    p
+        The pipeline to attach the job to.
+    args
+        The parsed flags of ``streamrbf run``.
+    streaming
+        Whether the pipeline runs in streaming mode: its output files are then sharded (bounded
+        runs write exactly one file each).
+    run_id
+        The progress board's id, or ``""`` for no progress.
 
     Examples
     --------
@@ -545,6 +563,19 @@ def unknown_beam_flags(beam_args: Sequence[str],
                        beam_parser: argparse.ArgumentParser | None = None) -> list[str]:
     """The arguments in ``beam_args`` that no Beam pipeline option knows (typos, stray words).
 
+    Parameters
+    ----------
+    beam_args
+        The arguments the job's own parser left over.
+    beam_parser
+        A parser of every Beam pipeline option; None builds one.
+
+    Returns
+    -------
+    list of str
+        The unknown arguments, in order (values of unknown flags included); empty for a Beam
+        that has no such parser.
+
     Examples
     --------
     >>> unknown_beam_flags(["--runner=DirectRunner", "--streaming", "--ouptut_dir", "x"])
@@ -622,6 +653,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the job with the flags of ``streamrbf run``; Beam flags pass through. Returns 0;
     raises on failure (:func:`streamrbf.console.run_command` turns that into an exit code and one
     line).
+
+    The output directory's earlier assignments, dead letters and snapshots are deleted first;
+    after the run, :func:`summarise` writes the summary files and, unless ``--quiet``, the
+    summary table and the throughput are printed.
+
+    Parameters
+    ----------
+    argv
+        The flags (None: ``sys.argv[1:]``): those of :func:`~streamrbf.jobs.run_flags.run_parser`,
+        then any Beam pipeline option.
+
+    Returns
+    -------
+    int
+        0.
 
     Examples
     --------

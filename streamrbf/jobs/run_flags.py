@@ -64,6 +64,19 @@ examples:
 def run_parser(prog: str = "streamrbf run") -> argparse.ArgumentParser:
     """The flags of the main job (``streamrbf run``); unknown flags are left for Beam.
 
+    Parameters
+    ----------
+    prog
+        The program name shown in the usage and help text.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser: the input source (files, a Pub/Sub subscription or topic, or the
+        generator), the output directory, the key and feature fields, the model's settings, the
+        generator's settings and the progress flags. Use ``parse_known_args`` to keep the
+        Beam flags.
+
     Examples
     --------
     >>> args, beam_args = run_parser().parse_known_args(["--n_clusters", "4", "--runner", "X"])
