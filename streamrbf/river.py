@@ -90,7 +90,7 @@ class _EventFeatures:
                 vals = get(x)
                 if len(x) == len(vals) and _FAST_TYPES.issuperset(map(type, vals)):
                     xv = np.frombuffer(bytearray(_PACKERS[len(vals)](*vals)))
-                    if _first_out_of_range(xv, self._limit) < 0:
+                    if _first_out_of_range(xv, self._max_value) < 0:
                         return xv
             except (LookupError, TypeError, OverflowError, struct.error):
                 pass
@@ -136,12 +136,16 @@ class _EventFeatures:
 
     @property
     def _limit(self) -> float:
-        return value_limit(len(self._features) if self._features else 1, _CENTRES)
+        limit = getattr(self, "_max_value", None)  # set with the features (a hot path reads it)
+        if limit is None:
+            limit = value_limit(len(self._features) if self._features else 1, _CENTRES)
+        return limit
 
     def _set_features(self, features: tuple) -> None:
         self._features = features
         self._feature_set = frozenset(features)
         d = len(features)
+        self._max_value = value_limit(d, _CENTRES)
         # the fast path gets the values with one C call; itemgetter of one key is no tuple
         self._get = itemgetter(*features) if d > 1 else None
         if d > 1 and d not in _PACKERS:
@@ -732,9 +736,10 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
         """Temperature, drift and re-seeding bookkeeping after one gradient step (``xv``: the
         step's event when it learnt one event)."""
         st = self._state
-        st.temperature[0] = cooled(float(st.temperature[0]), self._cooling,
-                                   float(st.min_temperature[0]))
-        st.n_steps[0] += 1
+        st.temperature[0] = cooled(st.temperature.item(0), self._cooling,
+                                   st.min_temperature.item(0))
+        n_steps = st.n_steps.item(0) + 1
+        st.n_steps[0] = n_steps
         st.n_seen[0] += len(nearest)
         if self._core_det is not None:
             alarm |= self._core_det.update(self._core_state, np.asarray(nearest, np.float64))
@@ -755,7 +760,7 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
             self.n_alarms += 1
             self._rewarm = []  # buffer the next events, then decide
             self._next_check = self._warmup_size
-        if st.n_steps[0] % self._warmup_size == 0:
+        if n_steps % self._warmup_size == 0:
             self._reseed()
 
     # -- prediction ---------------------------------------------------------------------------

@@ -44,7 +44,34 @@ _LEGACY_V1 = (b"SRB1", struct.Struct("<4sBIIIdddqq"))
 _LEGACY_V2 = (b"SRB2", struct.Struct("<4sBIIIdddqqd"))
 
 
-class ModelStateCoder(coders.Coder):
+class _RecordCoder(coders.Coder):
+    """A deterministic binary coder of one record type, ``encodes`` (what Beam's type inference
+    and key coders need to know of it)."""
+
+    encodes: type
+
+    def is_deterministic(self) -> bool:
+        """Whether equal records always encode to equal bytes (Beam asks this of key coders).
+
+        Returns
+        -------
+        bool
+            True.
+        """
+        return True
+
+    def to_type_hint(self) -> Any:
+        """The type this coder encodes, for Beam's type inference.
+
+        Returns
+        -------
+        type
+            The record type, ``encodes``.
+        """
+        return self.encodes
+
+
+class ModelStateCoder(_RecordCoder):
     """Binary coder of the engine's state record (:class:`~streamrbf.core.state.ModelState`):
     :func:`~streamrbf.core.persistence.state_to_bytes`, never a pickle. Registered for the
     record, so Beam uses it for side inputs, shuffles and state; deterministic.
@@ -60,6 +87,8 @@ class ModelStateCoder(coders.Coder):
     ...
     ValueError: not an encoded streamrbf model state: ...
     """
+
+    encodes = ModelState
 
     def encode(self, s: ModelState) -> bytes:
         """Write a state record as bytes.
@@ -90,26 +119,6 @@ class ModelStateCoder(coders.Coder):
             The record.
         """
         return state_from_bytes(data)
-
-    def is_deterministic(self) -> bool:
-        """Whether equal records always encode to equal bytes (Beam asks this of key coders).
-
-        Returns
-        -------
-        bool
-            True.
-        """
-        return True
-
-    def to_type_hint(self) -> Any:
-        """The type this coder encodes, for Beam's type inference.
-
-        Returns
-        -------
-        type
-            :class:`~streamrbf.core.state.ModelState`.
-        """
-        return ModelState
 
 
 coders.registry.register_coder(ModelState, ModelStateCoder)
@@ -210,7 +219,7 @@ class KeyState(CacheAware):
         return len(KeyStateCoder().encode(self))
 
 
-class KeyStateCoder(coders.Coder):
+class KeyStateCoder(_RecordCoder):
     """Binary coder of :class:`KeyState`: a fixed header, the feature names as JSON, the pending
     rows as raw float64, the model as :func:`~streamrbf.core.persistence.state_to_bytes`, the
     drift detector's memory and the rows since an alarm (when there are any), then the pending
@@ -229,6 +238,8 @@ class KeyStateCoder(coders.Coder):
     ...
     ValueError: not an encoded streamrbf key state
     """
+
+    encodes = KeyState
 
     def encode(self, s: KeyState) -> bytes:
         """Write a key's state as bytes.
@@ -309,26 +320,6 @@ class KeyStateCoder(coders.Coder):
         return KeyState(model, names, pending, ids, None if flush_at != flush_at else flush_at,
                         *extras)
 
-    def is_deterministic(self) -> bool:
-        """Whether equal values always encode to equal bytes (Beam asks this of key coders).
-
-        Returns
-        -------
-        bool
-            True.
-        """
-        return True
-
-    def to_type_hint(self) -> Any:
-        """The type this coder encodes, for Beam's type inference.
-
-        Returns
-        -------
-        type
-            :class:`KeyState`.
-        """
-        return KeyState
-
 
 coders.registry.register_coder(KeyState, KeyStateCoder)
 
@@ -405,7 +396,7 @@ class EventChunk:
 _CHUNK_HEAD = struct.Struct("<IIi")
 
 
-class EventChunkCoder(coders.Coder):
+class EventChunkCoder(_RecordCoder):
     """Binary coder of :class:`EventChunk`: ``(n, d, len(names JSON) or -1)``, names, raw rows,
     then the ids as a JSON list when the chunk has ids (nothing otherwise).
 
@@ -420,6 +411,8 @@ class EventChunkCoder(coders.Coder):
     >>> EventChunkCoder().decode(EventChunkCoder().encode(c)).ids
     ['a', 100000000000000000000]
     """
+
+    encodes = EventChunk
 
     def encode(self, c: EventChunk) -> bytes:
         """Write a chunk as bytes.
@@ -465,26 +458,6 @@ class EventChunkCoder(coders.Coder):
         ids = json.loads(bytes(data[off:])) if len(data) > off else None
         return EventChunk(names, rows, ids)
 
-    def is_deterministic(self) -> bool:
-        """Whether equal values always encode to equal bytes (Beam asks this of key coders).
-
-        Returns
-        -------
-        bool
-            True.
-        """
-        return True
-
-    def to_type_hint(self) -> Any:
-        """The type this coder encodes, for Beam's type inference.
-
-        Returns
-        -------
-        type
-            :class:`EventChunk`.
-        """
-        return EventChunk
-
 
 coders.registry.register_coder(EventChunk, EventChunkCoder)
 
@@ -528,7 +501,7 @@ def _assign_format(n: int) -> struct.Struct:
     return f
 
 
-class AssignmentCoder(coders.Coder):
+class AssignmentCoder(_RecordCoder):
     """Binary coder of :class:`~streamrbf.core.assignment.Assignment`.
 
     The cluster, distance and temperature, then the non-zero memberships as (int32 id, float64)
@@ -549,6 +522,8 @@ class AssignmentCoder(coders.Coder):
     >>> coder.decode(coder.encode(a._replace(event_id="e-7"))).event_id
     'e-7'
     """
+
+    encodes = Assignment
 
     def encode(self, a: Any) -> bytes:
         """Write an assignment as bytes.
@@ -606,26 +581,6 @@ class AssignmentCoder(coders.Coder):
         return tuple.__new__(Assignment, (cluster, dict(zip(rest[:n], rest[n:])), distance,
                                           temperature, event_id))
 
-    def is_deterministic(self) -> bool:
-        """Whether equal values always encode to equal bytes (Beam asks this of key coders).
-
-        Returns
-        -------
-        bool
-            True.
-        """
-        return True
-
-    def to_type_hint(self) -> Any:
-        """The type this coder encodes, for Beam's type inference.
-
-        Returns
-        -------
-        type
-            :class:`~streamrbf.core.assignment.Assignment`.
-        """
-        return Assignment
-
 
 coders.registry.register_coder(Assignment, AssignmentCoder)
 
@@ -633,7 +588,7 @@ coders.registry.register_coder(Assignment, AssignmentCoder)
 _BATCH_HEAD = struct.Struct("<4sIIdi")  # magic, n events, nnz, temperature, len(ids JSON) or -1
 
 
-class AssignmentBatchCoder(coders.Coder):
+class AssignmentBatchCoder(_RecordCoder):
     """Binary coder of :class:`~streamrbf.core.assignment.AssignmentBatch` (``ClusterPerKey(output=
     "batches")``): a header, then the columns as raw little-endian arrays (int64 clusters and
     offsets, float64 distances and values, int32 membership clusters), then the event ids as
@@ -649,6 +604,8 @@ class AssignmentBatchCoder(coders.Coder):
     >>> back.to_list() == b.to_list(), len(c.encode(b))
     (True, 123)
     """
+
+    encodes = AssignmentBatch
 
     _MAGIC = b"SRAB"
 
@@ -705,26 +662,6 @@ class AssignmentBatchCoder(coders.Coder):
         clusters, distances, offsets, member_clusters, member_values = columns
         return AssignmentBatch(clusters, distances, offsets, member_clusters.astype(np.int64),
                                member_values, temperature, ids)
-
-    def is_deterministic(self) -> bool:
-        """Whether equal values always encode to equal bytes (Beam asks this of key coders).
-
-        Returns
-        -------
-        bool
-            True.
-        """
-        return True
-
-    def to_type_hint(self) -> Any:
-        """The type this coder encodes, for Beam's type inference.
-
-        Returns
-        -------
-        type
-            :class:`~streamrbf.core.assignment.AssignmentBatch`.
-        """
-        return AssignmentBatch
 
 
 coders.registry.register_coder(AssignmentBatch, AssignmentBatchCoder)

@@ -167,7 +167,6 @@ class _BatchOnlyDoFn(_ScoreAndLearnDoFn):
         n_full = len(rows) if flush else len(rows) - len(rows) % b
         for start in range(0, n_full, b):
             yield len(rows[start:start + b])
-        state.n_seen += n_full
         state.pending = rows[n_full:] if n_full < len(rows) else None
         return state
 
@@ -181,7 +180,6 @@ class _ReEmitDoFn(_BatchOnlyDoFn):
         n_full = len(rows) if flush else len(rows) - len(rows) % b
         for start in range(0, n_full, b):
             yield from zip(repeat(key), rows[start:start + b].tolist())
-        state.n_seen += n_full
         state.pending = rows[n_full:] if n_full < len(rows) else None
         return state
 

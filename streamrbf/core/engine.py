@@ -30,7 +30,7 @@ from . import _kernels
 from .assignment import AssignmentBatch
 from .policy import INIT_SAMPLE, Policy
 from .seeding import kmeans_plusplus, reseed_candidates
-from .state import REFITTING, RESEEDING, SEEDING, ModelState, generator
+from .state import REFITTING, RESEEDING, SEEDING, LazyGenerator, ModelState, generator
 from .statistics import (
     BatchResult,
     SufficientStatistics,
@@ -460,7 +460,7 @@ def step(state: ModelState, X: Any, policy: Policy, *, model: int = 0, keep: boo
         return _device_step(state, X, policy, model, keep, compile)
     C = state.centers[model]
     X = _like(X, C)
-    rng = generator(state.seed[model], state.n_steps[model], RESEEDING)
+    rng = LazyGenerator(state.seed[model], state.n_steps[model], RESEEDING)
     C2, n2, r = _cpu_or_torch_step(X, C, state.masses[model], float(state.temperature[model]),
                                    policy, rng)
     return _stepped(state, model, C2, n2, len(X), policy), r
