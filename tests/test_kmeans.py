@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import pickle
 
@@ -48,8 +49,9 @@ def assert_same_state(a: dict, b: dict) -> None:
 
 
 def assert_same_record(a: ModelState, b: ModelState) -> None:
-    for name, value in vars(a).items():
-        other = getattr(b, name)
+    for field in dataclasses.fields(a):
+        value, other = getattr(a, field.name), getattr(b, field.name)
+        name = field.name
         if isinstance(value, torch.Tensor):
             assert torch.equal(value, other), name
         elif isinstance(value, np.ndarray):

@@ -127,7 +127,7 @@ def _f64(values: Any, n: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(values, dtype=np.float64), (n,)).copy()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ModelState:
     """A bank of models: centres, decayed masses, temperatures, counters and seeds.
 
