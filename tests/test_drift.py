@@ -68,6 +68,9 @@ def test_refit_replaces_a_model_only_when_the_clusters_moved():
     assert sorted(new.centers[0][:, 0].round()) == pytest.approx([40, 50], abs=1)
     assert new.n_seen[0] == model.n_seen[0] and new.seed[0] == model.seed[0]
     assert new.n_steps[0] > model.n_steps[0]
+    # each cluster keeps its number: the moved centre takes the index of the one it replaces
+    old_order = np.argsort(model.centers[0][:, 0])
+    np.testing.assert_array_equal(np.argsort(new.centers[0][:, 0]), old_order)
 
 
 def _beam_final_centres(path, rows, **kwargs):

@@ -654,13 +654,28 @@ def refit(state: ModelState, X: Any, policy: Policy, gain: float, *,
     _, d2 = nearest(state, X, model=model)
     if not _fresh_is_better(fresh, X, d2, gain):
         return state, False
-    C = fresh.centers[0]
+    # Each fresh centre takes the index of the current centre it is matched with (the least total
+    # squared distance), so a cluster that moved keeps its number for whatever reads the labels.
+    order = _matching(_host(fresh.centers[0]), _host(state.centers[model]))
+    C, masses = fresh.centers[0][order], fresh.masses[0][order]
     C = C.astype(state.centers.dtype) if _numpy(C) else C.to(state.centers.dtype)
     return state.replace_model(
-        model, centers=C, masses=fresh.masses[0], temperature=fresh.temperature[0],
+        model, centers=C, masses=masses, temperature=fresh.temperature[0],
         initial_temperature=fresh.initial_temperature[0],
         min_temperature=fresh.min_temperature[0], n_steps=n_steps + int(fresh.n_steps[0]),
     ), True
+
+
+def _matching(fresh: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """``order`` such that ``fresh[order][j]`` is the fresh centre matched to ``current[j]``: the
+    one-to-one matching with the least total squared distance (scipy's assignment solver)."""
+    from scipy.optimize import linear_sum_assignment
+
+    D = ((fresh[:, None, :].astype(np.float64) - current[None, :, :]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(D)
+    order = np.empty(len(current), np.int64)
+    order[cols] = rows
+    return order
 
 
 def _fresh_is_better(fresh: ModelState, X: Any, current_sq_distances: Any, gain: float) -> bool:
