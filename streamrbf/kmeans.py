@@ -12,16 +12,16 @@ import inspect
 import math
 import os
 import sys
-import warnings
 from typing import Any
 
 import numpy as np
 import torch
 
 from .core import engine
-from .core.persistence import load_state, save_state
-from .core.policy import AUTO_DECAY, Policy, translate_deprecated
-from .core.state import ModelState, seed_from
+from .core._warn import warn_caller
+from .core.persistence import ESTIMATOR_PARAMS, load_state, save_state
+from .core.policy import Policy, translate_deprecated
+from .core.state import ModelState, host_array, seed_from
 from .core.statistics import BatchResult, SufficientStatistics
 from .core.temperature import TemperatureSchedule
 from .core.validation import as_batch, feature_names_of
@@ -29,8 +29,6 @@ from .core.validation import as_batch, feature_names_of
 __all__ = ["NotFittedError", "RBFKMeans"]
 
 _DEPRECATED = "deprecated"
-# The parameters of this face that are not the policy's.
-_FACE_PARAMS = ("random_state", "device", "dtype", "compile")
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -160,11 +158,11 @@ class _FittedModel:
 
     @property
     def cluster_centers_(self) -> np.ndarray:
-        return _host(self._fitted().centers[0])
+        return host_array(self._fitted().centers[0])
 
     @property
     def counts_(self) -> np.ndarray:
-        return _host(self._fitted().masses[0])
+        return host_array(self._fitted().masses[0])
 
     @property
     def temperature_(self) -> float:
@@ -174,9 +172,8 @@ class _FittedModel:
     def temperature_schedule_(self) -> TemperatureSchedule:
         """The model's temperature schedule (start, decay per full step, floor, current value)."""
         s = self._fitted()
-        decay = self.get_policy().temperature_decay
-        return TemperatureSchedule(float(s.initial_temperature[0]),
-                                   AUTO_DECAY if decay == "auto" else float(decay),
+        decay = self.get_policy().temperature_factor(len(s.centers[0]), full_batch=True)
+        return TemperatureSchedule(float(s.initial_temperature[0]), decay,
                                    float(s.min_temperature[0]), float(s.temperature[0]))
 
     @property
@@ -278,9 +275,8 @@ class _ModelFile:
         params = {k: v for k, v in self.get_params().items() if not _is_deprecated_default(v)}
         if isinstance(params["random_state"], (np.random.Generator, np.random.RandomState)):
             params["random_state"] = None
-        elif isinstance(params["random_state"], np.integer):
-            params["random_state"] = int(params["random_state"])
-        return params
+        # numpy scalars (np.int64(8) clusters, np.float32 temperatures) as JSON numbers
+        return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
 
     def _file_extra(self) -> dict[str, Any]:
         return {"n_iter": getattr(self, "n_iter_", None), "inertia": self.inertia_}
@@ -409,8 +405,9 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
         the lowest K-Means objective is kept. ``"auto"``: 1 for :meth:`fit` and 5 for the first
         :meth:`partial_fit` batch (1 when that batch is large). Ignored when ``init`` is an array.
     initial_temperature
-        Starting temperature: a float > 0, or ``"auto"`` (twice the mean squared distance of the
-        initialisation data to its nearest initial centre).
+        Starting temperature: a float > 0, or ``"auto"``: twice the mean squared distance of the
+        initialisation data to its nearest initial centre for k-means++ seeds, half that mean
+        for given centres (an ``init`` array), which are kept rather than melted down.
     temperature_decay
         Factor applied to the temperature per step, in (0, 1]; 1 keeps it constant. ``"auto"``:
         0.9 per iteration of :meth:`fit`, and 0.9 per 100 events of a stream (at most per step).
@@ -562,8 +559,8 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
                 and all(a is b for a, b in zip(cached[0], values.values()))):
             return cached[1]
         params = {k: v for k, v in values.items() if not _is_deprecated_default(v)}
-        policy = Policy.from_params(translate_deprecated(params, "RBFKMeans", warn, 5),
-                                    ignore=_FACE_PARAMS)
+        policy = Policy.from_params(translate_deprecated(params, "RBFKMeans", warn),
+                                    ignore=ESTIMATOR_PARAMS)
         if self.dtype not in (None, "float32", "float64"):
             raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
         if self.compile not in (False, True, "default", "reduce-overhead"):
@@ -629,7 +626,7 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
         self._record_input(X, Xv)
         self.n_steps_ = int(r.state.n_steps[0])
         self.n_iter_ = r.n_iter
-        self.labels_ = _host(r.labels)
+        self.labels_ = host_array(r.labels)
         self.inertia_ = r.inertia
         return self
 
@@ -816,7 +813,7 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
         Returns
         -------
         ndarray or torch.Tensor of shape (n_samples, n_clusters)
-            Memberships in the data's dtype.
+            Memberships in the model's dtype (its centres'; ``X`` is converted to it).
 
         Examples
         --------
@@ -838,7 +835,7 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
         Returns
         -------
         ndarray or torch.Tensor of shape (n_samples, n_clusters)
-            Distances in the data's dtype.
+            Distances in the model's dtype (its centres'; ``X`` is converted to it).
 
         Examples
         --------
@@ -883,16 +880,12 @@ def _names(X: Any) -> tuple[str, ...] | None:
     return None if names is None else tuple(str(n) for n in names)
 
 
-def _host(a: Any) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else a.detach().cpu().numpy()
-
-
 def _output(X_raw: Any, out: Any) -> Any:
     """Tensors for tensor input (on the input's device), numpy otherwise."""
     if isinstance(X_raw, torch.Tensor):
         t = torch.from_numpy(out) if isinstance(out, np.ndarray) else out
         return t.to(X_raw.device)
-    return _host(out)
+    return host_array(out)
 
 
 def _inertia(r: BatchResult) -> float:
@@ -906,11 +899,11 @@ def _check_feature_names(model: RBFKMeans, names: np.ndarray | None) -> None:
     fitted = getattr(model, "feature_names_in_", None)
     name = type(model).__name__
     if fitted is not None and names is None:
-        warnings.warn(f"X does not have valid feature names, but {name} was fitted with feature "
-                      "names", UserWarning, stacklevel=4)
+        warn_caller(f"X does not have valid feature names, but {name} was fitted with feature "
+                    "names", UserWarning)
     elif fitted is None and names is not None:
-        warnings.warn(f"X has feature names, but {name} was fitted without feature names",
-                      UserWarning, stacklevel=4)
+        warn_caller(f"X has feature names, but {name} was fitted without feature names",
+                    UserWarning)
     elif fitted is not None and (len(names) != len(fitted) or np.any(names != fitted)):
         unseen = sorted(set(names) - set(fitted))
         missing = sorted(set(fitted) - set(names))

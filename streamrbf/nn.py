@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from .core import losses
+from .core._warn import warn_caller
 from .core.accelerated import sq_distances
 from .core.mappings import hard, responsibilities, softmax
 from .core.policy import Policy
@@ -86,8 +86,9 @@ class RBFCluster(nn.Module):
         Dimension ``d`` of the embeddings.
     initial_temperature
         Initial temperature, a float > 0, or ``"auto"`` (default): set from the data by
-        :meth:`init_centers` (twice the mean squared distance to the nearest initial centre, the
-        rule of every face); until then it is 1.
+        :meth:`init_centers` (twice the mean squared distance to the nearest initial centre for
+        k-means++ seeds, half that mean for given centres: the rule of every face); until then
+        it is 1.
     temperature_decay
         Factor applied to the temperature per :meth:`step_temperature`, in (0, 1], or
         ``"auto"`` (0.9, as per iteration of ``RBFKMeans.fit``).
@@ -471,8 +472,8 @@ class RBFCluster(nn.Module):
 
 
 def _deprecated(old: str, new: str) -> None:
-    warnings.warn(f"RBFCluster({old}=...) is deprecated and will be removed in the next release: "
-                  f"use {new}", DeprecationWarning, stacklevel=3)
+    warn_caller(f"RBFCluster({old}=...) is deprecated and will be removed in the next release: "
+                f"use {new}", DeprecationWarning)
 
 
 def _float(t: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from .core import engine
 from .core._kernels import check_mapping
 from .core.drift import Cusum
 from .core.drift import detector as core_detector
-from .core.policy import DRIFT_RESTART_GAIN, Policy, warmup_size
+from .core.policy import DRIFT_RESTART_GAIN, RECHECK_GAIN, RECHECK_WARMUPS, Policy, warmup_size
 from .core.seeding import reseed_candidates
 from .core.state import RESEEDING, ModelState, generator, seed_from
 from .core.temperature import cooled, logit_divisor
@@ -41,12 +41,6 @@ from .core.validation import (
 
 __all__ = ["FeatureTypeError", "KeyedRBFKMeans", "RBFKMeans"]
 
-# A (re)start from `warmup` events can land in a local minimum (two centres on one cluster, one on
-# two); so the events keep being buffered up to this many times `warmup`, and fresh centres chosen
-# on all of them replace the current ones if their cost on them is below RECHECK_GAIN times the
-# current centres' (0.95 beat 0.9 and 1.0 on the benchmark's blobs and jump streams).
-_RECHECK = 3
-_RECHECK_GAIN = 0.95
 _NO_DETECTOR = np.zeros(0)
 # The centres are float32 (one model per stream: memory matters), so the value rule's limit is
 # the float32 range (streamrbf.core.validation.value_limit).
@@ -321,7 +315,7 @@ class _Restarts:
 
     def _buffer_for_recheck(self, X: np.ndarray) -> None:
         self._rewarm = list(X)
-        self._next_check = _RECHECK * self._warmup_size
+        self._next_check = RECHECK_WARMUPS * self._warmup_size
 
     def _check_restart(self) -> None:
         """Restart from fresh centres chosen on the buffered events if they explain those events
@@ -329,8 +323,8 @@ class _Restarts:
         a (re)start (the recheck)."""
         X = np.stack(self._rewarm)
         self._rewarm = None
-        first = self._next_check < _RECHECK * self._warmup_size
-        gain = DRIFT_RESTART_GAIN if first else _RECHECK_GAIN
+        first = self._next_check < RECHECK_WARMUPS * self._warmup_size
+        gain = DRIFT_RESTART_GAIN if first else RECHECK_GAIN
         state, replaced = engine.refit(self._state, X, self._policy, gain)
         if replaced:
             self._adopt(state, X.shape[1])
@@ -568,12 +562,7 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
         # per step of `batch_size` events: the masses' forgetting and the temperature's factor
         self._decay = self._policy.forgetting(self.batch_size)
         self._cooling = self._policy.temperature_factor(self.batch_size)
-        if self.warmup is not None and not (
-            isinstance(self.warmup, numbers.Integral) and self.warmup >= self.n_clusters
-        ):
-            raise ValueError(
-                f"warmup must be None or an integer >= n_clusters, got {self.warmup!r}"
-            )
+        warmup_size(self.n_clusters, self.warmup)  # checks it
         if self.missing not in ("error", "zero"):
             raise ValueError(f"missing must be 'error' or 'zero', got {self.missing!r}")
         det = self.drift_detector
@@ -595,10 +584,17 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
         Parameters
         ----------
         new_attrs
-            The new values, by parameter name.
+            The new values, by parameter name; when one is invalid, nothing changes.
         """
+        old = {name: getattr(self, name) for name in new_attrs if hasattr(self, name)}
         super().mutate(new_attrs)
-        self._check_params()
+        try:
+            self._check_params()
+        except ValueError:
+            for name, value in old.items():
+                setattr(self, name, value)
+            self._check_params()
+            raise
         if self._state is not None:
             st = self._state
             st.min_temperature[0] = self._policy.floor_temperature(st.initial_temperature[0])

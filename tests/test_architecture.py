@@ -179,3 +179,37 @@ def test_the_check_catches_what_it_forbids(module, source, rule):
 def test_the_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_old_module_names_still_import_and_hand_out_the_core_objects():
+    import importlib
+    import pickle
+    import subprocess
+    import sys
+
+    old = {"assignment": "Assignment", "losses": "distortion", "mappings": "responsibilities",
+           "persistence": "write_model_file", "seeding": "kmeans_plusplus",
+           "statistics": "SufficientStatistics", "temperature": "TemperatureSchedule",
+           "validation": "as_batch"}
+    for name, attr in old.items():
+        sys.modules.pop(f"streamrbf.{name}", None)  # imported afresh, whatever ran before
+        with pytest.warns(DeprecationWarning, match=f"streamrbf.{name} is deprecated: import "
+                          f"streamrbf.core.{name}"):
+            alias = importlib.import_module(f"streamrbf.{name}")
+        new = importlib.import_module(f"streamrbf.core.{name}")
+        assert getattr(alias, attr) is getattr(new, attr)
+        assert new.__spec__.name == f"streamrbf.core.{name}"  # the real module is untouched
+    # The torch forms that left statistics for core.accelerated are still there under the old name.
+    from streamrbf.core import accelerated
+
+    alias = importlib.import_module("streamrbf.statistics")
+    assert alias.fused_step is accelerated.fused_step and "fused_step" in dir(alias)
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        alias.nothing  # noqa: B018
+    stats_class = alias.SufficientStatistics
+    assert pickle.loads(pickle.dumps(stats_class)) is stats_class
+    # A fresh interpreter: the old name works as the first import, too.
+    code = ("import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+            "try:\n    import streamrbf.temperature\nexcept DeprecationWarning as w: print(w)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "import streamrbf.core.temperature instead" in out.stdout

@@ -24,6 +24,7 @@ from streamrbf.beam.per_key import (
     _ParseAndBatchWithIdsDoFn,
     _ScoreAndLearnDoFn,
 )
+from streamrbf.beam.state import EventChunk
 from streamrbf.core import engine
 from streamrbf.core.assignment import Assignment
 from streamrbf.core.policy import Policy
@@ -428,6 +429,58 @@ def test_bad_events_never_corrupt_the_model(events, chunk_rows):
         np.testing.assert_array_equal(m.centers, initial.model.centers)
 
 
+def test_a_failed_bundles_retry_gives_the_same_outputs_as_one_clean_run():
+    # Beam's state cache hands back the object it holds: a bundle that fails half way must not
+    # have changed it, or its retry learns from another state than the one committed.
+    rng = np.random.default_rng(0)
+    first = np.concatenate([rng.normal(0, 1, (50, 2)), rng.normal(6, 1, (50, 2))])
+    second = np.concatenate([rng.normal(20, 1, (40, 2)), rng.normal(30, 1, (40, 2))])
+    first, second = first[rng.permutation(100)], second[rng.permutation(80)]
+    t = ClusterPerKey(2, batch_size=10, warmup=20, max_buffering_secs=None, ttl_secs=None)
+
+    def run(state, rows, fail_after=None):
+        fn = _ScoreAndLearnDoFn(t.policy, t.warmup, None, 0, t.clock, 0, 10, None, "events",
+                                None, t.drift_detector)
+        out = []
+        for o in fn.process(("k", EventChunk(None, rows)), state, _Timer(), _Timer(), _Timer()):
+            if len(out) == fail_after:
+                raise RuntimeError("the bundle failed")
+            out.append((o[1].cluster, o[1].distance))
+        return out
+
+    clean = _State()
+    run(clean, first)
+    expected = run(clean, second)
+    retried = _State()
+    run(retried, first)
+    committed = KeyStateCoder().encode(retried.read())
+    with pytest.raises(RuntimeError, match="the bundle failed"):
+        run(retried, second, fail_after=30)
+    assert KeyStateCoder().encode(retried.read()) == committed
+    assert run(retried, second) == expected
+    assert int(retried.read().model.n_steps[0]) == int(clean.read().model.n_steps[0]) == 20
+
+
+def test_snapshots_pass_every_multiple_of_snapshot_every_across_a_drift_restart():
+    rng = np.random.default_rng(0)
+    halves = [np.concatenate([rng.normal(a, 1, (100, 2)), rng.normal(b, 1, (100, 2))])
+              for a, b in ((0, 6), (20, 30))]
+    X = np.concatenate([h[rng.permutation(200)] for h in halves])
+    t = ClusterPerKey(2, batch_size=10, warmup=60, snapshot_every=3)
+    fn = _ScoreAndLearnDoFn(t.policy, t.warmup, None, 3, t.clock, 0, 10, None, "events", None,
+                            t.drift_detector)
+    state = _State()
+    steps = [v.n_steps for tag, v in _outputs(fn.process(("k", EventChunk(None, X)), state,
+                                                         _Timer(), _Timer(), _Timer()))
+             if tag == "snapshots"]
+    final = int(state.read().model.n_steps[0])
+    # The restart on the second half adds steps at once (the fresh model's own): more steps than
+    # the 34 batches after the 60 warm-up rows.
+    assert final > steps[0] + (400 - 60) // 10
+    assert np.sort(state.read().model.centers[0][:, 0]) == pytest.approx([20, 30], abs=1)
+    assert sorted({s // 3 for s in steps}) == list(range(final // 3 + 1))
+
+
 # ----------------------------------------------------------------------------- event ids
 def keyed_events_with_ids(n_per_key: int = 150, seed: int = 0):
     """Dict events carrying an id ('s0': str ids, 's1': int ids), and {id: (key, true centre)}."""
@@ -695,3 +748,12 @@ def test_validate_events_and_the_handler_refuse_what_they_cannot_score(tmp_path)
     handler = RBFModelHandler(path)
     with pytest.raises(ValueError, match="float32 range of the centres"):
         handler.run_inference([[1e39, 0.0, 0.0]], handler.load_model())   # inf in float32
+    # A pre-batched block (one 2-D array) holding NaN: the value rule's error, naming the place.
+    from streamrbf.core.validation import NonFiniteError
+
+    block = np.zeros((4, 3))
+    block[2, 1] = np.nan
+    with pytest.raises(NonFiniteError, match="block of shape \\(4, 3\\) contains NaN or "
+                       "infinity: NaN at row 2, column 1"):
+        handler.run_inference([block], handler.load_model())
+    assert len(handler.run_inference([np.zeros((4, 3))], handler.load_model())[0].inference) == 4

@@ -17,7 +17,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.utils.estimator_checks import check_estimator
 
-from streamrbf import NotFittedError, RBFKMeans
+from streamrbf import NotFittedError, RBFKMeans, TemperatureSchedule
 from streamrbf.core import engine
 from streamrbf.core.state import ModelState
 
@@ -194,6 +194,19 @@ def test_values_whose_distances_overflow_are_refused(blobs, method):
     ok = RBFKMeans(2, random_state=0).fit([[1e150, 0.0], [1.01e150, 0.0], [0.0, 1.0], [0.0, 2.0]])
     assert np.isfinite(ok.cluster_centers_).all() and np.isfinite(ok.inertia_)
     assert sorted(ok.labels_.tolist()) == [0, 0, 1, 1]
+
+
+def test_a_float32_model_measures_values_near_float32s_limit_in_float64():
+    # 7e19**2 overflows float32, not float64: the answers must match a float64 model's.
+    C = np.array([[1e19], [6e19]], np.float32)
+    X = np.array([[7e19], [0.5e19]], np.float32)
+    km = RBFKMeans.from_state(C, np.ones(2), TemperatureSchedule(1.0))
+    ref = RBFKMeans.from_state(C.astype(np.float64), np.ones(2), TemperatureSchedule(1.0))
+    assert km.cluster_centers_.dtype == np.float32
+    assert km.predict(X).tolist() == ref.predict(X).tolist() == [1, 0]
+    np.testing.assert_allclose(km.transform(X), ref.transform(X), rtol=1e-6)
+    np.testing.assert_allclose(km.predict_proba(X), ref.predict_proba(X), atol=1e-6)
+    assert np.isfinite(km.score(X))
 
 
 @given(
@@ -654,7 +667,7 @@ def test_apply_statistics_and_from_state_refuse_corrupt_state(blobs):
         RBFKMeans.from_state(np.full((4, 3), np.inf), np.ones(4), TemperatureSchedule(1.0))
 
 
-def test_scikit_learn_rules_for_mixed_feature_names_and_numpy_float_parameters(blobs):
+def test_scikit_learn_rules_for_mixed_feature_names_and_numpy_float_parameters(blobs, tmp_path):
     # Mixed str / int column names are a TypeError, as in scikit-learn (not silently "no
     # names"), and numpy floats are valid float parameters.
     from sklearn.cluster import KMeans as SkKMeans
@@ -669,6 +682,9 @@ def test_scikit_learn_rules_for_mixed_feature_names_and_numpy_float_parameters(b
                    half_life=np.float16(100.0), reassignment_ratio=np.float32(0.01),
                    tol=np.float32(1e-4), random_state=0).fit(X)
     assert km.get_params()["initial_temperature"] == np.float32(0.5) and np.isfinite(km.inertia_)
+    # numpy scalars are written to a model file as JSON numbers
+    RBFKMeans(np.int64(2), max_iter=np.int64(20), random_state=0).fit(X).save(tmp_path / "m")
+    assert RBFKMeans.load(tmp_path / "m").get_params()["n_clusters"] == 2
 
 
 def test_deprecated_parameter_names_warn_and_still_work(blobs):
@@ -683,3 +699,10 @@ def test_deprecated_parameter_names_warn_and_still_work(blobs):
     masses = forgetful.counts_.sum()
     forgetful.partial_fit(X[300:400])
     assert forgetful.counts_.sum() == pytest.approx(0.5 * masses + 100)
+    # decay's old default beside a half-life: the half-life decides (as in 0.1).
+    with pytest.warns(DeprecationWarning):
+        assert RBFKMeans(3, decay=1.0, half_life=100).get_policy(warn=True).forgetting(100) == 0.5
+    # The warning points at the caller's line.
+    with pytest.warns(DeprecationWarning) as seen:
+        RBFKMeans(3, temperature=2.0, random_state=0).fit(X)
+    assert seen[0].filename == __file__

@@ -234,7 +234,10 @@ def test_mutate(blobs):
     with pytest.raises(ValueError):
         model.mutate({"n_clusters": 3})
     with pytest.raises(ValueError, match="half_life"):
-        model.mutate({"half_life": 0.0})
+        model.mutate({"temperature_decay": 0.25, "half_life": 0.0})
+    # ... and a refused change changes nothing.
+    assert model.half_life == 10 and model.temperature_decay == 0.5
+    assert model._cooling == 0.5 and model.clone().half_life == 10
 
 
 def test_pipeline_with_scaler(blobs):

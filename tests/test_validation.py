@@ -118,3 +118,15 @@ def test_array_faces_refuse_too_large_values_with_the_rules_error():
     f32 = RBFKMeans(2, random_state=0, dtype="float32").fit([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]])
     with pytest.raises(ValueTooLargeError, match="float32 range of the centres"):
         f32.predict(np.array([[1e39, 0.0]]))  # refused as it is, never turned into inf
+
+
+@pytest.mark.parametrize("warmup", [2, 2.5, True, "32"])
+def test_river_and_beam_refuse_the_same_warmups_with_the_same_words(warmup):
+    from streamrbf.beam import ClusterPerKey
+
+    message = f"warmup must be None or an integer >= n_clusters=3, got {warmup!r}"
+    with pytest.raises(ValueError, match=message.replace(".", "\\.")):
+        RiverKMeans(n_clusters=3, warmup=warmup)
+    with pytest.raises(ValueError, match=message.replace(".", "\\.")):
+        ClusterPerKey(3, warmup=warmup)
+    assert RiverKMeans(n_clusters=3, warmup=3)._warmup_size == ClusterPerKey(3, warmup=3).warmup

@@ -216,7 +216,7 @@ class _InitialModel(beam.DoFn):
         if ckpt is not None:
             yield _load_checkpoint(ckpt)
             return
-        if len(sample) < _min_events(self.policy):
+        if len(sample) < self.policy.min_events():
             # k-means++ needs n_clusters events: no model (the events become dead letters).
             return
         model = engine.initialise(np.asarray(sample, dtype=np.float64), self.policy,
@@ -224,12 +224,6 @@ class _InitialModel(beam.DoFn):
         if self.checkpoint_dir:
             _write_checkpoint(model, self.policy, self.checkpoint_dir)
         yield model
-
-
-def _min_events(policy: Policy) -> int:
-    """Valid events needed to initialise a model: n_clusters for k-means++, one with an init
-    array (the core's rule)."""
-    return int(policy.n_clusters) if isinstance(policy.init, str) else 1
 
 
 class _NoModelDeadLetters(beam.DoFn):

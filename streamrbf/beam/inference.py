@@ -12,10 +12,10 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from ..core import engine
 from ..core.assignment import Assignment
-from ..core.persistence import load_state
+from ..core.persistence import ESTIMATOR_PARAMS, load_state
 from ..core.policy import Policy, translate_deprecated
 from ..core.state import ModelState
-from ..core.validation import FeatureCountError, check_limit, value_limit
+from ..core.validation import FeatureCountError, check_finite, check_limit, value_limit
 from .dead_letters import parse_features
 
 __all__ = ["LoadedModel", "RBFModelHandler", "assign"]
@@ -198,8 +198,7 @@ class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):
             The model's state record and its learning policy.
         """
         state, params, _ = load_state(self._model_uri, "RBFKMeans")
-        policy_params = {k: v for k, v in params.items()
-                         if k not in ("random_state", "device", "dtype", "compile")}
+        policy_params = {k: v for k, v in params.items() if k not in ESTIMATOR_PARAMS}
         try:
             policy = Policy.from_params(translate_deprecated(policy_params, "RBFKMeans", False))
         except (TypeError, ValueError) as err:
@@ -267,8 +266,7 @@ class RBFModelHandler(ModelHandler[Any, PredictionResult, Any]):
                 block = np.asarray(x, dtype=np.float64)
                 if block.shape[1] != d:
                     raise FeatureCountError(f"block of shape {block.shape}: expected (n, {d})")
-                if not np.isfinite(block).all():
-                    raise ValueError(f"block of shape {block.shape} holds NaN or infinity")
+                check_finite(block, f"block of shape {block.shape}")
                 spans.append((len(rows), len(rows) + len(block), True))
                 rows.extend(block)
             else:

@@ -357,6 +357,7 @@ class _ScoreAndLearnDoFn(beam.DoFn):
             X = rows[start:start + b]
             # Prequential: scored with the model as it was, then learnt from (one pass).
             temperature = float(model.temperature[0])
+            before = int(model.n_steps[0])
             batch_ids = None if ids is None else ids[start:start + b]
             try:
                 model, result = engine.step(model, X, self.policy)
@@ -368,8 +369,8 @@ class _ScoreAndLearnDoFn(beam.DoFn):
                 result.memberships, temperature, batch_ids))
             model = self._watch_drift(state, model, X, result.nearest)
             del result
-            if self.snapshot_every and model.n_steps[0] % self.snapshot_every == 0:
-                yield from self._snap(key, -1, model)
+            # A refit can add more than one step: a snapshot each time a multiple is passed.
+            yield from self._snap(key, before, model)
         state.model = model
         return _keep(state, rows[n_full:], None if ids is None else ids[n_full:])
 
@@ -383,6 +384,8 @@ class _ScoreAndLearnDoFn(beam.DoFn):
     ) -> Iterable[Any]:
         key, chunk = element
         state: KeyState | None = model.read()
+        if state is not None:
+            state = state.working_copy()  # a failed bundle's retry reads the committed state
         rows = chunk.rows
         if state is None:
             # A new stream: its first chunk fixes its features.
@@ -454,6 +457,7 @@ class _ScoreAndLearnDoFn(beam.DoFn):
         state: KeyState | None = model.read()
         if state is None:
             return
+        state = state.working_copy()
         state.flush_at = None
         if state.n_pending:
             ids = state.pending_ids
@@ -462,7 +466,7 @@ class _ScoreAndLearnDoFn(beam.DoFn):
             rows, ids = state.pending, state.pending_ids
             k = int(self.policy.n_clusters)
             refused = None
-            if len(rows) >= k:
+            if len(rows) >= self.policy.min_events():  # n_clusters, or one with init centres
                 try:
                     state.model, out = self._initialise(key, rows, state.feature_names, ids)
                 except ValueError as err:
@@ -546,7 +550,7 @@ class ClusterPerKey(beam.PTransform):
         centre) for drift: ``"cusum"`` (default), any detector of :mod:`streamrbf.core.drift`
         (by name or as an object), or None. After an alarm the key gathers its next ``warmup``
         events and a model initialised afresh on them replaces the key's if it halves their
-        K-Means cost (:func:`streamrbf.core.engine.refit`, as River's clusterer does); the
+        K-Means cost (:func:`streamrbf.core.engine.refit`, River's rule after an alarm); the
         ``streamrbf`` counters ``drift_alarms`` and ``drift_restarts`` count them.
     output
         ``"events"``: one ``(key, Assignment)`` per event. ``"batches"``: one ``(key,``
@@ -636,8 +640,6 @@ class ClusterPerKey(beam.PTransform):
         self.batch_size = int(batch_size)
         self.max_buffering_secs = max_buffering_secs
         self.warmup = warmup_size(n_clusters, warmup)
-        if self.warmup < n_clusters:
-            raise ValueError(f"warmup must be >= n_clusters={n_clusters}, got {self.warmup}")
         self.ttl_secs = ttl_secs
         self.snapshot_every = int(snapshot_every)
         self.feature_names = feature_names

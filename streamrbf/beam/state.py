@@ -13,7 +13,7 @@ import json
 import math
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -168,6 +168,27 @@ class KeyState(CacheAware):
     detector: np.ndarray | None = field(default=None, repr=False)
     recent: np.ndarray | None = field(default=None, repr=False)
 
+    def working_copy(self) -> KeyState:
+        """A copy to change while processing an element: Beam's state cache hands back the
+        object it holds, and a bundle that fails after changing it would leave its retry a
+        state no commit wrote. The model record and arrays that are replaced (never written
+        to) are shared; the drift detector's memory, which detectors update in place, is copied.
+
+        Returns
+        -------
+        KeyState
+            The copy.
+
+        Examples
+        --------
+        >>> s = KeyState(None, ("x",), detector=np.zeros(3))
+        >>> c = s.working_copy()
+        >>> c.detector[0] = 1.0; c.flush_at = 5.0
+        >>> float(s.detector[0]), s.flush_at
+        (0.0, None)
+        """
+        return replace(self, detector=None if self.detector is None else self.detector.copy())
+
     @property
     def initialised(self) -> bool:
         """Whether the key has a model (a key still warming up has only ``pending`` rows)."""
@@ -224,7 +245,8 @@ class KeyStateCoder(_RecordCoder):
     rows as raw float64, the model as :func:`~streamrbf.core.persistence.state_to_bytes`, the
     drift detector's memory and the rows since an alarm (when there are any), then the pending
     rows' ids as JSON when they have ids. Deterministic; it also decodes the per-key
-    states earlier releases wrote (their random draws then follow the key's seed).
+    states earlier releases wrote (which recorded no seed: their models' later random draws,
+    for re-seeding starved centres, follow seed 0).
 
     Examples
     --------

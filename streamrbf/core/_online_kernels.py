@@ -255,12 +255,3 @@ def nearest_rows(X, C):
         labels[i] = j
     return labels
 
-
-@_jit
-def sq_distances_rows(X, C):
-    """``(n, k)`` squared distances, computed as differences (no cancellation)."""
-    B = X.shape[0]
-    out = np.empty((B, C.shape[0]), np.float64)
-    for i in range(B):
-        _sq_distances(X[i], C, out[i])
-    return out

@@ -10,7 +10,8 @@ detector is one class implementing the protocol, registered there, and River and
 name or as an object.
 
 What a face does on an alarm is its lifecycle (River re-checks fresh centres on the next events;
-Beam's per-key transform restarts the stream's learning with :func:`streamrbf.core.engine.drifted`).
+Beam's per-key transform gathers the next events and lets a fresh model replace the stream's if
+it explains them much better: :func:`streamrbf.core.engine.refit`).
 """
 
 from __future__ import annotations

@@ -20,23 +20,32 @@ torch tensors (on an accelerator) use the torch programs of :mod:`streamrbf.core
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _kernels
+from ._warn import warn_caller
 from .assignment import AssignmentBatch
 from .policy import INIT_SAMPLE, Policy
 from .seeding import kmeans_plusplus, reseed_candidates
-from .state import REFITTING, RESEEDING, SEEDING, LazyGenerator, ModelState, generator
+from .state import (
+    REFITTING,
+    RESEEDING,
+    SEEDING,
+    LazyGenerator,
+    ModelState,
+    generator,
+    host_array,
+)
 from .statistics import (
     BatchResult,
     SufficientStatistics,
     batch_result,
     gram,
     overflow_error,
+    safe_gram,
     sparse_memberships,
     step_arrays,
 )
@@ -83,10 +92,6 @@ class FitResult(NamedTuple):
 # ---------------------------------------------------------------------------------- helpers
 def _numpy(a: Any) -> bool:
     return isinstance(a, np.ndarray)
-
-
-def _host(a: Any) -> np.ndarray:
-    return a if _numpy(a) else a.detach().cpu().numpy()
 
 
 def _chunks(n: int, k: int) -> Iterator[slice]:
@@ -167,13 +172,13 @@ def initial_centres(X: Any, policy: Policy, rng: np.random.Generator) -> tuple[n
     k = int(policy.n_clusters)
     n, d = X.shape
     if isinstance(policy.init, str):
-        if n < k:
+        if n < policy.min_events():
             raise ValueError(f"n_samples={n} should be >= n_clusters={k}.")
         sample = X
         if n > INIT_SAMPLE:
             rows = np.sort(rng.choice(n, INIT_SAMPLE, replace=False))
             sample = X[rows] if _numpy(X) else X[_index_like(rows, X)]
-        return kmeans_plusplus(_host(sample), k, rng), sample
+        return kmeans_plusplus(host_array(sample), k, rng), sample
     init = np.asarray(policy.init, dtype=np.float64)
     if init.shape != (k, d):
         raise ValueError(
@@ -273,7 +278,7 @@ def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
     for trial in range(n_init):
         rng = generator(seed, 0, SEEDING, trial)
         C0, sample = initial_centres(X, policy, rng)
-        t0 = policy.start_temperature(_sq_distances_to(_host(sample), C0),
+        t0 = policy.start_temperature(_sq_distances_to(host_array(sample), C0),
                                       given=not isinstance(policy.init, str))
         tmin = policy.floor_temperature(t0)
         run = _anneal(X, _centres_like(C0, X), t0, tmin, policy, rng, tol, full)
@@ -369,9 +374,9 @@ def _full_batch_step(X: Any, C: Any, T: float, mapping: str) -> tuple[Any, bool]
     Returns the new centres and whether every membership was one-hot."""
     r = _pass(X, C, T, mapping, with_sums=True)
     C_new, _ = step_arrays(C, _zeros_masses(C), r.stats.mass, r.stats.sums, 0.0)
-    empty = np.flatnonzero(_host(r.stats.mass) <= 0)
+    empty = np.flatnonzero(host_array(r.stats.mass) <= 0)
     if empty.size:
-        far = np.argsort(-_host(r.nearest), kind="stable")[: empty.size]
+        far = np.argsort(-host_array(r.nearest), kind="stable")[: empty.size]
         if _numpy(C_new):
             C_new[empty] = X[far]
         else:
@@ -498,10 +503,9 @@ def _device_step(state, X, policy, model, keep, compile):
         except Exception as err:
             # e.g. dynamo's recompile limit after many batch sizes: the eager step below computes
             # the same numbers (and raises again if the problem is not the compiler).
-            warnings.warn(
+            warn_caller(
                 f"torch.compile could not run this step ({type(err).__name__}: "
-                f"{str(err).splitlines()[0][:200]}); using the eager step",
-                RuntimeWarning, stacklevel=4)
+                f"{str(err).splitlines()[0][:200]}); using the eager step", RuntimeWarning)
     if out is None:
         out = fused_step(X, C0, n0, T, decay, ratio, policy.mapping)
 
@@ -565,7 +569,7 @@ def apply_statistics(state: ModelState, stats: SufficientStatistics, policy: Pol
     if tuple(stats.sums.shape) != tuple(C.shape):
         raise ValueError(f"statistics have shape {tuple(stats.sums.shape)}, the model's centres "
                          f"{tuple(C.shape)}")
-    host_mass, host_sums = _host(stats.mass), _host(stats.sums)
+    host_mass, host_sums = host_array(stats.mass), host_array(stats.sums)
     if not (np.isfinite(host_mass).all() and np.isfinite(host_sums).all()):
         raise ValueError("statistics contain NaN or infinity.")
     mass: Any = host_mass
@@ -656,7 +660,7 @@ def refit(state: ModelState, X: Any, policy: Policy, gain: float, *,
         return state, False
     # Each fresh centre takes the index of the current centre it is matched with (the least total
     # squared distance), so a cluster that moved keeps its number for whatever reads the labels.
-    order = _matching(_host(fresh.centers[0]), _host(state.centers[model]))
+    order = _matching(host_array(fresh.centers[0]), host_array(state.centers[model]))
     C, masses = fresh.centers[0][order], fresh.masses[0][order]
     C = C.astype(state.centers.dtype) if _numpy(C) else C.to(state.centers.dtype)
     return state.replace_model(
@@ -937,10 +941,15 @@ def distances(state: ModelState, X: Any, *, model: int = 0) -> Any:
             dev[s] = sq_distances(X[s], C).sqrt()
         return dev
     out = np.empty((len(X), len(C)), dtype=X.dtype)
-    cc = (C * C).sum(1)
+    cc = np.einsum("ij,ij->i", C, C, dtype=np.float64)
     for s in _chunks(len(X), len(C)):
         Xs = X[s]
+        # squared norms and the distances in float64 (float32 ones overflow near 1e19)
         with np.errstate(over="ignore", invalid="ignore"):
-            D = (Xs * Xs).sum(1)[:, None] - 2.0 * gram(Xs, C) + cc[None, :]
-        np.sqrt(np.maximum(D, 0.0, out=D), out=out[s])
+            D = np.einsum("ij,ij->i", Xs, Xs, dtype=np.float64)[:, None] - 2.0 * safe_gram(
+                Xs, C) + cc[None, :]
+        if not np.isfinite(D).all():
+            raise overflow_error(Xs)
+        np.sqrt(np.maximum(D, 0.0, out=D), out=D)
+        out[s] = D
     return out

@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from .state import ModelState
+from .state import ModelState, host_array
 
 __all__ = [
+    "ESTIMATOR_PARAMS",
     "FORMAT_VERSION",
     "load_state",
     "read_model_file",
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 2
+# The parameters an RBFKMeans model file records beside the learning policy's (the estimator's
+# own: where and how it computes, and its seed); a reader builds the policy from the others.
+ESTIMATOR_PARAMS = ("random_state", "device", "dtype", "compile")
 _READABLE = (1, 2)
 _KEY = "streamrbf"
 _STATE_FIELDS = ("temperature", "initial_temperature", "min_temperature", "n_steps", "n_seen",
@@ -85,7 +89,7 @@ def write_model_file(
 
     path = Path(path)
     header = {_KEY: json.dumps({"kind": kind, "version": FORMAT_VERSION, "meta": meta})}
-    host = {k: np.ascontiguousarray(_host(v)) for k, v in tensors.items()}
+    host = {k: np.ascontiguousarray(host_array(v)) for k, v in tensors.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     # The file gets the mode any new file gets (0666 less the umask, read off a fresh file):
     # safetensors writes 0600, which would hide the model from other users and serving processes.
@@ -106,10 +110,6 @@ def write_model_file(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
-
-
-def _host(a: Any) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else a.detach().cpu().numpy()
 
 
 def read_model_file(
@@ -420,14 +420,14 @@ def state_to_bytes(state: ModelState) -> bytes:
     >>> t.centers.dtype, t.feature_names, int(t.seed[0]), len(state_to_bytes(s))
     (dtype('float32'), ('x', 'y'), 9, 106)
     """
-    C = np.ascontiguousarray(_host(state.centers))
+    C = np.ascontiguousarray(host_array(state.centers))
     wide = C.dtype != np.float32
     C = C.astype(np.float64 if wide else np.float32, copy=False)
     B, k, d = C.shape
     names = b"" if state.feature_names is None else json.dumps(
         list(state.feature_names), separators=(",", ":"), ensure_ascii=False).encode()
     parts = [_BYTES_HEAD.pack(_MAGIC, int(wide), B, k, d), C.tobytes(),
-             np.ascontiguousarray(_host(state.masses), "<f8").tobytes()]
+             np.ascontiguousarray(host_array(state.masses), "<f8").tobytes()]
     parts += [np.ascontiguousarray(getattr(state, f), "<f8").tobytes()
               for f in ("temperature", "initial_temperature", "min_temperature")]
     parts += [np.ascontiguousarray(state.n_steps, "<i8").tobytes(),

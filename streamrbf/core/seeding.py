@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._kernels import kmeans_plusplus_indices
+from .state import host_array
 
 if TYPE_CHECKING:
     import torch
@@ -79,11 +80,6 @@ _NONE = np.empty(0, np.int64)
 _NONE.flags.writeable = False
 
 
-def _host(a) -> np.ndarray:
-    """A numpy view of an array or (CPU/GPU) torch tensor, without importing torch."""
-    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
-
-
 def reseed_candidates(
     counts: torch.Tensor | np.ndarray,
     ratio: float,
@@ -125,13 +121,13 @@ def reseed_candidates(
     >>> dead.size, rows.size  # no centre is starved
     (0, 0)
     """
-    c = _host(counts)
+    c = host_array(counts)
     top = c.max()
     starved = c < ratio * top
     if not top > 0 or not starved.any():  # the common case: a cheap exit on every step
         return _NONE, _NONE
     dead = np.flatnonzero(starved)
-    w = _host(nearest).astype(np.float64)
+    w = host_array(nearest).astype(np.float64)
     w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
     n_rows = w.shape[0]
     take = min(dead.size, int((w > 0).sum()))

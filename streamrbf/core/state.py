@@ -19,12 +19,35 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LazyGenerator", "ModelState", "generator", "seed_from"]
+__all__ = ["LazyGenerator", "ModelState", "generator", "host_array", "seed_from"]
 
 # What a draw is for: the third word of a generator's seed (see `generator`).
 SEEDING = 0
 RESEEDING = 1
 REFITTING = 2
+
+
+def host_array(a: Any) -> np.ndarray:
+    """A numpy array of a numpy array (itself) or a torch tensor on any device (a copy in host
+    memory for an accelerator's; a view for a CPU tensor), without importing torch.
+
+    Parameters
+    ----------
+    a
+        A numpy array or torch tensor.
+
+    Returns
+    -------
+    numpy.ndarray
+        Its values in host memory.
+
+    Examples
+    --------
+    >>> import torch
+    >>> host_array(torch.ones(2)).tolist(), host_array(np.zeros(1)).tolist()
+    ([1.0, 1.0], [0.0])
+    """
+    return a if isinstance(a, np.ndarray) else a.detach().cpu().numpy()
 
 
 def seed_from(random_state: Any) -> int:

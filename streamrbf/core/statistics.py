@@ -17,15 +17,14 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _kernels
+from .state import host_array
 from .temperature import logit_divisor
-
-if TYPE_CHECKING:
-    pass
+from .validation import ValueTooLargeError
 
 __all__ = [
     "BatchResult",
@@ -34,6 +33,7 @@ __all__ = [
     "batch_result",
     "gram",
     "overflow_error",
+    "safe_gram",
     "sparse_memberships",
     "step_arrays",
 ]
@@ -100,7 +100,7 @@ class SufficientStatistics:
         if not isinstance(self.mass, np.ndarray):  # torch: on this one's device
             mass, sums = _tensor_like(mass, self.mass), _tensor_like(sums, self.sums)
         elif not isinstance(mass, np.ndarray):
-            mass, sums = _host(mass), _host(sums)
+            mass, sums = host_array(mass), host_array(sums)
         return SufficientStatistics(self.mass + mass, self.sums + sums,
                                     float(self.loss) + float(other.loss), self.n + other.n)
 
@@ -113,13 +113,6 @@ class SufficientStatistics:
             The means, numpy or torch like ``sums``.
         """
         return self.sums / self.mass[:, None]
-
-
-def _host(a: Any) -> np.ndarray:
-    """A float64 numpy copy of a numpy array or torch tensor (on any device)."""
-    if isinstance(a, np.ndarray):
-        return a
-    return a.detach().cpu().numpy()
 
 
 def _tensor_like(a: Any, like: Any) -> Any:
@@ -227,6 +220,46 @@ class SparseMemberships(NamedTuple):
     nnz: int
 
 
+def safe_gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """:func:`gram`, computed again in float64 when a float32 product overflowed (values near
+    the top of float32's range: the kernels turn the squared norms and this product into
+    distances in float64, which must not see an infinity here).
+
+    Parameters
+    ----------
+    X
+        Rows ``(n, d)``.
+    C
+        Centres ``(k, d)``, the same dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``X @ C.T`` ``(n, k)``, finite.
+
+    Raises
+    ------
+    ValueError
+        When the product overflows float64 (:func:`overflow_error`).
+
+    Examples
+    --------
+    >>> X = np.array([[7e19]], dtype=np.float32)
+    >>> C = np.array([[1e19], [6e19]], dtype=np.float32)
+    >>> safe_gram(X, C).dtype, bool(np.isfinite(safe_gram(X, C)).all())
+    (dtype('float64'), True)
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # checked below
+        G = gram(X, C)
+        if np.isfinite(G).all():
+            return G
+        if X.dtype != np.float64:
+            G = gram(X.astype(np.float64), C.astype(np.float64))
+            if np.isfinite(G).all():
+                return G
+    raise overflow_error(X)
+
+
 def sparse_memberships(
     X: np.ndarray, C: np.ndarray, temperature: float, mapping: str = "entmax15"
 ) -> SparseMemberships:
@@ -265,8 +298,7 @@ def sparse_memberships(
     """
     B = X.shape[0]
     k = C.shape[0]
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is checked below
-        G = gram(X, C)
+    G = safe_gram(X, C)
     divisor = float(logit_divisor(temperature))
     code = _kernels.MAPPING_CODES[mapping]
     labels = np.empty(B, np.int64)
@@ -288,7 +320,7 @@ def sparse_memberships(
         room = k  # a row had more candidates than room: redo with room for all
 
 
-def overflow_error(X: Any) -> ValueError:
+def overflow_error(X: Any) -> ValueTooLargeError:
     """The error for a batch ``X`` (a torch tensor or numpy array) whose squared distances
     overflow its dtype (finite values too large to cluster as they are): callers raise it before
     anything is committed.
@@ -300,9 +332,10 @@ def overflow_error(X: Any) -> ValueError:
 
     Returns
     -------
-    ValueError
-        The error (not raised), naming the dtype and the largest absolute value, and advising
-        to rescale the data (or to use float64 when the batch is not float64).
+    ValueTooLargeError
+        The error (not raised; a ``ValueError`` of the value rule's family), naming the
+        dtype and the largest absolute value, and advising to rescale the data (or to use
+        float64 when the batch is not float64).
 
     Examples
     --------
@@ -314,7 +347,7 @@ def overflow_error(X: Any) -> ValueError:
         top, dtype = (float(X.abs().max()) if X.numel() else 0.0), str(X.dtype)
     else:  # numpy, named as torch names it
         top, dtype = (float(np.abs(X).max()) if X.size else 0.0), f"torch.{X.dtype}"
-    return ValueError(
+    return ValueTooLargeError(
         f"squared distances overflow {dtype} for this batch (values up to {top:.3g}); "
         "rescale the data" + (" or use dtype='float64'" if dtype != "torch.float64" else "")
     )

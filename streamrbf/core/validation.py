@@ -347,13 +347,13 @@ def max_abs_value(n_features: int) -> float:
     return math.sqrt(float(np.finfo(np.float64).max) / (8 * max(int(n_features), 1)))
 
 
-def check_finite(X: torch.Tensor, what: str = "X") -> None:
+def check_finite(X: torch.Tensor | np.ndarray, what: str = "X") -> None:
     """Raise ``ValueError`` naming the first non-finite entry of ``X``.
 
     Parameters
     ----------
     X
-        A floating-point tensor, on any device.
+        A floating-point numpy array, or a tensor on any device.
     what
         How the message names the input.
 
@@ -370,7 +370,17 @@ def check_finite(X: torch.Tensor, what: str = "X") -> None:
     Traceback (most recent call last):
     ...
     streamrbf.core.validation.NonFiniteError: Input centers contains NaN or infinity: infinity ...
+    >>> check_finite(np.array([[0.0, np.nan]]), what="block")
+    Traceback (most recent call last):
+    ...
+    streamrbf.core.validation.NonFiniteError: Input block contains NaN or infinity: NaN at row 0, \
+column 1.
     """
+    if isinstance(X, np.ndarray):
+        if X.size and not (np.isfinite(X.sum()) or np.isfinite(X).all()):
+            bad = np.argwhere(~np.isfinite(X))[0].tolist()
+            _non_finite(X[tuple(bad)].item(), bad, what)
+        return
     import torch
 
     if X.numel() == 0:
@@ -384,10 +394,13 @@ def check_finite(X: torch.Tensor, what: str = "X") -> None:
         ok = bool(torch.isfinite(X).all())
     if not ok:
         bad = (~torch.isfinite(X)).nonzero()[0].tolist()
-        value = X[tuple(bad)].item()
-        kind = "NaN" if value != value else "infinity"
-        where = f"row {bad[0]}, column {bad[1]}" if len(bad) == 2 else f"index {bad}"
-        raise NonFiniteError(f"Input {what} contains NaN or infinity: {kind} at {where}.")
+        _non_finite(X[tuple(bad)].item(), bad, what)
+
+
+def _non_finite(value: float, at: list[int], what: str) -> None:
+    kind = "NaN" if value != value else "infinity"
+    where = f"row {at[0]}, column {at[1]}" if len(at) == 2 else f"index {at}"
+    raise NonFiniteError(f"Input {what} contains NaN or infinity: {kind} at {where}.")
 
 
 def as_batch(
