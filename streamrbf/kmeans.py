@@ -8,147 +8,46 @@ record (:class:`~streamrbf.core.state.ModelState`, a bank of one) and calls
 
 from __future__ import annotations
 
-import inspect
+import functools
 import math
 import os
-import sys
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.utils._param_validation import Hidden, Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from .core import engine
+from .core._kernels import MAPPINGS
 from .core._warn import warn_caller
 from .core.persistence import ESTIMATOR_PARAMS, load_state, save_state
-from .core.policy import Policy, translate_deprecated
+from .core.policy import INITS, Policy, translate_deprecated
 from .core.state import ModelState, host_array, seed_from
-from .core.statistics import BatchResult, SufficientStatistics
+from .core.statistics import BatchResult, SufficientStatistics, is_sparse
 from .core.temperature import TemperatureSchedule
-from .core.validation import as_batch, feature_names_of
+from .core.validation import as_batch, check_finite, check_limit, check_real, value_limit
 
 __all__ = ["NotFittedError", "RBFKMeans"]
 
 _DEPRECATED = "deprecated"
 
 
-class NotFittedError(ValueError, AttributeError):
-    """Raised when a method needs a fitted model (same bases as scikit-learn's NotFittedError).
-
-    Examples
-    --------
-    >>> from streamrbf import NotFittedError, RBFKMeans
-    >>> try:
-    ...     RBFKMeans(2).predict([[0.0, 0.0]])
-    ... except NotFittedError as err:
-    ...     print(isinstance(err, ValueError), isinstance(err, AttributeError))
-    True True
-    """
-
-
-def _not_fitted_error() -> type[NotFittedError]:
-    """Our NotFittedError, also an instance of scikit-learn's when scikit-learn is in use."""
-    if "sklearn" not in sys.modules:
-        return NotFittedError
-    global _SKLEARN_NOT_FITTED
-    if _SKLEARN_NOT_FITTED is None:
-        from sklearn.exceptions import NotFittedError as SkNotFitted
-
-        _SKLEARN_NOT_FITTED = type("NotFittedError", (NotFittedError, SkNotFitted), {})
-    return _SKLEARN_NOT_FITTED
-
-
-_SKLEARN_NOT_FITTED: type[NotFittedError] | None = None
-
-
-class _EstimatorProtocol:
-    """The scikit-learn estimator protocol over the ``__init__`` signature: parameters, repr,
-    tags (what scikit-learn's ``BaseEstimator`` provides)."""
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        names = cls.__dict__.get("_PARAM_NAMES")
-        if names is None:  # read once per class: inspect.signature costs ~0.1 ms
-            names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-            cls._PARAM_NAMES = names
-        return names
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Parameters of this estimator (scikit-learn protocol).
-
-        Parameters
-        ----------
-        deep
-            Unused (no sub-estimators).
-
-        Returns
-        -------
-        dict
-            Every constructor parameter by name.
-
-        Examples
-        --------
-        >>> RBFKMeans(3, mapping="hard").get_params()["mapping"]
-        'hard'
-        """
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> RBFKMeans:
-        """Set parameters (scikit-learn protocol); unknown names raise ``ValueError``.
-
-        Parameters
-        ----------
-        **params
-            Constructor parameters by name.
-
-        Returns
-        -------
-        RBFKMeans
-            The estimator itself.
-
-        Examples
-        --------
-        >>> RBFKMeans(3).set_params(n_clusters=5).n_clusters
-        5
-        """
-        valid = set(self._param_names())
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(
-                    f"Invalid parameter {name!r} for estimator {type(self).__name__}. "
-                    f"Valid parameters are: {sorted(valid)!r}."
-                )
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = inspect.signature(type(self).__init__).parameters
-        shown = []
-        for name in self._param_names():
-            value = getattr(self, name)
-            default = defaults[name].default
-            same = value is default or (
-                not isinstance(value, np.ndarray)
-                and type(value) is type(default)
-                and value == default
-            )
-            if not same:
-                text = "array(...)" if isinstance(value, np.ndarray) else repr(value)
-                shown.append(f"{name}={text}")
-        return f"{type(self).__name__}({', '.join(shown)})"
-
-    def __sklearn_tags__(self):
-        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
-
-        return Tags(
-            estimator_type="clusterer",
-            target_tags=TargetTags(required=False),
-            transformer_tags=TransformerTags(preserves_dtype=["float64", "float32"]),
-            input_tags=InputTags(allow_nan=False),
-        )
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "_state")
-
+# scikit-learn's own parameter validation (``_fit_context`` checks ``_parameter_constraints``);
+# the engine's Policy checks the same ranges again for every face (River and Beam have no
+# scikit-learn), and a test keeps the two in agreement.
+_REAL_POSITIVE = Interval(Real, 0, None, closed="neither")
+_AUTO = StrOptions({"auto"})
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class _FittedModel:
@@ -159,6 +58,23 @@ class _FittedModel:
     @property
     def cluster_centers_(self) -> np.ndarray:
         return host_array(self._fitted().centers[0])
+
+    @cluster_centers_.setter
+    def cluster_centers_(self, centers: Any) -> None:
+        # Assigned centres (scikit-learn lets users set them): copied into the model's record,
+        # in its dtype and on its device, with the other fields kept.
+        state = self._fitted()
+        C = state.centers[0]
+        new = np.asarray(host_array(centers) if hasattr(centers, "detach") else centers,
+                         dtype=np.float64)
+        if new.shape != tuple(C.shape):
+            raise ValueError(f"cluster_centers_ must have shape {tuple(C.shape)}, got "
+                             f"{new.shape}")
+        if not np.isfinite(new).all():
+            raise ValueError("cluster_centers_ must be finite")
+        value = new.astype(C.dtype) if isinstance(C, np.ndarray) else torch.from_numpy(new).to(
+            device=C.device, dtype=C.dtype)
+        self._state = state.replace_model(0, centers=value)
 
     @property
     def counts_(self) -> np.ndarray:
@@ -172,7 +88,8 @@ class _FittedModel:
     def temperature_schedule_(self) -> TemperatureSchedule:
         """The model's temperature schedule (start, decay per full step, floor, current value)."""
         s = self._fitted()
-        decay = self.get_policy().temperature_factor(len(s.centers[0]), full_batch=True)
+        decay = self.get_policy().fit_temperature_factor(float(s.initial_temperature[0]),
+                                                         float(s.min_temperature[0]))
         return TemperatureSchedule(float(s.initial_temperature[0]), decay,
                                    float(s.min_temperature[0]), float(s.temperature[0]))
 
@@ -187,10 +104,16 @@ class _FittedModel:
         C = self._fitted().centers[0]
         return torch.from_numpy(C) if isinstance(C, np.ndarray) else C
 
+    @property
+    def _n_features_out(self) -> int:
+        """Output features of :meth:`transform` (one per centre), for
+        ``get_feature_names_out``."""
+        return int(self._fitted().n_clusters)
+
     def _fitted(self) -> ModelState:
         state = getattr(self, "_state", None)
         if state is None:
-            raise _not_fitted_error()(
+            raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' or "
                 "'partial_fit' with appropriate arguments before using this estimator."
             )
@@ -275,6 +198,8 @@ class _ModelFile:
         params = {k: v for k, v in self.get_params().items() if not _is_deprecated_default(v)}
         if isinstance(params["random_state"], (np.random.Generator, np.random.RandomState)):
             params["random_state"] = None
+        if callable(params["init"]):  # a function is not data: the centres it gave are
+            params["init"] = getattr(self, "_init_centres", "k-means++")
         # numpy scalars (np.int64(8) clusters, np.float32 temperatures) as JSON numbers
         return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
 
@@ -334,251 +259,66 @@ class _ModelFile:
         return model
 
 
-class _FitShortcuts:
-    """``fit_predict`` and ``fit_transform`` (scikit-learn's ClusterMixin and TransformerMixin)."""
+class _Inputs:
+    """How the scikit-learn face takes its input: validation (scikit-learn's ``validate_data`` for
+    arrays, frames and CSR matrices; the engine's for tensors), weights, a callable ``init``,
+    labels and reports."""
 
-    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
-        """Fit, then return ``labels_``.
+    _state: ModelState
 
-        Parameters
-        ----------
-        X
-            Data ``(n_samples, n_features)``.
-        y
-            Ignored.
+    def _on_device(self, X: Any) -> bool:
+        """Whether ``X`` goes the torch way: a tensor, or a model on an accelerator."""
+        if isinstance(X, torch.Tensor):
+            return True
+        state = getattr(self, "_state", None)
+        if state is not None:
+            return state.on_device
+        return self.device is not None and torch.device(self.device).type != "cpu"
 
-        Returns
-        -------
-        ndarray of shape (n_samples,)
-            The nearest centre of each row.
-
-        Examples
-        --------
-        >>> RBFKMeans(2, random_state=0).fit_predict([[0.0], [0.2], [5.0], [5.2]]).shape
-        (4,)
-        """
-        return self.fit(X).labels_
-
-    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray | torch.Tensor:
-        """Fit, then return the distances of ``X`` to the centres.
-
-        Parameters
-        ----------
-        X
-            Data ``(n_samples, n_features)``.
-        y
-            Ignored.
-
-        Returns
-        -------
-        ndarray or torch.Tensor of shape (n_samples, n_clusters)
-            Distances to every centre.
-
-        Examples
-        --------
-        >>> RBFKMeans(2, random_state=0).fit_transform([[0.0], [0.2], [5.0], [5.2]]).shape
-        (4, 2)
-        """
-        return self.fit(X).transform(X)
-
-
-class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
-    r"""K-Means as a radial-basis-function network, trained by annealed mini-batch gradient steps.
-
-    A point's responsibilities are entmax-1.5 of the logits :math:`-\lVert x - c_k \rVert^2 / T`:
-    exactly sparse (only centres within :math:`2T` of the nearest are non-zero), differentiable,
-    and never NaN. Centres move by the step :math:`c_k \leftarrow c_k + (s_k - m_k c_k) / n_k`
-    computed from each batch's sufficient statistics (masses :math:`m_k`, weighted sums
-    :math:`s_k`) with decayed masses :math:`n_k \leftarrow a\,n_k + m_k`. The temperature anneals
-    by ``temperature_decay`` per step down to ``min_temperature``: soft clustering anneals into
-    exact K-Means (once :math:`2T` is below every point's margin, a full-batch step *is* one Lloyd
-    iteration). A drop-in replacement for scikit-learn's ``MiniBatchKMeans``.
-
-    Parameters
-    ----------
-    n_clusters
-        Number of centres ``k``.
-    init
-        ``"k-means++"`` (greedy, seeded from ``random_state``) or an array of shape ``(k, d)``.
-    n_init
-        Number of k-means++ seedings tried, each annealed on the initialisation data; the one with
-        the lowest K-Means objective is kept. ``"auto"``: 1 for :meth:`fit` and 5 for the first
-        :meth:`partial_fit` batch (1 when that batch is large). Ignored when ``init`` is an array.
-    initial_temperature
-        Starting temperature: a float > 0, or ``"auto"``: twice the mean squared distance of the
-        initialisation data to its nearest initial centre for k-means++ seeds, half that mean
-        for given centres (an ``init`` array), which are kept rather than melted down.
-    temperature_decay
-        Factor applied to the temperature per step, in (0, 1]; 1 keeps it constant. ``"auto"``:
-        0.9 per iteration of :meth:`fit`, and 0.9 per 100 events of a stream (at most per step).
-    min_temperature
-        Floor of the temperature: a float >= 0, or ``"auto"`` (1e-3 x the starting temperature).
-    mapping
-        ``"entmax15"`` (sparse, default), ``"softmax"`` (stable) or ``"hard"`` (plain K-Means).
-    batch_size
-        Events per step in :meth:`fit`; ``None`` means full batch (each step one soft-Lloyd /
-        EM iteration). :meth:`partial_fit` takes one step per call whatever this is.
-    max_iter
-        Full-batch iterations, or epochs over the data when ``batch_size`` is set.
-    tol
-        Stop :meth:`fit` when the squared centre shift of a step (an epoch in mini-batch mode) is
-        below ``tol`` x the mean feature variance, and the clustering is hard (every responsibility
-        one-hot, or the temperature at its floor).
-    half_life
-        Forgetting: events after which the masses have halved (centres follow drift). None never
-        forgets; ``"auto"``: :meth:`fit` never forgets, a stream of :meth:`partial_fit` calls
-        halves its masses every ``max(100, 4 * n_clusters)`` steps.
-    reassignment_ratio
-        A centre whose decayed mass falls below this fraction of the largest one is re-seeded on a
-        poorly served point of the current batch (drawn in proportion to its squared distance to the
-        nearest centre). A full-batch ``fit`` re-seeds only empty centres, onto the farthest points.
-    random_state
-        Seed (int), ``numpy.random.Generator`` or None; every random choice comes from it.
-    device
-        Torch device for the state (``"cpu"``, ``"cuda"``, ...); ``None`` follows the first input
-        (CUDA tensors keep the model on their device).
-    dtype
-        ``"float32"`` or ``"float64"`` for the centres; ``None`` follows the first input.
-    compile
-        On accelerators, run :meth:`partial_fit`'s step through ``torch.compile``: ``True``
-        (default mode) or ``"reduce-overhead"`` (CUDA graphs). Ignored on CPU, where the step is
-        a compiled numba kernel already.
-    temperature
-        Deprecated: the old name of ``initial_temperature``.
-    decay
-        Deprecated: a forgetting factor of the masses per step; use ``half_life``.
-
-    Attributes
-    ----------
-    cluster_centers_ : ndarray of shape (n_clusters, n_features)
-    counts_ : ndarray of shape (n_clusters,)
-        Decayed masses :math:`n_k`.
-    temperature_ : float
-        Current temperature (per model: each stream anneals on its own).
-    labels_ : ndarray of shape (n_samples,)
-        Nearest centre of each training point (after :meth:`fit`).
-    inertia_ : float
-        Sum of squared distances to the nearest centre: of the training data after :meth:`fit`,
-        of the last batch (before its step) after :meth:`partial_fit`.
-    n_steps_ : int
-        Gradient steps taken so far by the model (of the kept seeding, when ``n_init`` > 1): the
-        temperature has been annealed this many times.
-    n_iter_ : int
-        Iterations (epochs) run by the last :meth:`fit`.
-    n_features_in_ : int
-    feature_names_in_ : ndarray of str
-        Only when fitted on a DataFrame with string column names.
-
-    Notes
-    -----
-    Passes scikit-learn's ``check_estimator`` (tests/test_kmeans.py); the one check skipped is
-    ``check_array_api_input``, which scikit-learn itself skips unless ``SCIPY_ARRAY_API=1`` and
-    ``array-api-strict`` are installed. Scoring works in bounded chunks: :meth:`predict_proba`
-    of a million rows needs little memory beyond its output.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from streamrbf import RBFKMeans
-    >>> rng = np.random.default_rng(0)
-    >>> X = np.concatenate([rng.normal(0, 0.3, (50, 2)), rng.normal(5, 0.3, (50, 2))])
-    >>> km = RBFKMeans(n_clusters=2, random_state=0).fit(X)
-    >>> np.round(np.sort(km.cluster_centers_[:, 0]), 1)
-    array([0., 5.])
-    >>> p = km.predict_proba([[2.5, 2.5], [0.0, 0.0]])   # a point between, a point on a centre
-    >>> p.sum(axis=1), bool((p[0] > 0).all()), int((p[1] == 0).sum())
-    (array([1., 1.]), True, 1)
-    """
-
-    def __init__(
-        self,
-        n_clusters: int = 8,
-        *,
-        init: str | np.ndarray = "k-means++",
-        n_init: int | str = "auto",
-        initial_temperature: float | str = "auto",
-        temperature_decay: float | str = "auto",
-        min_temperature: float | str = "auto",
-        mapping: str = "entmax15",
-        batch_size: int | None = None,
-        max_iter: int = 300,
-        tol: float = 1e-4,
-        half_life: float | str | None = "auto",
-        reassignment_ratio: float = 0.01,
-        random_state: int | np.random.Generator | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        compile: bool | str = False,
-        temperature: float | str = _DEPRECATED,
-        decay: float | str = _DEPRECATED,
-    ) -> None:
-        self.n_clusters = n_clusters
-        self.init = init
-        self.n_init = n_init
-        self.initial_temperature = initial_temperature
-        self.temperature_decay = temperature_decay
-        self.min_temperature = min_temperature
-        self.mapping = mapping
-        self.batch_size = batch_size
-        self.max_iter = max_iter
-        self.tol = tol
-        self.half_life = half_life
-        self.reassignment_ratio = reassignment_ratio
-        self.random_state = random_state
-        self.device = device
-        self.dtype = dtype
-        self.compile = compile
-        self.temperature = temperature
-        self.decay = decay
-
-    # ------------------------------------------------------------------------- parameters
-    def get_policy(self, *, warn: bool = False) -> Policy:
-        """The learning policy these parameters define (checked: a bad parameter raises
-        ``ValueError`` naming it; deprecated names are translated, with a DeprecationWarning
-        when ``warn``).
-
-        Parameters
-        ----------
-        warn
-            Whether to warn about deprecated parameters (what ``fit`` does).
-
-        Returns
-        -------
-        Policy
-            What the engine learns with.
-
-        Examples
-        --------
-        >>> RBFKMeans(3, half_life=500).get_policy().forgetting(100)  # per 100 events
-        0.870550563296124
-        """
-        values = self.get_params()
-        cached = getattr(self, "_policy_of", None)
-        # The same parameter objects as last time (each step asks): the same policy.
-        if (not warn and cached is not None and len(cached[0]) == len(values)
-                and all(a is b for a, b in zip(cached[0], values.values()))):
-            return cached[1]
-        params = {k: v for k, v in values.items() if not _is_deprecated_default(v)}
-        policy = Policy.from_params(translate_deprecated(params, "RBFKMeans", warn),
-                                    ignore=ESTIMATOR_PARAMS)
-        if self.dtype not in (None, "float32", "float64"):
-            raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
-        if self.compile not in (False, True, "default", "reduce-overhead"):
-            raise ValueError("compile must be False, True, 'default' or 'reduce-overhead', got "
-                             f"{self.compile!r}")
-        self._policy_of = (tuple(values.values()), policy)
-        return policy
-
-    # ------------------------------------------------------------------------- validation
     def _validate(self, X: Any, *, reset: bool, finite: bool = True) -> Any:
-        """``X`` as the engine takes it: a numpy array for CPU models, a torch tensor on the
-        model's device otherwise."""
+        """``X`` as the engine takes it: a numpy array or CSR matrix for CPU models (validated
+        by scikit-learn's ``validate_data``: feature names and counts, dtypes, finiteness), a
+        torch tensor on the model's device otherwise; values beyond the value rule's limit for
+        the model's dtype are refused either way."""
         state = None if reset else self._fitted()
+        if self._on_device(X):
+            return self._validate_tensor(X, state, finite)
+        model_dtype = self.dtype if state is None else state.centers.dtype
+        if state is not None and self._passes_unchanged(X):
+            Xv = X  # what validate_data returns for it, without its ~0.2 ms of dataframe checks
+        else:
+            if not is_sparse(X):
+                check_real(X)  # the value rule's errors, naming a non-numeric column
+            Xv = validate_data(self, X, reset=reset, accept_sparse="csr",
+                               dtype=[np.float64, np.float32], order="C",
+                               accept_large_sparse=False, ensure_all_finite=False)
+        check_finite(Xv)
+        target = np.dtype(model_dtype) if model_dtype is not None else Xv.dtype
+        # The value rule on the values as given, before a narrower dtype could make them inf.
+        names = getattr(self, "feature_names_in_", None)
+        values = Xv.data[None, :] if is_sparse(Xv) else Xv
+        check_limit(values, value_limit(Xv.shape[1], target), names if not is_sparse(Xv)
+                    else None)
+        if Xv.dtype != target:
+            Xv = Xv.astype(target)
+        return Xv
+
+    def _passes_unchanged(self, X: Any) -> bool:
+        """Whether a fitted model's ``validate_data(X, reset=False)`` would return ``X`` itself
+        without a warning: a C-ordered float numpy array of the fitted width, non-empty, for a
+        model fitted without feature names. A stream's batches usually are."""
+        return (type(X) is np.ndarray and X.ndim == 2 and X.dtype in _FLOATS
+                and X.flags.c_contiguous and X.shape[0] > 0
+                and X.shape[1] == getattr(self, "n_features_in_", None)
+                and not hasattr(self, "feature_names_in_"))
+
+    def _validate_tensor(self, X: Any, state: ModelState | None, finite: bool) -> Any:
         if state is None:
+            validate_data(self, X, reset=True, skip_check_array=True)
             dtype = {"float32": torch.float32, "float64": torch.float64}.get(self.dtype)
             t = as_batch(X, dtype=dtype, device=self.device, estimator=type(self).__name__)
             return t.numpy() if t.device.type == "cpu" else t
-        _check_feature_names(self, feature_names_of(X))
+        validate_data(self, X, reset=False, skip_check_array=True)
         C = state.centers[0]
         t = as_batch(X, n_features=self.n_features_in_,
                      dtype=torch.float32 if C.dtype in (np.float32, torch.float32)
@@ -587,126 +327,66 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
                      estimator=type(self).__name__, finite=finite or not state.on_device)
         return t.numpy() if isinstance(C, np.ndarray) else t
 
-    def _record_input(self, X_raw: Any, X: Any) -> None:
-        self.n_features_in_ = int(X.shape[1])
-        names = feature_names_of(X_raw)
-        if names is not None:
-            self.feature_names_in_ = names
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
+    def _weights(self, sample_weight: Any, X: Any) -> np.ndarray | None:
+        """scikit-learn's checks of ``sample_weight`` (shape, finite, >= 0), as float64."""
+        if sample_weight is None:
+            return None
+        return _check_sample_weight(sample_weight, host_array(X) if isinstance(
+            X, torch.Tensor) else X, dtype=np.float64, ensure_non_negative=True)
 
-    # ------------------------------------------------------------------------------ learning
-    def fit(self, X: Any, y: Any = None) -> RBFKMeans:
-        """Fit from scratch: the best of ``n_init`` seedings, each annealed on ``X`` until its
-        clustering is hard and stable.
+    def _start(self, X: Any, policy: Policy, seed: int) -> Policy:
+        """The policy a model starts with: a callable ``init`` is called now (with a
+        ``RandomState`` drawn from the model's seed) and its centres checked."""
+        if self.init_size is not None and self.init_size < self.n_clusters:
+            warn_caller(f"init_size={self.init_size} should be larger than n_clusters="
+                        f"{self.n_clusters}. Setting it to n_clusters.", RuntimeWarning)
+        if not callable(self.init):
+            return policy
+        from dataclasses import replace
 
-        Parameters
-        ----------
-        X
-            Data ``(n_samples, n_features)``: numpy, pandas, torch (CUDA tensors fit on the
-            device) or nested lists.
-        y
-            Ignored (scikit-learn protocol).
+        rng = np.random.RandomState(int(seed % 2**32))
+        centres = self.init(X, int(self.n_clusters), rng)
+        if isinstance(centres, torch.Tensor):
+            centres = host_array(centres)
+        centres = np.array(centres.toarray() if is_sparse(centres) else centres,
+                           dtype=np.float64)
+        self._init_centres = centres
+        return replace(policy, init=centres)
 
-        Returns
-        -------
-        RBFKMeans
-            The fitted estimator.
+    def _set_labels(self, labels: Any) -> None:
+        if self.compute_labels:
+            self.labels_ = host_array(labels).astype(np.int32)
 
-        Examples
-        --------
-        >>> km = RBFKMeans(2, random_state=0).fit([[0.0], [0.2], [5.0], [5.2]])
-        >>> sorted(km.cluster_centers_.ravel().round(1).tolist()), len(set(km.labels_.tolist()))
-        ([0.1, 5.1], 2)
-        """
-        policy = self.get_policy(warn=True)
-        Xv = self._validate(X, reset=True)
-        r = engine.fit(Xv, policy, seed_from(self.random_state), feature_names=_names(X))
-        self._state = r.state
-        self._record_input(X, Xv)
-        self.n_steps_ = int(r.state.n_steps[0])
-        self.n_iter_ = r.n_iter
-        self.labels_ = host_array(r.labels)
-        self.inertia_ = r.inertia
-        return self
+    def _feature_names(self) -> tuple[str, ...] | None:
+        names = getattr(self, "feature_names_in_", None)
+        return None if names is None else tuple(str(n) for n in names)
 
-    def partial_fit(self, X: Any, y: Any = None) -> RBFKMeans:
-        """One annealed gradient step on the batch ``X``.
+    def _progress(self) -> Any:
+        """``fit``'s report of each seeding, when ``verbose``."""
+        if not self.verbose:
+            return None
 
-        The first call initialises: the best of ``n_init`` k-means++ seedings of the batch, each
-        annealed on it until hard, so a stream starts from a good clustering of its first batch.
-        Later calls take exactly one step each. The model is unchanged if the call raises.
+        def report(trial: int, n_iter: int, temperature: float, inertia: float) -> None:
+            print(f"Seeding {trial}: {n_iter} iterations, temperature {temperature:.4g}, "
+                  f"inertia {inertia:.6g}")
+        return report
 
-        Parameters
-        ----------
-        X
-            A batch ``(n_samples, n_features)``.
-        y
-            Ignored (scikit-learn protocol).
+    def _warn_if_fewer_clusters(self) -> None:
+        """scikit-learn's warning when the points fall into fewer clusters than asked for."""
+        distinct = len(np.unique(self.labels_))
+        if distinct < int(self.n_clusters):
+            warn_caller(f"Number of distinct clusters ({distinct}) found smaller than "
+                        f"n_clusters ({self.n_clusters}). Possibly due to duplicate points in X.",
+                        ConvergenceWarning)
 
-        Returns
-        -------
-        RBFKMeans
-            The estimator itself.
 
-        Examples
-        --------
-        >>> km = RBFKMeans(2, random_state=0).partial_fit([[0.0], [0.2], [5.0], [5.2]])
-        >>> km.partial_fit([[0.1], [5.1]]).n_steps_ > 0
-        True
-        """
-        if not hasattr(self, "_state"):
-            policy = self.get_policy(warn=True)
-            Xv = self._validate(X, reset=True)
-            r = engine.initialise(Xv, policy, seed_from(self.random_state), _names(X))
-            self._state = r.state
-            self._record_input(X, Xv)
-            self.n_steps_ = int(r.state.n_steps[0])
-            self.inertia_ = r.inertia
-            return self
-        self._learn(X, keep=False)
-        return self
+class _ShardSteps:
+    """Steps from statistics summed over shards, and reheating (for pipelines that split a batch
+    over workers, or react to drift)."""
 
-    def score_then_learn(self, X: Any) -> BatchResult:
-        """Score the batch ``X`` with the model as it is, then take :meth:`partial_fit`'s step on
-        it, in one pass over the data (prequential evaluation; what streaming adapters do with
-        every batch). The model must be fitted.
+    _state: ModelState
 
-        Parameters
-        ----------
-        X
-            A batch ``(n_samples, n_features)``.
-
-        Returns
-        -------
-        BatchResult
-            The batch's result before the step: ``labels`` and ``nearest`` (what :meth:`predict`
-            and the squared distances would have given), the statistics the step used and, for
-            CPU models, the sparse ``memberships`` (what :meth:`predict_proba` would have given).
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> km = RBFKMeans(2, random_state=0).partial_fit([[0.0], [0.2], [5.0], [5.2]])
-        >>> X = np.array([[0.1], [5.1], [2.6]])
-        >>> before = km.predict(X)
-        >>> r = km.score_then_learn(X)   # the point halfway has two non-zero memberships
-        >>> bool((r.labels == before).all()), r.memberships.length.tolist()
-        (True, [1, 1, 2])
-        """
-        self._fitted()
-        return self._learn(X, keep=True)
-
-    def _learn(self, X: Any, keep: bool) -> BatchResult:
-        state = self._fitted()
-        Xv = self._validate(X, reset=False, finite=False)
-        self._state, r = engine.step(state, Xv, self.get_policy(), keep=keep,
-                                     compile=self.compile)
-        self.n_steps_ += 1
-        self.inertia_ = _inertia(r)
-        return r
-
-    def statistics(self, X: Any) -> SufficientStatistics:
+    def statistics(self, X: Any, sample_weight: Any = None) -> SufficientStatistics:
         """Sufficient statistics of ``X`` against the current centres and temperature (no step):
         sum those of several shards and :meth:`apply_statistics` takes exactly the step that
         ``partial_fit`` on their union would take (without re-seeding).
@@ -715,6 +395,8 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
         ----------
         X
             A batch (or shard) ``(n_samples, n_features)``.
+        sample_weight
+            Weight of each row (None: all 1).
 
         Returns
         -------
@@ -728,7 +410,9 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
         [1.0, 2.0]
         """
         state = self._fitted()
-        return engine.statistics(state, self._validate(X, reset=False), self.get_policy())
+        Xv = self._validate(X, reset=False)
+        return engine.statistics(state, Xv, self.get_policy(),
+                                 sample_weight=self._weights(sample_weight, Xv))
 
     def apply_statistics(self, stats: SufficientStatistics) -> RBFKMeans:
         """Take one step from (merged) sufficient statistics, as :meth:`partial_fit` does, but
@@ -778,6 +462,374 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
         self._state = engine.reheat(self._fitted(), factor)
         return self.temperature_
 
+
+
+class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixFeaturesOutMixin,
+                ClusterMixin, TransformerMixin, BaseEstimator):
+    r"""K-Means as a radial-basis-function network, trained by annealed mini-batch gradient steps.
+
+    A point's responsibilities are entmax-1.5 of the logits :math:`-\lVert x - c_k \rVert^2 / T`:
+    exactly sparse (only centres within :math:`2T` of the nearest are non-zero), differentiable,
+    and never NaN. Centres move by the step :math:`c_k \leftarrow c_k + (s_k - m_k c_k) / n_k`
+    computed from each batch's sufficient statistics (masses :math:`m_k`, weighted sums
+    :math:`s_k`) with decayed masses :math:`n_k \leftarrow a\,n_k + m_k`. The temperature anneals
+    by ``temperature_decay`` per step down to ``min_temperature``: soft clustering anneals into
+    exact K-Means (once :math:`2T` is below every point's margin, a full-batch step *is* one Lloyd
+    iteration). A drop-in replacement for scikit-learn's ``MiniBatchKMeans``.
+
+    Parameters
+    ----------
+    n_clusters
+        Number of centres ``k``.
+    init
+        ``"k-means++"`` (greedy, seeded from ``random_state``), ``"random"`` (``n_clusters``
+        distinct rows drawn at random), an array of shape ``(k, d)``, or a callable
+        ``init(X, n_clusters, random_state)`` returning such an array (``random_state`` is a
+        ``numpy.random.RandomState`` drawn from this estimator's seed). Seedings and draws
+        weigh rows by ``sample_weight``.
+    n_init
+        Number of seedings tried, each annealed on the initialisation data; the one with the
+        lowest K-Means objective is kept. ``"auto"``: 1 for :meth:`fit` and 5 for the first
+        :meth:`partial_fit` batch (1 when that batch is large). Ignored when ``init`` is an array
+        or a callable.
+    initial_temperature
+        Starting temperature: a float > 0, or ``"auto"``: twice the mean squared distance of the
+        initialisation data to its nearest initial centre for k-means++ seeds, half that mean
+        for given centres (an ``init`` array), which are kept rather than melted down.
+    temperature_decay
+        Factor applied to the temperature per step, in (0, 1]; 1 keeps it constant. ``"auto"``:
+        0.9 per iteration of :meth:`fit`, and 0.9 per 100 events of a stream (at most per step).
+    min_temperature
+        Floor of the temperature: a float >= 0, or ``"auto"`` (1e-3 x the starting temperature).
+    mapping
+        ``"entmax15"`` (sparse, default), ``"softmax"`` (stable) or ``"hard"`` (plain K-Means).
+    batch_size
+        Events per step in :meth:`fit`; ``None`` means full batch (each step one soft-Lloyd /
+        EM iteration). :meth:`partial_fit` takes one step per call whatever this is.
+    init_size
+        Rows the seedings (and the automatic starting temperature) are drawn from: a random
+        sample of that many rows (at least ``n_clusters``); None: all rows, up to 100,000.
+    max_iter
+        Full-batch iterations, or epochs over the data when ``batch_size`` is set.
+    tol
+        Stop :meth:`fit` when the squared centre shift of a step (an epoch in mini-batch mode) is
+        below ``tol`` x the mean feature variance, and the clustering is hard (every responsibility
+        one-hot, or the temperature at its floor).
+    half_life
+        Forgetting: events after which the masses have halved (centres follow drift). None never
+        forgets; ``"auto"``: :meth:`fit` never forgets, a stream of :meth:`partial_fit` calls
+        halves its masses every ``max(100, 4 * n_clusters)`` steps.
+    reassignment_ratio
+        A centre whose decayed mass falls below this fraction of the largest one is re-seeded on a
+        poorly served point of the current batch (drawn in proportion to its squared distance to the
+        nearest centre). A full-batch ``fit`` re-seeds only empty centres, onto the farthest points.
+    random_state
+        Seed (int), ``numpy.random.Generator`` or None; every random choice comes from it.
+    device
+        Torch device for the state (``"cpu"``, ``"cuda"``, ...); ``None`` follows the first input
+        (CUDA tensors keep the model on their device).
+    dtype
+        ``"float32"`` or ``"float64"`` for the centres; ``None`` follows the first input.
+    compile
+        On accelerators, run :meth:`partial_fit`'s step through ``torch.compile``: ``True``
+        (default mode) or ``"reduce-overhead"`` (CUDA graphs). Ignored on CPU, where the step is
+        a compiled numba kernel already.
+    compute_labels
+        Whether :meth:`partial_fit` sets ``labels_`` (and ``inertia_``) for its batch, from the
+        step's own pass: each row's nearest centre before the step (no second pass).
+    verbose
+        Print one line per seeding of :meth:`fit` (iterations, temperature, objective) when > 0.
+    temperature
+        Deprecated: the old name of ``initial_temperature``.
+    decay
+        Deprecated: a forgetting factor of the masses per step; use ``half_life``.
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (n_clusters, n_features)
+    counts_ : ndarray of shape (n_clusters,)
+        Decayed masses :math:`n_k`.
+    temperature_ : float
+        Current temperature (per model: each stream anneals on its own).
+    labels_ : ndarray of shape (n_samples,), int32
+        Nearest centre of each training point after :meth:`fit`; of each row of the last batch
+        (before its step) after :meth:`partial_fit` with ``compute_labels``.
+    inertia_ : float
+        Sum of (weighted) squared distances to the nearest centre: of the training data after
+        :meth:`fit`, of the last batch (before its step) after :meth:`partial_fit`.
+    n_steps_ : int
+        Gradient steps taken so far by the model (of the kept seeding, when ``n_init`` > 1): the
+        temperature has been annealed this many times.
+    n_iter_ : int
+        Iterations (epochs) run by the last :meth:`fit`.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when fitted on a DataFrame with string column names.
+
+    Notes
+    -----
+    A scikit-learn estimator (``BaseEstimator``, ``ClusterMixin``, ``TransformerMixin``):
+    parameters are validated by scikit-learn's constraints, input by its ``validate_data``
+    (dense or CSR sparse; CSR products stay sparse, centres are dense). scikit-learn's own
+    k-means tests pass with it in ``MiniBatchKMeans``'s place (tests/sklearn_suite). Torch
+    tensors are taken as they are (CUDA tensors keep the model on their device). Scoring works
+    in bounded chunks: :meth:`predict_proba` of a million rows needs little memory beyond its
+    output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from streamrbf import RBFKMeans
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(0, 0.3, (50, 2)), rng.normal(5, 0.3, (50, 2))])
+    >>> km = RBFKMeans(n_clusters=2, random_state=0).fit(X)
+    >>> np.round(np.sort(km.cluster_centers_[:, 0]), 1)
+    array([0., 5.])
+    >>> p = km.predict_proba([[2.5, 2.5], [0.0, 0.0]])   # a point between, a point on a centre
+    >>> p.sum(axis=1), bool((p[0] > 0).all()), int((p[1] == 0).sum())
+    (array([1., 1.]), True, 1)
+    """
+
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "init": [StrOptions(set(INITS)), callable, "array-like"],
+        "n_init": [_AUTO, Interval(Integral, 1, None, closed="left")],
+        "initial_temperature": [_AUTO, _REAL_POSITIVE],
+        "temperature_decay": [_AUTO, Interval(Real, 0, 1, closed="right")],
+        "min_temperature": [_AUTO, Interval(Real, 0, None, closed="left")],
+        "mapping": [StrOptions(set(MAPPINGS))],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "init_size": [Interval(Integral, 1, None, closed="left"), None],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "half_life": [_AUTO, _REAL_POSITIVE, None],
+        "reassignment_ratio": [Interval(Real, 0, 1, closed="left")],
+        "random_state": ["random_state", np.random.Generator],
+        "device": [str, None],
+        "dtype": [StrOptions({"float32", "float64"}), None],
+        "compile": ["boolean", StrOptions({"default", "reduce-overhead"})],
+        "compute_labels": ["boolean"],
+        "verbose": ["verbose"],
+        "temperature": [Hidden(StrOptions({_DEPRECATED})), _AUTO, _REAL_POSITIVE],
+        "decay": [Hidden(StrOptions({_DEPRECATED})), Interval(Real, 0, 1, closed="right")],
+    }
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        init: Any = "k-means++",
+        n_init: int | str = "auto",
+        initial_temperature: float | str = "auto",
+        temperature_decay: float | str = "auto",
+        min_temperature: float | str = "auto",
+        mapping: str = "entmax15",
+        batch_size: int | None = None,
+        init_size: int | None = None,
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        half_life: float | str | None = "auto",
+        reassignment_ratio: float = 0.01,
+        random_state: int | np.random.Generator | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        compile: bool | str = False,
+        compute_labels: bool = True,
+        verbose: int = 0,
+        temperature: float | str = _DEPRECATED,
+        decay: float | str = _DEPRECATED,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.initial_temperature = initial_temperature
+        self.temperature_decay = temperature_decay
+        self.min_temperature = min_temperature
+        self.mapping = mapping
+        self.batch_size = batch_size
+        self.init_size = init_size
+        self.max_iter = max_iter
+        self.tol = tol
+        self.half_life = half_life
+        self.reassignment_ratio = reassignment_ratio
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+        self.compile = compile
+        self.compute_labels = compute_labels
+        self.verbose = verbose
+        self.temperature = temperature
+        self.decay = decay
+
+    # ------------------------------------------------------------------------- parameters
+    def get_policy(self, *, warn: bool = False) -> Policy:
+        """The learning policy these parameters define (checked: a bad parameter raises
+        ``ValueError`` naming it; deprecated names are translated, with a DeprecationWarning
+        when ``warn``).
+
+        Parameters
+        ----------
+        warn
+            Whether to warn about deprecated parameters (what ``fit`` does).
+
+        Returns
+        -------
+        Policy
+            What the engine learns with.
+
+        Examples
+        --------
+        >>> RBFKMeans(3, half_life=500).get_policy().forgetting(100)  # per 100 events
+        0.870550563296124
+        """
+        # (the parameters as get_params gives them, without its signature inspection per step)
+        values = {name: getattr(self, name) for name in _param_names(type(self))}
+        cached = getattr(self, "_policy_of", None)
+        # The same parameter objects as last time (each step asks): the same policy.
+        if (not warn and cached is not None and len(cached[0]) == len(values)
+                and all(a is b for a, b in zip(cached[0], values.values()))):
+            return cached[1]
+        params = {k: v for k, v in values.items() if not _is_deprecated_default(v)}
+        if callable(params["init"]):  # resolved into centres when a model starts (_start)
+            params["init"] = "k-means++"
+        policy = Policy.from_params(translate_deprecated(params, "RBFKMeans", warn),
+                                    ignore=ESTIMATOR_PARAMS)
+        if self.dtype not in (None, "float32", "float64"):
+            raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
+        if self.compile not in (False, True, "default", "reduce-overhead"):
+            raise ValueError("compile must be False, True, 'default' or 'reduce-overhead', got "
+                             f"{self.compile!r}")
+        self._policy_of = (tuple(values.values()), policy)
+        return policy
+
+    # ------------------------------------------------------------------------------ learning
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> RBFKMeans:
+        """Fit from scratch: the best of ``n_init`` seedings, each annealed on ``X`` until its
+        clustering is hard and stable.
+
+        Parameters
+        ----------
+        X
+            Data ``(n_samples, n_features)``: numpy, pandas, scipy sparse (CSR), torch (CUDA
+            tensors fit on the device) or nested lists.
+        y
+            Ignored (scikit-learn protocol).
+        sample_weight
+            Weight of each row (None: all 1); a row of weight ``w`` counts as ``w`` copies of it.
+
+        Returns
+        -------
+        RBFKMeans
+            The fitted estimator.
+
+        Examples
+        --------
+        >>> km = RBFKMeans(2, random_state=0).fit([[0.0], [0.2], [5.0], [5.2]])
+        >>> sorted(km.cluster_centers_.ravel().round(1).tolist()), len(set(km.labels_.tolist()))
+        ([0.1, 5.1], 2)
+        """
+        policy = self.get_policy(warn=True)
+        Xv = self._validate(X, reset=True)
+        w = self._weights(sample_weight, Xv)
+        seed = seed_from(self.random_state)
+        policy = self._start(Xv, policy, seed)
+        r = engine.fit(Xv, policy, seed, feature_names=self._feature_names(),
+                       sample_weight=w, progress=self._progress())
+        self._state = r.state
+        self.n_steps_ = int(r.state.n_steps[0])
+        self.n_iter_ = r.n_iter
+        self.labels_ = host_array(r.labels).astype(np.int32)
+        self.inertia_ = r.inertia
+        self._warn_if_fewer_clusters()
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> RBFKMeans:
+        """One annealed gradient step on the batch ``X``.
+
+        The first call initialises: the best of ``n_init`` seedings of the batch, each annealed
+        on it until hard, so a stream starts from a good clustering of its first batch. Later
+        calls take exactly one step each. The model is unchanged if the call raises.
+
+        Parameters
+        ----------
+        X
+            A batch ``(n_samples, n_features)``.
+        y
+            Ignored (scikit-learn protocol).
+        sample_weight
+            Weight of each row (None: all 1): its share of the step.
+
+        Returns
+        -------
+        RBFKMeans
+            The estimator itself.
+
+        Examples
+        --------
+        >>> km = RBFKMeans(2, random_state=0).partial_fit([[0.0], [0.2], [5.0], [5.2]])
+        >>> km.partial_fit([[0.1], [5.1]]).n_steps_ > 0
+        True
+        """
+        if not hasattr(self, "_state"):
+            policy = self.get_policy(warn=True)
+            Xv = self._validate(X, reset=True)
+            w = self._weights(sample_weight, Xv)
+            seed = seed_from(self.random_state)
+            policy = self._start(Xv, policy, seed)
+            r = engine.initialise(Xv, policy, seed, self._feature_names(), sample_weight=w)
+            self._state = r.state
+            self.n_steps_ = int(r.state.n_steps[0])
+            self.inertia_ = r.inertia
+            self._set_labels(r.labels)
+            return self
+        self._learn(X, keep=self.compute_labels, sample_weight=sample_weight)
+        return self
+
+    def score_then_learn(self, X: Any) -> BatchResult:
+        """Score the batch ``X`` with the model as it is, then take :meth:`partial_fit`'s step on
+        it, in one pass over the data (prequential evaluation; what streaming adapters do with
+        every batch). The model must be fitted.
+
+        Parameters
+        ----------
+        X
+            A batch ``(n_samples, n_features)``.
+
+        Returns
+        -------
+        BatchResult
+            The batch's result before the step: ``labels`` and ``nearest`` (what :meth:`predict`
+            and the squared distances would have given), the statistics the step used and, for
+            CPU models, the sparse ``memberships`` (what :meth:`predict_proba` would have given).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> km = RBFKMeans(2, random_state=0).partial_fit([[0.0], [0.2], [5.0], [5.2]])
+        >>> X = np.array([[0.1], [5.1], [2.6]])
+        >>> before = km.predict(X)
+        >>> r = km.score_then_learn(X)   # the point halfway has two non-zero memberships
+        >>> bool((r.labels == before).all()), r.memberships.length.tolist()
+        (True, [1, 1, 2])
+        """
+        self._fitted()
+        return self._learn(X, keep=True)
+
+    def _learn(self, X: Any, keep: bool, sample_weight: Any = None) -> BatchResult:
+        state = self._fitted()
+        Xv = self._validate(X, reset=False, finite=False)
+        w = self._weights(sample_weight, Xv)
+        self._state, r = engine.step(state, Xv, self.get_policy(), keep=keep,
+                                     compile=self.compile, sample_weight=w)
+        self.n_steps_ += 1
+        # (an accelerator step that kept nothing has no distances)
+        self.inertia_ = math.nan if r.nearest is None else engine.weighted_sum(r.nearest, w)
+        if r.labels is not None:
+            self._set_labels(r.labels)
+        return r
+
     # ------------------------------------------------------------------------- inference
     def predict(self, X: Any) -> np.ndarray | torch.Tensor:
         """Index of the nearest centre of each row (the arg-max membership under every mapping).
@@ -790,7 +842,7 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
         Returns
         -------
         ndarray or torch.Tensor of shape (n_samples,)
-            Cluster indices (a tensor for tensor input).
+            Cluster indices, int32 (an int64 tensor for tensor input).
 
         Examples
         --------
@@ -799,7 +851,9 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
         True
         """
         labels, _ = engine.nearest(self._fitted(), self._validate(X, reset=False))
-        return _output(X, labels)
+        if isinstance(X, torch.Tensor):
+            return _output(X, labels)
+        return host_array(labels).astype(np.int32)
 
     def predict_proba(self, X: Any) -> np.ndarray | torch.Tensor:
         """Memberships ``(n, k)`` at the current temperature; rows sum to 1, exact zeros with
@@ -845,7 +899,7 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
         """
         return _output(X, engine.distances(self._fitted(), self._validate(X, reset=False)))
 
-    def score(self, X: Any, y: Any = None) -> float:
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Opposite of the K-Means objective of ``X`` (higher is better, as in scikit-learn).
 
         Parameters
@@ -854,11 +908,13 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
             Data ``(n_samples, n_features)``.
         y
             Ignored.
+        sample_weight
+            Weight of each row (None: all 1).
 
         Returns
         -------
         float
-            Minus the sum of squared distances to the nearest centre.
+            Minus the (weighted) sum of squared distances to the nearest centre.
 
         Examples
         --------
@@ -866,18 +922,29 @@ class RBFKMeans(_FitShortcuts, _ModelFile, _FittedModel, _EstimatorProtocol):
         >>> round(km.score([[0.1], [5.1]]), 6)
         -0.0
         """
-        _, d2 = engine.nearest(self._fitted(), self._validate(X, reset=False))
-        return -float(d2.sum())
+        Xv = self._validate(X, reset=False)
+        _, d2 = engine.nearest(self._fitted(), Xv)
+        return -engine.weighted_sum(d2, self._weights(sample_weight, Xv))
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "_state")
+
+
+
+@functools.cache
+def _param_names(cls: type) -> tuple[str, ...]:
+    """The constructor's parameter names, as ``get_params`` finds them (once per class)."""
+    return tuple(cls._get_param_names())
 
 
 def _is_deprecated_default(value: Any) -> bool:
     return isinstance(value, str) and value == _DEPRECATED
-
-
-def _names(X: Any) -> tuple[str, ...] | None:
-    names = feature_names_of(X)
-    return None if names is None else tuple(str(n) for n in names)
 
 
 def _output(X_raw: Any, out: Any) -> Any:
@@ -886,31 +953,3 @@ def _output(X_raw: Any, out: Any) -> Any:
         t = torch.from_numpy(out) if isinstance(out, np.ndarray) else out
         return t.to(X_raw.device)
     return host_array(out)
-
-
-def _inertia(r: BatchResult) -> float:
-    if r.nearest is None:  # an accelerator step that did not keep its result
-        return math.nan
-    return float(r.nearest.sum())
-
-
-def _check_feature_names(model: RBFKMeans, names: np.ndarray | None) -> None:
-    """scikit-learn's rules for the feature names of ``X`` against those seen in fit."""
-    fitted = getattr(model, "feature_names_in_", None)
-    name = type(model).__name__
-    if fitted is not None and names is None:
-        warn_caller(f"X does not have valid feature names, but {name} was fitted with feature "
-                    "names", UserWarning)
-    elif fitted is None and names is not None:
-        warn_caller(f"X has feature names, but {name} was fitted without feature names",
-                    UserWarning)
-    elif fitted is not None and (len(names) != len(fitted) or np.any(names != fitted)):
-        unseen = sorted(set(names) - set(fitted))
-        missing = sorted(set(fitted) - set(names))
-        raise ValueError(
-            "The feature names should match those that were passed during fit.\n"
-            + (f"Feature names unseen at fit time: {unseen}\n" if unseen else "")
-            + (f"Feature names seen at fit time, yet now missing: {missing}\n" if missing else "")
-            + ("Feature names must be in the same order as they were in fit.\n"
-               if not unseen and not missing else "")
-        )

@@ -57,7 +57,9 @@ def test_annealed_entmax_steps_reproduce_the_lloyd_trajectory(name, seed):
             k, init=C0, initial_temperature=temperature, temperature_decay=1.0, max_iter=t, tol=0.0
         ).fit(X)
         np.testing.assert_allclose(model.cluster_centers_, ref[t - 1], rtol=0, atol=1e-6)
-        assert model.n_iter_ == t
+        # Lloyd's strict convergence: an earlier stop only once the centres no longer move.
+        i = model.n_iter_
+        assert i == t or (1 < i < t and np.array_equal(ref[i - 1], ref[i - 2]))
 
 
 def test_soft_steps_above_the_margin_are_not_lloyd():

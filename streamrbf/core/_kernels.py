@@ -180,14 +180,20 @@ def responsibilities_given_nearest(d, jmin, dmin, divisor, mapping, vals, idx, r
 
 @_jit_batch
 def batch_responsibilities(X, C, G, divisor, mapping, vals, idx, length, labels, nearest,  # noqa: C901
-                           mass):
+                           mass, row_norms, weights, exact_below):
     """Sparse responsibilities of the batch ``X`` against centres ``C``, given ``G = X @ C.T``.
 
     Row ``i`` gets ``length[i]`` non-zeros ``vals[i, :length[i]]`` at centres
     ``idx[i, :length[i]]``, its nearest centre ``labels[i]`` at squared distance ``nearest[i]``;
-    masses are added to ``mass``. Returns ``(weighted distortion sum_ik p_ik d_ik, number of
-    non-zeros)``, or ``(0, -1)`` as soon as a row has more entmax candidates than ``vals`` has
-    columns (the caller retries with room for all ``k``; ``mass`` is then partial: reset it).
+    masses (times the row's weight) are added to ``mass``. ``row_norms``: the rows' squared norms,
+    or empty to compute them from ``X`` (a sparse batch passes them, with ``X`` of no columns);
+    ``weights``: each row's weight, or empty for weight 1. A squared distance by the expansion
+    below ``exact_below * (|x|^2 + |c|^2)`` has lost its digits to cancellation: it is summed
+    from differences instead (a point on a centre is at exactly 0; 0: never). Returns
+    ``(weighted distortion
+    sum_ik w_i p_ik d_ik, number of non-zeros of the rows of weight > 0)``, or ``(0, -1)`` as
+    soon as a row has more entmax candidates than ``vals`` has columns (the caller retries with
+    room for all ``k``; ``mass`` is then partial: reset it).
     """
     B, k = G.shape
     dim = X.shape[1]
@@ -195,20 +201,33 @@ def batch_responsibilities(X, C, G, divisor, mapping, vals, idx, length, labels,
     cc = np.empty(k, np.float64)
     for j in range(k):
         acc = 0.0
-        for t in range(dim):
+        for t in range(C.shape[1]):
             acc += np.float64(C[j, t]) * C[j, t]
         cc[j] = acc
     d = np.empty(k, np.float64)
     ubuf = np.empty(k, np.float64)
     tbuf = np.empty(k, np.float64)
+    weighted = weights.shape[0] > 0
     loss = 0.0
     nnz = 0
     for i in range(B):
-        xx = 0.0
-        for t in range(dim):
-            xx += np.float64(X[i, t]) * X[i, t]
+        wi = weights[i] if weighted else 1.0
+        if row_norms.shape[0] > 0:
+            xx = row_norms[i]
+        else:
+            xx = 0.0
+            for t in range(dim):
+                xx += np.float64(X[i, t]) * X[i, t]
         for j in range(k):  # branch-free: vectorises
             d[j] = max(xx - 2.0 * G[i, j] + cc[j], 0.0)
+        if exact_below > 0.0:
+            for j in range(k):
+                if d[j] < exact_below * (xx + cc[j]):
+                    s = 0.0
+                    for t in range(dim):
+                        diff = np.float64(X[i, t]) - np.float64(C[j, t])
+                        s += diff * diff
+                    d[j] = s
         jmin = 0
         dmin = math.inf
         dsecond = math.inf
@@ -228,9 +247,9 @@ def batch_responsibilities(X, C, G, divisor, mapping, vals, idx, length, labels,
             length[i] = 1
             labels[i] = jmin
             nearest[i] = dmin
-            nnz += 1
-            mass[jmin] += 1.0
-            loss += dmin
+            nnz += 1 if wi > 0.0 else 0
+            mass[jmin] += wi
+            loss += wi * dmin
             continue
         if cap < k and mapping != HARD:
             if mapping == SOFTMAX:
@@ -248,9 +267,9 @@ def batch_responsibilities(X, C, G, divisor, mapping, vals, idx, length, labels,
         length[i] = n
         labels[i] = jmin
         nearest[i] = dmin
-        nnz += n
+        nnz += n if wi > 0.0 else 0
         for r in range(n):
-            p = vals[i, r]
+            p = wi * vals[i, r]
             j = idx[i, r]
             mass[j] += p
             loss += p * d[j]
@@ -258,12 +277,15 @@ def batch_responsibilities(X, C, G, divisor, mapping, vals, idx, length, labels,
 
 
 @_jit_batch
-def scatter_sums(X, vals, idx, length, sums):
-    """``sums[k] += sum_i p_ik x_i`` over the sparse responsibilities (cost: non-zeros x dim)."""
+def scatter_sums(X, vals, idx, length, sums, weights):
+    """``sums[k] += sum_i w_i p_ik x_i`` over the sparse responsibilities (cost: non-zeros x
+    dim); ``weights`` empty: every ``w_i`` is 1."""
     B, dim = X.shape
+    weighted = weights.shape[0] > 0
     for i in range(B):
+        wi = weights[i] if weighted else 1.0
         for r in range(length[i]):
-            p = vals[i, r]
+            p = wi * vals[i, r]
             j = idx[i, r]
             for t in range(dim):
                 sums[j, t] += p * X[i, t]
@@ -281,13 +303,15 @@ def densify(vals, idx, length, k):
 
 
 @_jit
-def kmeans_plusplus_indices(X, first, uniforms, out):
+def kmeans_plusplus_indices(X, first, uniforms, out, weights):
     """Greedy k-means++ on ``X`` (float64, ``(n, d)``): ``out[0] = first``, then each next
-    centre is the best (lowest total squared distance to the nearest centre) of
-    ``uniforms.shape[1]`` candidates drawn in proportion to the squared distance to the centres
-    so far, candidate ``t`` of centre ``c`` from the uniform ``uniforms[c - 1, t]``
-    (uniformly when every point already sits on a centre). Fills ``out`` with row indices."""
+    centre is the best (lowest total weighted squared distance to the nearest centre) of
+    ``uniforms.shape[1]`` candidates drawn in proportion to the weighted squared distance to the
+    centres so far, candidate ``t`` of centre ``c`` from the uniform ``uniforms[c - 1, t]``
+    (in proportion to the weights when every point already sits on a centre). ``weights``
+    empty: every weight is 1. Fills ``out`` with row indices."""
     n, d = X.shape
+    weighted = weights.shape[0] > 0
     n_clusters = out.shape[0]
     trials = uniforms.shape[1]
     out[0] = first
@@ -301,16 +325,23 @@ def kmeans_plusplus_indices(X, first, uniforms, out):
     cum = np.empty(n)
     cand = np.empty(trials, np.int64)
     pot = np.empty((trials, n))
+    wsum = np.empty(n)
+    wtotal = 0.0
+    for i in range(n):
+        wtotal += weights[i] if weighted else 1.0
+        wsum[i] = wtotal
     for c in range(1, n_clusters):
         total = 0.0
         for i in range(n):
-            total += closest[i]
+            total += closest[i] * weights[i] if weighted else closest[i]
             cum[i] = total
         for t in range(trials):
             u = uniforms[c - 1, t]
             if total > 0.0 and math.isfinite(total):
                 # First index whose cumulative sum reaches u * total (numpy's searchsorted).
                 cand[t] = min(np.searchsorted(cum, u * total), n - 1)
+            elif weighted:
+                cand[t] = min(np.searchsorted(wsum, u * wtotal, side="right"), n - 1)
             else:
                 cand[t] = min(int(u * n), n - 1)
         best, best_pot = 0, np.inf
@@ -326,10 +357,58 @@ def kmeans_plusplus_indices(X, first, uniforms, out):
                     dist += diff * diff
                 p = closest[i] if closest[i] < dist else dist
                 pot[t, i] = p
-                s_pot += p
+                s_pot += p * weights[i] if weighted else p
             if s_pot < best_pot:
                 best, best_pot = t, s_pot
         out[c] = cand[best]
         for i in range(n):
             closest[i] = pot[best, i]
     return out
+
+
+@_jit
+def exact_small_sq_distances(X, C, D, xx, cc, ratio):
+    """Recompute, as sums of squared differences, the entries of ``D`` (squared distances of
+    the rows of ``X`` to the centres ``C`` by the norm expansion) below ``ratio * (xx + cc)``:
+    there the expansion has cancelled most of its digits (a point on a centre gets ~1e-7
+    instead of 0). Returns how many entries were recomputed."""
+    n, k = D.shape
+    dim = X.shape[1]
+    count = 0
+    for i in range(n):
+        for j in range(k):
+            if D[i, j] < ratio * (xx[i] + cc[j]):
+                s = 0.0
+                for t in range(dim):
+                    diff = np.float64(X[i, t]) - np.float64(C[j, t])
+                    s += diff * diff
+                D[i, j] = s
+                count += 1
+    return count
+
+
+@_jit
+def exact_small_sq_distances_csr(data, indices, indptr, C, D, xx, cc, ratio):
+    """:func:`exact_small_sq_distances` for rows in CSR form (``data``, ``indices``,
+    ``indptr``; column indices sorted): each recomputed entry walks the row's non-zeros and
+    the centre's other coordinates."""
+    n, k = D.shape
+    dim = C.shape[1]
+    count = 0
+    for i in range(n):
+        lo, hi = indptr[i], indptr[i + 1]
+        for j in range(k):
+            if D[i, j] < ratio * (xx[i] + cc[j]):
+                s = 0.0
+                p = lo
+                for t in range(dim):
+                    c = np.float64(C[j, t])
+                    if p < hi and indices[p] == t:
+                        diff = np.float64(data[p]) - c
+                        p += 1
+                    else:
+                        diff = -c
+                    s += diff * diff
+                D[i, j] = s
+                count += 1
+    return count

@@ -12,6 +12,7 @@ import functools
 import types
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from . import _kernels
@@ -64,7 +65,7 @@ def sq_distances(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     return torch.addmm(xx + cc, X, C.T, alpha=-2.0).clamp_min_(0.0)
 
 
-def _batch_statistics_torch(X, C, temperature, mapping, with_sums):
+def _batch_statistics_torch(X, C, temperature, mapping, with_sums, sample_weight=None):
     D = sq_distances(X, C.to(X.dtype))
     k = C.shape[0]
     nearest, labels = D.min(dim=1)
@@ -75,6 +76,12 @@ def _batch_statistics_torch(X, C, temperature, mapping, with_sums):
     else:
         P = responsibilities(D, temperature, mapping)
         vals, idx = P, torch.arange(k, device=D.device).expand_as(P)
+    if sample_weight is None:
+        support = int((vals > 0).sum())
+    else:  # each row's memberships count w times; rows of weight 0 count for nothing
+        w = torch.as_tensor(sample_weight, device=X.device).to(vals.dtype)[:, None]
+        support = int(((vals > 0) & (w > 0)).sum())
+        vals = vals * w
     flat_idx, flat_vals = idx.reshape(-1), vals.reshape(-1).to(torch.float64)
     mass = torch.zeros(k, dtype=torch.float64, device=X.device).index_add_(0, flat_idx, flat_vals)
     loss = float((vals * D.gather(1, idx)).sum())
@@ -89,7 +96,6 @@ def _batch_statistics_torch(X, C, temperature, mapping, with_sums):
     else:
         sums = torch.zeros(k, X.shape[1], dtype=torch.float64, device=X.device)
     stats = SufficientStatistics(mass, sums, loss, X.shape[0])
-    support = int((vals > 0).sum())
     return BatchResult(stats, labels, nearest.to(torch.float64), support)
 
 
@@ -101,6 +107,7 @@ def batch_statistics(
     *,
     with_sums: bool = True,
     backend: str = "auto",
+    sample_weight: np.ndarray | None = None,
 ) -> BatchResult:
     """Sufficient statistics of the batch ``X`` (n, d) against ``centers`` (k, d).
 
@@ -122,6 +129,9 @@ def batch_statistics(
         otherwise.
     backend
         ``"auto"``, ``"numba"`` or ``"torch"``; anything else raises ``ValueError``.
+    sample_weight
+        The rows' weights ``(n,)`` (float64 numpy) for the masses, sums and distortion; None:
+        all 1.
 
     Returns
     -------
@@ -144,13 +154,14 @@ def batch_statistics(
     _kernels.check_mapping(mapping)
     if backend == "numba":
         r = batch_result(X.numpy(), centers.to(X.dtype).numpy(), temperature, mapping,
-                         with_sums=with_sums)
+                         with_sums=with_sums, sample_weight=sample_weight)
         stats = SufficientStatistics(torch.from_numpy(r.stats.mass), torch.from_numpy(r.stats.sums),
                                      r.stats.loss, r.stats.n)
         return BatchResult(stats, torch.from_numpy(r.labels), torch.from_numpy(r.nearest),
                            r.support, r.memberships)
     if backend == "torch":
-        return _batch_statistics_torch(X, centers, temperature, mapping, with_sums)
+        return _batch_statistics_torch(X, centers, temperature, mapping, with_sums,
+                                       sample_weight)
     raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
 
 

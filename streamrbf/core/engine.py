@@ -20,7 +20,7 @@ torch tensors (on an accelerator) use the torch programs of :mod:`streamrbf.core
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -28,7 +28,7 @@ import numpy as np
 from . import _kernels
 from ._warn import warn_caller
 from .assignment import AssignmentBatch
-from .policy import INIT_SAMPLE, Policy
+from .policy import Policy
 from .seeding import kmeans_plusplus, reseed_candidates
 from .state import (
     REFITTING,
@@ -40,11 +40,14 @@ from .state import (
     host_array,
 )
 from .statistics import (
+    CANCELLATION,
     BatchResult,
     SufficientStatistics,
     batch_result,
     gram,
+    is_sparse,
     overflow_error,
+    row_norms,
     safe_gram,
     sparse_memberships,
     step_arrays,
@@ -94,6 +97,53 @@ def _numpy(a: Any) -> bool:
     return isinstance(a, np.ndarray)
 
 
+def _rows(X: Any) -> int:
+    """The number of rows of a numpy array, torch tensor or scipy sparse matrix."""
+    return int(X.shape[0])
+
+
+def sample_weights(sample_weight: Any, n: int) -> np.ndarray | None:
+    """The rows' weights as the engine uses them: None for no weights or all 1 (the same
+    numbers either way), else a float64 array ``(n,)``. A row of weight ``w`` counts as ``w``
+    copies of it: in the masses, the sums, the distortion, the seedings and the re-seeding.
+
+    Parameters
+    ----------
+    sample_weight
+        None, or one finite weight >= 0 per row, not all 0 (a numpy array, list or tensor).
+    n
+        The number of rows.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        The weights, or None.
+
+    Raises
+    ------
+    ValueError
+        For a shape other than ``(n,)``, a negative or non-finite weight, or all weights 0.
+
+    Examples
+    --------
+    >>> sample_weights([1, 1, 1], 3) is None, sample_weights([2, 0, 1], 3).tolist()
+    (True, [2.0, 0.0, 1.0])
+    """
+    if sample_weight is None:
+        return None
+    w = np.asarray(host_array(sample_weight) if hasattr(sample_weight, "detach")
+                   else sample_weight, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight has shape {w.shape}, expected ({n},)")
+    if not np.isfinite(w).all():
+        raise ValueError("sample_weight contains NaN or infinity")
+    if (w < 0).any():
+        raise ValueError("sample_weight must be >= 0")
+    if n and not w.any():
+        raise ValueError("sample_weight must not be all 0")
+    return None if (w == 1.0).all() else w
+
+
 def _chunks(n: int, k: int) -> Iterator[slice]:
     rows = max(256, CHUNK_ELEMENTS // max(int(k), 1))
     for lo in range(0, n, rows):
@@ -101,28 +151,54 @@ def _chunks(n: int, k: int) -> Iterator[slice]:
 
 
 def _like(X: Any, C: Any) -> Any:
-    """``X`` in the dtype (and on the device) of the centres ``C``."""
+    """``X`` in the dtype (and on the device) of the centres ``C``; a scipy sparse ``X`` as a
+    CSR matrix in canonical form (sorted, no duplicates), copied only when it is not."""
     if _numpy(C):
+        if is_sparse(X):
+            X = X.tocsr()
+            if X.dtype != C.dtype or not X.has_canonical_format:
+                X = X.astype(C.dtype)
+                X.sum_duplicates()
+            return X
         return np.ascontiguousarray(X, dtype=C.dtype)
     return X.to(device=C.device, dtype=C.dtype)
 
 
+def _take(X: Any, rows: Any) -> Any:
+    """Rows ``rows`` (a numpy index array) of ``X``: numpy, sparse or a tensor."""
+    return X[_index_like(rows, X)] if not (_numpy(X) or is_sparse(X)) else X[rows]
+
+
+def _dense(X: Any) -> Any:
+    """``X`` as a dense array (a scipy sparse matrix densified; others unchanged)."""
+    return X.toarray() if is_sparse(X) else X
+
+
 def _pass(X: Any, C: Any, temperature: float, mapping: str, *, with_sums: bool,
-          keep: bool = False) -> BatchResult:
+          keep: bool = False, weights: np.ndarray | None = None) -> BatchResult:
     """Statistics, labels and squared distances to the nearest centre of all rows of ``X``, in
-    chunks (``keep``: one pass that also keeps the sparse memberships)."""
+    chunks (``keep``: one pass that also keeps the sparse memberships); ``weights``: the rows'
+    (:func:`sample_weights`)."""
+    n = _rows(X)
+
+    def w(s: slice) -> np.ndarray | None:
+        return None if weights is None else weights[s]
+
     if not _numpy(C):
         from .accelerated import batch_statistics
 
         return _reduce([batch_statistics(X[s], C, temperature, mapping, with_sums=with_sums,
-                                         backend="torch") for s in _chunks(len(X), len(C))])
-    if keep or len(X) * len(C) <= CHUNK_ELEMENTS:
-        return batch_result(X, C, temperature, mapping, with_sums=with_sums)
-    labels = np.empty(len(X), np.int64)
-    nearest_d = np.empty(len(X), np.float64)
+                                         backend="torch", sample_weight=w(s))
+                        for s in _chunks(n, len(C))])
+    if keep or n * len(C) <= CHUNK_ELEMENTS:
+        return batch_result(X, C, temperature, mapping, with_sums=with_sums,
+                            sample_weight=weights)
+    labels = np.empty(n, np.int64)
+    nearest_d = np.empty(n, np.float64)
     stats, support = None, 0
-    for s in _chunks(len(X), len(C)):
-        r = batch_result(X[s], C, temperature, mapping, with_sums=with_sums)
+    for s in _chunks(n, len(C)):
+        r = batch_result(X[s], C, temperature, mapping, with_sums=with_sums,
+                         sample_weight=w(s))
         labels[s], nearest_d[s] = r.labels, r.nearest
         stats = r.stats if stats is None else stats + r.stats
         support += r.support
@@ -147,25 +223,28 @@ def _torch_cat(parts: list[Any]) -> Any:
     return torch.cat(parts)
 
 
-def _sq_distances_to(sample: np.ndarray, C: np.ndarray) -> np.ndarray:
-    """Squared distances ``(n, k)`` of a host sample to host centres (the norm expansion)."""
+def _sq_distances_to(sample: Any, C: np.ndarray) -> np.ndarray:
+    """Squared distances ``(n, k)`` of a host sample (dense or sparse) to host centres (the
+    norm expansion)."""
     S = sample.astype(np.float64, copy=False)
     C64 = C.astype(np.float64, copy=False)
     with np.errstate(over="ignore", invalid="ignore"):
-        D = (S * S).sum(1)[:, None] - 2.0 * gram(S, C64) + (C64 * C64).sum(1)[None, :]
+        D = row_norms(S)[:, None] - 2.0 * gram(S, C64) + (C64 * C64).sum(1)[None, :]
     return np.maximum(D, 0.0)
 
 
 # ---------------------------------------------------------------------------- initialisation
-def initial_centres(X: Any, policy: Policy, rng: np.random.Generator) -> tuple[np.ndarray, Any]:
+def initial_centres(X: Any, policy: Policy, rng: np.random.Generator,
+                    weights: np.ndarray | None = None) -> tuple[np.ndarray, Any, Any]:
     """The initial centres ``(k, d)`` (float64, on the host) for the data ``X``: k-means++ on
-    (a sample of at most ``INIT_SAMPLE`` rows of) ``X``, or the policy's ``init`` array; and the
-    sample the starting temperature is measured on.
+    (a sample of ``policy.init_sample_size`` rows of) ``X``, weighted by ``weights``, or the
+    policy's ``init`` array; and the sample the starting temperature is measured on, with its
+    weights.
 
     Examples
     --------
     >>> X = np.array([[0.0], [0.1], [9.0], [9.1]])
-    >>> C, _ = initial_centres(X, Policy(n_clusters=2), np.random.default_rng(0))
+    >>> C, _, _ = initial_centres(X, Policy(n_clusters=2), np.random.default_rng(0))
     >>> sorted(int(c[0] > 5) for c in C)
     [0, 1]
     """
@@ -174,19 +253,39 @@ def initial_centres(X: Any, policy: Policy, rng: np.random.Generator) -> tuple[n
     if isinstance(policy.init, str):
         if n < policy.min_events():
             raise ValueError(f"n_samples={n} should be >= n_clusters={k}.")
-        sample = X
-        if n > INIT_SAMPLE:
-            rows = np.sort(rng.choice(n, INIT_SAMPLE, replace=False))
-            sample = X[rows] if _numpy(X) else X[_index_like(rows, X)]
-        return kmeans_plusplus(host_array(sample), k, rng), sample
+        sample, w = X, weights
+        size = policy.init_sample_size(n)
+        if size < n:
+            rows = np.sort(rng.choice(n, size, replace=False))
+            sample, w = _take(X, rows), None if weights is None else weights[rows]
+            if w is not None and not w.any():
+                sample, w = X, weights  # every sampled row has weight 0: seed on all of them
+        host = sample if is_sparse(sample) else host_array(sample)
+        if policy.init == "random":
+            return _random_rows(host, k, rng, w), sample, w
+        return kmeans_plusplus(host, k, rng, w), sample, w
     init = np.asarray(policy.init, dtype=np.float64)
-    if init.shape != (k, d):
-        raise ValueError(
-            f"init array has shape {init.shape}, expected (n_clusters, n_features) = {(k, d)}"
-        )
+    if init.ndim != 2 or init.shape[0] != k:
+        raise ValueError(f"The shape of the initial centers {init.shape} does not match the "
+                         f"number of clusters {k}.")
+    if init.shape[1] != d:
+        raise ValueError(f"The shape of the initial centers {init.shape} does not match the "
+                         f"number of features of the data {d}.")
     if not np.isfinite(init).all():
         raise ValueError("init array contains NaN or infinity.")
-    return init.copy(), X[:INIT_SAMPLE]
+    head = slice(0, policy.init_sample_size(n))
+    return init.copy(), X[head], None if weights is None else weights[head]
+
+
+def _random_rows(X: Any, k: int, rng: np.random.Generator,
+                 w: np.ndarray | None) -> np.ndarray:
+    """``init="random"``: ``k`` distinct rows of ``X`` drawn in proportion to their weights."""
+    p = None if w is None else w / w.sum()
+    if p is not None and np.count_nonzero(p) < k:
+        raise ValueError(f"init='random' needs n_clusters={k} rows of non-zero weight, got "
+                         f"{np.count_nonzero(p)}")
+    rows = rng.choice(X.shape[0], size=k, replace=False, p=p)
+    return np.asarray(_dense(X[rows]), dtype=np.float64)
 
 
 def _index_like(rows: np.ndarray, X: Any) -> Any:
@@ -196,11 +295,17 @@ def _index_like(rows: np.ndarray, X: Any) -> Any:
 
 
 def _centres_like(C: np.ndarray, X: Any) -> Any:
-    if _numpy(X):
+    if _numpy(X) or is_sparse(X):
         return C.astype(X.dtype)
     import torch
 
     return torch.from_numpy(C).to(device=X.device, dtype=X.dtype)
+
+
+def _start_temperature(policy: Policy, sample: Any, C0: np.ndarray, w: np.ndarray | None) -> float:
+    host = sample if is_sparse(sample) else host_array(sample)
+    return policy.start_temperature(_sq_distances_to(host, C0),
+                                    given=not isinstance(policy.init, str), weights=w)
 
 
 def _zeros_masses(C: Any) -> Any:
@@ -211,28 +316,54 @@ def _zeros_masses(C: Any) -> Any:
     return torch.zeros(len(C), dtype=torch.float64, device=C.device)
 
 
-def _tolerance(X: Any, policy: Policy) -> float:
-    """``fit``'s stopping tolerance in squared distance: ``tol`` x the mean feature variance."""
-    if len(X) < 2 or not policy.tol:
+def _tolerance(X: Any, policy: Policy, weights: np.ndarray | None = None) -> float:
+    """``fit``'s stopping tolerance in squared distance: ``tol`` x the mean feature variance
+    (weighted by ``weights``)."""
+    n = _rows(X)
+    if n < 2 or not policy.tol:
         return 0.0
-    if _numpy(X):
+    if is_sparse(X):
+        # E[x^2] - E[x]^2 per feature through sparse products (no densified rows)
+        w = np.ones(n) if weights is None else weights
+        total = float(w.sum())
+        X64 = X.astype(np.float64)
+        mean = np.asarray(X64.T @ w).ravel() / total
+        squares = np.asarray(X64.multiply(X64).T @ w).ravel() / total
+        var = float(np.mean(np.maximum(squares - mean * mean, 0.0)))
+    elif _numpy(X):
+        total = float(n if weights is None else weights.sum())
         # Mean feature variance, two passes in chunks (float64, no copy of the whole data).
         with np.errstate(over="ignore", invalid="ignore"):  # huge values: refused later
-            mean = X.sum(axis=0, dtype=np.float64) / len(X)
+            if weights is None:
+                mean = X.sum(axis=0, dtype=np.float64) / n
+            else:
+                mean = sum((weights[s] @ X[s].astype(np.float64, copy=False)
+                            for s in _chunks(n, X.shape[1])), np.zeros(X.shape[1])) / total
             squares = np.zeros(X.shape[1])
-            for s in _chunks(len(X), X.shape[1]):
+            for s in _chunks(n, X.shape[1]):
                 dev = X[s] - mean
-                squares += np.einsum("ij,ij->j", dev, dev)
-            var = float(np.mean(squares / len(X)))
+                if weights is None:
+                    squares += np.einsum("ij,ij->j", dev, dev)
+                else:
+                    squares += weights[s] @ (dev * dev)
+            var = float(np.mean(squares / total))
     else:
         import torch
 
-        var = X.to(torch.float64).var(dim=0, unbiased=False).mean().item()
+        if weights is None:
+            var = X.to(torch.float64).var(dim=0, unbiased=False).mean().item()
+        else:
+            wt = torch.as_tensor(weights, device=X.device)[:, None]
+            X64 = X.to(torch.float64)
+            mean = (wt * X64).sum(0) / wt.sum()
+            var = ((wt * (X64 - mean) ** 2).sum(0) / wt.sum()).mean().item()
     return float(policy.tol) * var
 
 
 def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
-        feature_names: tuple[str, ...] | None = None) -> FitResult:
+        feature_names: tuple[str, ...] | None = None,
+        sample_weight: Any = None,
+        progress: Callable[[int, int, float, float], None] | None = None) -> FitResult:
     """Fit a model to the data ``X`` from scratch: the best of the policy's seedings, each
     annealed on ``X`` until its clustering is hard and stable.
 
@@ -246,7 +377,8 @@ def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
     Parameters
     ----------
     X
-        The data ``(n, d)``: a finite numpy array, or a torch tensor for a model on its device.
+        The data ``(n, d)``: a finite numpy array or scipy sparse (CSR) matrix, or a torch
+        tensor for a model on its device.
     policy
         How the model learns.
     seed
@@ -255,12 +387,17 @@ def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
         Whether ``X`` is a stream's first batch (:func:`initialise`).
     feature_names
         Recorded in the state.
+    sample_weight
+        The rows' weights (:func:`sample_weights`); None: all 1.
+    progress
+        Called after each seeding with its number, iterations, final temperature and K-Means
+        objective (a face's verbose report); None: nothing.
 
     Returns
     -------
     FitResult
-        The model (a bank of one), the nearest centre of each row of ``X``, the K-Means objective
-        of ``X`` and the iterations the kept seeding ran.
+        The model (a bank of one), the nearest centre of each row of ``X``, the (weighted)
+        K-Means objective of ``X`` and the iterations the kept seeding ran.
 
     Examples
     --------
@@ -269,19 +406,24 @@ def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
     >>> sorted(r.state.centers[0][:, 1].round(2).tolist()), round(r.inertia, 3)
     ([0.1, 5.1], 0.04)
     """
-    n = len(X)
+    n = _rows(X)
+    w = sample_weights(sample_weight, n)
+    if is_sparse(X):
+        dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
+        X = _like(X, np.empty((0, 0), dtype))
     k = int(policy.n_clusters)
     n_init = policy.n_init_for(stream, int(np.prod(X.shape)) * k)
     full = stream or policy.batch_size is None or policy.batch_size >= n
-    tol = _tolerance(X, policy)
+    tol = _tolerance(X, policy, w)
     best: tuple | None = None
     for trial in range(n_init):
         rng = generator(seed, 0, SEEDING, trial)
-        C0, sample = initial_centres(X, policy, rng)
-        t0 = policy.start_temperature(_sq_distances_to(host_array(sample), C0),
-                                      given=not isinstance(policy.init, str))
+        C0, sample, sample_w = initial_centres(X, policy, rng, w)
+        t0 = _start_temperature(policy, sample, C0, sample_w)
         tmin = policy.floor_temperature(t0)
-        run = _anneal(X, _centres_like(C0, X), t0, tmin, policy, rng, tol, full)
+        run = _anneal(X, _centres_like(C0, X), t0, tmin, policy, rng, tol, full, w, stream)
+        if progress is not None:
+            progress(trial, run[6], run[2], run[3])
         if best is None or run[3] < best[3]:
             best = (*run, t0, tmin)
     assert best is not None  # n_init >= 1
@@ -293,7 +435,8 @@ def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
 
 
 def initialise(X: Any, policy: Policy, seed: int,
-               feature_names: tuple[str, ...] | None = None) -> FitResult:
+               feature_names: tuple[str, ...] | None = None,
+               sample_weight: Any = None) -> FitResult:
     """Start a stream's model on its first batch ``X``: :func:`fit` with ``stream=True``.
 
     Full-batch annealing with the stream's number of seedings, whatever the policy's
@@ -310,6 +453,8 @@ def initialise(X: Any, policy: Policy, seed: int,
         The model's seed.
     feature_names
         Recorded in the state.
+    sample_weight
+        The rows' weights (:func:`sample_weights`); None: all 1.
 
     Returns
     -------
@@ -323,42 +468,92 @@ def initialise(X: Any, policy: Policy, seed: int,
     >>> sorted(r.state.centers[0].ravel().round(1).tolist()), int(r.state.n_seen[0])
     ([0.1, 5.1], 4)
     """
-    return fit(X, policy, seed, stream=True, feature_names=feature_names)
+    return fit(X, policy, seed, stream=True, feature_names=feature_names,
+               sample_weight=sample_weight)
 
 
-def _anneal(X, C, t0, tmin, policy, rng, tol, full):
-    """``fit``'s loop for one seeding; returns (centres, masses, temperature, inertia, labels,
-    steps, iterations)."""
-    n = len(X)
+def _anneal(X, C, t0, tmin, policy, rng, tol, full, w, stream):
+    """``fit``'s loop for one seeding (rows weighted by ``w``); returns (centres, masses,
+    temperature, inertia, labels, steps, iterations). A stream's first batch (``stream``)
+    anneals at the policy's pace and stays where it got to, for the batches that follow; a fit
+    reaches its floor within ``max_iter`` iterations."""
+    n = _rows(X)
     T = t0
     masses = _zeros_masses(C)
     steps = n_iter = 0
-    for _ in range(int(policy.max_iter)):
+    max_iter = int(policy.max_iter)
+    one_hot = _kernels.MAPPINGS[policy.mapping].support == "one"
+    factor = (policy.temperature_factor(n, full_batch=True) if stream
+              else policy.fit_temperature_factor(t0, tmin))
+    hard, previous = one_hot, None
+    for it in range(max_iter):
         n_iter += 1
         start = C
+        if it == max_iter - 1 and not stream:
+            T = cooled(policy.last_fit_temperature(T, tmin), 1.0, tmin)  # never 0
+        stable = False
+        cold = hard or one_hot or T <= tmin  # as the iteration starts
         if full:
-            C, hard = _full_batch_step(X, C, T, policy.mapping)
-            T = cooled(T, policy.temperature_factor(n, full_batch=True), tmin)
+            C, hard, labels, moved = _full_batch_step(X, C, T, policy.mapping, w, cold)
+            # Strict convergence (as Lloyd's): cold, no point changed its nearest centre, and
+            # no empty centre was moved.
+            stable = cold and not moved and previous is not None and _same(labels, previous)
+            previous = labels
+            T = cooled(T, factor, tmin)
             steps += 1
         else:
             order = rng.permutation(n)
             hard = True
             for lo in range(0, n, int(policy.batch_size)):
                 rows = order[lo:lo + int(policy.batch_size)]
-                batch = X[rows] if _numpy(X) else X[_index_like(rows, X)]
-                C, masses, r = _cpu_or_torch_step(batch, C, masses, T, policy, rng, stream=False)
-                T = cooled(T, policy.temperature_factor(len(batch)), tmin)
+                batch = _take(X, rows)
+                C, masses, r = _cpu_or_torch_step(batch, C, masses, T, policy, rng, stream=False,
+                                                  weights=None if w is None else w[rows])
+                T = cooled(T, policy.temperature_factor(len(rows)), tmin)
                 steps += 1
-                hard = hard and r.support == len(batch)
+                hard = hard and r.support == _positive(rows, None if w is None else w[rows])
+            if cold:
+                # Centres that coincide split their points evenly at any temperature: once
+                # cold, all but one of them move to the farthest points, as empty ones do.
+                # (a move counts in the epoch's shift: the loop goes on)
+                C, _ = _separate_duplicates(X, C, T, policy.mapping, w)
         shift = _shift(C, start)
-        cold = hard or _kernels.MAPPINGS[policy.mapping].support == "one" or T <= tmin
-        if cold and shift <= tol:
+        # Converged once a step taken cold (or found hard) moved the centres by less than the
+        # tolerance, or changed no point's nearest centre: a run that only now reached its
+        # floor takes one more step, in which centres left empty are moved.
+        if (cold or hard) and (shift <= tol or stable):
             break
     # One last pass: every point's nearest centre, and (full batch) the masses.
-    final = _pass(X, C, T, policy.mapping, with_sums=False)
+    final = _pass(X, C, T, policy.mapping, with_sums=False, weights=w)
     if full:
         masses = final.stats.mass
-    return C, masses, T, float(final.nearest.sum()), final.labels, steps, n_iter
+    return C, masses, T, weighted_sum(final.nearest, w), final.labels, steps, n_iter
+
+
+def weighted_sum(values: Any, weights: np.ndarray | None) -> float:
+    """``sum_i w_i v_i`` of per-row values (numpy or torch), or their plain sum without weights.
+
+    Parameters
+    ----------
+    values
+        Per-row values ``(n,)``, e.g. the squared distances to the nearest centre.
+    weights
+        The rows' weights (:func:`sample_weights`), or None.
+
+    Returns
+    -------
+    float
+        The (weighted) sum.
+
+    Examples
+    --------
+    >>> weighted_sum(np.array([1.0, 2.0]), None), weighted_sum(np.array([1.0, 2.0]),
+    ...                                                        np.array([3.0, 0.0]))
+    (3.0, 3.0)
+    """
+    if weights is None:
+        return float(values.sum())
+    return float(host_array(values).astype(np.float64) @ weights)
 
 
 def _shift(C: Any, start: Any) -> float:
@@ -369,19 +564,69 @@ def _shift(C: Any, start: Any) -> float:
     return float(((C.to(torch.float64) - start.to(torch.float64)) ** 2).sum())
 
 
-def _full_batch_step(X: Any, C: Any, T: float, mapping: str) -> tuple[Any, bool]:
-    """One soft-Lloyd (EM) step on all of ``X``; empty centres go to the farthest points.
-    Returns the new centres and whether every membership was one-hot."""
-    r = _pass(X, C, T, mapping, with_sums=True)
+def _positive(X: Any, w: np.ndarray | None) -> int:
+    """Rows of weight > 0: a clustering is hard when each of those has one membership."""
+    return _rows(X) if w is None else int(np.count_nonzero(w))
+
+
+def _separate_duplicates(X: Any, C: Any, T: float, mapping: str,
+                         w: np.ndarray | None) -> tuple[Any, bool]:
+    """Move all but the first of each group of identical centres onto the points farthest from
+    their nearest centre (of weight > 0, each onto a distinct one); returns the centres and
+    whether any moved."""
+    host = host_array(C)
+    _, first = np.unique(host, axis=0, return_index=True)
+    if len(first) == len(host):
+        return C, False
+    dup = np.setdiff1d(np.arange(len(host)), first)
+    r = _pass(X, C, T, mapping, with_sums=False, weights=w)
+    far_d = host_array(r.nearest) * (1.0 if w is None else (w > 0))
+    far = np.argsort(-far_d, kind="stable")[: dup.size]
+    far = far[far_d[far] > 0]
+    if not far.size:
+        return C, False
+    dup = dup[: far.size]
+    if _numpy(C):
+        C = C.copy()
+        C[dup] = _dense(X[far])
+    else:
+        C = C.clone()
+        C[_index_like(dup, C)] = X[_index_like(far, X)].to(C.dtype)
+    return C, True
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool((a == b).all())
+
+
+def _full_batch_step(X: Any, C: Any, T: float, mapping: str, w: np.ndarray | None = None,
+                     cold: bool = False) -> tuple[Any, bool, Any, bool]:
+    """One soft-Lloyd (EM) step on all of ``X`` (rows weighted by ``w``); empty centres go to
+    the farthest points (of non-zero weight), each onto a distinct one. Once ``cold``, a centre
+    is empty when it is no point's nearest (a centre that merged with another during annealing
+    is moved, as K-Means moves an empty cluster). Returns the new centres, whether every
+    membership was one-hot, each point's nearest centre before the step, and whether a centre
+    was moved."""
+    r = _pass(X, C, T, mapping, with_sums=True, weights=w)
     C_new, _ = step_arrays(C, _zeros_masses(C), r.stats.mass, r.stats.sums, 0.0)
-    empty = np.flatnonzero(host_array(r.stats.mass) <= 0)
+    mass = host_array(r.stats.mass)
+    if cold:
+        labels = host_array(r.labels)
+        owned = np.bincount(labels, weights=None if w is None else (w > 0).astype(float),
+                            minlength=len(mass))
+        empty = np.flatnonzero((mass <= 0) | (owned == 0))
+    else:
+        empty = np.flatnonzero(mass <= 0)
     if empty.size:
-        far = np.argsort(-host_array(r.nearest), kind="stable")[: empty.size]
+        far_d = host_array(r.nearest) * (1.0 if w is None else (w > 0))
+        far = np.argsort(-far_d, kind="stable")[: empty.size]
+        far = far[far_d[far] > 0]  # only points away from every centre
+        empty = empty[: far.size]
         if _numpy(C_new):
-            C_new[empty] = X[far]
+            C_new[empty] = _dense(X[far])
         else:
             C_new[_index_like(empty, C)] = X[_index_like(far, X)].to(C_new.dtype)
-    return _centres_dtype(C_new, C), r.support == len(X)
+    return _centres_dtype(C_new, C), r.support == _positive(X, w), r.labels, bool(empty.size)
 
 
 def _centres_dtype(C_new: Any, C: Any) -> Any:
@@ -389,28 +634,29 @@ def _centres_dtype(C_new: Any, C: Any) -> Any:
 
 
 # -------------------------------------------------------------------------------- streaming
-def _cpu_or_torch_step(X, C, masses, T, policy, rng, stream=True):
-    """One mini-batch step on local arrays: statistics at ``T``, the step with the policy's
-    forgetting, re-seeding of starved centres. Returns (centres, masses, the batch's result)."""
-    r = _pass(X, C, T, policy.mapping, with_sums=True, keep=stream)
+def _cpu_or_torch_step(X, C, masses, T, policy, rng, stream=True, weights=None):
+    """One mini-batch step on local arrays: statistics at ``T`` (rows weighted by ``weights``),
+    the step with the policy's forgetting, re-seeding of starved centres. Returns (centres,
+    masses, the batch's result)."""
+    r = _pass(X, C, T, policy.mapping, with_sums=True, keep=stream, weights=weights)
     C2, n2 = step_arrays(C, masses, r.stats.mass, r.stats.sums,
-                         policy.forgetting(len(X), stream=stream))
+                         policy.forgetting(_rows(X), stream=stream))
     if policy.reassignment_ratio > 0:
-        C2, n2 = _reseed(X, C2, n2, r.nearest, policy.reassignment_ratio, rng)
+        C2, n2 = _reseed(X, C2, n2, r.nearest, policy.reassignment_ratio, rng, weights)
     return _centres_dtype(C2, C), n2, r
 
 
-def _reseed(X, C, masses, nearest, ratio, rng):
+def _reseed(X, C, masses, nearest, ratio, rng, weights=None):
     """Move starved centres onto poorly served rows of ``X`` (:func:`reseed_candidates`); the
     moved centres get the smallest mass of the others, so they are not moved again at once."""
-    dead, rows = reseed_candidates(masses, ratio, nearest, rng)
+    dead, rows = reseed_candidates(masses, ratio, nearest, rng, weights)
     if not dead.size:
         return C, masses
     alive = np.ones(len(C), dtype=bool)
     alive[dead] = False
     if _numpy(C):
         C, masses = C.copy(), masses.copy()
-        C[dead] = X[rows]
+        C[dead] = _dense(X[rows])
         masses[dead] = masses[alive].min()  # the largest centre is never starved
         return C, masses
     dead_t, alive_t = _index_like(dead, C), _index_like(np.flatnonzero(alive), C)
@@ -421,7 +667,8 @@ def _reseed(X, C, masses, nearest, ratio, rng):
 
 
 def step(state: ModelState, X: Any, policy: Policy, *, model: int = 0, keep: bool = True,
-         compile: bool | str = False) -> tuple[ModelState, BatchResult | None]:
+         compile: bool | str = False,
+         sample_weight: Any = None) -> tuple[ModelState, BatchResult | None]:
     """One mini-batch step of a stream's model on the batch ``X``, which is scored first.
 
     The batch's memberships at the current temperature give its sufficient statistics; the masses
@@ -434,8 +681,9 @@ def step(state: ModelState, X: Any, policy: Policy, *, model: int = 0, keep: boo
     state
         The models; model ``model`` steps.
     X
-        The batch ``(n, d)``: finite, numpy for CPU models, a torch tensor on the model's device
-        otherwise (its finiteness is then checked in the step's one transfer).
+        The batch ``(n, d)``: finite, numpy (or scipy sparse) for CPU models, a torch tensor on
+        the model's device otherwise (its finiteness is then checked in the step's one
+        transfer).
     policy
         How the model learns.
     model
@@ -444,6 +692,9 @@ def step(state: ModelState, X: Any, policy: Policy, *, model: int = 0, keep: boo
         Whether to return the batch's result (accelerators copy it out only then).
     compile
         Accelerators: run the step through ``torch.compile`` (``True`` or ``"reduce-overhead"``).
+    sample_weight
+        The rows' weights (:func:`sample_weights`): a row of weight ``w`` counts as ``w`` copies
+        in the masses and sums (the forgetting and annealing count rows); None: all 1.
 
     Returns
     -------
@@ -461,14 +712,21 @@ def step(state: ModelState, X: Any, policy: Policy, *, model: int = 0, keep: boo
     >>> int(s2.n_steps[0]), int(s2.n_seen[0]), float(s.centers[0, 0, 0])  # s is unchanged
     (1, 3, 0.0)
     """
-    if state.on_device:
+    w = sample_weights(sample_weight, _rows(X))
+    if state.on_device and w is None:
         return _device_step(state, X, policy, model, keep, compile)
     C = state.centers[model]
     X = _like(X, C)
+    if state.on_device:  # weighted rows: the step in separate operations
+        from .validation import check_finite
+
+        check_finite(X)
     rng = LazyGenerator(state.seed[model], state.n_steps[model], RESEEDING)
     C2, n2, r = _cpu_or_torch_step(X, C, state.masses[model], float(state.temperature[model]),
-                                   policy, rng)
-    return _stepped(state, model, C2, n2, len(X), policy), r
+                                   policy, rng, weights=w)
+    if not math.isfinite(r.stats.loss):
+        raise overflow_error(X)
+    return _stepped(state, model, C2, n2, _rows(X), policy), r
 
 
 def _stepped(state: ModelState, model: int, C: Any, masses: Any, n: int,
@@ -720,7 +978,8 @@ def nearest(state: ModelState, X: Any, *, model: int = 0) -> tuple[Any, Any]:
     return r.labels, r.nearest
 
 
-def score(state: ModelState, X: Any, policy: Policy, *, model: int = 0) -> BatchResult:
+def score(state: ModelState, X: Any, policy: Policy, *, model: int = 0,
+          sample_weight: Any = None) -> BatchResult:
     """Score the batch ``X`` with a model as it is, in one pass: each row's nearest centre and
     squared distance to it, the batch's statistics (without the weighted sums) and, for CPU
     models, the sparse memberships. What :func:`step` returns, without the step.
@@ -735,6 +994,8 @@ def score(state: ModelState, X: Any, policy: Policy, *, model: int = 0) -> Batch
         How the model maps distances to memberships.
     model
         Which model of the bank.
+    sample_weight
+        The rows' weights for the statistics (:func:`sample_weights`); None: all 1.
 
     Returns
     -------
@@ -751,7 +1012,7 @@ def score(state: ModelState, X: Any, policy: Policy, *, model: int = 0) -> Batch
     """
     C = state.centers[model]
     return _pass(_like(X, C), C, float(state.temperature[model]), policy.mapping,
-                 with_sums=False, keep=True)
+                 with_sums=False, keep=True, weights=sample_weights(sample_weight, _rows(X)))
 
 
 def assignments(state: ModelState, X: Any, policy: Policy, *, model: int = 0,
@@ -817,7 +1078,7 @@ def assignments(state: ModelState, X: Any, policy: Policy, *, model: int = 0,
 
 
 def statistics(state: ModelState, X: Any, policy: Policy, *,
-               model: int = 0) -> SufficientStatistics:
+               model: int = 0, sample_weight: Any = None) -> SufficientStatistics:
     """The sufficient statistics of ``X`` against a model at its temperature, in chunks: sum
     those of several shards and :func:`apply_statistics` takes the step of their union.
 
@@ -831,6 +1092,8 @@ def statistics(state: ModelState, X: Any, policy: Policy, *,
         How the model maps distances to memberships.
     model
         Which model of the bank.
+    sample_weight
+        The rows' weights (:func:`sample_weights`); None: all 1.
 
     Returns
     -------
@@ -846,7 +1109,7 @@ def statistics(state: ModelState, X: Any, policy: Policy, *,
     """
     C = state.centers[model]
     return _pass(_like(X, C), C, float(state.temperature[model]), policy.mapping,
-                 with_sums=True).stats
+                 with_sums=True, weights=sample_weights(sample_weight, _rows(X))).stats
 
 
 def memberships(state: ModelState, X: Any, policy: Policy, *, model: int = 0) -> Any:
@@ -883,8 +1146,8 @@ def memberships(state: ModelState, X: Any, policy: Policy, *, model: int = 0) ->
     mapping = policy.mapping
     if not _numpy(C):
         return _device_memberships(X, C, T, mapping)
-    out = np.zeros((len(X), k), dtype=X.dtype)
-    for s in _chunks(len(X), k):
+    out = np.zeros((_rows(X), k), dtype=X.dtype)
+    for s in _chunks(_rows(X), k):
         m = sparse_memberships(X[s], C, T, mapping)
         out[s] = _kernels.densify(m.vals, m.idx, m.length, k)
     return out
@@ -940,16 +1203,27 @@ def distances(state: ModelState, X: Any, *, model: int = 0) -> Any:
         for s in _chunks(len(X), len(C)):
             dev[s] = sq_distances(X[s], C).sqrt()
         return dev
-    out = np.empty((len(X), len(C)), dtype=X.dtype)
-    cc = np.einsum("ij,ij->i", C, C, dtype=np.float64)
-    for s in _chunks(len(X), len(C)):
+    n = _rows(X)
+    out = np.empty((n, len(C)), dtype=X.dtype)
+    cc = row_norms(C)
+    for s in _chunks(n, len(C)):
         Xs = X[s]
+        xx = row_norms(Xs)
         # squared norms and the distances in float64 (float32 ones overflow near 1e19)
         with np.errstate(over="ignore", invalid="ignore"):
-            D = np.einsum("ij,ij->i", Xs, Xs, dtype=np.float64)[:, None] - 2.0 * safe_gram(
-                Xs, C) + cc[None, :]
+            G = safe_gram(Xs, C)
+            D = xx[:, None] - 2.0 * G + cc[None, :]
         if not np.isfinite(D).all():
             raise overflow_error(Xs)
+        # Where the expansion cancelled most digits (a point on or near a centre), the
+        # distance is summed from differences: exact zeros stay exact.
+        ratio = CANCELLATION[G.dtype.type]
+        if is_sparse(Xs):
+            _kernels.exact_small_sq_distances_csr(Xs.data, Xs.indices, Xs.indptr, C, D, xx, cc,
+                                                  ratio)
+        else:
+            _kernels.exact_small_sq_distances(Xs, C, D, xx, cc, ratio)
         np.sqrt(np.maximum(D, 0.0, out=D), out=D)
         out[s] = D
     return out
+

@@ -43,7 +43,7 @@ __all__ = [
 FORMAT_VERSION = 2
 # The parameters an RBFKMeans model file records beside the learning policy's (the estimator's
 # own: where and how it computes, and its seed); a reader builds the policy from the others.
-ESTIMATOR_PARAMS = ("random_state", "device", "dtype", "compile")
+ESTIMATOR_PARAMS = ("random_state", "device", "dtype", "compile", "compute_labels", "verbose")
 _READABLE = (1, 2)
 _KEY = "streamrbf"
 _STATE_FIELDS = ("temperature", "initial_temperature", "min_temperature", "n_steps", "n_seen",

@@ -47,6 +47,8 @@ from .temperature import auto_temperature
 __all__ = ["DEPRECATED_NAMES", "Policy", "translate_deprecated", "warmup_size"]
 
 AUTO = "auto"
+# The seedings by name (any other init is an array of centres).
+INITS = ("k-means++", "random")
 AUTO_TEMPERATURE_SCALE = 4.0
 AUTO_MIN_RATIO = 1e-3
 AUTO_DECAY = 0.9
@@ -189,7 +191,8 @@ class Policy:
     mapping
         ``"entmax15"`` (sparse, default), ``"softmax"`` or ``"hard"`` (plain K-Means).
     init
-        ``"k-means++"`` or an array of initial centres ``(k, d)``.
+        ``"k-means++"``, ``"random"`` (``n_clusters`` distinct rows drawn at random) or an array
+        of initial centres ``(k, d)``.
     n_init
         Seedings tried at initialisation (the one with the lowest K-Means objective is kept), or
         ``"auto"`` (module docstring).
@@ -211,6 +214,9 @@ class Policy:
         below ``tol`` x the mean feature variance.
     batch_size
         ``fit``'s mini-batch size; None: full batch (each iteration one soft-Lloyd step).
+    init_size
+        Rows the seedings (and the starting temperature) are drawn from: a random sample of
+        that many rows; None: at most :data:`INIT_SAMPLE`.
     forgetting_per_step
         A fixed forgetting factor of the masses per step, in (0, 1] (only for the deprecated
         ``decay`` parameter of the scikit-learn face); None uses ``half_life``.
@@ -242,6 +248,7 @@ class Policy:
     max_iter: int = 300
     tol: float = 1e-4
     batch_size: int | None = None
+    init_size: int | None = None
     forgetting_per_step: float | None = None
 
     @classmethod
@@ -314,8 +321,9 @@ class Policy:
         if not (_int(k) and k >= 1):
             raise ValueError(f"n_clusters must be an int >= 1, got {k!r}")
         _kernels.check_mapping(self.mapping)
-        if isinstance(self.init, str) and self.init != "k-means++":
-            raise ValueError(f"init must be 'k-means++' or an array of centres, got {self.init!r}")
+        if isinstance(self.init, str) and self.init not in INITS:
+            raise ValueError("init must be 'k-means++', 'random' or an array of centres, got "
+                             f"{self.init!r}")
         if not (self.n_init == AUTO or (_int(self.n_init) and int(self.n_init) >= 1)):
             raise ValueError(f"n_init must be 'auto' or an int >= 1, got {self.n_init!r}")
         t0 = self.initial_temperature
@@ -338,6 +346,8 @@ class Policy:
         ratio = self.reassignment_ratio
         if not (_real(ratio) and 0 <= ratio < 1):
             raise ValueError(f"reassignment_ratio must be in [0, 1), got {ratio!r}")
+        if self.init_size is not None and not (_int(self.init_size) and self.init_size >= 1):
+            raise ValueError(f"init_size must be None or an int >= 1, got {self.init_size!r}")
         if not (_int(self.max_iter) and self.max_iter >= 1):
             raise ValueError(f"max_iter must be an int >= 1, got {self.max_iter!r}")
         if not (_real(self.tol) and self.tol >= 0):
@@ -348,6 +358,29 @@ class Policy:
         return self
 
     # --------------------------------------------------------------------------- rules
+    def init_sample_size(self, n: int) -> int:
+        """Rows the seedings of ``n`` rows are drawn from: ``init_size`` (at least
+        ``n_clusters``) or :data:`INIT_SAMPLE`, at most ``n``.
+
+        Parameters
+        ----------
+        n
+            The rows available.
+
+        Returns
+        -------
+        int
+            The sample size.
+
+        Examples
+        --------
+        >>> Policy(n_clusters=3).init_sample_size(10), Policy(init_size=2).init_sample_size(50)
+        (10, 8)
+        """
+        size = INIT_SAMPLE if self.init_size is None else max(int(self.init_size),
+                                                                int(self.n_clusters))
+        return min(n, size)
+
     def n_init_for(self, stream: bool, size: int = 0) -> int:
         """Seedings to try: for ``fit`` or a stream's first batch of ``size`` point-centre-feature
         products.
@@ -371,7 +404,8 @@ class Policy:
             return STREAM_N_INIT if stream and size <= BEST_OF_LIMIT else 1
         return int(self.n_init)
 
-    def start_temperature(self, sq_distances: np.ndarray, given: bool = False) -> float:
+    def start_temperature(self, sq_distances: np.ndarray, given: bool = False,
+                          weights: np.ndarray | None = None) -> float:
         """The starting temperature given the squared distances ``(n, k)`` of (a sample of) the
         data to the initial centres.
 
@@ -382,6 +416,8 @@ class Policy:
         given
             Whether the initial centres were given (an ``init`` array, a warm start) rather
             than seeded by k-means++.
+        weights
+            The sample's weights ``(n,)`` (a weighted mean); None: all 1.
 
         Returns
         -------
@@ -398,7 +434,7 @@ class Policy:
         """
         if self.initial_temperature == AUTO:
             scale = 1.0 if given else AUTO_TEMPERATURE_SCALE
-            return scale * auto_temperature(sq_distances)
+            return scale * auto_temperature(sq_distances, weights)
         return float(self.initial_temperature)
 
     def floor_temperature(self, start: float) -> float:
@@ -456,6 +492,63 @@ class Policy:
         (3, 1)
         """
         return int(self.n_clusters) if isinstance(self.init, str) else 1
+
+    def fit_temperature_factor(self, start: float, floor: float) -> float:
+        """The temperature's factor per full-batch iteration of ``fit`` from ``start``:
+        ``temperature_decay``, or under ``"auto"`` :data:`AUTO_DECAY`, faster when that would not
+        reach ``floor`` within ``max_iter`` iterations (a short ``fit`` still anneals down to
+        K-Means rather than stopping soft).
+
+        Parameters
+        ----------
+        start
+            The starting temperature.
+        floor
+            The temperature's floor.
+
+        Returns
+        -------
+        float
+            The factor, in (0, 1].
+
+        Examples
+        --------
+        >>> Policy().fit_temperature_factor(1.0, 1e-3)    # 300 iterations: 0.9 reaches the floor
+        0.9
+        >>> round(Policy(max_iter=4).fit_temperature_factor(1.0, 1e-3), 3)   # 3 steps down
+        0.1
+        """
+        if self.temperature_decay != AUTO:
+            return float(self.temperature_decay)
+        steps = int(self.max_iter) - 1
+        if steps < 1 or not (0 < floor < start):
+            return AUTO_DECAY
+        return min(AUTO_DECAY, (floor / start) ** (1.0 / steps))
+
+    def last_fit_temperature(self, value: float, floor: float) -> float:
+        """The temperature of the last iteration ``fit`` may run (``max_iter``): under
+        ``temperature_decay="auto"`` the floor, so a fit cut short still ends on a K-Means step
+        rather than soft; a temperature decay the user set is kept.
+
+        Parameters
+        ----------
+        value
+            The temperature the schedule has reached.
+        floor
+            The floor.
+
+        Returns
+        -------
+        float
+            The temperature to use.
+
+        Examples
+        --------
+        >>> constant = Policy(temperature_decay=1.0)
+        >>> Policy().last_fit_temperature(0.5, 0.01), constant.last_fit_temperature(0.5, 0.01)
+        (0.01, 0.5)
+        """
+        return floor if self.temperature_decay == AUTO else value
 
     def memory_steps(self) -> int:
         """Under ``half_life="auto"``, the steps after which a stream's masses have halved.

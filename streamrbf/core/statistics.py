@@ -31,8 +31,10 @@ __all__ = [
     "SparseMemberships",
     "SufficientStatistics",
     "batch_result",
+    "is_sparse",
     "gram",
     "overflow_error",
+    "row_norms",
     "safe_gram",
     "sparse_memberships",
     "step_arrays",
@@ -167,6 +169,55 @@ def _blas_controller():
 _TINY_MATMUL = 1 << 16
 
 
+def is_sparse(X: Any) -> bool:
+    """Whether ``X`` is a scipy sparse matrix or array (without importing scipy).
+
+    Parameters
+    ----------
+    X
+        Anything.
+
+    Returns
+    -------
+    bool
+        True for ``scipy.sparse`` matrices and arrays.
+
+    Examples
+    --------
+    >>> from scipy import sparse
+    >>> is_sparse(sparse.csr_matrix(np.eye(2))), is_sparse(np.eye(2))
+    (True, False)
+    """
+    return type(X).__module__.startswith("scipy.sparse")
+
+
+def row_norms(X: Any) -> np.ndarray:
+    """Squared norms of the rows of ``X`` (a numpy array or a scipy sparse matrix), in float64.
+
+    Parameters
+    ----------
+    X
+        The rows ``(n, d)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` float64.
+
+    Examples
+    --------
+    >>> from scipy import sparse
+    >>> row_norms(sparse.csr_matrix([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [25.0, 0.0]
+    """
+    if is_sparse(X):
+        X = X.tocsr()
+        values = X.data.astype(np.float64)
+        rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+        return np.bincount(rows, weights=values * values, minlength=X.shape[0])
+    return np.einsum("ij,ij->i", X, X, dtype=np.float64)
+
+
 def gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
     """``X @ C.T``, on a single BLAS thread when the product is small (see ``_SMALL_MATMUL``).
 
@@ -191,6 +242,8 @@ def gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
     >>> gram(np.array([[1.0, 2.0]]), np.array([[3.0, 4.0], [0.0, 1.0]]))
     array([[11.,  2.]])
     """
+    if is_sparse(X):  # a scipy sparse matrix: a dense (n, k) result
+        return np.asarray(X @ C.T)
     size = X.shape[0] * X.shape[1] * C.shape[0]
     if _TINY_MATMUL <= size < _SMALL_MATMUL:
         with _blas_controller().limit(limits=1, user_api="blas"):
@@ -218,6 +271,15 @@ class SparseMemberships(NamedTuple):
     mass: np.ndarray
     loss: float
     nnz: int
+
+
+# Below this share of ``|x|^2 + |c|^2``, a squared distance by the norm expansion with a gram
+# matrix of this dtype has lost most of its digits to cancellation (float64: ~1e-10 relative
+# error left at the threshold; float32: ~1e-5): it is summed from differences instead.
+CANCELLATION = {np.float64: 1e-6, np.float32: 1e-2}
+
+_NO_NORMS = np.empty(0, np.float64)
+_NO_NORMS.flags.writeable = False
 
 
 def safe_gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
@@ -254,14 +316,15 @@ def safe_gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
         if np.isfinite(G).all():
             return G
         if X.dtype != np.float64:
-            G = gram(X.astype(np.float64), C.astype(np.float64))
+            G = gram(X.astype(np.float64), C.astype(np.float64))  # sparse stays sparse
             if np.isfinite(G).all():
                 return G
     raise overflow_error(X)
 
 
 def sparse_memberships(
-    X: np.ndarray, C: np.ndarray, temperature: float, mapping: str = "entmax15"
+    X: np.ndarray, C: np.ndarray, temperature: float, mapping: str = "entmax15",
+    sample_weight: np.ndarray | None = None,
 ) -> SparseMemberships:
     """Sparse responsibilities of the rows of ``X`` against ``C`` (numpy, same dtype), by the
     compiled kernel: the one CPU scoring path (statistics here, assignments in the adapters).
@@ -269,19 +332,23 @@ def sparse_memberships(
     Parameters
     ----------
     X
-        The rows ``(n, d)``, finite.
+        The rows ``(n, d)``, finite: a numpy array or a scipy sparse (CSR) matrix, whose
+        products with the centres are sparse products.
     C
         The centres ``(k, d)``, of the same dtype.
     temperature
         The temperature of the mapping.
     mapping
         ``"entmax15"``, ``"softmax"`` or ``"hard"``.
+    sample_weight
+        Each row's weight ``(n,)``: the masses and the distortion are weighted (the memberships
+        are not); None: all 1.
 
     Returns
     -------
     SparseMemberships
         Each row's non-zero memberships and the centres they belong to, its nearest centre and
-        squared distance to it, and the batch's masses, weighted distortion and number of
+        squared distance to it, and the batch's (weighted) masses, distortion and number of
         non-zeros.
 
     Raises
@@ -299,6 +366,13 @@ def sparse_memberships(
     B = X.shape[0]
     k = C.shape[0]
     G = safe_gram(X, C)
+    if is_sparse(X):  # the kernel takes the rows' norms instead of the rows
+        norms, X = row_norms(X), np.empty((B, 0), C.dtype)
+        exact_below = 0.0  # (no rows to take differences of)
+    else:
+        norms = _NO_NORMS
+        exact_below = CANCELLATION[G.dtype.type]
+    weights = _NO_NORMS if sample_weight is None else sample_weight
     divisor = float(logit_divisor(temperature))
     code = _kernels.MAPPING_CODES[mapping]
     labels = np.empty(B, np.int64)
@@ -311,8 +385,8 @@ def sparse_memberships(
         length = np.empty(B, np.int64)
         mass = np.zeros(k, np.float64)
         loss, nnz = _kernels.batch_responsibilities(
-            X, C, G, divisor, code, vals, idx, length, labels, nearest, mass
-        )
+            X, C, G, divisor, code, vals, idx, length, labels, nearest, mass, norms, weights,
+            exact_below)
         if nnz >= 0:
             if not (math.isfinite(loss) and np.isfinite(nearest).all()):
                 raise overflow_error(X)
@@ -360,6 +434,7 @@ def batch_result(
     mapping: str = "entmax15",
     *,
     with_sums: bool = True,
+    sample_weight: np.ndarray | None = None,
 ) -> BatchResult:
     """Sufficient statistics, nearest centres and sparse memberships of the batch ``X`` (n, d)
     against the centres ``C`` (k, d), numpy arrays of one dtype: the one CPU pass (the compiled
@@ -368,7 +443,7 @@ def batch_result(
     Parameters
     ----------
     X
-        The batch, float32 or float64, finite.
+        The batch, float32 or float64, finite: a numpy array or a scipy sparse (CSR) matrix.
     C
         The centres, the same dtype.
     temperature
@@ -377,6 +452,9 @@ def batch_result(
         ``"entmax15"``, ``"softmax"`` or ``"hard"``.
     with_sums
         Whether to compute the weighted sums (a step needs them; scoring does not).
+    sample_weight
+        Each row's weight ``(n,)`` (a row of weight ``w`` counts as ``w`` copies of it); None:
+        all 1.
 
     Returns
     -------
@@ -397,14 +475,19 @@ def batch_result(
     """
     B, dim = X.shape
     k = C.shape[0]
-    m = sparse_memberships(X, C, temperature, mapping)
+    m = sparse_memberships(X, C, temperature, mapping, sample_weight)
     sums = np.zeros((k, dim), np.float64)
     if with_sums and B:
-        if m.nnz > B * max(2.0, k * _DENSE_SUPPORT_FRACTION):
+        w = _NO_NORMS if sample_weight is None else sample_weight
+        if is_sparse(X) or m.nnz > B * max(2.0, k * _DENSE_SUPPORT_FRACTION):
             P = _kernels.densify(m.vals, m.idx, m.length, k)
-            sums = P.T @ X.astype(np.float64, copy=False)
+            if w.size:
+                P *= w[:, None]
+            # (X.T @ P).T: a sparse product for a sparse X
+            sums = np.asarray(X.T @ P).T if is_sparse(X) else P.T @ X.astype(np.float64,
+                                                                               copy=False)
         else:
-            _kernels.scatter_sums(X, m.vals, m.idx, m.length, sums)
+            _kernels.scatter_sums(X, m.vals, m.idx, m.length, sums, w)
     stats = SufficientStatistics(m.mass, sums, m.loss, B)
     return BatchResult(stats, m.labels, m.nearest, m.nnz, m)
 

@@ -49,7 +49,7 @@ def logit_divisor(temperature: Any) -> Any:
     return temperature
 
 
-def auto_temperature(sq_distances: np.ndarray) -> float:
+def auto_temperature(sq_distances: np.ndarray, weights: np.ndarray | None = None) -> float:
     """A temperature scaled to the data: half the mean squared distance to the nearest centre.
 
     It sets the scale of the data: a point is shared between centres whose squared distances
@@ -63,6 +63,8 @@ def auto_temperature(sq_distances: np.ndarray) -> float:
     ----------
     sq_distances
         Squared distances ``(n, k)`` from sample points to the initial centres.
+    weights
+        The points' weights ``(n,)`` for the mean; None: all 1.
 
     Returns
     -------
@@ -78,8 +80,10 @@ def auto_temperature(sq_distances: np.ndarray) -> float:
     """
     d = np.asarray(sq_distances, dtype=np.float64)
     nearest = d.min(axis=1)
-    finite = nearest[np.isfinite(nearest)]
-    t = 0.5 * float(finite.mean()) if finite.size else 1.0
+    ok = np.isfinite(nearest)
+    w = np.ones(len(nearest)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w[ok]
+    t = 0.5 * float(nearest[ok] @ w / w.sum()) if w.sum() > 0 else 1.0
     if not t > 0.0 or not math.isfinite(t):
         # All points sit on centres (or the scale is degenerate): any positive value anneals.
         t = 1.0

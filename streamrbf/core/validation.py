@@ -37,6 +37,7 @@ __all__ = [
     "as_batch",
     "check_finite",
     "check_limit",
+    "check_real",
     "feature_names_of",
     "max_abs_value",
     "to_real",
@@ -347,13 +348,13 @@ def max_abs_value(n_features: int) -> float:
     return math.sqrt(float(np.finfo(np.float64).max) / (8 * max(int(n_features), 1)))
 
 
-def check_finite(X: torch.Tensor | np.ndarray, what: str = "X") -> None:
+def check_finite(X: Any, what: str = "X") -> None:
     """Raise ``ValueError`` naming the first non-finite entry of ``X``.
 
     Parameters
     ----------
     X
-        A floating-point numpy array, or a tensor on any device.
+        A floating-point numpy array, a scipy sparse CSR matrix, or a tensor on any device.
     what
         How the message names the input.
 
@@ -380,6 +381,13 @@ column 1.
         if X.size and not (np.isfinite(X.sum()) or np.isfinite(X).all()):
             bad = np.argwhere(~np.isfinite(X))[0].tolist()
             _non_finite(X[tuple(bad)].item(), bad, what)
+        return
+    if type(X).__module__.startswith("scipy.sparse"):  # CSR: its stored values
+        stored = np.flatnonzero(~np.isfinite(X.data))
+        if stored.size:
+            p = int(stored[0])
+            row = int(np.searchsorted(X.indptr, p, side="right")) - 1
+            _non_finite(float(X.data[p]), [row, int(X.indices[p])], what)
         return
     import torch
 
@@ -499,6 +507,40 @@ def _real_tensor(X: Any) -> Any:
             t.is_floating_point() or str(t.dtype).removeprefix("torch.") in _INT_DTYPE_NAMES):
         raise FeatureTypeError(f"X must hold real numbers, got a tensor of {t.dtype}.")
     return t
+
+
+def check_real(X: Any) -> None:
+    """Raise the value rule's error for input that does not hold real numbers: a DataFrame's
+    non-numeric column (named), strings or objects that are not numbers, complex numbers.
+    Numeric arrays and frames pass at once.
+
+    Parameters
+    ----------
+    X
+        A numpy array, DataFrame, or nested sequence.
+
+    Raises
+    ------
+    FeatureTypeError
+        For non-numeric values.
+    InputError
+        For complex numbers.
+
+    Examples
+    --------
+    >>> check_real(np.zeros((2, 2)))   # numeric: returns None
+    >>> check_real([["a", 1.0]])
+    Traceback (most recent call last):
+    ...
+    streamrbf.core.validation.FeatureTypeError: X must hold real numbers: could not convert \
+string to float: ...
+    """
+    if isinstance(X, np.ndarray) and X.dtype.kind in "biuf":
+        return
+    if hasattr(X, "dtypes") and all(getattr(dt, "kind", "O") in "biuf"
+                                    for dt in getattr(X.dtypes, "values", [X.dtypes])):
+        return
+    _real_array(X)
 
 
 def _real_array(X: Any) -> np.ndarray:
