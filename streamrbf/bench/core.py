@@ -282,10 +282,15 @@ def markdown(result: dict[str, Any]) -> str:
 
 def run(quick: bool = False) -> dict[str, Any]:
     """Run both parts; returns ``{"speed": [...], "quality": [...]}`` and prints the tables."""
+    import sklearn.cluster  # noqa: F401
     import torch
     from threadpoolctl import threadpool_limits
 
+    import streamrbf.kmeans  # noqa: F401
+
     torch.set_num_threads(1)
+    # threadpoolctl limits the pools loaded when it is entered: every library is loaded first
+    # (scikit-learn's OpenMP runtime too), so every peer computes on one thread.
     with threadpool_limits(1):
         result = {"speed": speed(quick), "quality": quality(quick), "large": large(quick)}
     print(markdown(result))

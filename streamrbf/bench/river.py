@@ -227,10 +227,13 @@ def _fmt_rate(r):
 
 def run(quick: bool = False) -> dict:
     """Run the benchmark, print a Markdown report and return the figures."""
+    import sklearn.cluster  # noqa: F401
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    # threadpoolctl limits the pools loaded when it is entered: scikit-learn's OpenMP runtime is
+    # loaded first, so its MiniBatchKMeans computes on one thread like every other peer.
     t0 = time.perf_counter()
     with threadpool_limits(1):
         sp = speed(quick)
