@@ -51,6 +51,24 @@ _FAST_TYPES = frozenset({float, int, bool, np.float64, np.float32, np.int64, np.
 _PACKERS: dict[int, Callable[..., bytes]] = {}  # d -> struct packer of d float64s
 
 
+def _event_weight(w: Any) -> float:
+    """``w`` as a float if it is a finite real number >= 0 (booleans: 0 and 1, as feature values
+    are), else a ValueError naming it."""
+    if isinstance(w, numbers.Real):
+        v = float(w)
+        if math.isfinite(v) and v >= 0.0:
+            return v
+    raise ValueError(f"w must be a finite number >= 0, got {w!r}")
+
+
+def _weighted_row(xv: np.ndarray, w: float) -> np.ndarray:
+    """The buffered form of an event: its values, then its weight."""
+    row = np.empty(len(xv) + 1)
+    row[:-1] = xv
+    row[-1] = w
+    return row
+
+
 @numba.njit(cache=True, nogil=True)
 def _first_out_of_range(x, limit):
     """Index of the first entry of ``x`` that is NaN or above ``limit`` in magnitude, or -1."""
@@ -290,14 +308,16 @@ class _Restarts:
     events, the re-check of that start on more events, the restart after a drift alarm
     (:func:`streamrbf.core.engine.refit`), and the re-seeding of starved centres."""
 
-    def _start(self, X: np.ndarray) -> None:
-        """Start from the engine's initialisation on the buffered warm-up events ``X`` (the
-        best of a few k-means++ seedings, each annealed on ``X`` until hard)."""
-        state = engine.initialise(X, self._policy, self._seed).state
+    def _start(self, X: np.ndarray, w: np.ndarray) -> None:
+        """Start from the engine's initialisation on the buffered warm-up events ``X`` of
+        weights ``w`` (the best of a few k-means++ seedings, each annealed on ``X`` until
+        hard)."""
+        state = engine.initialise(X, self._policy, self._seed, sample_weight=w).state
         state.centers = state.centers.astype(np.float32)  # one model per stream: memory matters
         self._adopt(state, X.shape[1])
         if self.batch_size > 1:
             self._buf = np.empty((self.batch_size, X.shape[1]))
+            self._buf_w = np.ones(self.batch_size)
             self._n_buf = 0
 
     def _adopt(self, state: ModelState, d: int) -> None:
@@ -313,24 +333,27 @@ class _Restarts:
         if self._core_det is not None:
             self._core_state = self._core_det.new_state()
 
-    def _buffer_for_recheck(self, X: np.ndarray) -> None:
-        self._rewarm = list(X)
+    def _buffer_for_recheck(self, rows: np.ndarray) -> None:
+        """Keep ``rows`` (events with their weight in the last column) for the next check."""
+        self._rewarm = list(rows)
         self._next_check = RECHECK_WARMUPS * self._warmup_size
 
     def _check_restart(self) -> None:
         """Restart from fresh centres chosen on the buffered events if they explain those events
         much better than the current centres: after a drift alarm (first check), or a while after
         a (re)start (the recheck)."""
-        X = np.stack(self._rewarm)
+        rows = np.stack(self._rewarm)
         self._rewarm = None
         first = self._next_check < RECHECK_WARMUPS * self._warmup_size
         gain = DRIFT_RESTART_GAIN if first else RECHECK_GAIN
-        state, replaced = engine.refit(self._state, X, self._policy, gain)
+        X = rows[:, :-1]
+        state, replaced = engine.refit(self._state, X, self._policy, gain,
+                                       sample_weight=rows[:, -1])
         if replaced:
             self._adopt(state, X.shape[1])
             if first:
                 self.n_drifts += 1
-                self._buffer_for_recheck(X)
+                self._buffer_for_recheck(rows)
 
     def _reseed(self) -> None:
         """Move a starved centre onto the reservoir's candidate.
@@ -482,6 +505,7 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
     """
 
     _get: itemgetter | None = None  # (a class default too, for models pickled without it)
+    _buf_w: np.ndarray | None = None  # (the same)
 
     def __init__(
         self,
@@ -535,15 +559,18 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
         self._features: tuple | None = None  # feature order, fixed by the first event
         self._feature_set: frozenset | None = None
         self._get: itemgetter | None = None  # the fast path's getter of the feature values
-        self._warm: list[np.ndarray] = []  # warm-up events, dropped once initialised
+        # warm-up events (each with its weight in a last column), dropped once initialised
+        self._warm: list[np.ndarray] = []
         self._state: ModelState | None = None  # the engine's record, float32 centres
         self._C: np.ndarray | None = None  # a view of its (k, d) centres: the kernels' operand
         self._counts: np.ndarray | None = None  # a view of its (k,) decayed masses
         self._aux: np.ndarray | None = None  # [reservoir weight, reseed candidate (d)]
         self._rs: np.ndarray | None = None  # (1,) uint64 splitmix64 state
         self._buf: np.ndarray | None = None  # (batch_size, d) events waiting for a step
+        self._buf_w: np.ndarray | None = None  # (batch_size,) their weights
         self._n_buf = 0
-        self._rewarm: list[np.ndarray] | None = None  # events buffered after a drift alarm
+        # events (with their weight in a last column) buffered after a drift alarm
+        self._rewarm: list[np.ndarray] | None = None
         self._next_check = 0  # buffered events at which the next restart check happens
         self.n_alarms = 0
         self.n_drifts = 0
@@ -671,66 +698,94 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
 
     # -- learning -----------------------------------------------------------------------------
 
-    def learn_one(self, x: dict) -> None:
+    def learn_one(self, x: dict, w: float = 1.0) -> None:
         """Learn from one event: buffered during the warm-up, then one step per `batch_size`
-        events. A bad event raises (naming the feature) and changes nothing.
+        events. A bad event or weight raises (naming what is wrong) and changes nothing.
 
         Parameters
         ----------
         x
             The event, `{feature: value}`.
+        w
+            The event's weight, a finite number >= 0 (as in river's `CluStream`): a weight of 2
+            counts as the event seen twice in the masses, the centres' steps, the warm-up's
+            seedings and the re-seeding draws (drift detection counts events). An event of
+            weight 0 is checked and changes nothing. (River's `Pipeline` passes no extra
+            argument to an unsupervised last step: weigh events on the model itself.)
+
+        Examples
+        --------
+        >>> from streamrbf.river import RBFKMeans
+        >>> model = RBFKMeans(n_clusters=2, warmup=4, seed=0)
+        >>> for i in range(40):
+        ...     model.learn_one({"a": float(i % 2) * 5}, w=3.0 if i % 2 else 1.0)
+        >>> light, heavy = sorted(model.counts.values())  # decayed masses
+        >>> round(heavy / light)
+        3
+        >>> model.learn_one({"a": 1.0}, w=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: w must be a finite number >= 0, got -1
         """
+        if w.__class__ is not float or w != 1.0:
+            w = _event_weight(w)
+            if w == 0.0:
+                self._check_event(x)  # checked, not learnt (nor fixing the features)
+                return
         if self._C is not None and self._buf is None:
             # hot path: initialised, one step per event
             xv = self._vector(x)
-            _, dmin, alarm = self._step_event(xv)
-            self._after_step((dmin,), alarm, xv)
+            _, dmin, alarm = self._step_event(xv, w)
+            self._after_step((dmin,), alarm, xv, w)
             return
         if self._features is None:
             xv = self._first_event(x)
         else:
             xv = self._vector(x)
-        self._learn_vector(xv)
+        self._learn_vector(xv, w)
 
-    def _step_event(self, xv: np.ndarray) -> tuple[int, float, bool]:
-        """The compiled per-event step on a checked event ``xv``: ``(nearest centre, its squared
-        distance, drift alarm)``."""
+    def _step_event(self, xv: np.ndarray, w: float = 1.0) -> tuple[int, float, bool]:
+        """The compiled per-event step on a checked event ``xv`` of weight ``w``: ``(nearest
+        centre, its squared distance, drift alarm)``."""
         return _ok.learn_event(
             xv, self._C, self._counts, logit_divisor(self._state.temperature[0]),
-            self._mapping_code, self._decay, self._aux, self._rs, self._det,
+            self._mapping_code, self._decay, self._aux, self._rs, self._det, float(w),
         )
 
-    def _learn_vector(self, xv: np.ndarray) -> None:
-        """Learn one checked event given as a vector in feature order."""
+    def _learn_vector(self, xv: np.ndarray, w: float = 1.0) -> None:
+        """Learn one checked event given as a vector in feature order, of weight ``w > 0``."""
         if self._C is None:
-            self._warm.append(np.array(xv, dtype=np.float64))
+            self._warm.append(_weighted_row(xv, w))
             if len(self._warm) >= self._warmup_size:
-                X = np.stack(self._warm)
+                rows = np.stack(self._warm)
                 self._warm = []
-                self._start(X)
-                self._buffer_for_recheck(X)
+                self._start(rows[:, :-1], rows[:, -1])
+                self._buffer_for_recheck(rows)
             return
         if self._buf is None:
-            _, dmin, alarm = self._step_event(xv)
-            self._after_step((dmin,), alarm, xv)
+            _, dmin, alarm = self._step_event(xv, w)
+            self._after_step((dmin,), alarm, xv, w)
             return
+        if self._buf_w is None:  # (a model pickled before events had weights)
+            self._buf_w = np.ones(self.batch_size)
         self._buf[self._n_buf] = xv
+        self._buf_w[self._n_buf] = w
         self._n_buf += 1
         if self._rewarm is not None:
-            self._rewarm.append(np.array(xv, dtype=np.float64))
+            self._rewarm.append(_weighted_row(xv, w))
         if self._n_buf == self.batch_size:
             nearest = np.empty(self._n_buf)
             _, alarm = _ok.learn_rows(
-                self._buf, self._n_buf, self._C, self._counts,
+                self._buf, self._buf_w, self._n_buf, self._C, self._counts,
                 logit_divisor(self._state.temperature[0]), self._mapping_code, self._decay,
                 self._aux, self._rs, nearest, self._det,
             )
             self._n_buf = 0
             self._after_step(nearest.tolist(), alarm, None)
 
-    def _after_step(self, nearest, alarm: bool, xv: np.ndarray | None) -> None:
-        """Temperature, drift and re-seeding bookkeeping after one gradient step (``xv``: the
-        step's event when it learnt one event)."""
+    def _after_step(self, nearest, alarm: bool, xv: np.ndarray | None, w: float = 1.0) -> None:
+        """Temperature, drift and re-seeding bookkeeping after one gradient step (``xv``, ``w``:
+        the step's event and its weight when it learnt one event)."""
         st = self._state
         st.temperature[0] = cooled(st.temperature.item(0), self._cooling,
                                    st.min_temperature.item(0))
@@ -749,7 +804,7 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
                     alarm = True
         if self._rewarm is not None:
             if xv is not None:
-                self._rewarm.append(np.array(xv, dtype=np.float64))
+                self._rewarm.append(_weighted_row(xv, w))
             if len(self._rewarm) >= self._next_check:
                 self._check_restart()
         elif alarm:
@@ -890,27 +945,35 @@ class KeyedRBFKMeans(base.Wrapper, base.Clusterer):
             ) from None
         return k, rest
 
-    def learn_one(self, x: dict, **kwargs) -> None:
+    def learn_one(self, x: dict, w: float = 1.0, **kwargs) -> None:
         """Learn from one event with the model of its stream (created on its first event).
 
         Parameters
         ----------
         x
             The event: the key field and the features.
+        w
+            The event's weight (see :meth:`RBFKMeans.learn_one`); an event of weight 0 is
+            checked, and neither creates nor refreshes its stream.
         **kwargs
             Ignored (River's protocol).
         """
         k, rest = self._split(x)
         m = self.models.get(k)
+        if w.__class__ is not float or w != 1.0:
+            w = _event_weight(w)
+            if w == 0.0:
+                (m if m is not None else self.model.clone()).learn_one(rest, 0.0)  # checks
+                return
         if m is None:
             m = self.model.clone()
-            m.learn_one(rest)  # raises before the stream is registered if the event is bad
+            m.learn_one(rest, w)  # raises before the stream is registered if the event is bad
             self.models[k] = m
             if len(self.models) > self.max_streams:
                 self.models.popitem(last=False)
                 self.n_evicted += 1
             return
-        m.learn_one(rest)  # a bad event raises here, and the stream does not count as used
+        m.learn_one(rest, w)  # a bad event raises here, and the stream does not count as used
         self.models.move_to_end(k)
 
     def predict_one(self, x: dict, **kwargs) -> int:

@@ -442,3 +442,66 @@ def test_streaming_windowed_updates_checkpoints_and_restart(data, tmp_path):
     second = RBFKMeans.load(latest_checkpoint(ckpt))
     assert second.n_steps_ == 6
     assert second.temperature_ < first.temperature_
+
+
+# -- weighted events ------------------------------------------------------------------------------
+def _weighted_events(X, w):
+    return [{"a": r[0], "b": r[1], "c": r[2], "w": wi} for r, wi in zip(X.tolist(), w.tolist())]
+
+
+def test_weighted_events_give_the_cores_weighted_steps(data):
+    # Beam's steps with weights equal the core's partial_fit with sample_weight, which equals
+    # the core on the events repeated (without forgetting, which counts events, not weights).
+    X, C0 = data
+    w = np.random.default_rng(0).integers(0, 4, size=len(X)).astype(float)
+    params = {**PARAMS, "half_life": None}
+    core = RBFKMeans(4, init=C0, reassignment_ratio=0.0, random_state=0, **params)
+    repeated = RBFKMeans(4, init=C0, reassignment_ratio=0.0, random_state=0, **params)
+    for _ in range(4):
+        core.partial_fit(X, sample_weight=w)
+        repeated.partial_fit(np.repeat(X, w.astype(int), axis=0))
+    np.testing.assert_allclose(core.cluster_centers_, repeated.cluster_centers_, atol=1e-9)
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(_weighted_events(X, w)) | ClusterGlobally(
+            4, steps=3, n_shards=8, n_features=3, init=C0, weight_field="w", **params)
+        assert_that(out.model, _matches(core, n_seen=4 * len(X)))
+
+
+def _centres_near(expected, atol):
+    def check(models):
+        assert len(models) == 1
+        np.testing.assert_allclose(np.sort(models[0].centers[0][:, 0]), expected, atol=atol)
+
+    return check
+
+
+def test_events_of_weight_zero_pull_no_centre():
+    X, y = make_blobs(300, n_features=3, centers=[[0, 0, 0], [10, 0, 0], [0, 10, 0]],
+                      cluster_std=0.5, random_state=0)
+    w = (y != 2).astype(float)  # the third blob weighs nothing
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(_weighted_events(X, w)) | ClusterGlobally(
+            2, steps=3, n_shards=4, n_features=3, weight_field="w", assign=True)
+        assert_that(out.model, _centres_near([0.0, 10.0], atol=0.3), label="Model")
+        assert_that(out.assignments | beam.combiners.Count.Globally(), equal_to([300]),
+                    label="Every event assigned")
+
+
+def test_bad_weights_are_dead_letters_naming_the_field():
+    good = [{"a": float(i % 2) * 5, "w": 1.0} for i in range(20)]
+    bad = [{"a": 1.0}, {"a": 1.0, "w": -1}, {"a": 1.0, "w": float("nan")},
+           {"a": 1.0, "w": "2"}, [1.0, 2.0], '{"a": 1.0, "w": null}']
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(good + bad) | ClusterGlobally(
+            2, steps=1, n_features=1, weight_field="w", assign=True)
+        assert_that(out.dead_letters | beam.Map(lambda d: d.reason), equal_to([
+            "event has no weight field 'w'",
+            "weight field 'w' must be a finite number >= 0, got -1",
+            "weight field 'w' must be a finite number >= 0, got nan",
+            "weight field 'w' must be a finite number >= 0, got '2'",
+            "a weighted event must be a dict with a 'w' field, got list",
+            "weight field 'w' must be a finite number >= 0, got None"]), label="Dead")
+        assert_that(out.assignments | beam.combiners.Count.Globally(), equal_to([20]),
+                    label="Assigned")
+    with pytest.raises(ValueError, match="weight_field 'w' is one of the feature_names"):
+        ClusterGlobally(2, feature_names=["a", "w"], weight_field="w")

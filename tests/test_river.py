@@ -52,17 +52,20 @@ def _fitted(events, **params):
 @pytest.mark.parametrize("mapping", ["entmax15", "softmax", "hard"])
 @pytest.mark.parametrize("decay", [1.0, 0.9])
 def test_event_kernel_equals_core_step(mapping, decay):
+    # also for weighted events: the core's step with that event's sample weight
     rng = np.random.default_rng(0)
     k, d, T = 5, 3, 2.0
     X = rng.normal(size=(40, d)) * 2
+    W = np.where(np.arange(40) < 20, 1.0, rng.uniform(0.1, 4.0, size=40))
     C = rng.normal(size=(k, d))
     counts = rng.uniform(0, 3, size=k)
     Ct, nt = torch.from_numpy(C.copy()), torch.from_numpy(counts.copy())
     aux, rs = np.zeros(d + 1), np.zeros(1, np.uint64)
-    for x in X:
+    for x, w in zip(X, W):
         ok.learn_event(x, C, counts, logit_divisor(T), MAPPING_CODES[mapping], decay, aux, rs,
-                       np.zeros(3))
-        res = batch_statistics(torch.from_numpy(x[None]), Ct, T, mapping)
+                       np.zeros(3), w)
+        res = batch_statistics(torch.from_numpy(x[None]), Ct, T, mapping,
+                               sample_weight=None if w == 1.0 else np.array([w]))
         Ct, nt = apply_step(Ct, nt, res.stats, decay)
         np.testing.assert_allclose(C, Ct.numpy(), rtol=0, atol=1e-10)
         np.testing.assert_allclose(counts, nt.numpy(), rtol=0, atol=1e-10)
@@ -101,12 +104,14 @@ def test_batch_kernel_equals_core_step(mapping):
     counts = np.zeros(k)
     Ct, nt = torch.from_numpy(C.copy()), torch.from_numpy(counts.copy())
     aux, rs = np.zeros(d + 1), np.zeros(1, np.uint64)
-    for _ in range(10):
+    for step in range(10):
         X = rng.normal(size=(B, d)) * 2
+        w = np.ones(B) if step < 5 else rng.uniform(0.0, 3.0, size=B)
         nearest = np.empty(B)
-        loss, _ = ok.learn_rows(X, B, C, counts, T, MAPPING_CODES[mapping], 0.95, aux, rs,
+        loss, _ = ok.learn_rows(X, w, B, C, counts, T, MAPPING_CODES[mapping], 0.95, aux, rs,
                                 nearest, np.zeros(0))
-        res = batch_statistics(torch.from_numpy(X), Ct, T, mapping)
+        res = batch_statistics(torch.from_numpy(X), Ct, T, mapping,
+                               sample_weight=None if step < 5 else w)
         Ct, nt = apply_step(Ct, nt, res.stats, 0.95)
         np.testing.assert_allclose(C, Ct.numpy(), rtol=0, atol=1e-10)
         np.testing.assert_allclose(counts, nt.numpy(), rtol=0, atol=1e-10)
@@ -121,7 +126,7 @@ def test_float32_centres_round_once_like_the_core():
     Ct, nt = torch.from_numpy(C.copy()), torch.from_numpy(counts.copy())
     aux, rs = np.zeros(9), np.zeros(1, np.uint64)
     for x in rng.normal(size=(50, 8)):
-        ok.learn_event(x, C, counts, 0.7, 0, 1.0, aux, rs, np.zeros(0))
+        ok.learn_event(x, C, counts, 0.7, 0, 1.0, aux, rs, np.zeros(0), 1.0)
         Ct, nt = apply_step(Ct, nt, batch_statistics(torch.from_numpy(x[None]), Ct, 0.7).stats)
     np.testing.assert_allclose(C, Ct.numpy(), rtol=1e-6, atol=1e-6)
 
@@ -450,7 +455,7 @@ def test_first_and_later_events_accept_the_same_real_numbers():
                   np.int16(-2), np.float32(0.25), 7):
         first = RBFKMeans(n_clusters=2, warmup=2, seed=0)
         first.learn_one({"a": value, "b": 1.0})  # the first event: the slow path
-        assert first._warm[0].tolist() == [float(value), 1.0]
+        assert first._warm[0].tolist() == [float(value), 1.0, 1.0]  # the event, its weight
         first.learn_one({"a": float(value) + 3, "b": 0.0})
         later, twin = copy.deepcopy(first), copy.deepcopy(first)
         later.learn_one({"a": value, "b": 1.0})  # a later event: the fast path if it can
@@ -714,3 +719,78 @@ def test_keyed_rejected_event_does_not_count_as_a_use():
         keyed.learn_one({"id": ["A"], "v": 1.0})
     with pytest.raises(TypeError, match="an event must be a dict"):
         keyed.learn_one([("id", "A")])
+
+
+# -- weighted events ------------------------------------------------------------------------------
+_UNWEIGHTED_RULES = dict(mapping="hard", half_life=None, reassignment_ratio=0.0,
+                         drift_detector=None, warmup=40)
+
+
+def test_a_weighted_event_is_the_event_repeated(blobs):
+    # With hard memberships, no forgetting and no re-seeding (the rules that count events, not
+    # weights), an event of weight n is the event n times: the same running means.
+    events, _ = blobs
+    a, b = (RBFKMeans(n_clusters=4, seed=0, **_UNWEIGHTED_RULES) for _ in range(2))
+    for x in events[:200]:  # past the warm-up and its re-check, on the same events
+        a.learn_one(x)
+        b.learn_one(x)
+    rng = np.random.default_rng(0)
+    for x in events[200:500]:
+        n = int(rng.integers(0, 4))
+        a.learn_one(x, w=n)
+        for _ in range(n):
+            b.learn_one(x)
+    np.testing.assert_allclose(a._C, b._C, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a._counts, b._counts, rtol=1e-9)
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_a_weighted_warm_up_is_the_engines_weighted_start(blobs, batch_size):
+    from streamrbf.core import engine
+
+    events, _ = blobs
+    w = np.random.default_rng(1).uniform(0.1, 5.0, size=40)
+    model = RBFKMeans(n_clusters=4, seed=0, batch_size=batch_size, warmup=40)
+    for x, wi in zip(events[:40], w):
+        model.learn_one(x, w=wi)
+    X = np.array([[x[f] for f in model._features] for x in events[:40]])
+    ref = engine.initialise(X, model._policy, model._seed, sample_weight=w).state
+    np.testing.assert_allclose(model._C, ref.centers[0].astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(model._counts, ref.masses[0], rtol=1e-9)
+    assert not np.allclose(ref.masses[0], engine.initialise(X, model._policy,
+                                                            model._seed).state.masses[0])
+
+
+@pytest.mark.parametrize("w", [-1.0, math.nan, math.inf, "2", None, np.array([1.0, 2.0])])
+def test_bad_weights_are_named_and_change_nothing(blobs, w):
+    events, _ = blobs
+    for model in (RBFKMeans(n_clusters=3, seed=0, warmup=10), _fitted(events[:300])):
+        before = pickle.dumps(model)
+        with pytest.raises(ValueError, match="w must be a finite number >= 0"):
+            model.learn_one(events[0], w=w)
+        assert pickle.dumps(model) == before
+
+
+def test_an_event_of_weight_zero_is_checked_and_changes_nothing(blobs):
+    events, _ = blobs
+    model = _fitted(events[:300])
+    before = pickle.dumps(model)
+    model.learn_one(events[300], w=0)
+    model.learn_one(events[301], w=False)
+    assert pickle.dumps(model) == before
+    with pytest.raises(FeatureTypeError):
+        model.learn_one({**events[300], "f0": "x"}, w=0.0)
+    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=3, seed=0, warmup=10))
+    keyed.learn_one({"stream": "a", **events[0]}, w=0.0)
+    assert keyed.n_streams == 0
+
+
+def test_weights_reach_each_streams_model(blobs):
+    events, _ = blobs
+    plain = RBFKMeans(n_clusters=3, seed=0, warmup=10)
+    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=3, seed=0, warmup=10))
+    for x in events[:100]:
+        plain.learn_one(x, w=1.0)
+        keyed.learn_one({"stream": "a", **x}, w=5.0)
+    total = sum(plain.counts.values())
+    assert sum(keyed.model_for("a").counts.values()) == pytest.approx(5 * total, rel=1e-6)

@@ -421,6 +421,65 @@ def _pop_event_id(event: Any, id_field: str) -> tuple[str | int, Any]:
     return event_id, {k: v for k, v in event.items() if k != id_field}
 
 
+def parse_weighted(
+    event: Any,
+    weight_field: str,
+    feature_names: Sequence[str] | None = None,
+    n_features: int | None = None,
+) -> tuple[float, ...]:
+    """Validate a weighted event: a dict (or JSON text of one) whose ``weight_field`` holds the
+    event's weight, a finite real number >= 0; the other fields are its features.
+
+    Parameters
+    ----------
+    event
+        The event.
+    weight_field
+        The name of the weight's field.
+    feature_names, n_features
+        As in :func:`parse_features`, for the other fields.
+
+    Returns
+    -------
+    tuple
+        The feature values, then the weight.
+
+    Raises
+    ------
+    ValueError, TypeError
+        A missing or bad weight (the message names the field), or what :func:`parse_features`
+        raises for the features.
+
+    Examples
+    --------
+    >>> parse_weighted({"x": 1.5, "y": 2, "w": 3}, "w")
+    (1.5, 2.0, 3.0)
+    >>> parse_weighted('{"x": 1.5, "w": -1}', "w")
+    Traceback (most recent call last):
+    ...
+    ValueError: weight field 'w' must be a finite number >= 0, got -1
+    """
+    if isinstance(event, (str, bytes)):
+        try:
+            event = json.loads(event)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"unparseable event: {err}") from None
+    if not isinstance(event, Mapping):
+        raise TypeError(f"a weighted event must be a dict with a {weight_field!r} field, got "
+                        f"{type(event).__name__}")
+    if weight_field not in event:
+        raise ValueError(f"event has no weight field {weight_field!r}")
+    w = event[weight_field]
+    try:
+        weight = _real(f"weight field {weight_field!r}", w)
+    except (ValueError, TypeError):
+        weight = -1.0
+    if not weight >= 0.0:
+        raise ValueError(f"weight field {weight_field!r} must be a finite number >= 0, got {w!r}")
+    rest = {k: v for k, v in event.items() if k != weight_field}
+    return parse_features(rest, feature_names, n_features)[1] + (weight,)
+
+
 def _parse_keyed_with_id(
     element: Any,
     id_field: str,
@@ -445,15 +504,19 @@ DEAD_LETTERS = "dead_letters"
 
 class _ValidateDoFn(beam.DoFn):
     def __init__(self, keyed: bool, feature_names: tuple[str, ...] | None,
-                 n_features: int | None) -> None:
+                 n_features: int | None, weight_field: str | None = None) -> None:
         self.keyed = keyed
         self.feature_names = feature_names
         self.n_features = n_features
+        self.weight_field = weight_field
 
     def process(self, element: Any) -> Iterable[Any]:
         try:
             if self.keyed:
                 yield parse_keyed(element, self.feature_names, self.n_features)
+            elif self.weight_field is not None:
+                yield parse_weighted(element, self.weight_field, self.feature_names,
+                                     self.n_features)
             else:
                 yield parse_features(element, self.feature_names, self.n_features)[1]
         except (ValueError, TypeError, OverflowError) as err:
@@ -464,7 +527,8 @@ class _ValidateDoFn(beam.DoFn):
 class ValidateEvents(beam.PTransform):
     """Split events into valid ones and :class:`DeadLetter` records; returns ``(valid, dead)``.
 
-    Unkeyed events become tuples of floats; keyed events (``keyed=True``) become
+    Unkeyed events become tuples of floats (with ``weight_field``: the features, then the
+    weight; see :func:`parse_weighted`); keyed events (``keyed=True``) become
     ``(key, (names, values))`` with a ``str`` key.
 
     Parameters
@@ -477,6 +541,8 @@ class ValidateEvents(beam.PTransform):
         Whether events are ``(key, features)`` pairs.
     tagged
         ``False`` splits with two filters instead of a multi-output ParDo (for the DaskRunner).
+    weight_field
+        Unkeyed dict events only: the field holding each event's weight.
 
     Examples
     --------
@@ -488,8 +554,12 @@ class ValidateEvents(beam.PTransform):
     """
 
     def __init__(self, feature_names: Sequence[str] | None = None, n_features: int | None = None,
-                 *, keyed: bool = False, tagged: bool = True) -> None:
+                 *, keyed: bool = False, tagged: bool = True,
+                 weight_field: str | None = None) -> None:
         super().__init__()
+        if keyed and weight_field is not None:
+            raise ValueError("weight_field applies to unkeyed events")
+        self.weight_field = weight_field
         self.tagged = tagged
         self.feature_names = None if feature_names is None else tuple(feature_names)
         self.n_features = n_features
@@ -508,7 +578,7 @@ class ValidateEvents(beam.PTransform):
         tuple
             ``(valid, dead)``: the parsed events and the :class:`DeadLetter` records.
         """
-        fn = _ValidateDoFn(self.keyed, self.feature_names, self.n_features)
+        fn = _ValidateDoFn(self.keyed, self.feature_names, self.n_features, self.weight_field)
         if not self.tagged:
             # One output and two filters: the DaskRunner mixes a multi-output ParDo's outputs.
             both = pcoll | "Validate" >> beam.FlatMap(lambda e: [

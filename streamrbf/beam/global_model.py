@@ -205,22 +205,33 @@ class _SeededSample(beam.CombineFn):
         return rows
 
 
+def _rows(batch: Any, weighted: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """A batch of events as ``(X, weights)``: a weighted event's last value is its weight."""
+    rows = np.asarray(batch, dtype=np.float64)
+    if not weighted:
+        return rows, None
+    return rows[:, :-1], rows[:, -1]
+
+
 class _InitialModel(beam.DoFn):
-    def __init__(self, policy: Policy, checkpoint_dir: str | None, seed: int) -> None:
+    def __init__(self, policy: Policy, checkpoint_dir: str | None, seed: int,
+                 weighted: bool = False) -> None:
         self.policy = policy
         self.checkpoint_dir = checkpoint_dir
         self.seed = seed
+        self.weighted = weighted
 
     def process(self, sample: list[Any]) -> Iterable[ModelState]:
         ckpt = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
         if ckpt is not None:
             yield _load_checkpoint(ckpt)
             return
-        if len(sample) < self.policy.min_events():
+        X, w = _rows(sample, self.weighted)
+        # (events of weight 0 count as events, but cannot seed a centre)
+        if (len(X) if w is None else np.count_nonzero(w)) < self.policy.min_events():
             # k-means++ needs n_clusters events: no model (the events become dead letters).
             return
-        model = engine.initialise(np.asarray(sample, dtype=np.float64), self.policy,
-                                  self.seed).state
+        model = engine.initialise(X, self.policy, self.seed, sample_weight=w).state
         if self.checkpoint_dir:
             _write_checkpoint(model, self.policy, self.checkpoint_dir)
         yield model
@@ -240,13 +251,19 @@ class _NoModelDeadLetters(beam.DoFn):
 class _PartialStatistics(beam.DoFn):
     """Sufficient statistics of one shard against the broadcast model."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, weighted: bool = False) -> None:
         self.policy = policy
+        self.weighted = weighted
 
     def process(self, batch: Any, model: ModelState | None) -> Iterable[Any]:
         if not isinstance(model, ModelState):  # no model (Beam's EmptySideInput)
             return
-        yield engine.statistics(model, np.asarray(batch, dtype=np.float64), self.policy)
+        X, w = _rows(batch, self.weighted)
+        if w is not None and not w.any():  # a shard of weight 0: its events, no mass
+            stats = engine.statistics(model, X[:0], self.policy)
+            yield type(stats)(stats.mass, stats.sums, stats.loss, len(X))
+            return
+        yield engine.statistics(model, X, self.policy, sample_weight=w)
 
 
 class _SumStatistics(beam.CombineFn):
@@ -342,13 +359,14 @@ def _initial_checkpoint(policy: Policy, checkpoint_dir: str) -> None:
 
 
 class _Assign(beam.DoFn):
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, weighted: bool = False) -> None:
         self.policy = policy
+        self.weighted = weighted
 
     def process(self, batch: Any, model: ModelState | None) -> Iterable[Any]:
         if not isinstance(model, ModelState):  # no model: the events are dead letters
             return
-        yield from engine.assignments(model, np.asarray(batch, dtype=np.float64),
+        yield from engine.assignments(model, _rows(batch, self.weighted)[0],
                                       self.policy).to_list()
 
 
@@ -408,6 +426,12 @@ class ClusterGlobally(beam.PTransform):
         Streaming: how often the model side input reloads the newest checkpoint.
     impulses
         Streaming: a PTransform of windowed ticks replacing the ``PeriodicImpulse``.
+    weight_field
+        Dict events only: the field that holds each event's weight, a finite number >= 0 (an
+        event of weight 2 counts as the event twice in the masses, the sums, the distortion
+        and the initialisation's seedings; a missing or bad weight makes a dead letter). The
+        other fields are the features. A valid event's row is its features then its weight,
+        also in the ``"model"`` stage's dead letters.
     **model_params
         How the model learns: any parameter of the learning policy
         (:class:`~streamrbf.core.policy.Policy`: ``mapping``, ``initial_temperature``, ``init``,
@@ -442,9 +466,14 @@ class ClusterGlobally(beam.PTransform):
         window_secs: float = 60.0,
         refresh_secs: float = 60.0,
         impulses: beam.PTransform | None = None,
+        weight_field: str | None = None,
         **model_params: Any,
     ) -> None:
         super().__init__()
+        if weight_field is not None and feature_names is not None and (
+                weight_field in feature_names):
+            raise ValueError(f"weight_field {weight_field!r} is one of the feature_names")
+        self.weight_field = weight_field
         self.window_secs = float(window_secs)
         self.refresh_secs = float(refresh_secs)
         self.impulses = impulses
@@ -495,10 +524,11 @@ class ClusterGlobally(beam.PTransform):
         )
         windowed = pcoll | "Window" >> beam.WindowInto(window.FixedWindows(self.window_secs))
         vectors, bad = windowed | "ValidateEvents" >> ValidateEvents(
-            self.feature_names, self.n_features, tagged=False)
+            self.feature_names, self.n_features, tagged=False, weight_field=self.weight_field)
+        weighted = self.weight_field is not None
         models = (
             self._shards(vectors)
-            | "Statistics" >> beam.ParDo(_PartialStatistics(self.policy),
+            | "Statistics" >> beam.ParDo(_PartialStatistics(self.policy, weighted),
                                          model=beam.pvalue.AsSingleton(side))
             | "Sum" >> beam.CombineGlobally(_SumStatistics()).without_defaults()
             | "OneKey" >> beam.Map(lambda st: ("model", st)).with_output_types(tuple[str, Any])
@@ -527,15 +557,17 @@ class ClusterGlobally(beam.PTransform):
         if not pcoll.is_bounded:
             return self._expand_unbounded(pcoll)
         seed = self.random_state
+        weighted = self.weight_field is not None
         vectors, bad = pcoll | "ValidateEvents" >> ValidateEvents(
-            self.feature_names, self.n_features, tagged=False)
+            self.feature_names, self.n_features, tagged=False, weight_field=self.weight_field)
         batches = self._shards(vectors)
         model = (
             vectors
             # without_defaults: the default-value injection runs twice on the DaskRunner.
             | "Sample" >> beam.CombineGlobally(
                 _SeededSample(self.init_sample, seed)).without_defaults()
-            | "Initialise" >> beam.ParDo(_InitialModel(self.policy, self.checkpoint_dir, seed))
+            | "Initialise" >> beam.ParDo(
+                _InitialModel(self.policy, self.checkpoint_dir, seed, weighted))
         )
         # No model (too few valid events for k-means++, no checkpoint): every valid event is a
         # dead letter, so that each event still leaves exactly once.
@@ -549,7 +581,8 @@ class ClusterGlobally(beam.PTransform):
             stats = (
                 batches
                 | f"Statistics{t}" >> beam.ParDo(
-                    _PartialStatistics(self.policy), model=beam.pvalue.AsSingleton(model))
+                    _PartialStatistics(self.policy, weighted),
+                    model=beam.pvalue.AsSingleton(model))
                 | f"Sum{t}" >> beam.CombineGlobally(_SumStatistics())
             )
             # The statistics are the main input and the model the side input: a PCollection
@@ -561,7 +594,7 @@ class ClusterGlobally(beam.PTransform):
         all_models = tuple(history) | "History" >> beam.Flatten()
         if self.assign:
             assignments = batches | "Assign" >> beam.ParDo(
-                _Assign(self.policy),
+                _Assign(self.policy, weighted),
                 model=beam.pvalue.AsSingleton(model))
         else:
             assignments = vectors | "NoAssignments" >> beam.Filter(lambda _: False)

@@ -82,7 +82,8 @@ def speed(quick: bool) -> list[dict]:
 
 
 def _state_bytes(model) -> int:
-    arrays = (model._C, model._counts, model._aux, model._rs, model._buf, model._det)
+    arrays = (model._C, model._counts, model._aux, model._rs, model._buf, model._buf_w,
+              model._det)
     return sum(a.nbytes for a in arrays if a is not None)
 
 

@@ -4,9 +4,9 @@ Per event the arithmetic is tiny (about 35 ns at d=64, k=32); what costs is Pyth
 into this module does a whole event: distances, responsibilities (through the core's
 :func:`streamrbf.core._kernels.row_responsibilities`) and the step of
 :func:`streamrbf.core.statistics.step_arrays` with that event's statistics ``m_k = p_k``, ``s_k =
-p_k x``:
+p_k x`` (times the event's weight ``w``, a weight of 2 being the event twice):
 
-    n_k <- decay * n_k + p_k,        c_k <- c_k + (p_k x - p_k c_k) / n_k.
+    n_k <- decay * n_k + w p_k,        c_k <- c_k + w (p_k x - p_k c_k) / n_k.
 
 Centres may be stored in float32 (River keeps one model per stream, memory matters); the step is
 computed in float64 and rounded once, exactly as ``apply_step`` does. Every kernel that reads an
@@ -27,7 +27,7 @@ splitmix64 state seeded by the model's generator, so the model stays reproducibl
 >>> C = np.array([[0.0, 0.0], [4.0, 0.0]])
 >>> counts = np.zeros(2)
 >>> aux, rs = np.zeros(3), np.zeros(1, np.uint64)
->>> learn_event(np.array([1.0, 0.0]), C, counts, 0.01, 0, 1.0, aux, rs, np.zeros(0))
+>>> learn_event(np.array([1.0, 0.0]), C, counts, 0.01, 0, 1.0, aux, rs, np.zeros(0), 1.0)
 (0, 1.0, False)
 >>> C[0].tolist(), counts.tolist()
 ([1.0, 0.0], [1.0, 0.0])
@@ -130,9 +130,10 @@ def watch_distortions(det, values):
 
 
 @_jit
-def learn_event(x, C, counts, divisor, mapping, decay, aux, rs, det):
-    """One gradient step on one event ``x``; returns ``(nearest centre, squared distance to it,
-    drift alarm)`` (see :func:`watch_distortion`).
+def learn_event(x, C, counts, divisor, mapping, decay, aux, rs, det, w):
+    """One gradient step on one event ``x`` of weight ``w > 0``; returns ``(nearest centre,
+    squared distance to it, drift alarm)`` (see :func:`watch_distortion`, which counts events,
+    not weights).
 
     The nearest centre is measured before the step. A non-finite ``x[t]`` returns ``(-(t + 1),
     nan, False)`` and changes nothing.
@@ -148,14 +149,14 @@ def learn_event(x, C, counts, divisor, mapping, decay, aux, rs, det):
     tbuf = np.empty(k, np.float64)
     _sq_distances(x, C, d)
     n, jmin, dmin = row_responsibilities(d, divisor, mapping, vals, idx, ubuf, tbuf)
-    _offer_candidate(x, dmin, aux, rs)
+    _offer_candidate(x, w * dmin, aux, rs)
     alarm = watch_distortion(det, dmin)
     if decay != 1.0:
         for j in range(k):
             counts[j] = decay * counts[j]
     for r in range(n):
         j = idx[r]
-        p = vals[r]
+        p = w * vals[r]
         nk = counts[j] + p
         counts[j] = nk
         if nk > 0.0:
@@ -166,8 +167,9 @@ def learn_event(x, C, counts, divisor, mapping, decay, aux, rs, det):
 
 
 @_jit
-def learn_rows(X, n_rows, C, counts, divisor, mapping, decay, aux, rs, nearest, det):
-    """One gradient step on the summed statistics of the first ``n_rows`` rows of ``X``.
+def learn_rows(X, weights, n_rows, C, counts, divisor, mapping, decay, aux, rs, nearest, det):
+    """One gradient step on the summed statistics of the first ``n_rows`` rows of ``X``, row
+    ``i`` weighing ``weights[i] > 0``.
 
     Rows must be finite (checked as they are buffered). Writes each row's squared distance to its
     nearest centre (before the step) to ``nearest`` and returns ``(weighted distortion
@@ -188,11 +190,12 @@ def learn_rows(X, n_rows, C, counts, divisor, mapping, decay, aux, rs, nearest, 
         _sq_distances(x, C, d)
         n, jmin, dmin = row_responsibilities(d, divisor, mapping, vals, idx, ubuf, tbuf)
         nearest[i] = dmin
-        _offer_candidate(x, dmin, aux, rs)
+        wi = weights[i]
+        _offer_candidate(x, wi * dmin, aux, rs)
         alarm |= watch_distortion(det, dmin)
         for r in range(n):
             j = idx[r]
-            p = vals[r]
+            p = wi * vals[r]
             mass[j] += p
             loss += p * d[j]
             for t in range(dim):

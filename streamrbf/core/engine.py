@@ -877,7 +877,7 @@ def reheat(state: ModelState, factor: float | None = None, *, model: int = 0) ->
 
 
 def refit(state: ModelState, X: Any, policy: Policy, gain: float, *,
-          model: int = 0) -> tuple[ModelState, bool]:
+          model: int = 0, sample_weight: Any = None) -> tuple[ModelState, bool]:
     """After a drift alarm (or to re-check a start made on few events): a model initialised
     afresh on the recent rows ``X`` replaces the current one if its K-Means cost on them is below
     ``gain`` times the current model's; a false alarm (or a burst of one cluster) changes
@@ -896,6 +896,8 @@ def refit(state: ModelState, X: Any, policy: Policy, gain: float, *,
         ``DRIFT_RESTART_GAIN`` after an alarm).
     model
         Which model of the bank.
+    sample_weight
+        The rows' weights (:func:`sample_weights`): in the fresh start and in both costs.
 
     Returns
     -------
@@ -912,9 +914,10 @@ def refit(state: ModelState, X: Any, policy: Policy, gain: float, *,
     """
     n_steps = int(state.n_steps[model])
     seed = int(generator(state.seed[model], n_steps, REFITTING).integers(2**63))
-    fresh = initialise(X, policy, seed).state
+    w = sample_weights(sample_weight, _rows(X))
+    fresh = initialise(X, policy, seed, sample_weight=w).state
     _, d2 = nearest(state, X, model=model)
-    if not _fresh_is_better(fresh, X, d2, gain):
+    if not _fresh_is_better(fresh, X, d2, gain, w):
         return state, False
     # Each fresh centre takes the index of the current centre it is matched with (the least total
     # squared distance), so a cluster that moved keeps its number for whatever reads the labels.
@@ -940,11 +943,12 @@ def _matching(fresh: np.ndarray, current: np.ndarray) -> np.ndarray:
     return order
 
 
-def _fresh_is_better(fresh: ModelState, X: Any, current_sq_distances: Any, gain: float) -> bool:
-    """Whether ``fresh`` explains ``X`` with a K-Means cost below ``gain`` times the cost the
-    current model has (its squared distances to the nearest centre)."""
+def _fresh_is_better(fresh: ModelState, X: Any, current_sq_distances: Any, gain: float,
+                     w: np.ndarray | None = None) -> bool:
+    """Whether ``fresh`` explains ``X`` with a (weighted) K-Means cost below ``gain`` times the
+    cost the current model has (its squared distances to the nearest centre)."""
     _, d2 = nearest(fresh, X)
-    return float(d2.sum()) < gain * float(current_sq_distances.sum())
+    return weighted_sum(d2, w) < gain * weighted_sum(current_sq_distances, w)
 
 
 # ---------------------------------------------------------------------------------- scores
