@@ -376,6 +376,21 @@ def _pair(element: Any) -> tuple[str, Any]:
 _MAX_ID_BITS = 1024
 
 
+def _field_of(event: Any, field: str, not_a_dict: str, missing: str) -> tuple[Mapping, Any]:
+    """A dict event (or JSON text of one) and the value of its ``field``: a ``TypeError``
+    (``not_a_dict``, then what the event is) or ``ValueError`` (``missing``) otherwise."""
+    if isinstance(event, (str, bytes)):
+        try:
+            event = json.loads(event)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"unparseable event: {err}") from None
+    if not isinstance(event, Mapping):
+        raise TypeError(f"{not_a_dict}, got {type(event).__name__}")
+    if field not in event:
+        raise ValueError(missing)
+    return event, event[field]
+
+
 def _pop_event_id(event: Any, id_field: str) -> tuple[str | int, Any]:
     """Split a dict event (or JSON text of one) into ``(id, the other fields)``.
 
@@ -395,17 +410,9 @@ def _pop_event_id(event: Any, id_field: str) -> tuple[str | int, Any]:
     ...
     TypeError: 'id' must be a str or int, got float
     """
-    if isinstance(event, (str, bytes)):
-        try:
-            event = json.loads(event)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"unparseable event: {err}") from None
-    if not isinstance(event, Mapping):
-        raise TypeError(f"an event with ids must be a dict with an {id_field!r} field, got "
-                        f"{type(event).__name__}")
-    if id_field not in event:
-        raise ValueError(f"event has no {id_field!r} field")
-    event_id = event[id_field]
+    event, event_id = _field_of(event, id_field,
+                                f"an event with ids must be a dict with an {id_field!r} field",
+                                f"event has no {id_field!r} field")
     if isinstance(event_id, str):
         event_id = str(event_id)
         if not is_utf8_text(event_id):
@@ -459,17 +466,9 @@ def parse_weighted(
     ...
     ValueError: weight field 'w' must be a finite number >= 0, got -1
     """
-    if isinstance(event, (str, bytes)):
-        try:
-            event = json.loads(event)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"unparseable event: {err}") from None
-    if not isinstance(event, Mapping):
-        raise TypeError(f"a weighted event must be a dict with a {weight_field!r} field, got "
-                        f"{type(event).__name__}")
-    if weight_field not in event:
-        raise ValueError(f"event has no weight field {weight_field!r}")
-    w = event[weight_field]
+    event, w = _field_of(event, weight_field,
+                         f"a weighted event must be a dict with a {weight_field!r} field",
+                         f"event has no weight field {weight_field!r}")
     try:
         weight = _real(f"weight field {weight_field!r}", w)
     except (ValueError, TypeError):
