@@ -236,26 +236,33 @@ class _ModelFile:
         FileNotFoundError: no model file at 'no-such-file.safetensors'
         """
         state, params, extra = load_state(path, "RBFKMeans")
+        invalid = f"{str(path)!r} is not a valid RBFKMeans model file"
         try:
             model = cls(**params)
+            model._validate_params()  # scikit-learn's constraints, then the policy's rules
             model.get_policy()
+            n_iter, inertia = _file_fit_report(extra)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{str(path)!r} is not a valid RBFKMeans model file: {err}") from None
+            raise ValueError(f"{invalid}: {err}") from None
         if model.n_clusters != state.n_clusters:
-            raise ValueError(f"{str(path)!r} is not a valid RBFKMeans model file: n_clusters "
-                             f"{model.n_clusters} but {state.n_clusters} centres")
+            raise ValueError(f"{invalid}: n_clusters {model.n_clusters} but "
+                             f"{state.n_clusters} centres")
         target = device or model.device
         if target is not None and torch.device(target).type != "cpu":
-            state.centers = torch.from_numpy(state.centers).to(target)
-            state.masses = torch.from_numpy(state.masses).to(target)
+            try:
+                state.centers = torch.from_numpy(state.centers).to(target)
+                state.masses = torch.from_numpy(state.masses).to(target)
+            except (RuntimeError, AssertionError, TypeError) as err:  # (no such device here)
+                raise ValueError(f"{str(path)!r}: cannot place the model on {target!r}: "
+                                 f"{err}") from None
         model._state = state
         model.n_features_in_ = state.n_features
         if state.feature_names is not None:
             model.feature_names_in_ = np.asarray(state.feature_names, dtype=object)
         model.n_steps_ = int(state.n_steps[0])
-        if extra.get("n_iter") is not None:
-            model.n_iter_ = extra["n_iter"]
-        model.inertia_ = extra.get("inertia", math.nan)
+        if n_iter is not None:
+            model.n_iter_ = n_iter
+        model.inertia_ = inertia
         return model
 
 
@@ -694,6 +701,8 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
             params["init"] = "k-means++"
         policy = Policy.from_params(translate_deprecated(params, "RBFKMeans", warn),
                                     ignore=ESTIMATOR_PARAMS)
+        if self.device is not None:
+            _check_device(self.device)
         if self.dtype not in (None, "float32", "float64"):
             raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
         if self.compile not in (False, True, "default", "reduce-overhead"):
@@ -935,6 +944,34 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_state")
 
+
+
+def _check_device(device: Any) -> None:
+    """A ``ValueError`` unless ``device`` names a torch device that can hold a model's data."""
+    try:
+        kind = torch.device(device).type if isinstance(device, str) else None
+    except (RuntimeError, TypeError, ValueError):
+        kind = None
+    if kind is None or kind == "meta":
+        raise ValueError(f"device must be None or a torch device with data, such as 'cpu' or "
+                         f"'cuda', got {device!r}")
+
+
+def _file_fit_report(extra: dict[str, Any]) -> tuple[int | None, float]:
+    """``(n_iter, inertia)`` of a model file's extra fields, checked: an int >= 0 or None, a
+    real number or NaN."""
+    n_iter, inertia = extra.get("n_iter"), extra.get("inertia", math.nan)
+    if n_iter is not None and not (type(n_iter) is int and 0 <= n_iter < 2**63):
+        raise ValueError(f"n_iter must be None or an int >= 0, got {n_iter!r}")
+    if inertia is None:
+        return n_iter, math.nan
+    try:
+        value = float(inertia) if type(inertia) in (int, float) else None
+    except OverflowError:
+        value = None
+    if value is None or math.isinf(value):
+        raise ValueError(f"inertia must be a finite number, got {inertia!r}")
+    return n_iter, value
 
 
 @functools.cache

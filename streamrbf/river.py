@@ -28,7 +28,7 @@ from .core.drift import Cusum
 from .core.drift import detector as core_detector
 from .core.policy import DRIFT_RESTART_GAIN, RECHECK_GAIN, RECHECK_WARMUPS, Policy, warmup_size
 from .core.seeding import reseed_candidates
-from .core.state import RESEEDING, ModelState, generator, seed_from
+from .core.state import RESEEDING, ModelState, counted, generator, seed_from
 from .core.temperature import cooled, logit_divisor
 from .core.validation import (
     FeatureTypeError,
@@ -789,9 +789,9 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
         st = self._state
         st.temperature[0] = cooled(st.temperature.item(0), self._cooling,
                                    st.min_temperature.item(0))
-        n_steps = st.n_steps.item(0) + 1
+        n_steps = counted(st.n_steps.item(0), 1)
         st.n_steps[0] = n_steps
-        st.n_seen[0] += len(nearest)
+        st.n_seen[0] = counted(st.n_seen.item(0), len(nearest))
         if self._core_det is not None:
             alarm |= self._core_det.update(self._core_state, np.asarray(nearest, np.float64))
         if self._drift is not None:

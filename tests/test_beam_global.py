@@ -161,7 +161,8 @@ def test_checkpoint_restart_continues_training(data, tmp_path):
 def test_a_saved_model_is_a_checkpoint_to_resume_from(data, tmp_path):
     # A model saved by RBFKMeans (init on 600 events, one step on 600) resumes with its n_seen.
     X, C0 = data
-    _core(X, C0, 1).save(tmp_path / "step-0000000002.safetensors")
+    saved = _core(X, C0, 1)
+    saved.save(tmp_path / f"step-{saved.n_steps_:010d}.safetensors")
     core = _core(X, C0, 3)
     with beam.Pipeline(runner="FnApiRunner") as p:
         out = p | beam.Create(X.tolist()) | ClusterGlobally(

@@ -264,6 +264,9 @@ def _dict_values(features: Mapping, feature_names: Sequence[str] | None
         names = tuple(sorted(keys))
     if not names:
         raise InputError("event has no features")
+    bad = next((n for n in names if not is_utf8_text(n)), None)
+    if bad is not None:  # (a model's state and files hold its names as UTF-8)
+        raise InputError(f"feature name {bad!r} is not valid Unicode text")
     return names, tuple(_real(repr(n), features[n]) for n in names)
 
 

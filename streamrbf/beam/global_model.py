@@ -32,14 +32,19 @@ from .state import ModelStateCoder
 
 __all__ = ["ClusterGlobally", "GlobalResult", "latest_checkpoint"]
 
-_CKPT = re.compile(r"^step-(\d{10})\.safetensors$")
+# ASCII digits only, and the whole name (fullmatch): ``\d`` would take Arabic-Indic or
+# full-width digits and ``$`` a trailing newline; the temp files of an atomic write
+# (``.step-....safetensors.<hex>.tmp``) are no checkpoints.
+_CKPT = re.compile(r"step-([0-9]{10})\.safetensors", re.ASCII)
+_START_OVER = "to start over, give a new or empty checkpoint_dir"
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     """The checkpoint with the most steps in ``directory`` (None when there is none).
 
     Checkpoints are the files ``step-<10 digits>.safetensors`` that :class:`ClusterGlobally`
-    writes; other files are ignored, and a missing directory has none.
+    writes (ASCII digits, the whole name); other files are ignored (the temp files of a write in
+    progress among them), and a missing directory has none.
 
     Parameters
     ----------
@@ -61,11 +66,16 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     ...     (d / name).touch()
     >>> latest_checkpoint(d).name
     'step-0000000010.safetensors'
+    >>> (d / ".step-0000000099.safetensors.0123456789abcdef.tmp").touch()  # a write under way
+    >>> (d / ("step-" + "\\uff19" * 10 + ".safetensors")).touch()  # full-width digits
+    >>> latest_checkpoint(d).name
+    'step-0000000010.safetensors'
     """
     d = Path(directory)
     if not d.is_dir():
         return None
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CKPT.match(p.name))]
+    found = [(int(m.group(1)), p) for p in d.iterdir()
+             if (m := _CKPT.fullmatch(p.name)) and p.is_file()]
     return max(found)[1] if found else None
 
 
@@ -77,9 +87,42 @@ def _write_checkpoint(model: ModelState, policy: Policy, directory: str) -> None
                model, policy.to_params())
 
 
-def _load_checkpoint(path: Path) -> ModelState:
-    """The model of a checkpoint (with the events it had learnt from: 0 when unknown)."""
-    model, _, extra = load_state(path, "RBFKMeans")
+def _load_checkpoint(path: Path, policy: Policy | None = None,
+                     n_features: int | None = None) -> ModelState:
+    """The model of a checkpoint (with the events it had learnt from: 0 when unknown).
+
+    A ``ValueError`` naming the file, and saying how to start over, when a file named
+    ``step-<n>.safetensors`` holds a model after another number of steps, or (given ``policy``)
+    when the model does not fit the transform (:func:`_check_fits`).
+
+    Parameters
+    ----------
+    path
+        The checkpoint.
+    policy
+        The transform's policy, or None to take any model.
+    n_features
+        The transform's dimension, or None to take any.
+
+    Returns
+    -------
+    ModelState
+        The model.
+    """
+    model, params, extra = load_state(path, "RBFKMeans")
+    where = repr(str(path))
+    m = _CKPT.fullmatch(Path(path).name)
+    named, n = (-1 if m is None else int(m.group(1))), int(model.n_steps[0])
+    if m is not None and named != n:
+        stuck = (" (this one would be resumed on every run, and the checkpoints written after it "
+                 "never)" if named > n else "")
+        raise ValueError(
+            f"{where} is named for step {named} but holds a model after {n} steps "
+            f"(n_steps={n}): checkpoints are found by their names, so a name must state the "
+            f"step count{stuck}. Rename it step-{n:010d}.safetensors or remove it; "
+            f"{_START_OVER}.")
+    if policy is not None:
+        _check_fits(model, params, policy, n_features, where)
     beam_extra = extra.get("beam")  # version-1 checkpoints kept n_seen there
     if isinstance(beam_extra, dict) and not model.n_seen[0]:
         n_seen = beam_extra.get("n_seen", 0)
@@ -88,6 +131,35 @@ def _load_checkpoint(path: Path) -> ModelState:
                              f">= 0, got {n_seen!r}")
         model.n_seen[0] = n_seen
     return model
+
+
+def _check_fits(model: ModelState, params: dict[str, Any], policy: Policy,
+                n_features: int | None, where: str) -> None:
+    """Raise a ``ValueError`` naming the checkpoint ``where`` and everything in which its model
+    differs from what the transform trains: one model of ``policy.n_clusters`` centres in
+    ``n_features`` dimensions, learning with ``policy.mapping`` (a file without a mapping was
+    written with the default). The transform fixes no dtype: float32 or float64 centres resume
+    as they are."""
+    got = {"n_models": model.n_models, "n_clusters": model.n_clusters,
+           "n_features": model.n_features,
+           "mapping": params.get("mapping", Policy.mapping)}
+    wanted = {"n_models": 1, "n_clusters": policy.n_clusters, "n_features": n_features,
+              "mapping": policy.mapping}
+    differ = [f"{name}={got[name]!r} (this transform: {value!r})"
+              for name, value in wanted.items() if value is not None and got[name] != value]
+    if differ:
+        raise ValueError(
+            f"the checkpoint {where} does not match this ClusterGlobally and cannot be resumed: "
+            f"it has {', '.join(differ)}. A checkpoint is resumed only by a transform with its "
+            f"n_clusters, n_features and mapping: {_START_OVER}; to resume it, give the "
+            "transform the checkpoint's parameters.")
+
+
+def _resume(checkpoint_dir: str, policy: Policy, n_features: int | None) -> ModelState | None:
+    """The newest checkpoint in ``checkpoint_dir``, checked against the transform (None when
+    there is none)."""
+    ckpt = latest_checkpoint(checkpoint_dir)
+    return None if ckpt is None else _load_checkpoint(ckpt, policy, n_features)
 
 
 class GlobalResult(NamedTuple):
@@ -215,17 +287,20 @@ def _rows(batch: Any, weighted: bool) -> tuple[np.ndarray, np.ndarray | None]:
 
 class _InitialModel(beam.DoFn):
     def __init__(self, policy: Policy, checkpoint_dir: str | None, seed: int,
-                 weighted: bool = False) -> None:
+                 weighted: bool = False, n_features: int | None = None) -> None:
         self.policy = policy
         self.checkpoint_dir = checkpoint_dir
         self.seed = seed
         self.weighted = weighted
+        self.n_features = n_features
 
     def process(self, sample: list[Any]) -> Iterable[ModelState]:
-        ckpt = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
-        if ckpt is not None:
-            yield _load_checkpoint(ckpt)
-            return
+        if self.checkpoint_dir:
+            # Checked again here: a checkpoint may have come since the graph was built.
+            resumed = _resume(self.checkpoint_dir, self.policy, self.n_features)
+            if resumed is not None:
+                yield resumed
+                return
         X, w = _rows(sample, self.weighted)
         # (events of weight 0 count as events, but cannot seed a centre)
         if (len(X) if w is None else np.count_nonzero(w)) < self.policy.min_events():
@@ -304,15 +379,19 @@ class _ApplyStep(beam.DoFn):
 
 
 class _LoadLatest(beam.DoFn):
-    """The slowly-updating side input: on each impulse, the newest checkpoint."""
+    """The slowly-updating side input: on each impulse, the newest checkpoint (checked against
+    the transform)."""
 
-    def __init__(self, checkpoint_dir: str) -> None:
+    def __init__(self, checkpoint_dir: str, policy: Policy | None = None,
+                 n_features: int | None = None) -> None:
         self.checkpoint_dir = checkpoint_dir
+        self.policy = policy
+        self.n_features = n_features
 
     def process(self, _: Any) -> Iterable[ModelState]:
         ckpt = latest_checkpoint(self.checkpoint_dir)
         if ckpt is not None:
-            yield _load_checkpoint(ckpt)
+            yield _load_checkpoint(ckpt, self.policy, self.n_features)
 
 
 class _UpdateModel(beam.DoFn):
@@ -321,9 +400,11 @@ class _UpdateModel(beam.DoFn):
 
     MODEL = ReadModifyWriteStateSpec("model", ModelStateCoder())
 
-    def __init__(self, policy: Policy, checkpoint_dir: str) -> None:
+    def __init__(self, policy: Policy, checkpoint_dir: str,
+                 n_features: int | None = None) -> None:
         self.policy = policy
         self.checkpoint_dir = checkpoint_dir
+        self.n_features = n_features
 
     def process(self, keyed: tuple[str, Any],
                 model=beam.DoFn.StateParam(MODEL)) -> Iterable[ModelState]:
@@ -332,7 +413,9 @@ class _UpdateModel(beam.DoFn):
             return
         state = model.read()
         if state is None:
-            state = _load_checkpoint(latest_checkpoint(self.checkpoint_dir))
+            state = _resume(self.checkpoint_dir, self.policy, self.n_features)
+            if state is None:
+                raise ValueError(f"no checkpoint in {self.checkpoint_dir!r} to resume from")
         state = engine.apply_statistics(state, stats, self.policy)
         _write_checkpoint(state, self.policy, self.checkpoint_dir)
         model.write(state)
@@ -411,7 +494,13 @@ class ClusterGlobally(beam.PTransform):
         Events sampled to initialise the model: a bottom-k sample by a hash seeded from
         ``random_state``, so the same seed and events give the same model on any runner.
     checkpoint_dir
-        Where every model is written, and resumed from (required for unbounded input).
+        Where every model is written, and resumed from (required for unbounded input). The
+        newest checkpoint is resumed only if it is one model with ``n_clusters`` centres in
+        ``n_features`` dimensions, learnt with the same ``mapping`` (float32 or float64 centres
+        alike), from a file whose name states its step count (``step-<n_steps>.safetensors``);
+        otherwise a ``ValueError`` names the file and what differs, when the transform is
+        applied (the graph is built) and again wherever a run loads a checkpoint. To start over,
+        give a new or empty ``checkpoint_dir``.
     assign
         Whether to emit the assignment of every valid event under the final model.
     feature_names
@@ -520,7 +609,8 @@ class ClusterGlobally(beam.PTransform):
         side = (
             pcoll.pipeline
             | "Refresh" >> impulses
-            | "LoadLatest" >> beam.ParDo(_LoadLatest(self.checkpoint_dir))
+            | "LoadLatest" >> beam.ParDo(
+                _LoadLatest(self.checkpoint_dir, self.policy, self.n_features))
         )
         windowed = pcoll | "Window" >> beam.WindowInto(window.FixedWindows(self.window_secs))
         vectors, bad = windowed | "ValidateEvents" >> ValidateEvents(
@@ -533,7 +623,8 @@ class ClusterGlobally(beam.PTransform):
             | "Sum" >> beam.CombineGlobally(_SumStatistics()).without_defaults()
             | "OneKey" >> beam.Map(lambda st: ("model", st)).with_output_types(tuple[str, Any])
             | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-            | "Update" >> beam.ParDo(_UpdateModel(self.policy, self.checkpoint_dir))
+            | "Update" >> beam.ParDo(
+                _UpdateModel(self.policy, self.checkpoint_dir, self.n_features))
         )
         none = vectors | "NoAssignments" >> beam.Filter(lambda _: False)
         return GlobalResult(models, models, bad, none)
@@ -553,7 +644,16 @@ class ClusterGlobally(beam.PTransform):
         -------
         GlobalResult
             The final model, the model history, the dead letters and the assignments.
+
+        Raises
+        ------
+        ValueError
+            When the newest checkpoint in ``checkpoint_dir`` cannot be resumed (see the class):
+            before the pipeline runs.
         """
+        if self.checkpoint_dir:
+            # Fail fast: a checkpoint that cannot be resumed stops the graph being built.
+            _resume(self.checkpoint_dir, self.policy, self.n_features)
         if not pcoll.is_bounded:
             return self._expand_unbounded(pcoll)
         seed = self.random_state
@@ -567,7 +667,8 @@ class ClusterGlobally(beam.PTransform):
             | "Sample" >> beam.CombineGlobally(
                 _SeededSample(self.init_sample, seed)).without_defaults()
             | "Initialise" >> beam.ParDo(
-                _InitialModel(self.policy, self.checkpoint_dir, seed, weighted))
+                _InitialModel(self.policy, self.checkpoint_dir, seed, weighted,
+                              self.n_features))
         )
         # No model (too few valid events for k-means++, no checkpoint): every valid event is a
         # dead letter, so that each event still leaves exactly once.

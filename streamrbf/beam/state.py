@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 import struct
 import zlib
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,7 @@ from apache_beam import coders
 from apache_beam.runners.worker.statecache import CacheAware
 
 from ..core.assignment import Assignment, AssignmentBatch
-from ..core.persistence import state_from_bytes, state_to_bytes
+from ..core.persistence import _check_decoded, state_from_bytes, state_to_bytes
 from ..core.state import ModelState
 
 __all__ = [
@@ -39,9 +40,17 @@ __all__ = [
 _MAGIC = b"SRK1"
 _KEY_HEAD = struct.Struct("<4sBdIIi")  # magic, flags, flush_at (NaN: none), rows, d, names len
 _HAS_MODEL, _HAS_IDS, _HAS_DETECTOR, _HAS_RECENT = 1, 2, 4, 8
+_KNOWN_FLAGS = _HAS_MODEL | _HAS_IDS | _HAS_DETECTOR | _HAS_RECENT
+_NOT_KEY_STATE = "not an encoded streamrbf key state"
+_NOT_MODEL_STATE = "not an encoded streamrbf model state"
+# What reading malformed bytes can raise (a size too large for an index, a JSON list nested too
+# deeply, a value of the wrong type): each becomes a ValueError saying why.
+_MALFORMED = (ValueError, struct.error, TypeError, OverflowError, RecursionError, IndexError)
 # Per-key states written by earlier releases (centres, counts and the schedule in one header).
 _LEGACY_V1 = (b"SRB1", struct.Struct("<4sBIIIdddqq"))
 _LEGACY_V2 = (b"SRB2", struct.Struct("<4sBIIIdddqqd"))
+_U32, _TWO_U32 = struct.Struct("<I"), struct.Struct("<II")
+_ID_TYPES = {str, int, type(None)}  # what an event id may be (bool is not int here)
 
 
 class _RecordCoder(coders.Coder):
@@ -111,14 +120,29 @@ class ModelStateCoder(_RecordCoder):
         Parameters
         ----------
         data
-            The encoded record; anything else raises ``ValueError``.
+            The encoded record.
 
         Returns
         -------
         ModelState
             The record.
+
+        Raises
+        ------
+        ValueError
+            For anything else (bytes of another kind, truncated or inconsistent, or feature
+            names that :meth:`encode` could not write back), saying why; never another error.
         """
-        return state_from_bytes(data)
+        try:
+            state = state_from_bytes(data)
+        except _MALFORMED as err:
+            if isinstance(err, ValueError) and str(err).startswith(_NOT_MODEL_STATE):
+                raise
+            raise ValueError(f"{_NOT_MODEL_STATE}: {err}") from None
+        if state.feature_names is not None and not all(map(_is_text, state.feature_names)):
+            raise ValueError(f"{_NOT_MODEL_STATE}: a feature name is not valid Unicode text "
+                             "(a lone surrogate)")
+        return state
 
 
 coders.registry.register_coder(ModelState, ModelStateCoder)
@@ -258,7 +282,7 @@ class KeyStateCoder(_RecordCoder):
     >>> coder.decode(b"not a state")
     Traceback (most recent call last):
     ...
-    ValueError: not an encoded streamrbf key state
+    ValueError: not an encoded streamrbf key state: magic b'not '
     """
 
     encodes = KeyState
@@ -300,47 +324,49 @@ class KeyStateCoder(_RecordCoder):
     def decode(self, data: bytes) -> KeyState:
         """Read a key's state written by :meth:`encode` or by an earlier release.
 
+        Every size is checked against the bytes before anything is read or allocated, and the
+        parts must agree: one model (with finite centres, masses >= 0, temperatures > 0 and
+        counters >= 0, as for :class:`ModelStateCoder`), pending rows and rows since a drift
+        alarm that are finite and have its number of features, as many feature names, the
+        model's names, one id (a str, an int or null) per pending row, known flags only and
+        nothing after the end. A state that decodes is one :meth:`encode` writes back.
+
         Parameters
         ----------
         data
-            The encoded state; bytes of another kind raise ``ValueError``.
+            The encoded state.
 
         Returns
         -------
         KeyState
             The state, its arrays writable copies.
+
+        Raises
+        ------
+        ValueError
+            For bytes of another kind, truncated or inconsistent ones, saying why; never another
+            error.
+
+        Examples
+        --------
+        >>> KeyStateCoder().decode(b"SRK1")
+        Traceback (most recent call last):
+        ...
+        ValueError: not an encoded streamrbf key state: 25 bytes for its header, only 4 left
         """
-        magic = bytes(data[:4])
-        if magic in (_LEGACY_V1[0], _LEGACY_V2[0]):
-            return _decode_legacy(data, magic)
-        if magic != _MAGIC:
-            raise ValueError("not an encoded streamrbf key state")
-        _, flags, flush_at, m, d, n_names = _KEY_HEAD.unpack_from(data, 0)
-        off = _KEY_HEAD.size
-        names = None
-        if n_names >= 0:
-            names = tuple(json.loads(data[off:off + n_names]))
-            off += n_names
-        pending = np.frombuffer(data, np.float64, m * d, off).reshape(m, d).copy() if m else None
-        off += m * d * 8
-        (n_model,) = struct.unpack_from("<I", data, off)
-        off += 4
-        model = state_from_bytes(data[off:off + n_model]) if flags & _HAS_MODEL else None
-        off += n_model
-        extras = []
-        for flag in (_HAS_DETECTOR, _HAS_RECENT):
-            a = None
-            if flags & flag:
-                rows, cols = struct.unpack_from("<II", data, off)
-                off += 8
-                size = rows * max(cols, 1)
-                a = np.frombuffer(data, np.float64, size, off).copy()
-                a = a.reshape(rows, cols) if cols else a
-                off += size * 8
-            extras.append(a)
-        ids = json.loads(bytes(data[off:])) if flags & _HAS_IDS else None
-        return KeyState(model, names, pending, ids, None if flush_at != flush_at else flush_at,
-                        *extras)
+        try:
+            if not isinstance(data, bytes):
+                if not isinstance(data, (bytearray, memoryview)):
+                    raise ValueError(f"expected bytes, got {type(data).__name__}")
+                data = bytes(data)
+            magic = data[:4]
+            if magic in (_LEGACY_V1[0], _LEGACY_V2[0]):
+                return _check_key_state(_decode_legacy(_Reader(data), magic))
+            if magic != _MAGIC:
+                raise ValueError(f"magic {magic!r}")
+            return _check_key_state(_decode_current(_Reader(data)))
+        except _MALFORMED as err:
+            raise ValueError(f"{_NOT_KEY_STATE}: {err}") from None
 
 
 coders.registry.register_coder(KeyState, KeyStateCoder)
@@ -351,31 +377,206 @@ def _ids_json(ids: list[str | int]) -> bytes:
     return json.dumps(list(ids), separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _decode_legacy(data: bytes, magic: bytes) -> KeyState:
+class _Reader:
+    """Encoded bytes read in order: every read checks first that the bytes are there, so a
+    size read from the bytes never indexes past them nor allocates more than they hold."""
+
+    __slots__ = ("data", "off")
+
+    def __init__(self, data: bytes, off: int = 0) -> None:
+        self.data = data
+        self.off = off
+
+    def _skip(self, n: int, what: str) -> int:
+        """Move past ``n`` bytes (after checking they are there); return where they start."""
+        left = len(self.data) - self.off
+        if not 0 <= n <= left:
+            raise ValueError(f"{n} bytes for {what}, only {left} left")
+        self.off += n
+        return self.off - n
+
+    def take(self, n: int, what: str) -> bytes:
+        """The next ``n`` bytes (``what`` they are, for the error)."""
+        at = self._skip(n, what)
+        return self.data[at:at + n]
+
+    def unpack(self, head: struct.Struct, what: str) -> tuple[Any, ...]:
+        """The fields of ``head`` at the next bytes."""
+        return head.unpack_from(self.data, self._skip(head.size, what))
+
+    def floats(self, n: int, what: str, dtype: Any = np.float64) -> np.ndarray:
+        """``n`` values of ``dtype``, a writable copy."""
+        size = np.dtype(dtype).itemsize
+        return np.frombuffer(self.data, dtype, n, self._skip(n * size, what)).copy()
+
+    def rest(self) -> bytes:
+        """The bytes up to the end."""
+        return self.data[self._skip(len(self.data) - self.off, "the rest"):]
+
+
+def _json(raw: bytes, what: str) -> Any:
+    """The JSON text ``raw`` (UTF-8) as a value; a ``ValueError`` naming ``what`` otherwise."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} are not UTF-8 text: {err}") from None
+    except RecursionError:
+        raise ValueError(f"{what} are JSON nested too deeply") from None
+    except ValueError as err:
+        raise ValueError(f"{what} are not JSON: {err}") from None
+
+
+def _is_text(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (no lone surrogates), as the encoders do."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _names_of(raw: bytes) -> tuple[str, ...]:
+    """Feature names written as a JSON list of strings."""
+    names = _json(raw, "feature names")
+    if not isinstance(names, list) or not all(type(n) is str for n in names):
+        raise ValueError(f"feature names must be a JSON list of strings, got "
+                         f"{type(names).__name__}")
+    return tuple(names)
+
+
+def _ids_of(raw: bytes) -> list[str | int | None]:
+    """The pending rows' ids written as a JSON list of strings and ints (null for a row
+    without one)."""
+    ids = _json(raw, "event ids")
+    if not isinstance(ids, list):
+        raise ValueError(f"event ids must be a JSON list, got {type(ids).__name__}")
+    kinds = set(map(type, ids))
+    if not kinds <= _ID_TYPES:
+        bad = next(iter(kinds - _ID_TYPES))
+        raise ValueError(f"event ids must be strings, ints or null, got {bad.__name__}")
+    # (Only a \u escape makes a lone surrogate: UTF-8 text decodes to none.)
+    if b"\\u" in raw and not all(_is_text(i) for i in ids if type(i) is str):
+        raise ValueError("an event id is not valid Unicode text (a lone surrogate)")
+    return ids
+
+
+def _flush_time(flush_at: float) -> float | None:
+    """The flush time as written (NaN: none); an infinite one is refused."""
+    if flush_at != flush_at:
+        return None
+    if not math.isfinite(flush_at):
+        raise ValueError(f"flush time {flush_at} is not finite")
+    return flush_at
+
+
+def _decode_current(r: _Reader) -> KeyState:
+    """A per-key state written by :meth:`KeyStateCoder.encode`."""
+    _, flags, flush_at, m, d, n_names = r.unpack(_KEY_HEAD, "its header")
+    if flags & ~_KNOWN_FLAGS:
+        raise ValueError(f"unknown flags {flags:#04x}")
+    if n_names < -1:
+        raise ValueError(f"feature names of length {n_names}")
+    names = None if n_names == -1 else _names_of(r.take(n_names, "its feature names"))
+    if (m == 0) != (d == 0):
+        raise ValueError(f"{m} pending rows of {d} features")
+    pending = r.floats(m * d, f"{m} pending rows of {d} features").reshape(m, d) if m else None
+    (n_model,) = r.unpack(_U32, "its model's size")
+    model_bytes = r.take(n_model, "its model")
+    model = None
+    if flags & _HAS_MODEL:
+        try:
+            model = ModelStateCoder().decode(model_bytes)
+        except ValueError as err:
+            raise ValueError(f"its model is {err}") from None
+    elif n_model:
+        raise ValueError(f"{n_model} bytes of model without the model flag")
+    extras = []
+    for flag, what in ((_HAS_DETECTOR, "drift detector memory"),
+                       (_HAS_RECENT, "rows since a drift alarm")):
+        a = None
+        if flags & flag:
+            rows, cols = r.unpack(_TWO_U32, f"the shape of its {what}")
+            a = r.floats(rows * max(cols, 1), f"its {what} ({rows}, {cols})")
+            a = a.reshape(rows, cols) if cols else a
+        extras.append(a)
+    if flags & _HAS_IDS:
+        if not m:
+            raise ValueError("event ids without pending rows")
+        ids = _ids_of(r.rest())
+    else:
+        ids = None
+        if len(r.data) > r.off:
+            raise ValueError(f"{len(r.data) - r.off} bytes after the end")
+    return KeyState(model, names, pending, ids, _flush_time(flush_at), *extras)
+
+
+def _decode_legacy(r: _Reader, magic: bytes) -> KeyState:
     """A per-key state of an earlier release (header ``SRB1`` or ``SRB2``)."""
     head = _LEGACY_V2[1] if magic == _LEGACY_V2[0] else _LEGACY_V1[1]
-    fields = head.unpack_from(data, 0)
+    fields = r.unpack(head, "its header")
     _, wide, k, d, m, t, t0, tmin, steps, seen = fields[:10]
     flush_at = fields[10] if len(fields) > 10 else math.nan
-    off = head.size
-    (n_names,) = struct.unpack_from("<I", data, off)
-    off += 4
-    names = tuple(json.loads(data[off:off + n_names])) if n_names else None
-    off += n_names
+    if wide not in (0, 1):
+        raise ValueError(f"centre width flag {wide} (0: float32, 1: float64)")
+    (n_names,) = r.unpack(_U32, "the length of its feature names")
+    names = _names_of(r.take(n_names, "its feature names")) if n_names else None
     dtype = np.float64 if wide else np.float32
-    centers = np.frombuffer(data, dtype, k * d, off).reshape(k, d).copy()
-    off += k * d * centers.itemsize
-    counts = np.frombuffer(data, np.float64, k, off).copy()
-    off += k * 8
-    pending = np.frombuffer(data, np.float64, m * d, off).reshape(m, d).copy() if m else None
-    off += m * d * 8
-    ids = json.loads(bytes(data[off:])) if len(data) > off else None
+    centers = r.floats(k * d, f"{k} centres of {d} features", dtype).reshape(k, d)
+    counts = r.floats(k, f"{k} centre counts")
+    pending = r.floats(m * d, f"{m} pending rows of {d} features").reshape(m, d) if m else None
+    ids = None
+    if len(r.data) > r.off:
+        if not m:
+            raise ValueError("event ids without pending rows")
+        ids = _ids_of(r.rest())
     model = None
     if k:
         model = ModelState.single(centers, counts, temperature=t, initial_temperature=t0,
                                   min_temperature=tmin, n_steps=steps, n_seen=seen,
                                   feature_names=names)
-    return KeyState(model, names, pending, ids, None if flush_at != flush_at else flush_at)
+        try:
+            _check_decoded(model)
+        except ValueError as err:
+            raise ValueError(f"its model is {err}") from None
+    return KeyState(model, names, pending, ids, _flush_time(flush_at))
+
+
+def _check_key_state(s: KeyState) -> KeyState:
+    """``s``, a decoded state, if its parts agree; a ``ValueError`` saying what does not.
+
+    The model is one model (with centres and features); the pending rows, the rows since a drift
+    alarm and the feature names have the model's number of features (the pending rows' number
+    while there is no model); the names are the model's; the rows are finite; there is one id per
+    pending row.
+    """
+    m = s.model
+    if m is not None:
+        if m.n_models != 1 or not m.n_clusters or not m.n_features:
+            raise ValueError(f"its model is {m.n_models} models of {m.n_clusters} centres of "
+                             f"{m.n_features} features, not one model")
+        if s.feature_names is not None and m.feature_names is not None and (
+                s.feature_names != m.feature_names):
+            raise ValueError(f"its feature names {reprlib.repr(list(s.feature_names))} are not "
+                             f"its model's {reprlib.repr(list(m.feature_names))}")
+        if m.feature_names is not None and not all(map(_is_text, m.feature_names)):
+            raise ValueError("its model's feature names are not valid Unicode text")
+    d = s.n_features
+    for what, rows in (("pending rows", s.pending), ("rows since a drift alarm", s.recent)):
+        if rows is None:
+            continue
+        if rows.ndim != 2 or not rows.shape[1]:
+            raise ValueError(f"its {what} have no features (shape {rows.shape})")
+        if d is not None and rows.shape[1] != d:
+            raise ValueError(f"its {what} have {rows.shape[1]} features, its model {d}")
+        if not np.isfinite(rows).all():
+            raise ValueError(f"its {what} hold NaN or infinity")
+    if s.pending_ids is not None and len(s.pending_ids) != s.n_pending:
+        raise ValueError(f"{len(s.pending_ids)} event ids for {s.n_pending} pending rows")
+    if s.feature_names is not None and d is not None and len(s.feature_names) != d:
+        raise ValueError(f"{len(s.feature_names)} feature names for {d} features")
+    return s
 
 
 class EventChunk:

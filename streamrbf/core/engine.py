@@ -36,6 +36,7 @@ from .state import (
     SEEDING,
     LazyGenerator,
     ModelState,
+    counted,
     generator,
     host_array,
 )
@@ -734,7 +735,8 @@ def _stepped(state: ModelState, model: int, C: Any, masses: Any, n: int,
     T = cooled(float(state.temperature[model]), policy.temperature_factor(n),
                float(state.min_temperature[model]))
     return state.replace_model(model, centers=C, masses=masses, temperature=T,
-                               n_steps=state.n_steps[model] + 1, n_seen=state.n_seen[model] + n)
+                               n_steps=counted(state.n_steps[model], 1),
+                               n_seen=counted(state.n_seen[model], n))
 
 
 def _device_step(state, X, policy, model, keep, compile):
@@ -927,7 +929,7 @@ def refit(state: ModelState, X: Any, policy: Policy, gain: float, *,
     return state.replace_model(
         model, centers=C, masses=masses, temperature=fresh.temperature[0],
         initial_temperature=fresh.initial_temperature[0],
-        min_temperature=fresh.min_temperature[0], n_steps=n_steps + int(fresh.n_steps[0]),
+        min_temperature=fresh.min_temperature[0], n_steps=counted(n_steps, fresh.n_steps[0]),
     ), True
 
 

@@ -19,8 +19,9 @@ import json
 import math
 import os
 import secrets
-import stat
+import socket
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from .state import ModelState, host_array
 __all__ = [
     "ESTIMATOR_PARAMS",
     "FORMAT_VERSION",
+    "MAX_HEADER_BYTES",
+    "MAX_TENSORS",
     "load_state",
     "read_model_file",
     "save_state",
@@ -50,6 +53,20 @@ _STATE_FIELDS = ("temperature", "initial_temperature", "min_temperature", "n_ste
                  "seed")
 
 
+# The safetensors container, read and written here (the format: an 8-byte little-endian header
+# length, a JSON header with each tensor's dtype, shape and byte range and a "__metadata__" of
+# strings, then the raw little-endian data) rather than by the safetensors package, so that a file
+# is judged by its header before anything is allocated, only the known tensors are read, each
+# straight into an array the process owns (no memory map, no second copy), and a write leaves
+# no temp file of its own. tests/test_model_files.py checks both directions against the package.
+_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+           "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+_CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
+MAX_HEADER_BYTES = 64 << 20  # a model's header: parameters, state and feature names
+MAX_TENSORS = 16  # a model file holds at most 4
+_TEMP = ".tmp"
+
+
 def write_model_file(
     path: str | os.PathLike, kind: str, tensors: dict[str, Any], meta: dict[str, Any]
 ) -> Path:
@@ -58,7 +75,9 @@ def write_model_file(
     The tensors (numpy arrays or torch tensors, on any device) are stored on the host; the header
     records ``kind`` and :data:`FORMAT_VERSION` so that :func:`read_model_file` can refuse a file
     of another kind or version. Missing parent directories are created, and a reader never sees
-    a half-written file.
+    a half-written file. The temp file is named after the writing process: temp files left by
+    a killed writer of this machine (or older than a day) are removed by the next write of the
+    same file.
 
     Parameters
     ----------
@@ -85,31 +104,77 @@ def write_model_file(
     >>> t["w"].tolist(), m["answer"]
     ([1.0, 1.0], 42)
     """
-    from safetensors.numpy import save_file
-
     path = Path(path)
-    header = {_KEY: json.dumps({"kind": kind, "version": FORMAT_VERSION, "meta": meta})}
-    host = {k: np.ascontiguousarray(host_array(v)) for k, v in tensors.items()}
+    metadata = {_KEY: json.dumps({"kind": kind, "version": FORMAT_VERSION, "meta": meta})}
+    host = {k: np.asarray(host_array(v), order="C") for k, v in tensors.items()}
+    table: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for name, a in host.items():
+        if a.dtype not in _CODES:
+            raise TypeError(f"tensor {name!r} has dtype {a.dtype}, which a model file cannot hold")
+        table[name] = {"dtype": _CODES[a.dtype], "shape": list(a.shape),
+                       "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    header = json.dumps(table, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data starts 8-byte aligned, as safetensors pads
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The file gets the mode any new file gets (0666 less the umask, read off a fresh file):
-    # safetensors writes 0600, which would hide the model from other users and serving processes.
+    _remove_stale_temp_files(path)
+    # The file gets the mode any new file gets (0666 less the umask).
     while True:
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
+        tmp = path.parent / f".{path.name}.{_WRITER}.{secrets.token_hex(4)}{_TEMP}"
         try:
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
             break
         except FileExistsError:
             continue
-    mode = stat.S_IMODE(os.fstat(fd).st_mode)
-    os.close(fd)
     try:
-        save_file(host, tmp, metadata=header)
-        os.chmod(tmp, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<Q", len(header)))
+            f.write(header)
+            for a in host.values():
+                f.write(a.astype(a.dtype.newbyteorder("<"), copy=False).data)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
     return path
+
+
+# A writer's temp files carry "<host>-<pid>": another process can tell a dead writer's.
+_WRITER = f"{zlib.crc32(socket.gethostname().encode()):08x}-{os.getpid()}"
+
+
+def _remove_stale_temp_files(path: Path) -> None:
+    """Remove the temp files of ``path`` whose writer, on this machine, is dead (or that are
+    over a day old): a killed writer leaves one."""
+    host = _WRITER.split("-")[0]
+    prefix = f".{path.name}."
+    try:
+        candidates = [p for p in path.parent.iterdir()
+                      if p.name.startswith(prefix) and p.name.endswith(_TEMP)]
+    except OSError:
+        return
+    for p in candidates:
+        writer = p.name[len(prefix):-len(_TEMP)].split(".")[0]
+        h, _, pid = writer.partition("-")
+        try:
+            dead = h == host and pid.isdigit() and not _alive(int(pid))
+            if dead or time.time() - p.stat().st_mtime > 86400:
+                p.unlink()
+        except (OSError, ValueError, OverflowError):
+            continue
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
 
 
 def read_model_file(
@@ -118,8 +183,11 @@ def read_model_file(
     """Read a file written by :func:`write_model_file` for ``kind``; ``ValueError`` otherwise.
 
     Nothing is unpickled: the file must be safetensors with a streamrbf header of this ``kind``
-    and a readable version. Only the tensors in ``names`` are read (all when None), each copied
-    into memory this process owns and checked to be finite.
+    and a readable version. The header is judged first (its size, at most
+    :data:`MAX_HEADER_BYTES`; at most :data:`MAX_TENSORS` tensors, each within the file;
+    the kind and version); then only the tensors in ``names`` are read (all when None), each
+    into an array this process owns, and checked to be finite. Memory: the tensors read plus
+    the header, never a map of the file.
 
     Parameters
     ----------
@@ -141,8 +209,8 @@ def read_model_file(
     FileNotFoundError
         When ``path`` is not a file.
     ValueError
-        When the file is not a streamrbf model of this ``kind`` and a readable version, or holds
-        NaN or infinity.
+        When the file is not a streamrbf model of this ``kind`` and a readable version, holds
+        NaN or infinity, or cannot be read (the message names the file).
 
     Examples
     --------
@@ -161,27 +229,86 @@ def read_model_file(
     ...
     ValueError: '...m.safetensors' is not a streamrbf model file (safetensors): ...
     """
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     where = repr(str(path))
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {where}")
     try:
-        with safe_open(str(path), framework="numpy") as f:
-            header = f.metadata() or {}
-            info = _header(header, where, kind)
-            wanted = [n for n in (f.keys() if names is None else names) if n in f.keys()]
-            tensors = {n: np.array(f.get_tensor(n), copy=True) for n in wanted}
-    except (SafetensorError, OSError, RuntimeError, TypeError) as err:
-        raise ValueError(f"{where} is not a streamrbf model file (safetensors): {err}") from None
-    for name, t in tensors.items():
-        if t.dtype.kind == "f" and not np.isfinite(t).all():
-            raise ValueError(f"{where} is corrupt: tensor {name!r} holds NaN or infinity.")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            table, data_start = _table(f, size, where)
+            info = _header(table.get("__metadata__") or {}, where, kind)
+            wanted = [n for n in (table if names is None else names)
+                      if n in table and n != "__metadata__"]
+            tensors = {n: _read_tensor(f, table[n], data_start, n, where) for n in wanted}
+    except OSError as err:
+        raise ValueError(f"{where} cannot be read: {err}") from None
+    except MemoryError:
+        raise ValueError(f"{where} is too large to load with the memory available") from None
     meta = info.get("meta", {})
     if not isinstance(meta, dict):
         raise ValueError(f"{where} has a malformed streamrbf header: meta is not an object")
     return tensors, {**meta, "_version": info["version"]}
+
+
+def _table(f: Any, size: int, where: str) -> tuple[dict[str, Any], int]:
+    """The container's header, checked: ``(tensor table, where the data starts)``."""
+    bad = f"{where} is not a streamrbf model file (safetensors)"
+    head = f.read(8)
+    if len(head) < 8:
+        raise ValueError(f"{bad}: {size} bytes")
+    (n,) = struct.unpack("<Q", head)
+    if n > min(size - 8, MAX_HEADER_BYTES):
+        raise ValueError(f"{bad}: a header of {n} bytes in a file of {size}")
+    raw = f.read(n)
+    if raw.count(b'"data_offsets"') > MAX_TENSORS:
+        raise ValueError(f"{bad}: more than {MAX_TENSORS} tensors")
+    try:
+        table = json.loads(raw)
+    except (ValueError, RecursionError) as err:  # (UnicodeDecodeError is a ValueError)
+        raise ValueError(f"{bad}: {err}") from None
+    if not isinstance(table, dict):
+        raise ValueError(f"{bad}: the header is not an object")
+    meta = table.get("__metadata__")
+    if meta is not None and not (isinstance(meta, dict)
+                                 and all(isinstance(v, str) for v in meta.values())):
+        raise ValueError(f"{bad}: __metadata__ is not an object of strings")
+    data = size - 8 - n
+    for name, entry in table.items():
+        if name != "__metadata__":
+            _entry(entry, data, f"{bad}: tensor {name!r}")
+    return table, 8 + n
+
+
+def _entry(entry: Any, data: int, bad: str) -> None:
+    """Check one tensor's table entry: a known dtype, a shape, a byte range within the data
+    that holds exactly that shape."""
+    if not (isinstance(entry, dict) and isinstance(entry.get("dtype"), str)
+            and entry["dtype"] in _DTYPES):
+        raise ValueError(f"{bad}: no dtype or an unsupported one")
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if not (isinstance(shape, list) and all(type(v) is int and 0 <= v < 2**63 for v in shape)):
+        raise ValueError(f"{bad}: shape {shape!r}")
+    if not (isinstance(offsets, list) and len(offsets) == 2
+            and all(type(v) is int for v in offsets) and 0 <= offsets[0] <= offsets[1] <= data):
+        raise ValueError(f"{bad}: byte range {offsets!r} outside the {data} bytes of data")
+    if math.prod(shape) * np.dtype(_DTYPES[entry["dtype"]]).itemsize != offsets[1] - offsets[0]:
+        raise ValueError(f"{bad}: shape {shape} does not fill its {offsets[1] - offsets[0]} bytes")
+
+
+def _read_tensor(f: Any, entry: dict[str, Any], data_start: int, name: str,
+                 where: str) -> np.ndarray:
+    """One checked tensor, read into a new array (native byte order), finite if floating."""
+    dtype = np.dtype(_DTYPES[entry["dtype"]])
+    begin, end = entry["data_offsets"]
+    a = np.empty(entry["shape"], dtype=dtype)
+    f.seek(data_start + begin)
+    if end > begin and f.readinto(a.reshape(-1).view(np.uint8).data) != end - begin:
+        raise ValueError(f"{where} is truncated: tensor {name!r}")
+    a = a.astype(dtype.newbyteorder("="), copy=False)
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise ValueError(f"{where} is corrupt: tensor {name!r} holds NaN or infinity.")
+    return a
 
 
 def _header(header: dict[str, str], where: str, kind: str) -> dict[str, Any]:
@@ -461,6 +588,8 @@ def state_from_bytes(data: bytes) -> ModelState:
         magic, wide, B, k, d = _BYTES_HEAD.unpack_from(data, 0)
         if magic != _MAGIC:
             raise ValueError(f"magic {bytes(magic)!r}")
+        if wide not in (0, 1) or 0 in (B, k, d):
+            raise ValueError(f"a header of {B} models, {k} centres, {d} features, flag {wide}")
         dtype = np.dtype("<f8" if wide else "<f4")
         sizes: list[tuple[np.dtype, int]] = [(dtype, B * k * d), (np.dtype("<f8"), B * k)]
         sizes += [(np.dtype("<f8"), B)] * 3 + [(np.dtype("<i8"), B)] * 2 + [(np.dtype("<u8"), B)]

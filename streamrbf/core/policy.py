@@ -168,16 +168,48 @@ def warmup_size(n_clusters: int, warmup: int | None = None) -> int:
 
 
 def _real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """A real number (not a bool) that a float holds: ``10**400`` is none."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    """An integer (not a bool) within int64, as counts and sizes are stored."""
+    return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            and -(2**63) <= int(value) < 2**63)
 
 
 def _auto_or(value: Any, ok: Any) -> bool:
     return (isinstance(value, str) and value == AUTO) or (
         not isinstance(value, str) and _real(value) and ok(value))
+
+
+def _check_init(init: Any, k: int) -> None:
+    """``init``: a name of :data:`INITS`, or an array of real numbers, finite, ``(n_clusters,
+    n_features)`` (the engine's words: its features are checked against the data's)."""
+    if isinstance(init, str):
+        if init not in INITS:
+            raise ValueError("init must be 'k-means++', 'random' or an array of centres, got "
+                             f"{init!r}")
+        return
+    try:
+        C = np.asarray(init.detach().cpu().numpy() if hasattr(init, "detach") else init)
+        numeric = C.dtype.kind in "iuf"
+    except (TypeError, ValueError):
+        numeric = False
+    if not numeric:
+        raise ValueError(f"init must be 'k-means++', 'random' or an array of centres of real "
+                         f"numbers, got {init!r:.80}")
+    if C.ndim != 2 or C.shape[0] != k or C.shape[1] == 0:
+        raise ValueError(f"The shape of the initial centers {C.shape} does not match the "
+                         f"number of clusters {k}.")
+    if not np.isfinite(C).all():
+        raise ValueError("init array contains NaN or infinity.")
 
 
 @dataclass(frozen=True)
@@ -321,9 +353,7 @@ class Policy:
         if not (_int(k) and k >= 1):
             raise ValueError(f"n_clusters must be an int >= 1, got {k!r}")
         _kernels.check_mapping(self.mapping)
-        if isinstance(self.init, str) and self.init not in INITS:
-            raise ValueError("init must be 'k-means++', 'random' or an array of centres, got "
-                             f"{self.init!r}")
+        _check_init(self.init, k)
         if not (self.n_init == AUTO or (_int(self.n_init) and int(self.n_init) >= 1)):
             raise ValueError(f"n_init must be 'auto' or an int >= 1, got {self.n_init!r}")
         t0 = self.initial_temperature

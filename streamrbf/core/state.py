@@ -19,12 +19,41 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LazyGenerator", "ModelState", "generator", "host_array", "seed_from"]
+__all__ = ["COUNTER_MAX", "LazyGenerator", "ModelState", "counted", "generator", "host_array",
+           "seed_from"]
 
 # What a draw is for: the third word of a generator's seed (see `generator`).
 SEEDING = 0
 RESEEDING = 1
 REFITTING = 2
+
+
+# The counters (steps, events seen) are int64: they stop at its largest value instead of wrapping.
+COUNTER_MAX = 2**63 - 1
+
+
+def counted(current: Any, more: int) -> int:
+    """A counter after ``more`` more, saturating at :data:`COUNTER_MAX` (never wrapping to a
+    negative count a model file could not hold).
+
+    Parameters
+    ----------
+    current
+        The counter (an int or numpy integer >= 0).
+    more
+        How much to add (>= 0).
+
+    Returns
+    -------
+    int
+        ``min(current + more, COUNTER_MAX)``.
+
+    Examples
+    --------
+    >>> counted(np.int64(5), 3), counted(COUNTER_MAX - 1, 10) == COUNTER_MAX
+    (8, True)
+    """
+    return min(int(current) + int(more), COUNTER_MAX)
 
 
 def host_array(a: Any) -> np.ndarray:
