@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save, save_file
@@ -363,3 +364,125 @@ def test_fuzz_finds_both_outcomes():
     count()
     assert outcomes["loaded"] >= 10 and outcomes["refused"] >= 10, outcomes
     assert math.isfinite(outcomes["loaded"])
+
+
+# ------------------------------------------------- crafted header values, one test each
+def _version_1_file(path: Path, rng_state: dict, rng_kind: str) -> Path:
+    """A version-1 model file (centres, counts, a schedule and a random generator's state),
+    the third centre starved so that the next steps re-seed it."""
+    C = np.array([[0.0, 0.0], [1.0, 1.0], [1000.0, 1000.0]])
+    meta = {"params": {"n_clusters": 3, "random_state": None, "reassignment_ratio": 0.01},
+            "schedule": {"initial": 1.0, "decay": 0.99, "minimum": 0.001, "value": 0.5},
+            "rng": rng_state, "rng_kind": rng_kind, "n_features_in": 2,
+            "feature_names_in": None, "n_steps": 5, "n_iter": 1, "inertia": 1.0, "labels": None}
+    save_file({"centers": C, "counts": np.array([100.0, 100.0, 0.0])}, str(path),
+              metadata={"streamrbf": json.dumps({"kind": "RBFKMeans", "version": 1,
+                                                 "meta": meta})})
+    return path
+
+
+def _state_of(bit_generator) -> dict:
+    return json.loads(json.dumps(bit_generator.state, default=lambda a: a.tolist()))
+
+
+@pytest.mark.parametrize("case", ["mt19937", "philox", "philox_short"])
+def test_a_random_state_out_of_range_never_reaches_numpy(tmp_path, case):
+    # numpy does not range-check these fields: once they reached a bit generator, the re-seeding
+    # step died with SIGSEGV. A version-1 file's generator state only names a seed now. Run in a
+    # child process: a crash fails the test instead of killing the suite.
+    state = _state_of(np.random.MT19937(0) if case == "mt19937" else np.random.Philox(0))
+    if case == "mt19937":
+        state["state"]["pos"] = 10**6
+    elif case == "philox":
+        state["buffer_pos"] = -(2**31)
+    else:
+        state["state"]["counter"], state["buffer"] = [1], [1]
+    p = _version_1_file(tmp_path / "v1.safetensors", state,
+                        "MT19937" if case == "mt19937" else "Philox")
+    code = ("import sys, numpy as np; from streamrbf import RBFKMeans;"
+            "m = RBFKMeans.load(sys.argv[1]); X = np.random.default_rng(1).normal(size=(200, 2))\n"
+            "for _ in range(5): m.partial_fit(X)\n"
+            "print(bool(np.abs(m.cluster_centers_[2]).max() < 100))")
+    out = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "True"  # the starved centre was re-seeded onto the data
+
+
+def _edited(path: Path, dst: Path, edit) -> Path:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        table = json.loads(f.read(n))
+        data = f.read()
+    info = json.loads(table["__metadata__"]["streamrbf"])
+    edit(info["meta"])
+    table["__metadata__"]["streamrbf"] = json.dumps(info)
+    dst.write_bytes(_container(table, data))
+    return dst
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("device", True, "device"),
+    ("device", "meta", "device must be None or a torch device with data"),
+    ("device", "foo", "device must be None or a torch device with data"),
+    ("device", [1], "device"),
+    ("half_life", 10**400, "half_life must be"),
+    ("max_iter", 10**400, "max_iter must be"),
+    ("n_clusters", 10**400, "n_clusters"),
+    ("init", [""], "init must be"),
+    ("init", {}, "init"),
+])
+def test_header_parameters_are_checked_on_load(tmp_path, field, value, words):
+    base = _model_file(tmp_path / "m.safetensors", 3, 2)
+
+    def edit(meta):
+        meta["params"][field] = value
+
+    p = _edited(base, tmp_path / "crafted.safetensors", edit)
+    with pytest.raises(ValueError, match="crafted.safetensors") as err:
+        RBFKMeans.load(p)
+    assert words in str(err.value)
+
+
+@pytest.mark.parametrize("where, field, value", [
+    ("extra", "inertia", 10**400), ("extra", "inertia", "x"), ("extra", "n_iter", -1),
+    ("state", "n_steps", [10**400]), ("state", "temperature", [10**400]),
+    ("state", "seed", [2**64]),
+])
+def test_header_state_and_report_fields_are_checked_on_load(tmp_path, where, field, value):
+    base = _model_file(tmp_path / "m.safetensors", 3, 2)
+
+    def edit(meta):
+        meta[where][field] = value
+
+    with pytest.raises(ValueError, match="crafted.safetensors"):
+        RBFKMeans.load(_edited(base, tmp_path / "crafted.safetensors", edit))
+
+
+def test_a_device_this_machine_lacks_is_a_value_error_naming_the_file(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    p = _model_file(tmp_path / "m.safetensors", 3, 2)
+    with pytest.raises(ValueError, match="m.safetensors.*cannot place the model on 'cuda'"):
+        RBFKMeans.load(p, device="cuda")
+
+
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.PCG64DXSM,
+                                           np.random.MT19937, np.random.Philox, np.random.SFC64])
+def test_models_seeded_by_any_generator_are_saved(tmp_path, bit_generator):
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    km = RBFKMeans(3, random_state=np.random.Generator(bit_generator(0))).fit(X)
+    km.save(tmp_path / "m.safetensors")
+    again = RBFKMeans.load(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(again.predict(X), km.predict(X))
+
+
+def test_running_out_of_memory_while_loading_is_a_value_error(tmp_path, monkeypatch):
+    p = _model_file(tmp_path / "m.safetensors", 3, 2)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(persistence.np, "empty", no_memory)
+    with pytest.raises(ValueError, match="m.safetensors' is too large to load"):
+        read_model_file(p, "RBFKMeans")
