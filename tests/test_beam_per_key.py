@@ -757,3 +757,22 @@ def test_validate_events_and_the_handler_refuse_what_they_cannot_score(tmp_path)
                        "infinity: NaN at row 2, column 1"):
         handler.run_inference([block], handler.load_model())
     assert len(handler.run_inference([np.zeros((4, 3))], handler.load_model())[0].inference) == 4
+
+
+def test_building_and_running_the_transforms_logs_no_warning(caplog):
+    # Beam logs a warning for an expand() annotated with anything but a PCollection; the
+    # transforms' graphs build and run without any warning from streamrbf or about them.
+    import logging
+
+    from streamrbf.beam import ClusterGlobally
+
+    events = [(f"k{i % 2}", [float(i % 5), float(i % 3)]) for i in range(60)]
+    with caplog.at_level(logging.WARNING):
+        with beam.Pipeline(runner="FnApiRunner") as p:
+            pairs = p | "Pairs" >> beam.Create(events)
+            _ = pairs | ClusterPerKey(2, batch_size=10, warmup=10)
+            _ = (pairs | "Values" >> beam.Values()
+                 | ClusterGlobally(2, steps=1, n_features=2, n_shards=2))
+    ours = [r for r in caplog.records if "streamrbf" in r.getMessage() or "type hint" in
+            r.getMessage() or r.name.startswith("streamrbf")]
+    assert ours == [], [r.getMessage() for r in ours]

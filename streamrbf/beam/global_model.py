@@ -629,7 +629,9 @@ class ClusterGlobally(beam.PTransform):
         none = vectors | "NoAssignments" >> beam.Filter(lambda _: False)
         return GlobalResult(models, models, bad, none)
 
-    def expand(self, pcoll: beam.PCollection) -> GlobalResult:
+    # Returns a GlobalResult, annotated Any: Beam reads expand's return annotation as an output type
+    # hint and logs a warning on every run for anything but a PCollection.
+    def expand(self, pcoll: beam.PCollection) -> Any:
         """Build the training graph on ``pcoll`` (Beam's ``PTransform`` entry point).
 
         Bounded input gets the initialisation and ``steps`` unrolled data-parallel steps;

@@ -647,7 +647,9 @@ class ClusterPerKey(beam.PTransform):
         self.clock = clock
         self.random_state = int(random_state)
 
-    def expand(self, pcoll: beam.PCollection) -> PerKeyResult:
+    # Returns a PerKeyResult, annotated Any: Beam reads expand's return annotation as an output type
+    # hint and logs a warning on every run for anything but a PCollection.
+    def expand(self, pcoll: beam.PCollection) -> Any:
         """Build the per-key graph on ``pcoll`` (Beam's ``PTransform`` entry point).
 
         Events are moved to the global window (where the models live), parsed and chunked per
