@@ -373,7 +373,10 @@ class _Inputs:
         if not self.verbose:
             return None
 
-        def report(trial: int, n_iter: int, temperature: float, inertia: float) -> None:
+        def report(trial: int, n_iter: int, temperature: float, inertia: float,
+                   reason: str | None) -> None:
+            if reason is not None:  # (scikit-learn's words)
+                print(f"Converged ({reason}) at iteration {n_iter}")
             print(f"Seeding {trial}: {n_iter} iterations, temperature {temperature:.4g}, "
                   f"inertia {inertia:.6g}")
         return report
@@ -517,7 +520,13 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
         Rows the seedings (and the automatic starting temperature) are drawn from: a random
         sample of that many rows (at least ``n_clusters``); None: all rows, up to 100,000.
     max_iter
-        Full-batch iterations, or epochs over the data when ``batch_size`` is set.
+        Full-batch iterations, or epochs over the data when ``batch_size`` is set (epoch ``e``
+        ends after ``floor(e * n_samples / batch_size)`` batches in all, so ``n_iter_`` is
+        ``ceil(n_steps_ * batch_size / n_samples)`` as in ``MiniBatchKMeans``).
+    max_no_improvement
+        Mini-batch :meth:`fit` only: once cold, stop after this many consecutive batches that
+        do not improve the smoothed batch inertia (``MiniBatchKMeans``'s rule). None (the
+        default): annealing and ``tol`` decide when to stop.
     tol
         Stop :meth:`fit` when the squared centre shift of a step (an epoch in mini-batch mode) is
         below ``tol`` x the mean feature variance, and the clustering is hard (every responsibility
@@ -606,6 +615,7 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
         "min_temperature": [_AUTO, Interval(Real, 0, None, closed="left")],
         "mapping": [StrOptions(set(MAPPINGS))],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "max_no_improvement": [Interval(Integral, 1, None, closed="left"), None],
         "init_size": [Interval(Integral, 1, None, closed="left"), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -634,6 +644,7 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
         batch_size: int | None = None,
         init_size: int | None = None,
         max_iter: int = 300,
+        max_no_improvement: int | None = None,
         tol: float = 1e-4,
         half_life: float | str | None = "auto",
         reassignment_ratio: float = 0.01,
@@ -656,6 +667,7 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
         self.batch_size = batch_size
         self.init_size = init_size
         self.max_iter = max_iter
+        self.max_no_improvement = max_no_improvement
         self.tol = tol
         self.half_life = half_life
         self.reassignment_ratio = reassignment_ratio

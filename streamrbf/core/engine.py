@@ -364,7 +364,8 @@ def _tolerance(X: Any, policy: Policy, weights: np.ndarray | None = None) -> flo
 def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
         feature_names: tuple[str, ...] | None = None,
         sample_weight: Any = None,
-        progress: Callable[[int, int, float, float], None] | None = None) -> FitResult:
+        progress: Callable[[int, int, float, float, str | None], None] | None = None
+        ) -> FitResult:
     """Fit a model to the data ``X`` from scratch: the best of the policy's seedings, each
     annealed on ``X`` until its clustering is hard and stable.
 
@@ -391,8 +392,10 @@ def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
     sample_weight
         The rows' weights (:func:`sample_weights`); None: all 1.
     progress
-        Called after each seeding with its number, iterations, final temperature and K-Means
-        objective (a face's verbose report); None: nothing.
+        Called after each seeding with its number, iterations, final temperature, K-Means
+        objective and why it stopped (``"small centers change"``, ``"no point changed
+        cluster"``, ``"lack of improvement in inertia"``, or None at ``max_iter``): a face's
+        verbose report; None: nothing.
 
     Returns
     -------
@@ -424,11 +427,11 @@ def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
         tmin = policy.floor_temperature(t0)
         run = _anneal(X, _centres_like(C0, X), t0, tmin, policy, rng, tol, full, w, stream)
         if progress is not None:
-            progress(trial, run[6], run[2], run[3])
+            progress(trial, run[6], run[2], run[3], run[7])
         if best is None or run[3] < best[3]:
             best = (*run, t0, tmin)
     assert best is not None  # n_init >= 1
-    C, masses, T, inertia, labels, steps, n_iter, t0, tmin = best
+    C, masses, T, inertia, labels, steps, n_iter, _, t0, tmin = best
     state = ModelState.single(C, masses, temperature=T, initial_temperature=t0,
                               min_temperature=tmin, n_steps=steps, n_seen=n, seed=seed,
                               feature_names=feature_names)
@@ -475,9 +478,9 @@ def initialise(X: Any, policy: Policy, seed: int,
 
 def _anneal(X, C, t0, tmin, policy, rng, tol, full, w, stream):
     """``fit``'s loop for one seeding (rows weighted by ``w``); returns (centres, masses,
-    temperature, inertia, labels, steps, iterations). A stream's first batch (``stream``)
-    anneals at the policy's pace and stays where it got to, for the batches that follow; a fit
-    reaches its floor within ``max_iter`` iterations."""
+    temperature, inertia, labels, steps, iterations, why it stopped or None). A stream's first
+    batch (``stream``) anneals at the policy's pace and stays where it got to, for the batches
+    that follow; a fit reaches its floor within ``max_iter`` iterations."""
     n = _rows(X)
     T = t0
     masses = _zeros_masses(C)
@@ -487,6 +490,11 @@ def _anneal(X, C, t0, tmin, policy, rng, tol, full, w, stream):
     factor = (policy.temperature_factor(n, full_batch=True) if stream
               else policy.fit_temperature_factor(t0, tmin))
     hard, previous = one_hot, None
+    reason = None
+    B = n if full else int(policy.batch_size)
+    order = np.empty(0, np.int64)
+    watch = (None if full or policy.max_no_improvement is None
+             else _Improvement(int(policy.max_no_improvement), B, n))
     for it in range(max_iter):
         n_iter += 1
         start = C
@@ -503,16 +511,29 @@ def _anneal(X, C, t0, tmin, policy, rng, tol, full, w, stream):
             T = cooled(T, factor, tmin)
             steps += 1
         else:
-            order = rng.permutation(n)
             hard = True
-            for lo in range(0, n, int(policy.batch_size)):
-                rows = order[lo:lo + int(policy.batch_size)]
+            # Epoch `it` ends after floor((it + 1) n / B) batches in all, as scikit-learn counts
+            # them (n_iter = the epochs started = ceil(steps B / n)); batches of B rows run
+            # through one random permutation of the rows after another.
+            for _ in range(steps, (it + 1) * n // B if B < n else it + 1):
+                rows, order = _next_rows(order, B, n, rng)
                 batch = _take(X, rows)
                 C, masses, r = _cpu_or_torch_step(batch, C, masses, T, policy, rng, stream=False,
-                                                  weights=None if w is None else w[rows])
+                                                  weights=None if w is None else w[rows],
+                                                  keep=watch is not None)
                 T = cooled(T, policy.temperature_factor(len(rows)), tmin)
                 steps += 1
                 hard = hard and r.support == _positive(rows, None if w is None else w[rows])
+                if watch is not None and watch.stalled(r, len(rows)):
+                    if not (cold or T <= tmin):
+                        # stalled while soft: quench; the next batch, cold, stops the run
+                        # unless it improves the inertia
+                        T, watch.stopped = tmin, False
+                        continue
+                    break
+            if watch is not None and watch.stopped:
+                reason = "lack of improvement in inertia"
+                break
             if cold:
                 # Centres that coincide split their points evenly at any temperature: once
                 # cold, all but one of them move to the farthest points, as empty ones do.
@@ -523,12 +544,52 @@ def _anneal(X, C, t0, tmin, policy, rng, tol, full, w, stream):
         # tolerance, or changed no point's nearest centre: a run that only now reached its
         # floor takes one more step, in which centres left empty are moved.
         if (cold or hard) and (shift <= tol or stable):
+            reason = "no point changed cluster" if stable else "small centers change"
             break
+        if not full and shift <= tol and not stream:
+            # A mini-batch epoch that no longer moves the centres while soft: the soft fixed
+            # point at this temperature is reached; quench to the floor, and the next (cold)
+            # epoch confirms convergence as Lloyd's algorithm would.
+            T = tmin
     # One last pass: every point's nearest centre, and (full batch) the masses.
     final = _pass(X, C, T, policy.mapping, with_sums=False, weights=w)
     if full:
         masses = final.stats.mass
-    return C, masses, T, weighted_sum(final.nearest, w), final.labels, steps, n_iter
+    return C, masses, T, weighted_sum(final.nearest, w), final.labels, steps, n_iter, reason
+
+
+def _next_rows(order: np.ndarray, B: int, n: int, rng: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The next ``B`` rows of a stream of random permutations of ``range(n)`` (``order``: what
+    is left of the current one); returns ``(rows, what is left)``."""
+    while len(order) < min(B, n):
+        order = np.concatenate([order, rng.permutation(n)])
+    return order[:B], order[B:]
+
+
+class _Improvement:
+    """scikit-learn's MiniBatchKMeans stopping rule on the smoothed batch inertia: each batch's
+    inertia (squared distances to the nearest centre, before the step) per row, averaged
+    exponentially over batches (weight ``2 B / (n + 1)``); ``stalled`` once ``patience``
+    batches in a row did not lower its minimum (the caller quenches a soft model then, and
+    stops a cold one; a quenched model stops at its first batch that does not improve)."""
+
+    def __init__(self, patience: int, B: int, n: int) -> None:
+        self.patience, self.alpha = patience, min(1.0, 2.0 * B / (n + 1))
+        self.ewa: float | None = None
+        self.best = math.inf
+        self.waiting = 0
+        self.stopped = False
+
+    def stalled(self, r: Any, rows: int) -> bool:
+        inertia = float(host_array(r.nearest).sum()) / max(rows, 1)
+        self.ewa = inertia if self.ewa is None else (
+            self.ewa * (1 - self.alpha) + inertia * self.alpha)
+        if self.ewa < self.best:
+            self.best, self.waiting = self.ewa, 0
+        else:
+            self.waiting += 1
+        self.stopped = self.waiting >= self.patience
+        return self.stopped
 
 
 def weighted_sum(values: Any, weights: np.ndarray | None) -> float:
@@ -635,11 +696,11 @@ def _centres_dtype(C_new: Any, C: Any) -> Any:
 
 
 # -------------------------------------------------------------------------------- streaming
-def _cpu_or_torch_step(X, C, masses, T, policy, rng, stream=True, weights=None):
+def _cpu_or_torch_step(X, C, masses, T, policy, rng, stream=True, weights=None, keep=False):
     """One mini-batch step on local arrays: statistics at ``T`` (rows weighted by ``weights``),
     the step with the policy's forgetting, re-seeding of starved centres. Returns (centres,
     masses, the batch's result)."""
-    r = _pass(X, C, T, policy.mapping, with_sums=True, keep=stream, weights=weights)
+    r = _pass(X, C, T, policy.mapping, with_sums=True, keep=stream or keep, weights=weights)
     C2, n2 = step_arrays(C, masses, r.stats.mass, r.stats.sums,
                          policy.forgetting(_rows(X), stream=stream))
     if policy.reassignment_ratio > 0:

@@ -246,6 +246,10 @@ class Policy:
         below ``tol`` x the mean feature variance.
     batch_size
         ``fit``'s mini-batch size; None: full batch (each iteration one soft-Lloyd step).
+    max_no_improvement
+        Mini-batch ``fit`` only: once cold, stop after this many consecutive batches that do not
+        improve the smoothed batch inertia (as scikit-learn's ``MiniBatchKMeans``); None: no such
+        stop (the default: annealing has its own stopping rule).
     init_size
         Rows the seedings (and the starting temperature) are drawn from: a random sample of
         that many rows; None: at most :data:`INIT_SAMPLE`.
@@ -280,6 +284,7 @@ class Policy:
     max_iter: int = 300
     tol: float = 1e-4
     batch_size: int | None = None
+    max_no_improvement: int | None = None
     init_size: int | None = None
     forgetting_per_step: float | None = None
 
@@ -382,9 +387,10 @@ class Policy:
             raise ValueError(f"max_iter must be an int >= 1, got {self.max_iter!r}")
         if not (_real(self.tol) and self.tol >= 0):
             raise ValueError(f"tol must be a float >= 0, got {self.tol!r}")
-        b = self.batch_size
-        if b is not None and not (_int(b) and b >= 1):
-            raise ValueError(f"batch_size must be None or an int >= 1, got {b!r}")
+        for name in ("batch_size", "max_no_improvement"):
+            v = getattr(self, name)
+            if v is not None and not (_int(v) and v >= 1):
+                raise ValueError(f"{name} must be None or an int >= 1, got {v!r}")
         return self
 
     # --------------------------------------------------------------------------- rules

@@ -22,12 +22,9 @@ IMPORT = "from sklearn.cluster import KMeans, MiniBatchKMeans, k_means, kmeans_p
 INTERNALS = {
     "test_minibatch_update_consistency": "private _mini_batch_step and _labels_inertia",
     "test_minibatch_kmeans_init_size": "init_size (private _init_size)",
-    "test_minibatch_declared_convergence": "verbose output format",
     "test_warning_n_init_precomputed_centers": "n_init warnings",
     "test_kmeans_init_auto_with_initial_centroids": "n_init warnings (private _n_init)",
     "test_n_init_auto": "n_init warnings",
-    "test_minibatch_iter_steps": "max_no_improvement, and MiniBatchKMeans's steps that cross "
-                                 "epochs (RBFKMeans's epochs are whole numbers of steps)",
 }
 
 
