@@ -25,6 +25,7 @@ __all__ = ["main"]
 COMMANDS = {
     "run": "cluster keyed event streams with Apache Beam, one annealed model per stream; writes\n"
     "assignments, dead letters, snapshots, summary.md/json and clusters.png (the default)",
+    "replay": "run the main job again on the (fixed) events of a dead_letters.jsonl file",
     "bench": "benchmarks against river, scikit-learn and Beam; writes bench.md and bench.json",
     "inspect": "show what a saved RBFKMeans model holds: shape, temperature, masses;\n"
     "--json for scripts, --plot FILE.png for a picture of the centres",
@@ -57,7 +58,7 @@ def _top_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"streamrbf {version()}",
                    help="print 'streamrbf VERSION' and exit")
     p.add_argument("command", nargs="?", default="run", choices=tuple(COMMANDS), metavar="COMMAND",
-                   help="run (default), bench or inspect")
+                   help="run (default), replay, bench or inspect")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="the command's own flags ('streamrbf COMMAND --help')")
     return p
@@ -481,6 +482,15 @@ def _run(argv: Sequence[str]) -> int:
     return run(argv)
 
 
+def _replay(argv: Sequence[str]) -> int:
+    from .jobs.run_flags import run_parser
+
+    run_parser(prog="streamrbf replay", replay=True).parse_known_args(argv)
+    from .jobs.cluster_events import replay
+
+    return replay(argv)
+
+
 def _bench(argv: Sequence[str]) -> int:
     from .bench.__main__ import main as bench
 
@@ -495,7 +505,7 @@ def _dispatch(argv: list[str]) -> tuple[str, int]:
     else:
         _top_parser().parse_args(argv[:1])  # help, version, or argparse's "invalid choice" (2)
         return "", 0
-    run = {"run": _run, "bench": _bench, "inspect": _inspect}[command]
+    run = {"run": _run, "replay": _replay, "bench": _bench, "inspect": _inspect}[command]
     return command, run(rest)
 
 

@@ -10,6 +10,7 @@ nothing else of streamrbf:
 | 1 | the work failed: no file matches ``--input``, a file cannot be read or written, an error |
 | 2 | bad usage: unknown command or flag, a missing or bad flag value (argparse's message) |
 | 3 | a model file was refused: missing, not a streamrbf model, or corrupt (``inspect``) |
+| 4 | too many dead letters: over ``--max_dead_letter_share`` of the events (outputs written) |
 | 130 | interrupted (Ctrl-C) |
 | 141 | stdout was closed early (piped into ``head``, say): stops quietly, as on SIGPIPE |
 
@@ -29,7 +30,12 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-__all__ = ["CommandError", "progress_bar", "progress_enabled", "run_command"]
+__all__ = ["EXIT_TOO_MANY_DEAD_LETTERS", "CommandError", "progress_bar", "progress_enabled",
+           "run_command"]
+
+#: The exit code of a run whose dead letters' share of the events exceeds
+#: ``--max_dead_letter_share`` (``run``, ``replay``): its outputs are written.
+EXIT_TOO_MANY_DEAD_LETTERS = 4
 
 EXIT_CODES = """\
 exit codes:
@@ -38,6 +44,8 @@ exit codes:
        output, an error in the pipeline or a benchmark suite)
   2    bad usage: unknown command or flag, a missing or bad flag value (argparse's message)
   3    a model file was refused: missing, not a streamrbf model, or corrupt (inspect)
+  4    too many dead letters: more than --max_dead_letter_share of the events (run, replay;
+       the outputs are written)
   130  interrupted (Ctrl-C)
   141  stdout closed early (| head): stops quietly, as on SIGPIPE
 errors are one line on stderr: "streamrbf COMMAND: error: WHY".

@@ -29,12 +29,16 @@ flag, for Beam too, or a bad value); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import difflib
+import functools
 import importlib
+import io
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -48,10 +52,18 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from ..beam import ClusterPerKey, DeadLetter
-from ..console import CommandError, progress_bar, progress_enabled, run_command
-from .run_flags import run_parser
+from ..beam.dead_letters import _utf8_safe, is_utf8_text, parse_features
+from ..console import (
+    EXIT_TOO_MANY_DEAD_LETTERS,
+    CommandError,
+    progress_bar,
+    progress_enabled,
+    run_command,
+)
+from .run_flags import check_run_flags, run_parser
 
-__all__ = ["build_pipeline", "generate_events", "main", "unknown_beam_flags"]
+__all__ = ["build_pipeline", "generate_events", "main", "normalise_key", "replay",
+           "unknown_beam_flags"]
 
 
 def generate_events(
@@ -168,9 +180,109 @@ def _csv_headers(files: Sequence[Any]) -> dict[str, list[str] | str]:
     return headers
 
 
+# Internal: the field of the events given to ClusterPerKey that carries each event's reference
+# (its input line, id and kept fields, as JSON text: see :func:`_ref`); ClusterPerKey's id_field.
+_REF = "__streamrbf_ref__"
+# Beam counters of the fields that were not features, by name (the summary's ignored_fields).
+_IGNORED = "streamrbf.ignored_fields"
+
+
+def _line_text(line: bytes | str) -> tuple[str, str | None]:
+    """An input line as the text a dead letter keeps (verbatim, a byte order mark included;
+    not UTF-8: decoded with U+FFFD replacing each bad byte) and why it cannot be read (None:
+    it can).
+
+    Examples
+    --------
+    >>> _line_text(b'{"x": 1}'), _line_text(b"\\xff{}")[0]
+    (('{"x": 1}', None), '\\ufffd{}')
+    """
+    if isinstance(line, str):
+        return line, None
+    try:
+        return line.decode("utf-8"), None
+    except UnicodeDecodeError as err:
+        return line.decode("utf-8", "replace"), f"not UTF-8: {err}"
+
+
+def normalise_key(value: Any, key_field: str = "key") -> str:
+    """An event's key as the job uses it: a non-empty str as it is, an int as its decimal text
+    (``7`` -> ``"7"``: the int 7 and the text "7" are the same stream); anything else (a bool, a
+    float, null, a list, an empty str) is refused with a ``ValueError`` naming the field.
+
+    Parameters
+    ----------
+    value
+        The key field's value, as parsed from the event.
+    key_field
+        The field's name, for the error message.
+
+    Returns
+    -------
+    str
+        The stream's key.
+
+    Examples
+    --------
+    >>> normalise_key("user-7"), normalise_key(7), normalise_key(-3)
+    ('user-7', '7', '-3')
+    >>> normalise_key(True)
+    Traceback (most recent call last):
+    ...
+    ValueError: key field 'key' must be a non-empty string or an integer, got bool True
+    """
+    if isinstance(value, str) and value:
+        if not is_utf8_text(value):
+            raise ValueError(f"key field {key_field!r} is not valid Unicode text: {value!r}")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # (a ValueError for an int of over 4300 digits)
+    what = "an empty string" if value == "" else f"{type(value).__name__} {_short(value)}"
+    raise ValueError(f"key field {key_field!r} must be a non-empty string or an integer, "
+                     f"got {what}")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _event_id(value: Any, id_field: str) -> str | int:
+    """An event's id: a str or an int (not a bool), as it is."""
+    if isinstance(value, str):
+        if not is_utf8_text(value):
+            raise ValueError(f"id field {id_field!r} is not valid Unicode text: {value!r}")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 1024:
+        return value
+    raise ValueError(f"id field {id_field!r} must be a string or an integer, got "
+                     f"{type(value).__name__} {_short(value)}")
+
+
+def _csv_value(name: str, cell: str) -> float:
+    """A CSV cell of feature ``name`` as a number, or a ``ValueError`` naming the column."""
+    if not cell.strip():
+        raise ValueError(f"feature {name!r} is empty (a missing value)")
+    try:
+        return float(cell)
+    except ValueError:
+        raise ValueError(f"feature {name!r} is not a real number: {_short(cell)}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) is float or type(value) is int  # (JSON's numbers; not a bool)
+
+
 class _ParseLine(beam.DoFn):
-    """A JSON or CSV line (text, or UTF-8 bytes) -> ``(key, features)``; a line that cannot
-    be read (not UTF-8, blank, bad JSON or CSV, no key) becomes a dead letter with the reason.
+    """A JSON or CSV line (text, or UTF-8 bytes) -> ``(key, features)``, the features a dict
+    that also carries the event's reference (:data:`_REF`: its line, id and kept fields, as
+    JSON text) for the outputs; a line that cannot be read (not UTF-8, blank, bad JSON or CSV,
+    no or a bad key, a bad id, a missing or bad feature) becomes a dead letter (a dict, see
+    :meth:`dead`) holding the line verbatim, the key when it was readable, and the reason.
+
+    The features are those named by ``features``, or, with None, the event's numeric fields
+    (not the key, id and kept fields; in CSV, the cells that read as numbers); the other fields
+    are ignored, and counted by name (Beam counters, namespace :data:`_IGNORED`).
 
     With ``csv_headers`` (:func:`_csv_headers`) the elements are ``(file name, line)`` and each
     row is read with its own file's header.
@@ -178,56 +290,144 @@ class _ParseLine(beam.DoFn):
     Examples
     --------
     >>> parse = _ParseLine("key", {_file_key("a.csv"): ["key", "x"]})
-    >>> list(parse.process(("a.csv", b"s0,1.5")))
-    [('s0', {'x': 1.5})]
-    >>> [out.value.reason for out in parse.process(("a.csv", b""))]
+    >>> [(k, f["x"]) for k, f in parse.process(("a.csv", b"s0,1.5"))]
+    [('s0', 1.5)]
+    >>> [out.value["reason"] for out in parse.process(("a.csv", b""))]
     ['blank line']
-    >>> [out.value.reason for out in _ParseLine("key").process(b"\\xff{}")]
+    >>> [out.value["reason"] for out in _ParseLine("key").process(b"\\xff{}")]
     ["not UTF-8: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"]
+    >>> [(out.value["key"], out.value["reason"])
+    ...  for out in _ParseLine("key", features=["x"]).process('{"key": 7, "x": NaN}')]
+    [('7', "feature 'x' is NaN (a missing value)")]
     """
 
     def __init__(self, key_field: str,
-                 csv_headers: dict[str, list[str] | str] | None = None) -> None:
+                 csv_headers: dict[str, list[str] | str] | None = None,
+                 features: Sequence[str] | None = None, id_field: str | None = None,
+                 keep_fields: Sequence[str] = ()) -> None:
         self.key_field = key_field
         self.csv_headers = csv_headers
+        self.features = None if features is None else tuple(features)
+        self.id_field = id_field
+        self.keep_fields = tuple(keep_fields)
+        self._not_features = {key_field, *self.keep_fields} | (
+            set() if id_field is None else {id_field})
+        self._ignored: dict[str, int] = {}
+
+    def start_bundle(self) -> None:
+        self._ignored = {}
+
+    def finish_bundle(self) -> None:
+        for name, n in self._ignored.items():
+            beam.metrics.Metrics.counter(_IGNORED, name).inc(n)
+        self._ignored = {}
+
+    def dead(self, key: str | None, text: str, reason: str, event_id: Any = None,
+             header: list[str] | str | None = None) -> beam.pvalue.TaggedOutput:
+        """A parse-stage dead letter: ``key``, ``event`` (the line, verbatim), ``reason``,
+        ``stage``; ``id`` with an id field; ``csv_header`` (the columns of the line's file, as
+        a CSV line) for CSV input."""
+        letter: dict[str, Any] = DeadLetter(key, _utf8_safe(text), _utf8_safe(reason),
+                                            "parse")._asdict()
+        if self.id_field is not None:
+            letter["id"] = event_id
+        if self.csv_headers is not None:
+            letter["csv_header"] = _csv_line(header) if isinstance(header, list) else None
+        return beam.pvalue.TaggedOutput("dead_letters", letter)
+
+    def _fields(self, line: str, header: list[str] | str | None) -> dict[str, Any]:
+        if not line or line.isspace():
+            raise ValueError("blank line")
+        if isinstance(header, str):  # the file's header line was refused
+            raise ValueError(header)
+        if header is not None:
+            row = next(csv.reader([line]))
+            if len(row) != len(header):
+                raise ValueError(f"CSV row has {len(row)} fields, header {len(header)}")
+            return dict(zip(header, row))
+        event = json.loads(line, parse_constant=float)
+        if not isinstance(event, dict):
+            raise ValueError(f"event is a JSON {type(event).__name__}, not an object")
+        return event
+
+    def _features(self, fields: dict[str, Any], csv_row: bool) -> dict[str, Any]:
+        ignored = self._ignored
+        out: dict[str, Any] = {}
+        if self.features is not None:
+            for name in self.features:
+                if name not in fields:
+                    raise ValueError(f"missing feature {name!r}")
+                value = fields[name]
+                out[name] = _csv_value(name, value) if csv_row else value
+            chosen = set(self.features)
+            for name in fields:
+                if name not in chosen and name not in self._not_features:
+                    ignored[name] = ignored.get(name, 0) + 1
+            return out
+        for name, value in fields.items():
+            if name in self._not_features:
+                continue
+            if csv_row:
+                try:
+                    value = float(value) if value.strip() else None
+                except ValueError:
+                    value = None
+            if value is not None and _is_number(value):
+                out[name] = value
+            else:
+                ignored[name] = ignored.get(name, 0) + 1
+        if not out:
+            raise ValueError("event has no numeric fields (no features)")
+        return out
 
     def process(self, element: Any) -> Iterable[Any]:
-        line = element
+        line, header = element, None
+        if self.csv_headers is not None:
+            path, line = element
+            header = self.csv_headers.get(
+                _file_key(path), f"{path}: not among the files matched when the job started")
+        text, unreadable = _line_text(line)
+        key = event_id = None
         try:
-            header: list[str] | str | None = None
-            if self.csv_headers is not None:
-                path, line = element
-                header = self.csv_headers.get(
-                    _file_key(path), f"{path}: not among the files matched when the job started")
-            if isinstance(line, bytes):
+            if unreadable:
+                raise ValueError(unreadable)
+            body = text[1:] if text.startswith("\ufeff") else text  # (a BOM starts a file)
+            fields = self._fields(body, header)
+            # The key and the id are both read when they can be: a dead letter carries them.
+            errors = []
+            try:
+                if self.key_field not in fields:
+                    raise ValueError(f"event has no {self.key_field!r} field")
+                key = normalise_key(fields[self.key_field], self.key_field)
+            except ValueError as err:
+                errors.append(err)
+            if self.id_field is not None:
                 try:
-                    line = line.decode("utf-8-sig")  # (a BOM only starts a file's first line)
-                except UnicodeDecodeError as err:
-                    raise ValueError(f"not UTF-8: {err}") from None
-            elif line.startswith("\ufeff"):
-                line = line[1:]
-            if not line or line.isspace():
-                raise ValueError("blank line")
-            if isinstance(header, str):  # the file's header line was refused
-                raise ValueError(header)
-            if header is not None:
-                row = next(csv.reader([line]))
-                if len(row) != len(header):
-                    raise ValueError(f"CSV row has {len(row)} fields, header {len(header)}")
-                event: Any = {}
-                for name, value in zip(header, row):
-                    event[name] = value if name == self.key_field else float(value)
-            else:
-                event = json.loads(line, parse_constant=float)
-            if not isinstance(event, dict) or self.key_field not in event:
-                raise ValueError(f"event has no {self.key_field!r} field")
-            key = event.pop(self.key_field)
+                    if self.id_field not in fields:
+                        raise ValueError(f"event has no {self.id_field!r} field (the id)")
+                    event_id = _event_id(fields[self.id_field], self.id_field)
+                except ValueError as err:
+                    errors.append(err)
+            if errors:
+                raise errors[0]
+            kept = {name: fields.get(name) for name in self.keep_fields}
+            features = self._features(fields, header is not None)
+            names, values = parse_features(features, self.features)
+            event = dict(zip(names, values))
+            event[_REF] = json.dumps(
+                [text, event_id, kept, _csv_line(header) if header is not None else None])
             yield key, event
         except RecursionError:
-            yield beam.pvalue.TaggedOutput("dead_letters", DeadLetter.of(
-                None, line, "JSON nested too deeply"))
+            yield self.dead(key, text, "JSON nested too deeply", event_id, header)
         except (ValueError, TypeError, csv.Error) as err:
-            yield beam.pvalue.TaggedOutput("dead_letters", DeadLetter.of(None, line, str(err)))
+            yield self.dead(key, text, str(err), event_id, header)
+
+
+def _csv_line(names: Sequence[str]) -> str:
+    """Column names as one CSV line (no line end)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(names)
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------- progress
@@ -336,11 +536,61 @@ class _ProgressBar:
         self.bar.close()
 
 
-def _assignment_json(kv: tuple[str, Any]) -> str:
+def _assignment_json(kv: tuple[str, Any], with_id: bool = False, keep: bool = False) -> str:
+    """An assignment as one JSON line: key, cluster, distance, temperature, memberships; then
+    ``id`` (``with_id``) and the kept fields (``keep``), from the event's reference."""
     key, a = kv
-    return json.dumps({"key": key, "cluster": a.cluster, "distance": round(a.distance, 6),
-                       "temperature": a.temperature,
-                       "memberships": {str(k): round(v, 6) for k, v in a.memberships.items()}})
+    out = {"key": key, "cluster": a.cluster, "distance": round(a.distance, 6),
+           "temperature": a.temperature,
+           "memberships": {str(k): round(v, 6) for k, v in a.memberships.items()}}
+    if (with_id or keep) and isinstance(a.event_id, str):
+        _, event_id, kept, _ = json.loads(a.event_id)
+        if with_id:
+            out["id"] = event_id
+        if keep:
+            out.update(kept)
+    return json.dumps(out)
+
+
+def _ref_of(text: str) -> list[Any] | None:
+    r"""The reference (line, id, kept fields, CSV header) that :class:`_ParseLine` gave an event,
+    read back from the text of a dead letter of :class:`~streamrbf.beam.ClusterPerKey` (the
+    event's ``repr``, which ends with it); None when it is not there (a text truncated at 2000
+    characters).
+
+    Examples
+    --------
+    >>> ref = json.dumps(['{"key": "a", "x": 1}', "e1", {}, None])
+    >>> _ref_of(repr({"x": 1.0, _REF: ref}))
+    ['{"key": "a", "x": 1}', 'e1', {}, None]
+    >>> _ref_of("{'x': 1.0, '__streamrbf_ref__': '[\"cut sh") is None
+    True
+    """
+    marker = f"{_REF!r}: "
+    at = text.rfind(marker)
+    while at >= 0:
+        try:
+            ref = json.loads(ast.literal_eval(text[at + len(marker):].removesuffix("}")))
+            if isinstance(ref, list) and len(ref) == 4 and isinstance(ref[0], str):
+                return ref
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            pass
+        at = text.rfind(marker, 0, at)
+    return None
+
+
+def _model_dead_letter(d: DeadLetter, with_id: bool = False, csv_input: bool = False
+                       ) -> dict[str, Any]:
+    """A dead letter of :class:`~streamrbf.beam.ClusterPerKey` as the job writes it: its event
+    replaced by the input line (and ``id``, ``csv_header``) that its reference names."""
+    ref = _ref_of(d.event)
+    text, event_id, header = (d.event, None, None) if ref is None else (ref[0], ref[1], ref[3])
+    letter: dict[str, Any] = {"key": d.key, "event": text, "reason": d.reason, "stage": d.stage}
+    if with_id:
+        letter["id"] = event_id
+    if csv_input:
+        letter["csv_header"] = header
+    return letter
 
 
 def _input_files(pattern: str) -> list[Any]:
@@ -408,42 +658,56 @@ def build_pipeline(
     ...     build_pipeline(p, args, streaming=False)
     """
     out = Path(args.output_dir)
+    features = _names(getattr(args, "features", None))
+    id_field = getattr(args, "id_field", None)
+    keep = _names(getattr(args, "keep_fields", None)) or ()
+    csv_input = False
     if args.input_subscription or args.input_topic:
         lines = p | "ReadPubSub" >> beam.io.ReadFromPubSub(
             topic=args.input_topic, subscription=args.input_subscription)
-        parser = _ParseLine(args.key_field)
+        headers = None
     elif args.input:
         # Bytes, decoded by the parser: a line that is not UTF-8 is a dead letter, not a crash.
         if args.input.lower().endswith(".csv"):  # each file's rows under its own header line
+            csv_input = True
             headers = _csv_headers(_input_files(args.input))
             lines = p | "ReadFiles" >> beam.io.ReadFromTextWithFilename(
                 args.input, skip_header_lines=1, coder=beam.coders.BytesCoder())
-            parser = _ParseLine(args.key_field, headers)
         else:
             lines = p | "ReadFiles" >> beam.io.ReadFromText(
                 args.input, coder=beam.coders.BytesCoder())
-            parser = _ParseLine(args.key_field)
+            headers = None
     else:
         lines = p | "Generate" >> beam.Create(generate_events(
             args.streams, args.events_per_stream, args.n_clusters,
             bad_fraction=getattr(args, "bad_fraction", 0.005), seed=args.seed))
-        parser = _ParseLine(args.key_field)
+        headers = None
+    parser = _ParseLine(args.key_field, headers, features, id_field, keep)
     parsed = lines | "ParseLines" >> beam.ParDo(parser).with_outputs("dead_letters", main="events")
+    # Each event carries its reference (line, id, kept fields) as ClusterPerKey's event id.
     result = parsed.events | "ClusterPerKey" >> ClusterPerKey(
         args.n_clusters, batch_size=args.batch_size, snapshot_every=1,
-        feature_names=args.features.split(",") if args.features else None,
+        feature_names=features, id_field=_REF,
         temperature_decay=args.temperature_decay, half_life=args.half_life,
         random_state=args.seed,
     )
-    dead = (parsed.dead_letters, result.dead_letters) | "AllDeadLetters" >> beam.Flatten()
+    model_dead = result.dead_letters | "ModelDeadLetters" >> beam.Map(
+        _model_dead_letter, id_field is not None, csv_input)
+    dead = (parsed.dead_letters, model_dead) | "AllDeadLetters" >> beam.Flatten()
     suffix = {} if streaming else {"shard_name_template": ""}
+    to_json = functools.partial(_assignment_json, with_id=id_field is not None, keep=bool(keep))
     (result.assignments
-     | "AssignmentJson" >> beam.ParDo(_CountedJson(_assignment_json, run_id))
+     | "AssignmentJson" >> beam.ParDo(_CountedJson(to_json, run_id))
      | "WriteAssignments" >> beam.io.WriteToText(str(out / "assignments.jsonl"), **suffix))
-    (dead | "DeadLetterJson" >> beam.ParDo(_CountedJson(DeadLetter.to_json, run_id))
+    (dead | "DeadLetterJson" >> beam.ParDo(_CountedJson(json.dumps, run_id))
      | "WriteDeadLetters" >> beam.io.WriteToText(str(out / "dead_letters.jsonl"), **suffix))
     (result.snapshots | "SnapshotJson" >> beam.ParDo(_SnapshotJson(run_id))
      | "WriteSnapshots" >> beam.io.WriteToText(str(out / "snapshots.jsonl"), **suffix))
+
+
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated list of field names (None for none)."""
+    return None if not text else [n.strip() for n in text.split(",")]
 
 
 def _read_jsonl(pattern: Path) -> list[dict[str, Any]]:
@@ -454,8 +718,13 @@ def _read_jsonl(pattern: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def summarise(output_dir: str | Path) -> dict[str, Any]:
-    """Per-stream summary from the written files; writes summary.json, summary.md, clusters.png."""
+def summarise(output_dir: str | Path,
+              ignored_fields: dict[str, int] | None = None) -> dict[str, Any]:
+    """Per-stream summary from the written files; writes summary.json, summary.md, clusters.png.
+
+    ``ignored_fields`` (the fields that were not features, each with the number of events in
+    which it was ignored) goes into summary.json and summary.md as it is; summary.json also
+    holds ``dead_letter_share``, the dead letters' share of all events (0 with no events)."""
     out = Path(output_dir)
     assignments = _read_jsonl(out / "assignments.jsonl")
     dead = _read_jsonl(out / "dead_letters.jsonl")
@@ -476,8 +745,11 @@ def summarise(output_dir: str | Path) -> dict[str, Any]:
         per[key].update(steps=last["n_steps"], temperature=last["temperature"],
                         centers=last["centers"],
                         cluster_sizes=[sizes[key].get(c, 0) for c in range(len(last["centers"]))])
+    total = len(assignments) + len(dead)
     summary = {"streams": dict(sorted(per.items())), "total_events": len(assignments),
-               "total_dead_letters": len(dead)}
+               "total_dead_letters": len(dead),
+               "dead_letter_share": round(len(dead) / total, 6) if total else 0.0,
+               "ignored_fields": dict(sorted((ignored_fields or {}).items()))}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     lines = ["| stream | events | dead letters | steps | temperature | cluster sizes |",
              "| --- | ---: | ---: | ---: | ---: | --- |"]
@@ -486,10 +758,40 @@ def summarise(output_dir: str | Path) -> dict[str, Any]:
         lines.append(f"| {key} | {row['events']} | {row['dead_letters']} | {row.get('steps', '-')}"
                      f" | {'-' if t is None else f'{t:.3g}'} | {row.get('cluster_sizes', '-')} |")
     table = "\n".join(lines)
-    (out / "summary.md").write_text(table + "\n")
+    ignored = _ignored_line(summary["ignored_fields"])
+    (out / "summary.md").write_text(table + "\n" + (f"\n{ignored}\n" if ignored else ""))
     _plot(history, out / "clusters.png")
     summary["table"] = table
     return summary
+
+
+def _ignored_line(ignored: dict[str, int]) -> str:
+    """One line naming the ignored fields and how often ("" for none).
+
+    Examples
+    --------
+    >>> _ignored_line({"id": 2000, "note": 3})
+    'ignored fields (not features): id (2000 events), note (3 events)'
+    """
+    if not ignored:
+        return ""
+    return "ignored fields (not features): " + ", ".join(
+        f"{name} ({n} event{'s' * (n != 1)})" for name, n in ignored.items())
+
+
+def _ignored_counts(result: Any) -> dict[str, int]:
+    """The ignored-field counters of a finished pipeline (empty where the runner has none)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace(_IGNORED))["counters"]
+    except Exception:  # noqa: BLE001 - a runner without metrics: no counts
+        return {}
+    counts: dict[str, int] = defaultdict(int)
+    for c in counters:
+        n = c.committed if c.committed is not None else c.attempted
+        counts[c.key.metric.name] += int(n or 0)
+    return {k: v for k, v in counts.items() if v}
 
 
 def _plot(history: dict[str, list[dict[str, Any]]], path: Path) -> None:
@@ -652,7 +954,9 @@ def beam_options(beam_args: Sequence[str], parser: argparse.ArgumentParser) -> P
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job with the flags of ``streamrbf run``; Beam flags pass through. Returns 0;
     raises on failure (:func:`streamrbf.console.run_command` turns that into an exit code and one
-    line).
+    line), also when the dead letters' share of the events exceeds ``--max_dead_letter_share``
+    (a ``CommandError`` with exit code
+    :data:`~streamrbf.console.EXIT_TOO_MANY_DEAD_LETTERS`, after the outputs are written).
 
     The output directory's earlier assignments, dead letters and snapshots are deleted first;
     after the run, :func:`summarise` writes the summary files and, unless ``--quiet``, the
@@ -677,6 +981,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = run_parser(prog="streamrbf run")
     args, beam_args = parser.parse_known_args(argv)
+    return _run_job(parser, args, beam_args)
+
+
+def _run_job(parser: argparse.ArgumentParser, args: argparse.Namespace,
+             beam_args: Sequence[str]) -> int:
+    check_run_flags(parser, args)
     options = beam_options(beam_args, parser)
     streaming = bool(options.view_as(StandardOptions).streaming
                      or args.input_subscription or args.input_topic)
@@ -701,21 +1011,101 @@ def main(argv: Sequence[str] | None = None) -> int:
         bar = _ProgressBar(board, total)
     start = time.perf_counter()
     try:
-        with beam.Pipeline(options=options) as p:
-            build_pipeline(p, args, streaming, run_id)
+        p = beam.Pipeline(options=options)
+        build_pipeline(p, args, streaming, run_id)
+        result = p.run()
+        result.wait_until_finish()
     finally:
         elapsed = time.perf_counter() - start
         if bar is not None:
             bar.close()
         _BOARDS.pop(run_id, None)
-    summary = summarise(out)
+    summary = summarise(out, _ignored_counts(result))
+    n, n_dead = summary["total_events"], summary["total_dead_letters"]
     if not args.quiet:
         print(summary["table"])
-        n = summary["total_events"]
-        print(f"\n{n} events clustered, {summary['total_dead_letters']} dead letters in "
+        ignored = _ignored_line(summary["ignored_fields"])
+        if ignored:
+            print(f"\n{ignored}")
+        print(f"\n{n} events clustered, {n_dead} dead letters in "
               f"{elapsed:.1f} s ({n / max(elapsed, 1e-9):,.0f} events/s); outputs in "
               f"{out.resolve()}")
+    share = summary["dead_letter_share"]
+    if share > args.max_dead_letter_share:
+        raise CommandError(
+            f"too many dead letters: {n_dead} of {n + n_dead} events ({share:.0%}), more than "
+            f"--max_dead_letter_share {args.max_dead_letter_share:g}; see "
+            f"{out / 'dead_letters.jsonl'}", exit_code=EXIT_TOO_MANY_DEAD_LETTERS)
     return 0
+
+
+def _dead_letter_events(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """The dead letters in ``paths`` (JSON lines with an ``event`` text); a ``CommandError``
+    naming the first line that is not one."""
+    letters = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    d = json.loads(line)
+                except ValueError as err:
+                    raise CommandError(f"{path}:{i} is not a dead letter (JSON): {err}") from None
+                if not isinstance(d, dict) or not isinstance(d.get("event"), str):
+                    raise CommandError(f"{path}:{i} is not a dead letter: no 'event' text")
+                letters.append(d)
+    return letters
+
+
+def replay(argv: Sequence[str] | None = None) -> int:
+    """``streamrbf replay DEAD_LETTERS [run flags]``: run the job again on the ``event`` of each
+    dead letter (the input line, verbatim; fix it in the file first).
+
+    Dead letters of CSV input (they have a ``csv_header``) are written back as CSV files, one
+    per header, each with its header line; the others as JSON lines. The models start afresh:
+    a stream needs ``--n_clusters`` events to be clustered. ``--output_dir`` defaults to
+    ``./streamrbf-replay`` (not the first run's folder, whose dead letters are being replayed).
+
+    Parameters
+    ----------
+    argv
+        The dead-letters file (or a glob of them), then the flags of ``streamrbf run`` but its
+        input flags.
+
+    Returns
+    -------
+    int
+        0 (raises on failure, as :func:`main`: a ``CommandError`` with exit code 4 when too
+        many of the replayed events are dead letters again).
+
+    Examples
+    --------
+    >>> replay(["--help"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    SystemExit: 0
+    """
+    parser = run_parser(prog="streamrbf replay", replay=True)
+    args, beam_args = parser.parse_known_args(argv)
+    import glob
+
+    paths = sorted(Path(p) for p in glob.glob(args.dead_letters)) or [Path(args.dead_letters)]
+    letters = _dead_letter_events(paths)  # (a missing file: OSError, exit code 1)
+    with tempfile.TemporaryDirectory(prefix="streamrbf-replay-") as tmp:
+        if any(d.get("csv_header") is not None for d in letters):
+            by_header: dict[str, list[str]] = defaultdict(list)
+            for d in letters:
+                by_header[d.get("csv_header") or ""].append(d["event"])
+            for i, (header, events) in enumerate(by_header.items()):
+                Path(tmp, f"replay-{i}.csv").write_bytes(
+                    "\n".join([header, *events, ""]).encode("utf-8", "backslashreplace"))
+            args.input = str(Path(tmp, "replay-*.csv"))
+        else:
+            Path(tmp, "replay.jsonl").write_bytes("".join(
+                d["event"] + "\n" for d in letters).encode("utf-8", "backslashreplace"))
+            args.input = str(Path(tmp, "replay.jsonl"))
+        return _run_job(parser, args, beam_args)
 
 
 if __name__ == "__main__":
