@@ -776,3 +776,23 @@ def test_building_and_running_the_transforms_logs_no_warning(caplog):
     ours = [r for r in caplog.records if "streamrbf" in r.getMessage() or "type hint" in
             r.getMessage() or r.name.startswith("streamrbf")]
     assert ours == [], [r.getMessage() for r in ours]
+
+
+def test_model_stage_dead_letters_carry_the_event_id():
+    # With an id_field every model-stage dead letter names its event (DeadLetter.event_id, the
+    # "id" of to_json), however long the event; without one, event_id is None.
+    events = [("a", {"id": f"a{i}", "x": float(i % 2) * 5}) for i in range(20)]
+    events += [("short", {"id": 99, "x": 1.0}),  # a stream too short to cluster
+               ("a", {"id": "wide", "x": 1.0, "y": 2.0}),  # not the stream's features
+               ("b", {"id": "long", **{f"f{j:04d}": 1.0 for j in range(400)}})]
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(events) | ClusterPerKey(2, batch_size=10, warmup=10,
+                                                      id_field="id")
+        assert_that(out.dead_letters | beam.Map(lambda d: (d.event_id, d.stage,
+                                                           json.loads(d.to_json())["id"])),
+                    equal_to([(99, "model", 99), ("wide", "model", "wide"),
+                              ("long", "model", "long")]))
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create([("s", [1.0])]) | ClusterPerKey(2, batch_size=10, warmup=10)
+        assert_that(out.dead_letters | beam.Map(lambda d: (d.event_id, "id" in d.to_json())),
+                    equal_to([(None, False)]))

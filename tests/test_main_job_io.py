@@ -216,3 +216,29 @@ def test_contradicting_field_flags_are_usage_errors(capsys):
     assert "cannot also be a feature" in capsys.readouterr().err
     assert cli_main(["run", "--keep_fields", "cluster"]) == 2
     assert "output field" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_a_model_stage_dead_letter_of_a_long_line_is_verbatim(tmp_path, kind):
+    # The model stage refuses the lone event of stream "z" (fewer than n_clusters events); its
+    # line, over 3000 characters, comes back whole (not the 2000 characters of a DeadLetter).
+    note = "n" * 3500
+    if kind == "jsonl":
+        lines = [json.dumps({"id": f"e{i}", "key": "s", "x": x, "y": y, "note": "-"})
+                 for i, (x, y) in enumerate(map(_xy, range(30)))]
+        long_line = json.dumps({"id": "long", "key": "z", "x": 1.0, "y": 2.0, "note": note})
+        text = "\n".join([*lines, long_line]) + "\n"
+    else:
+        lines = [f"e{i},s,{x},{y},-" for i, (x, y) in enumerate(map(_xy, range(30)))]
+        long_line = f'long,z,1.0,2.0,"{note}"'
+        text = "id,key,x,y,note\n" + "\n".join([*lines, long_line]) + "\n"
+    assert len(long_line) > 3000
+    src = tmp_path / f"events.{kind}"
+    src.write_text(text)
+    out = tmp_path / "out"
+    assert cluster_events.main(["--input", str(src), "--output_dir", str(out),
+                                "--id_field", "id", "--keep_fields", "note", *FLAGS]) == 0
+    [dead] = _read(out, "dead_letters.jsonl")
+    assert dead["stage"] == "model" and dead["id"] == "long" and dead["key"] == "z"
+    assert dead["event"] == long_line
+    assert dead.get("csv_header", "id,key,x,y,note") == "id,key,x,y,note"

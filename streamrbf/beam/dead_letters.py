@@ -46,6 +46,10 @@ class DeadLetter(NamedTuple):
         Why it was refused (the validation error's message).
     stage : str
         Which step refused it: ``"parse"`` or ``"model"``.
+    event_id : str or int or None
+        The event's id, for transforms given an ``id_field`` (every model-stage dead letter of
+        :class:`~streamrbf.beam.ClusterPerKey` carries it, so that a dead letter joins back to
+        its event even when ``event`` is truncated); None otherwise.
 
     Examples
     --------
@@ -55,15 +59,19 @@ class DeadLetter(NamedTuple):
     >>> print(d.to_json())
     {"key": "s1", "event": "{'x': 'a'}", "reason": "feature 'x' is not a real number",
      "stage": "parse"}
+    >>> DeadLetter.of("s1", [1e300], "too large", "model", event_id="e7").to_json()
+    '{"key": "s1", "event": "[1e+300]", "reason": "too large", "stage": "model", "id": "e7"}'
     """
 
     key: str | None
     event: str
     reason: str
     stage: str = "parse"
+    event_id: str | int | None = None
 
     @classmethod
-    def of(cls, key: Any, event: Any, reason: str, stage: str = "parse") -> DeadLetter:
+    def of(cls, key: Any, event: Any, reason: str, stage: str = "parse",
+           event_id: str | int | None = None) -> DeadLetter:
         """A dead letter for any ``key`` and ``event``: text is kept, bytes decoded (invalid
         UTF-8 replaced), anything else written with ``repr``; the event is truncated.
 
@@ -80,18 +88,28 @@ class DeadLetter(NamedTuple):
             Why it was refused.
         stage
             Which step refused it: ``"parse"`` or ``"model"``.
+        event_id
+            The event's id (a str or an int, kept as it is; a str made safe for UTF-8), or None.
 
         Returns
         -------
         DeadLetter
             The record, its event truncated to 2000 characters.
+
+        Examples
+        --------
+        >>> d = DeadLetter.of(7, "x" * 5000, "bad", event_id=12)
+        >>> d.key, len(d.event), d.event_id
+        ('7', 2000, 12)
         """
         text = event if isinstance(event, str) else _repr(event)
         if isinstance(event, bytes):
             text = event.decode("utf-8", "replace")
         key = key if isinstance(key, str) or key is None else _repr(key)
         key = None if key is None else _utf8_safe(key)
-        return cls(key, _utf8_safe(text[:_MAX_EVENT_CHARS]), _utf8_safe(reason), stage)
+        if isinstance(event_id, str):
+            event_id = _utf8_safe(event_id)
+        return cls(key, _utf8_safe(text[:_MAX_EVENT_CHARS]), _utf8_safe(reason), stage, event_id)
 
     @classmethod
     def of_element(cls, element: Any, reason: str, keyed: bool = True) -> DeadLetter:
@@ -131,10 +149,19 @@ class DeadLetter(NamedTuple):
         Returns
         -------
         str
-            A JSON object with the fields ``key``, ``event``, ``reason`` and ``stage``, without a
-            trailing newline.
+            A JSON object with the fields ``key``, ``event``, ``reason`` and ``stage``, and
+            ``id`` when :attr:`event_id` is not None; without a trailing newline.
+
+        Examples
+        --------
+        >>> DeadLetter("s1", "{}", "no features").to_json()
+        '{"key": "s1", "event": "{}", "reason": "no features", "stage": "parse"}'
         """
-        return json.dumps(self._asdict())
+        out: dict[str, Any] = {"key": self.key, "event": self.event, "reason": self.reason,
+                               "stage": self.stage}
+        if self.event_id is not None:
+            out["id"] = self.event_id
+        return json.dumps(out)
 
 
 def _repr(x: Any) -> str:

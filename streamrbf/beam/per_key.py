@@ -401,7 +401,7 @@ class _ScoreAndLearnDoFn(beam.DoFn):
             for row, event_id in zip(rows.tolist(), ids):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
                     key, _event(names, row, self.id_field, event_id),
-                    f"stream {key!r} has {what}; event has {got}", "model"))
+                    f"stream {key!r} has {what}; event has {got}", "model", event_id))
             return
         ids = chunk.ids
         if len(rows) and np.abs(rows).max() > value_limit(rows.shape[1]):
@@ -445,7 +445,7 @@ class _ScoreAndLearnDoFn(beam.DoFn):
         for row, event_id in zip(rows.tolist(), repeat(None) if ids is None else ids):
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
                 key, _event(names, row, self.id_field, event_id),
-                reason if isinstance(reason, str) else reason(row), "model"))
+                reason if isinstance(reason, str) else reason(row), "model", event_id))
 
     def _refused_batch(self, err: ValueError) -> str:
         return f"the model refused this event's batch: {err}"
@@ -560,8 +560,9 @@ class ClusterPerKey(beam.PTransform):
     id_field
         A field of dict events (or of JSON text of one) holding the event's id, a ``str`` or an
         ``int``: not a feature, it is copied to the event's ``Assignment.event_id`` (the
-        ``event_ids`` column of an ``AssignmentBatch``), to join assignments back to their
-        events (Beam collections are unordered). An event without it, with an id of another
+        ``event_ids`` column of an ``AssignmentBatch``) and to the ``event_id`` of its
+        model-stage dead letter, to join outputs back to their events (Beam collections are
+        unordered). An event without it, with an id of another
         type, or an array event goes to the dead letters. None (default): no ids, every
         ``event_id`` is None.
     model_params

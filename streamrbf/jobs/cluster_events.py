@@ -29,7 +29,6 @@ flag, for Beam too, or a bad value); 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import difflib
 import functools
@@ -552,38 +551,28 @@ def _assignment_json(kv: tuple[str, Any], with_id: bool = False, keep: bool = Fa
     return json.dumps(out)
 
 
-def _ref_of(text: str) -> list[Any] | None:
-    r"""The reference (line, id, kept fields, CSV header) that :class:`_ParseLine` gave an event,
-    read back from the text of a dead letter of :class:`~streamrbf.beam.ClusterPerKey` (the
-    event's ``repr``, which ends with it); None when it is not there (a text truncated at 2000
-    characters).
-
-    Examples
-    --------
-    >>> ref = json.dumps(['{"key": "a", "x": 1}', "e1", {}, None])
-    >>> _ref_of(repr({"x": 1.0, _REF: ref}))
-    ['{"key": "a", "x": 1}', 'e1', {}, None]
-    >>> _ref_of("{'x': 1.0, '__streamrbf_ref__': '[\"cut sh") is None
-    True
-    """
-    marker = f"{_REF!r}: "
-    at = text.rfind(marker)
-    while at >= 0:
-        try:
-            ref = json.loads(ast.literal_eval(text[at + len(marker):].removesuffix("}")))
-            if isinstance(ref, list) and len(ref) == 4 and isinstance(ref[0], str):
-                return ref
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            pass
-        at = text.rfind(marker, 0, at)
-    return None
-
-
 def _model_dead_letter(d: DeadLetter, with_id: bool = False, csv_input: bool = False
                        ) -> dict[str, Any]:
     """A dead letter of :class:`~streamrbf.beam.ClusterPerKey` as the job writes it: its event
-    replaced by the input line (and ``id``, ``csv_header``) that its reference names."""
-    ref = _ref_of(d.event)
+    replaced by the input line (and ``id``, ``csv_header``) that its reference names (the
+    letter's ``event_id``, see :data:`_REF`), however long the line.
+
+    Examples
+    --------
+    >>> ref = json.dumps(['{"key": "a", "x": 1e300}', "e1", {}, None])
+    >>> d = DeadLetter("a", "(truncated)", "too large", "model", ref)
+    >>> _model_dead_letter(d, with_id=True)
+    {'key': 'a', 'event': '{"key": "a", "x": 1e300}', 'reason': 'too large', 'stage': 'model', \
+'id': 'e1'}
+    """
+    ref = None
+    if isinstance(d.event_id, str):
+        try:
+            ref = json.loads(d.event_id)
+        except ValueError:
+            ref = None
+    if not (isinstance(ref, list) and len(ref) == 4 and isinstance(ref[0], str)):
+        ref = None
     text, event_id, header = (d.event, None, None) if ref is None else (ref[0], ref[1], ref[3])
     letter: dict[str, Any] = {"key": d.key, "event": text, "reason": d.reason, "stage": d.stage}
     if with_id:
