@@ -1,7 +1,10 @@
-"""``streamrbf bench [core|river|beam|all] [--quick] [--out DIR]`` (``python -m streamrbf.bench``).
+"""``streamrbf bench [core|river|beam|quality|all] [--quick] [--seeds N] [--out DIR]``
+(``python -m streamrbf.bench``).
 
 Runs the chosen benchmark suites in this one process and writes ``DIR/bench.md`` and
-``DIR/bench.json`` with the machine and library versions they ran on. ``core`` is the default.
+``DIR/bench.json`` with the machine and library versions they ran on. ``core`` is the default;
+``quality`` (the battery against the goals of issue 12, not part of ``all``) also draws
+``DIR/quality.png``.
 A progress bar on stderr (only when stderr is a terminal; not with ``--no-progress`` or
 ``--quiet``) shows the suite running and the time spent. A suite that fails (a missing optional
 dependency, an error) is reported on stderr and recorded in the files as ``{"error": ...}``; the
@@ -27,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 SUITES = ("core", "river", "beam")
+# Suites run only when named (not by "all"): the quality battery takes minutes of its own.
+NAMED_SUITES = ("quality",)
 
 
 def machine() -> dict[str, Any]:
@@ -68,7 +73,10 @@ suites:
           quality (ARI, recovery after a jump) also against STREAMKMeans and MiniBatchKMeans
   beam    ClusterPerKey against Beam's OnlineClustering example and bare batching jobs, on
           the in-process FnApiRunner (needs apache-beam)
-  all     the three, in that order
+  quality the battery (scikit-learn's, River's and synthetic sets): inertia against
+          KMeans(n_init=10) after fit and streaming, fit time, River prequential ARI against
+          river's KMeans and STREAMKMeans, each set against the goals; draws DIR/quality.png
+  all     core, river and beam, in that order (not quality)
 core and river need scikit-learn and river: pip install 'streamrbf[bench]'.
 
 output: each suite's Markdown tables on stdout as it finishes, then the files
@@ -83,6 +91,7 @@ examples:
   streamrbf bench core --quick
   streamrbf bench all --quick --out /tmp/bench --no-progress
   python -m streamrbf.bench river      # = streamrbf bench river
+  streamrbf bench quality --seeds 5 --out /tmp/quality
 
 exit codes:
   0    success: every suite ran and both files are written
@@ -98,10 +107,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="streamrbf bench", description=_DESCRIPTION, epilog=_EPILOG,
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(
             prog, max_help_position=30, width=100))
-    parser.add_argument("suite", nargs="?", default="core", choices=(*SUITES, "all"),
-                        metavar="SUITE", help="core (default), river, beam or all")
+    parser.add_argument("suite", nargs="?", default="core",
+                        choices=(*SUITES, *NAMED_SUITES, "all"), metavar="SUITE",
+                        help="core (default), river, beam, quality or all")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes: fewer rounds, shorter streams")
+    parser.add_argument("--seeds", type=_positive, default=None, metavar="N",
+                        help="seeds per data set, for the suites that take it (quality: "
+                        "default 10, quick 2)")
     parser.add_argument("--out", default="bench-results", metavar="DIR",
                         help="folder for bench.md and bench.json (default: %(default)s)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
@@ -109,6 +122,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bar, no tables on stdout; only the files")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 class _SuiteBar:
@@ -189,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 try:
                     module = importlib.import_module(f"streamrbf.bench.{suite}")
-                    results[suite] = module.run(quick=args.quick)
+                    results[suite] = module.run(quick=args.quick,
+                                                **_options(module.run, args, out))
                 except Exception as err:  # a suite's failure does not stop the others
                     why = f"{type(err).__name__}: {' '.join(str(err).split())}"
                     # a missing optional dependency needs one line; anything else, its traceback
@@ -217,6 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         print(f"\nwrote {out / 'bench.md'} and {out / 'bench.json'}")
     return 1 if failed else 0
+
+
+def _options(run: Any, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """The options beyond ``quick`` that a suite's ``run`` takes: ``seeds`` and ``out``."""
+    import inspect
+
+    taken = inspect.signature(run).parameters
+    options: dict[str, Any] = {"seeds": args.seeds, "out": out}
+    return {name: value for name, value in options.items() if name in taken}
 
 
 def _progress_enabled(disabled: bool) -> bool:
