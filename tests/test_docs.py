@@ -30,8 +30,13 @@ def _text(path: Path) -> str:
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", raw)))
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+_BUILT: dict[str, Path] = {}
+
+
+def build_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site, built once per test session (``tests/test_site_browser.py`` opens the same)."""
+    if "site" in _BUILT:
+        return _BUILT["site"]
     out = tmp_path_factory.mktemp("site")
     env = {**os.environ, "DISABLE_MKDOCS_2_WARNING": "true", "NO_MKDOCS_2_WARNING": "1"}
     proc = subprocess.run(
@@ -43,7 +48,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if re.search(r"WARNING|ERROR|Error|Aborted|Traceback", line) or proc.returncode
     )
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{log[-6000:]}"
+    _BUILT["site"] = out
     return out
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_site(tmp_path_factory)
 
 
 def test_benchmarks_page_shows_the_committed_results(site: Path) -> None:
