@@ -12,6 +12,7 @@ Exit codes and error lines are the same for every command (:mod:`streamrbf.conso
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 from collections.abc import Sequence
@@ -24,7 +25,8 @@ __all__ = ["main"]
 
 COMMANDS = {
     "run": "cluster keyed event streams with Apache Beam, one annealed model per stream; writes\n"
-    "assignments, dead letters, snapshots, summary.md/json and clusters.png (the default)",
+    "assignments, dead letters, snapshots, a summary (.md, .json), clusters.png and each\n"
+    "stream's model file (the default)",
     "replay": "run the main job again on the (fixed) events of a dead_letters.jsonl file",
     "bench": "benchmarks against river, scikit-learn and Beam; writes bench.md and bench.json",
     "inspect": "show what a saved RBFKMeans model holds: shape, temperature, masses;\n"
@@ -472,11 +474,33 @@ def _inspect(argv: Sequence[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------ run
+_BEAM_IMPORT_NOISE = "apitools not found"
+
+
+class _DropBeamImportNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_BEAM_IMPORT_NOISE)
+
+
+def _import_beam_quietly() -> None:
+    """Import Apache Beam without the warning it logs on import where its GCP extras are not
+    installed ("apitools not found, and bigquery client libraries are not available ...":
+    about BigQuery, which the job never uses); every other message goes through."""
+    noise = _DropBeamImportNoise()
+    root = logging.getLogger()
+    root.addFilter(noise)
+    try:
+        import apache_beam  # noqa: F401
+    finally:
+        root.removeFilter(noise)
+
+
 def _run(argv: Sequence[str]) -> int:
     # Parse here first: --help and bad flags answer at once, before Beam is imported (seconds).
     from .jobs.run_flags import run_parser
 
     run_parser().parse_known_args(argv)
+    _import_beam_quietly()
     from .jobs.cluster_events import main as run
 
     return run(argv)
@@ -486,6 +510,7 @@ def _replay(argv: Sequence[str]) -> int:
     from .jobs.run_flags import run_parser
 
     run_parser(prog="streamrbf replay", replay=True).parse_known_args(argv)
+    _import_beam_quietly()
     from .jobs.cluster_events import replay
 
     return replay(argv)

@@ -242,3 +242,57 @@ def test_a_model_stage_dead_letter_of_a_long_line_is_verbatim(tmp_path, kind):
     assert dead["stage"] == "model" and dead["id"] == "long" and dead["key"] == "z"
     assert dead["event"] == long_line
     assert dead.get("csv_header", "id,key,x,y,note") == "id,key,x,y,note"
+
+
+def _acceptance_input(kind: str) -> tuple[str, dict[str, str], set[str]]:
+    """Events with ids, integer keys, a timestamp and a non-numeric field, some of them bad
+    (a NaN, a missing or non-numeric feature, a bad key, a stream too short to cluster): the
+    file's text, each id's input line (JSONL) or record (CSV), and the ids of the bad ones."""
+    if kind == "jsonl":
+        lines = {f"e{i}": json.dumps({"id": f"e{i}", "key": 7 if i % 4 < 2 else 8,
+                                      "ts": f"2024-05-01T00:00:{i:02d}Z", "x": _xy(i)[0],
+                                      "y": _xy(i)[1], "label": "free text"})
+                 for i in range(40)}
+        bad = {"b0": '{"id": "b0", "key": 7, "ts": "t", "x": NaN, "y": 1.0, "label": "l"}',
+               "b1": '{"id": "b1", "key": 7, "ts": "t", "y": 1.0, "label": "l"}',
+               "b2": '{"id": "b2", "key": 8, "ts": "t", "x": "1,5", "y": 1.0}',
+               "b3": '{"id": "b3", "key": 1.5, "ts": "t", "x": 1.0, "y": 1.0}',
+               "b4": '{"id": "b4", "key": 9, "ts": "t", "x": 1.0, "y": 1.0}'}
+        head = ""
+    else:
+        lines = {f"c{i}": f"c{i},{7 if i % 4 < 2 else 8},2024-05-01T00:00:{i:02d}Z,"
+                          f"{_xy(i)[0]},{_xy(i)[1]},free text" for i in range(40)}
+        bad = {"d0": "d0,7,t,,1.0,l", "d1": "d1,7,t,abc,1.0,l", "d2": 'd2,8,t,"1,5",1.0,l',
+               "d3": "d3,,t,1.0,1.0,l", "d4": "d4,9,t,1.0,1.0,l"}
+        head = "id,key,ts,x,y,label\n"
+    lines.update(bad)
+    return head + "\n".join(lines.values()) + "\n", lines, set(bad)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_acceptance_every_input_line_joins_back_exactly_once(tmp_path, kind, capsys):
+    # issue 15's acceptance: `streamrbf run` (the CLI, the default FnApiRunner) on ids, integer
+    # keys, a kept timestamp and a non-numeric field; every line is one assignment or one dead
+    # letter, found by its id; a dead letter's event is the line (or CSV record) byte for byte.
+    text, by_id, bad_ids = _acceptance_input(kind)
+    src = tmp_path / f"events.{kind}"
+    src.write_bytes(text.encode())
+    out = tmp_path / "out"
+    assert cli_main(["run", "--input", str(src), "--output_dir", str(out), "--id_field", "id",
+                     "--keep_fields", "ts", "--features", "x,y", "--n_clusters", "2",
+                     "--batch_size", "10", "--no-progress"]) == 0
+    assignments, dead, summary = _outputs(out)
+    seen = [a["id"] for a in assignments] + [d["id"] for d in dead]
+    assert sorted(seen) == sorted(by_id)  # every line exactly once
+    assert {d["id"] for d in dead} == bad_ids
+    for a in assignments:
+        line = by_id[a["id"]]
+        expected_ts = (json.loads(line)["ts"] if kind == "jsonl" else line.split(",")[2])
+        assert a["ts"] == expected_ts and a["key"] in ("7", "8")
+    for d in dead:
+        assert d["event"] == by_id[d["id"]]  # byte-identical (the file is UTF-8)
+        assert d["event"].encode() in text.encode()
+    assert {d["id"]: d["stage"] for d in dead}[("b4" if kind == "jsonl" else "d4")] == "model"
+    assert set(summary["ignored_fields"]) == {"label"}  # (the non-numeric field)
+    assert "label" in (out / "summary.md").read_text()
+    assert "events clustered" in capsys.readouterr().out

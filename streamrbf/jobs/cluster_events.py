@@ -10,20 +10,24 @@ from Pub/Sub (a streaming job; needs ``apache-beam[gcp]``). Every other flag goe
 (``--runner``, ``--streaming``, Dataflow / Flink options; see :func:`beam_options` for unknown
 flags); the runner defaults to the in-process ``FnApiRunner``.
 
-Writes to ``--output_dir`` (default ``./streamrbf-output``): ``assignments.jsonl``,
-``dead_letters.jsonl``, ``snapshots.jsonl`` (each stream's model after its steps),
-``summary.json`` and ``summary.md`` (a table per stream) and ``clusters.png`` (centres and
-temperature over time). While the pipeline runs, a progress bar on stderr (only when stderr is a
-terminal; never with ``--no-progress`` or ``--quiet``) counts the events processed (clustered or
-dead-lettered) and shows how many streams have a model and their temperature range. It costs one
-attribute increment per event, in the steps that already turn each output into JSON; a thread in
-the driver polls the counters. So it needs the DoFns in the driver's process: the default
-FnApiRunner and the DirectRunner, not in multi-processing mode; other runners get no bar (their
-own consoles show progress).
+Writes to ``--output_dir`` (default ``./streamrbf-output``) the files of
+:data:`~streamrbf.jobs.run_flags.OUTPUTS`: ``assignments.jsonl``, ``dead_letters.jsonl``,
+``snapshots.jsonl`` (each stream's model after its steps), ``sample.jsonl``, ``summary.json`` and
+``summary.md`` (the run as a report, :func:`summarise`), ``clusters.png`` and ``models/`` (each
+stream's final model file).
+
+While the pipeline runs, a progress bar on stderr (only when stderr is a terminal; never with
+``--no-progress`` or ``--quiet``) counts the events processed (clustered or dead-lettered) and
+shows how many streams have a model and their temperature range. It costs one attribute increment
+per event, in the steps that already turn each output into JSON; a thread in the driver polls the
+counters. So it needs the DoFns in the driver's process: the default FnApiRunner and the
+DirectRunner, not in multi-processing mode; other runners get no bar (their own consoles show
+progress).
 
 Exit codes (see :mod:`streamrbf.console`): 0 success; 1 the work failed (``--input`` matches no
 file, an unreadable input or unwritable output, an error in the pipeline); 2 bad usage (an unknown
-flag, for Beam too, or a bad value); 130 interrupted.
+flag, for Beam too, or a bad value); 4 too many dead letters (``--max_dead_letter_share``); 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ import argparse
 import csv
 import difflib
 import functools
+import hashlib
 import importlib
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -61,8 +67,8 @@ from ..console import (
 )
 from .run_flags import check_run_flags, run_parser
 
-__all__ = ["build_pipeline", "generate_events", "main", "normalise_key", "replay",
-           "unknown_beam_flags"]
+__all__ = ["build_pipeline", "generate_events", "main", "model_file_name", "normalise_key",
+           "reason_group", "replay", "summarise", "unknown_beam_flags"]
 
 
 def generate_events(
@@ -180,10 +186,16 @@ def _csv_headers(files: Sequence[Any]) -> dict[str, list[str] | str]:
 
 
 # Internal: the field of the events given to ClusterPerKey that carries each event's reference
-# (its input line, id and kept fields, as JSON text: see :func:`_ref`); ClusterPerKey's id_field.
+# (JSON text of [its input line, id, kept fields, CSV header line, feature values]);
+# ClusterPerKey's id_field, so it comes back as each assignment's and model-stage dead letter's
+# event id.
 _REF = "__streamrbf_ref__"
 # Beam counters of the fields that were not features, by name (the summary's ignored_fields).
 _IGNORED = "streamrbf.ignored_fields"
+# Beam counters of the events' feature names, by their JSON list (the model files' names).
+_FEATURE_NAMES = "streamrbf.feature_names"
+# ClusterPerKey's counters of drift alarms and restarts (namespace, names).
+_DRIFT = ("streamrbf", ("drift_alarms", "drift_restarts"))
 
 
 def _line_text(line: bytes | str) -> tuple[str, str | None]:
@@ -312,14 +324,19 @@ class _ParseLine(beam.DoFn):
         self._not_features = {key_field, *self.keep_fields} | (
             set() if id_field is None else {id_field})
         self._ignored: dict[str, int] = {}
+        self._names: dict[tuple[str, ...] | None, int] = {}
 
     def start_bundle(self) -> None:
         self._ignored = {}
+        self._names = {}
 
     def finish_bundle(self) -> None:
         for name, n in self._ignored.items():
             beam.metrics.Metrics.counter(_IGNORED, name).inc(n)
+        for names, n in self._names.items():
+            beam.metrics.Metrics.counter(_FEATURE_NAMES, json.dumps(names)).inc(n)
         self._ignored = {}
+        self._names = {}
 
     def dead(self, key: str | None, text: str, reason: str, event_id: Any = None,
              header: list[str] | str | None = None) -> beam.pvalue.TaggedOutput:
@@ -414,7 +431,9 @@ class _ParseLine(beam.DoFn):
             names, values = parse_features(features, self.features)
             event = dict(zip(names, values))
             event[_REF] = json.dumps(
-                [text, event_id, kept, _csv_line(header) if header is not None else None])
+                [text, event_id, kept, _csv_line(header) if header is not None else None,
+                 values])
+            self._names[names] = self._names.get(names, 0) + 1
             yield key, event
         except RecursionError:
             yield self.dead(key, text, "JSON nested too deeply", event_id, header)
@@ -543,7 +562,7 @@ def _assignment_json(kv: tuple[str, Any], with_id: bool = False, keep: bool = Fa
            "temperature": a.temperature,
            "memberships": {str(k): round(v, 6) for k, v in a.memberships.items()}}
     if (with_id or keep) and isinstance(a.event_id, str):
-        _, event_id, kept, _ = json.loads(a.event_id)
+        _, event_id, kept, *_ = json.loads(a.event_id)
         if with_id:
             out["id"] = event_id
         if keep:
@@ -559,7 +578,7 @@ def _model_dead_letter(d: DeadLetter, with_id: bool = False, csv_input: bool = F
 
     Examples
     --------
-    >>> ref = json.dumps(['{"key": "a", "x": 1e300}', "e1", {}, None])
+    >>> ref = json.dumps(['{"key": "a", "x": 1e300}', "e1", {}, None, [1e300]])
     >>> d = DeadLetter("a", "(truncated)", "too large", "model", ref)
     >>> _model_dead_letter(d, with_id=True)
     {'key': 'a', 'event': '{"key": "a", "x": 1e300}', 'reason': 'too large', 'stage': 'model', \
@@ -571,7 +590,7 @@ def _model_dead_letter(d: DeadLetter, with_id: bool = False, csv_input: bool = F
             ref = json.loads(d.event_id)
         except ValueError:
             ref = None
-    if not (isinstance(ref, list) and len(ref) == 4 and isinstance(ref[0], str)):
+    if not (isinstance(ref, list) and len(ref) == 5 and isinstance(ref[0], str)):
         ref = None
     text, event_id, header = (d.event, None, None) if ref is None else (ref[0], ref[1], ref[3])
     letter: dict[str, Any] = {"key": d.key, "event": text, "reason": d.reason, "stage": d.stage}
@@ -692,6 +711,12 @@ def build_pipeline(
      | "WriteDeadLetters" >> beam.io.WriteToText(str(out / "dead_letters.jsonl"), **suffix))
     (result.snapshots | "SnapshotJson" >> beam.ParDo(_SnapshotJson(run_id))
      | "WriteSnapshots" >> beam.io.WriteToText(str(out / "snapshots.jsonl"), **suffix))
+    if not streaming:  # (a sample per key needs the end of the input)
+        (result.assignments
+         | "SampleItems" >> beam.Map(_sample_item)
+         | "SamplePerStream" >> beam.combiners.Sample.FixedSizePerKey(_SAMPLE_PER_STREAM)
+         | "SampleJson" >> beam.FlatMap(_sample_json)
+         | "WriteSample" >> beam.io.WriteToText(str(out / "sample.jsonl"), **suffix))
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -707,17 +732,232 @@ def _read_jsonl(pattern: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def summarise(output_dir: str | Path,
-              ignored_fields: dict[str, int] | None = None) -> dict[str, Any]:
-    """Per-stream summary from the written files; writes summary.json, summary.md, clusters.png.
+# Events per stream that sample.jsonl keeps (the points of clusters.png); streams drawn there;
+# streams whose centres summary.md lists (all of them are in summary.json).
+_SAMPLE_PER_STREAM = 200
+_MAX_PANELS = 8
+_MAX_CENTRE_TABLES = 20
 
-    ``ignored_fields`` (the fields that were not features, each with the number of events in
-    which it was ignored) goes into summary.json and summary.md as it is; summary.json also
-    holds ``dead_letter_share``, the dead letters' share of all events (0 with no events)."""
+
+def _sample_json(kv: tuple[str, Iterable[tuple[str, int]]]) -> Iterable[str]:
+    """The sampled assignments of a stream (their references and clusters) as JSON lines: key,
+    cluster, features (the values the model saw), and id when the event has one."""
+    key, items = kv
+    for ref, cluster in items:
+        _, event_id, _, _, values = json.loads(ref)
+        row = {"key": key, "cluster": cluster, "features": values}
+        if event_id is not None:
+            row["id"] = event_id
+        yield json.dumps(row)
+
+
+def _sample_item(kv: tuple[str, Any]) -> tuple[str, tuple[str, int]]:
+    return kv[0], (kv[1].event_id, kv[1].cluster)
+
+
+_NOT_WORD_QUOTED = re.compile(r"""(?<!\w)('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?!\w)""")
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:0x[0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)(?![\w.])")
+# Quoted text after these words, or in a list, is a name (kept); other quoted text is a value.
+_NAMES_AFTER = ("feature ", "field ", "column ", "Expecting ", "[", "', ")
+
+
+def reason_group(reason: str) -> str:
+    """A dead letter's reason with its values stripped, so that like reasons count together:
+    quoted values become ``'…'`` (a quoted name after "feature", "field" or "column", or in a
+    list, stays) and numbers ``N``.
+
+    Parameters
+    ----------
+    reason
+        The reason of a dead letter.
+
+    Returns
+    -------
+    str
+        The reason's group.
+
+    Examples
+    --------
+    >>> reason_group("feature 'x' is not a real number: 'abc'")
+    "feature 'x' is not a real number: '…'"
+    >>> reason_group("stream '9' ended with 1 events, fewer than n_clusters=2")
+    "stream '…' ended with N events, fewer than n_clusters=N"
+    >>> reason_group("Expecting ',' delimiter: line 1 column 31 (char 30)")
+    "Expecting ',' delimiter: line N column N (char N)"
+    >>> reason_group("stream 's1' has 2 features ['x', 'y']; event has 1 ['x']")
+    "stream '…' has N features ['x', 'y']; event has N ['x']"
+    """
+    def value(m: re.Match[str]) -> str:
+        return m.group(0) if reason[:m.start()].endswith(_NAMES_AFTER) else "'…'"
+
+    return _NUMBER.sub("N", _NOT_WORD_QUOTED.sub(value, reason))
+
+
+def _reason_groups(dead: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The dead letters' reasons grouped by :func:`reason_group`, the largest group first: each
+    with its count, stages and the first reason as an example."""
+    groups: dict[str, dict[str, Any]] = {}
+    for d in dead:
+        reason = str(d.get("reason", ""))
+        g = groups.setdefault(reason_group(reason), {"count": 0, "stages": set(),
+                                                     "example": reason})
+        g["count"] += 1
+        g["stages"].add(str(d.get("stage")))
+    return [{"reason": r, "count": g["count"], "stage": ", ".join(sorted(g["stages"])),
+             "example": g["example"]}
+            for r, g in sorted(groups.items(), key=lambda kv: (-kv[1]["count"], kv[0]))]
+
+
+def _reheats(hist: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reheats in a stream's snapshots (sorted by step): each snapshot whose temperature is
+    above the one before. ClusterPerKey's only reheat is a drift restart (after a drift alarm,
+    a model initialised afresh, hot, replaced the stream's), so each is one; its centres are
+    where the model jumped to.
+
+    Examples
+    --------
+    >>> snaps = [{"n_steps": s, "n_seen": 100 * s, "temperature": t, "centers": [[s]]}
+    ...          for s, t in [(2, 0.9), (3, 0.8), (6, 1.4), (7, 1.2)]]
+    >>> [(r["n_seen"], r["temperature_before"], r["temperature_after"]) for r in _reheats(snaps)]
+    [(600, 0.8, 1.4)]
+    """
+    return [{"n_seen": cur["n_seen"], "n_steps": cur["n_steps"],
+             "temperature_before": prev["temperature"], "temperature_after": cur["temperature"],
+             "centers": cur["centers"]}
+            for prev, cur in zip(hist, hist[1:]) if cur["temperature"] > prev["temperature"]]
+
+
+def model_file_name(key: str) -> str:
+    """The file name of a stream's model in ``models/``: a slug of the key (letters, digits,
+    ``.``, ``_`` and ``-``, at most 40 characters; never a path, never hidden) and a hash of the
+    whole key, so that keys differing anywhere (in case, in characters the slug drops) get
+    different files.
+
+    Parameters
+    ----------
+    key
+        The stream's key (any text).
+
+    Returns
+    -------
+    str
+        ``SLUG-HASH.safetensors``.
+
+    Examples
+    --------
+    >>> model_file_name("stream-0")
+    'stream-0-2232b94926.safetensors'
+    >>> model_file_name("../../etc/passwd")
+    'etc-passwd-3754d6cb3a.safetensors'
+    """
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", key).strip(".-")[:40].strip(".-") or "stream"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{slug}-{digest}.safetensors"
+
+
+def _names_for(d: int, name_sets: Sequence[Sequence[str]]) -> list[str] | None:
+    """The feature names of a model of ``d`` features: the one list of ``d`` names among those
+    the events had (None when there are none or several).
+
+    Examples
+    --------
+    >>> _names_for(2, [["x", "y"], ["x"]]), _names_for(2, [["x", "y"], ["u", "v"]])
+    (['x', 'y'], None)
+    """
+    found = [list(n) for n in name_sets if len(n) == d]
+    return found[0] if len(found) == 1 else None
+
+
+def _write_models(out: Path, history: dict[str, list[dict[str, Any]]],
+                  parameters: dict[str, Any], name_sets: Sequence[Sequence[str]]
+                  ) -> dict[str, str]:
+    """Each stream's last snapshot as a model file (the core's safe format, what
+    ``RBFKMeans.load`` and ``streamrbf inspect`` read) in ``out/models``, and an index
+    (``models/index.json``: key -> file name). Returns the index.
+
+    A snapshot has the centres, masses, temperature and counters; the file's starting
+    temperature (where a reheat returns to) is the hottest since the stream's last reheat, its
+    floor the policy's rule for it (1/1000 of the start)."""
+    from ..beam.state import stable_hash
+    from ..core.persistence import save_state
+    from ..core.policy import AUTO_MIN_RATIO
+    from ..core.state import ModelState
+
+    models = out / "models"
+    models.mkdir(exist_ok=True)
+    index: dict[str, str] = {}
+    seed = int(parameters.get("seed", 0))
+    for key, hist in sorted(history.items()):
+        last = hist[-1]
+        rises = [i for i in range(1, len(hist))
+                 if hist[i]["temperature"] > hist[i - 1]["temperature"]]
+        start = max(s["temperature"] for s in hist[(rises or [0])[-1]:])
+        C = np.asarray(last["centers"], dtype=np.float64)
+        names = _names_for(C.shape[1], name_sets)
+        state = ModelState.single(
+            C, np.asarray(last["counts"], dtype=np.float64), temperature=last["temperature"],
+            initial_temperature=start, min_temperature=min(AUTO_MIN_RATIO * start,
+                                                          last["temperature"]),
+            n_steps=last["n_steps"], n_seen=last["n_seen"],
+            seed=(seed * 1_000_003 + stable_hash(key)) % 2**32,
+            feature_names=None if names is None else tuple(names))
+        params = {"n_clusters": int(C.shape[0]), "batch_size": parameters.get("batch_size", 100),
+                  "temperature_decay": parameters.get("temperature_decay", "auto"),
+                  "half_life": parameters.get("half_life", "auto"), "random_state": seed}
+        name = model_file_name(key)
+        save_state(models / name, "RBFKMeans", state, params,
+                   {"n_iter": None, "inertia": None, "stream": key, "written_by": "streamrbf run"})
+        index[key] = name
+    (models / "index.json").write_text(json.dumps(index, indent=2))
+    return index
+
+
+
+def summarise(output_dir: str | Path, ignored_fields: dict[str, int] | None = None, *,
+              parameters: dict[str, Any] | None = None,
+              counters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read the run's files back and write the rest of the outputs: summary.json, summary.md,
+    clusters.png and each stream's model file (``models/``, see :func:`model_file_name`).
+
+    Parameters
+    ----------
+    output_dir
+        The run's ``--output_dir``, holding its assignments, dead letters, snapshots and sample.
+    ignored_fields
+        The fields that were not features, each with the number of events in which it was
+        ignored.
+    parameters
+        The run's parameters (shown in the summary; the model files take ``n_clusters``,
+        ``batch_size``, ``temperature_decay``, ``half_life`` and ``seed`` from them).
+    counters
+        What the pipeline counted: ``feature_names`` (each list of feature names the events
+        had: a model of ``d`` features takes the one list of ``d`` names, if there is one),
+        ``drift_alarms`` and ``drift_restarts`` (None where the runner reports no metrics).
+
+    Returns
+    -------
+    dict
+        The summary (summary.json's content) and ``table``, the streams as a Markdown table.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> _ = (out / "dead_letters.jsonl").write_text(
+    ...     '{"key": null, "event": "{", "reason": "bad JSON: line 1", "stage": "parse"}\\n')
+    >>> s = summarise(out, parameters={"n_clusters": 3})
+    >>> s["total_dead_letters"], s["dead_letter_reasons"][0]["reason"]
+    (1, 'bad JSON: line N')
+    """
     out = Path(output_dir)
+    parameters, counters = dict(parameters or {}), dict(counters or {})
     assignments = _read_jsonl(out / "assignments.jsonl")
     dead = _read_jsonl(out / "dead_letters.jsonl")
-    snaps = _read_jsonl(out / "snapshots.jsonl")
+    history: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in _read_jsonl(out / "snapshots.jsonl"):
+        history[s["key"]].append(s)
+    for hist in history.values():
+        hist.sort(key=lambda s: s["n_steps"])
     per: dict[str, dict[str, Any]] = defaultdict(lambda: {"events": 0, "dead_letters": 0})
     sizes: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for a in assignments:
@@ -725,33 +965,302 @@ def summarise(output_dir: str | Path,
         sizes[a["key"]][a["cluster"]] += 1
     for d in dead:
         per[d["key"] or "(no key)"]["dead_letters"] += 1
-    history: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for s in snaps:
-        history[s["key"]].append(s)
+    name_sets = counters.get("feature_names") or []
+    models = _write_models(out, history, parameters, name_sets) if history else {}
     for key, hist in history.items():
-        hist.sort(key=lambda s: s["n_steps"])
         last = hist[-1]
-        per[key].update(steps=last["n_steps"], temperature=last["temperature"],
-                        centers=last["centers"],
-                        cluster_sizes=[sizes[key].get(c, 0) for c in range(len(last["centers"]))])
+        per[key].update(
+            steps=last["n_steps"], n_seen=last["n_seen"], temperature=last["temperature"],
+            centers=last["centers"], masses=last["counts"],
+            feature_names=_names_for(len(last["centers"][0]), name_sets),
+            cluster_sizes=[sizes[key].get(c, 0) for c in range(len(last["centers"]))],
+            reheats=[{k: v for k, v in r.items() if k != "centers"} for r in _reheats(hist)],
+            model_file=f"models/{models[key]}")
     total = len(assignments) + len(dead)
-    summary = {"streams": dict(sorted(per.items())), "total_events": len(assignments),
-               "total_dead_letters": len(dead),
-               "dead_letter_share": round(len(dead) / total, 6) if total else 0.0,
-               "ignored_fields": dict(sorted((ignored_fields or {}).items()))}
+    summary = {
+        "parameters": parameters, "streams": dict(sorted(per.items())),
+        "total_events": len(assignments), "total_dead_letters": len(dead),
+        "dead_letter_share": round(len(dead) / total, 6) if total else 0.0,
+        "dead_letter_reasons": _reason_groups(dead),
+        "drift_alarms": counters.get("drift_alarms"),
+        "drift_restarts": counters.get("drift_restarts"),
+        "ignored_fields": dict(sorted((ignored_fields or {}).items())),
+        "models": "models/" if models else None}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    lines = ["| stream | events | dead letters | steps | temperature | cluster sizes |",
-             "| --- | ---: | ---: | ---: | ---: | --- |"]
-    for key, row in summary["streams"].items():
-        t = row.get("temperature")
-        lines.append(f"| {key} | {row['events']} | {row['dead_letters']} | {row.get('steps', '-')}"
-                     f" | {'-' if t is None else f'{t:.3g}'} | {row.get('cluster_sizes', '-')} |")
-    table = "\n".join(lines)
-    ignored = _ignored_line(summary["ignored_fields"])
-    (out / "summary.md").write_text(table + "\n" + (f"\n{ignored}\n" if ignored else ""))
-    _plot(history, out / "clusters.png")
+    table = _streams_table(summary["streams"])
+    (out / "summary.md").write_text(_summary_markdown(summary, table))
+    _plot(history, _read_jsonl(out / "sample.jsonl"), name_sets, out / "clusters.png")
     summary["table"] = table
     return summary
+
+
+def _md(value: Any, limit: int = 120) -> str:
+    """Text from the data (a key, a reason, a value) safe in a Markdown table cell: on one
+    line, control characters escaped, ``\\``, ``|``, backquotes, ``*`` and ``<`` escaped, at most
+    ``limit`` characters.
+
+    Examples
+    --------
+    >>> _md("a|b\\nc <script>")
+    'a\\\\|b c \\\\<script>'
+    """
+    text = " ".join(str(value).split())
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+    if len(text) > limit:
+        text = text[:limit - 1] + "…"
+    for ch in "\\|`<*":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def _streams_table(streams: dict[str, dict[str, Any]]) -> str:
+    lines = ["| stream | events | dead letters | steps | temperature | reheats | cluster sizes |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for key, row in streams.items():
+        t = row.get("temperature")
+        reheats = len(row["reheats"]) if "reheats" in row else "-"
+        lines.append(f"| {_md(key)} | {row['events']} | {row['dead_letters']} | "
+                     f"{row.get('steps', '-')} | {'-' if t is None else f'{t:.3g}'} | "
+                     f"{reheats} | {row.get('cluster_sizes', '-')} |")
+    return "\n".join(lines)
+
+
+def _parameter_rows(parameters: dict[str, Any]) -> list[str]:
+    rows = ["| parameter | value |", "| --- | --- |"]
+    for name, value in parameters.items():
+        shown = "-" if value is None else (", ".join(map(str, value))
+                                           if isinstance(value, (list, tuple)) else value)
+        rows.append(f"| {_md(name)} | {_md(shown)} |")
+    return rows
+
+
+def _centre_tables(streams: dict[str, dict[str, Any]]) -> list[str]:
+    """Each stream's centres (the busiest :data:`_MAX_CENTRE_TABLES` streams, at most 8
+    features each) as Markdown tables."""
+    modelled = [k for k, row in streams.items() if "centers" in row]
+    shown = sorted(modelled, key=lambda k: -streams[k]["events"])[:_MAX_CENTRE_TABLES]
+    lines: list[str] = []
+    if len(shown) < len(modelled):
+        lines += [f"The {len(shown)} streams with the most events, of {len(modelled)}; "
+                  "summary.json has them all.", ""]
+    for key in sorted(shown):
+        row = streams[key]
+        C = np.asarray(row["centers"])
+        d = C.shape[1]
+        cols = (row["feature_names"] or [f"feature {j}" for j in range(d)])[:8]
+        lines += [f"### {_md(key)}", "",
+                  f"{row['events']} events clustered, {row['steps']} steps, temperature "
+                  f"{row['temperature']:.3g}, {_plural(len(row['reheats']), 'reheat')}; "
+                  "model file "
+                  f"`{row['model_file']}`" + (f"; the first 8 of {d} features" if d > 8 else "")
+                  + ".", "",
+                  "| cluster | events | mass | " + " | ".join(map(_md, cols)) + " |",
+                  "| ---: | ---: | ---: | " + " | ".join("---:" for _ in cols) + " |"]
+        for c, centre in enumerate(C):
+            lines.append(f"| {c} | {row['cluster_sizes'][c]} | {row['masses'][c]:.4g} | "
+                         + " | ".join(f"{v:.4g}" for v in centre[:8]) + " |")
+        lines.append("")
+    return lines
+
+
+def _plural(n: int, what: str) -> str:
+    return f"{n} {what}{'s' * (n != 1)}"
+
+
+def _drift_lines(summary: dict[str, Any]) -> list[str]:
+    alarms, restarts = summary["drift_alarms"], summary["drift_restarts"]
+    counted = ("The runner reports no metrics: drift alarms and restarts were not counted."
+               if alarms is None else
+               f"ClusterPerKey's drift detector raised {_plural(alarms, 'alarm')}; "
+               f"{restarts} of them restarted a stream's model.")
+    lines = [counted + " A restart replaces the stream's model by one initialised afresh on its "
+             "latest events if that halves their K-Means cost; the new model starts hot, so "
+             "the stream's temperature rises (a reheat). Below, each rise of a stream's "
+             "temperature between two of its snapshots (an alarm without a restart leaves "
+             "none).", ""]
+    rows = [(key, r) for key, row in summary["streams"].items() for r in row.get("reheats", ())]
+    if not rows:
+        return [*lines, "No stream was reheated.", ""]
+    lines += ["| stream | at event | step | temperature before | after |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {_md(key)} | {r['n_seen']} | {r['n_steps']} | "
+              f"{r['temperature_before']:.3g} | {r['temperature_after']:.3g} |"
+              for key, r in rows]
+    return [*lines, ""]
+
+
+def _summary_markdown(summary: dict[str, Any], table: str) -> str:
+    """summary.md: the run as a report."""
+    from .run_flags import OUTPUTS
+
+    n, n_dead = summary["total_events"], summary["total_dead_letters"]
+    share = summary["dead_letter_share"]
+    modelled = sum("centers" in row for row in summary["streams"].values())
+    lines = ["# streamrbf run", "",
+             f"{n + n_dead} events: {n} clustered, {n_dead} dead letters ({share:.1%}); "
+             f"{modelled} streams with a model.", "", "## Parameters", "",
+             *_parameter_rows(summary["parameters"]), "", "## Streams", "", table, ""]
+    ignored = _ignored_line(summary["ignored_fields"])
+    if ignored:
+        lines += [ignored[0].upper() + ignored[1:] + ".", ""]
+    lines += ["## Dead letters by reason", ""]
+    if summary["dead_letter_reasons"]:
+        lines += ["Reasons with their values as '…' and numbers as N; an example of each.", "",
+                  "| dead letters | stage | reason | example |", "| ---: | --- | --- | --- |"]
+        lines += [f"| {g['count']} | {g['stage']} | {_md(g['reason'])} | {_md(g['example'])} |"
+                  for g in summary["dead_letter_reasons"]]
+        lines.append("")
+    else:
+        lines += ["None.", ""]
+    lines += ["## Drift and reheats", "", *_drift_lines(summary),
+              "## Centres", "", *_centre_tables(summary["streams"]),
+              "## Files", ""]
+    lines += [f"- `{name}`: {text}" for name, text in OUTPUTS]
+    return "\n".join(lines) + "\n"
+
+
+def _limits(values: list[np.ndarray]) -> tuple[float, float] | None:
+    """The range of some arrays' values, with a 5% margin (None for no values)."""
+    finite = [v[np.isfinite(v)] for v in values if np.size(v)]
+    finite = [v for v in finite if v.size]
+    if not finite:
+        return None
+    lo, hi = min(float(v.min()) for v in finite), max(float(v.max()) for v in finite)
+    pad = 0.05 * (hi - lo) or 0.5
+    return lo - pad, hi + pad
+
+
+def _shared(ranges: list[tuple[float, float] | None]) -> tuple[float, float] | None:
+    """One range for all panels when theirs are alike (the union at most 3 times the widest);
+    None: each panel keeps its own."""
+    known = [r for r in ranges if r is not None]
+    if not known:
+        return None
+    lo, hi = min(r[0] for r in known), max(r[1] for r in known)
+    return (lo, hi) if hi - lo <= 3 * max(r[1] - r[0] for r in known) else None
+
+
+def _plot(history: dict[str, list[dict[str, Any]]], sample: Sequence[dict[str, Any]],
+          name_sets: Sequence[Sequence[str]], path: Path) -> None:
+    """clusters.png: per stream (the :data:`_MAX_PANELS` with the most events), its sampled
+    events coloured by cluster, its centres' paths, their final places and the drift restarts
+    (reheats); below, every drawn stream's temperature against the events it has seen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    keys = sorted(sorted(history, key=lambda k: -history[k][-1]["n_seen"])[:_MAX_PANELS])
+    points: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in sample:
+        points[row["key"]].append(row)
+    ncols = len(keys) if len(keys) <= 2 else (2 if len(keys) <= 4 else 4)
+    nrows = -(-len(keys) // ncols)
+    fig = plt.figure(figsize=(5.2 * ncols + 0.4, 4.3 * nrows + 3.6), layout="constrained")
+    grid = fig.add_gridspec(nrows + 1, ncols, height_ratios=[4.3] * nrows + [3.0])
+    d = max(len(history[k][-1]["centers"][0]) for k in keys)
+    label = _names_for(d, name_sets) or [f"feature {j}" for j in range(d)]
+    k_max = max(len(history[k][-1]["centers"]) for k in keys)
+    cmap = plt.get_cmap("tab10" if k_max <= 10 else "tab20")
+    panels = []
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(grid[i // ncols, i % ncols])
+        panels.append(ax)
+        _draw_stream(ax, key, history[key], points.get(key, []), cmap, label)
+    xs = _shared([ax.get_xlim() for ax in panels])
+    ys = _shared([ax.get_ylim() for ax in panels])
+    for ax in panels:
+        if xs is not None and ys is not None:
+            ax.set_xlim(xs)
+            ax.set_ylim(ys)
+    scales = ("all panels on the same scales" if xs is not None and ys is not None
+              else "each panel on its own scales")
+    _draw_temperatures(fig.add_subplot(grid[nrows, :]), keys, history)
+    handles = [plt.Line2D([], [], ls="", marker="o", color=cmap(c % cmap.N), markersize=7,
+                          label=f"cluster {c}") for c in range(k_max)]
+    handles += [
+        plt.Line2D([], [], ls="", marker="o", color="0.45", alpha=0.5, markersize=4,
+                   label="sampled event"),
+        plt.Line2D([], [], color="0.3", lw=1.6, label="centre path"),
+        plt.Line2D([], [], ls="", marker="o", color="0.3", mec="black", mew=1.2,
+                   markersize=9, label="final centre"),
+        plt.Line2D([], [], ls="", marker="X", color="black", markersize=9,
+                   label="drift restart (reheat)")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8),
+               fontsize=10, frameon=False)
+    shown = (f"{len(keys)} streams" if len(keys) == len(history)
+             else f"the {len(keys)} streams with the most events, of {len(history)}")
+    fig.suptitle(f"streamrbf run: {shown}; {scales}", fontsize=13)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _draw_stream(ax: Any, key: str, hist: Sequence[dict[str, Any]],
+                 points: Sequence[dict[str, Any]], cmap: Any, label: Sequence[str]) -> None:
+    """One stream's panel of clusters.png: features 0 and 1 (one feature: it against the
+    events seen)."""
+    C = np.asarray([s["centers"] for s in hist], dtype=np.float64)  # (snapshots, k, d)
+    seen = np.asarray([s["n_seen"] for s in hist], dtype=np.float64)
+    one = C.shape[2] == 1
+    if points and not one:
+        X = np.asarray([p["features"][:2] for p in points], dtype=np.float64)
+        colours = [cmap(p["cluster"] % cmap.N) for p in points]
+        ax.scatter(X[:, 0], X[:, 1], s=9, c=colours, alpha=0.45, linewidths=0, zorder=1)
+    reheat_at = [i for i in range(1, len(hist))
+                 if hist[i]["temperature"] > hist[i - 1]["temperature"]]
+    for c in range(C.shape[1]):
+        colour = cmap(c % cmap.N)
+        x, y = (seen, C[:, c, 0]) if one else (C[:, c, 0], C[:, c, 1])
+        ax.plot(x, y, "-", color=colour, lw=1.6, zorder=2)
+        ax.plot(x[-1], y[-1], "o", color=colour, mec="black", mew=1.2, ms=9, zorder=4)
+        ax.plot(x[reheat_at], y[reheat_at], "X", color="black", ms=9, zorder=5)
+    n_reheats = len(reheat_at)
+    last = hist[-1]
+    ax.set_title(f"{_short_label(key)}: {last['n_seen']:,} events, T {last['temperature']:.2g}"
+                 + (f", {n_reheats} reheat{'s' * (n_reheats != 1)}" if n_reheats else ""),
+                 fontsize=11)
+    ax.set_xlabel("events seen" if one else label[0])
+    ax.set_ylabel(label[0] if one else label[1] + ("" if C.shape[2] == 2
+                                                    else f" (2 of {C.shape[2]} features)"))
+    ax.grid(alpha=0.25)
+
+
+def _short_label(key: str, limit: int = 32) -> str:
+    """A key as a plot's text: printable, at most ``limit`` characters, no mathtext ($)."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in key).replace("$", r"\$")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _draw_temperatures(ax: Any, keys: Sequence[str],
+                       history: dict[str, list[dict[str, Any]]]) -> None:
+    """The bottom panel of clusters.png: each stream's temperature (log scale) against the
+    events it has seen, reheats marked."""
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    # Not the clusters' colours (tab10): a dark sequential palette, a line style per stream.
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.7, len(keys)))
+    for i, key in enumerate(keys):
+        hist = history[key]
+        seen = np.asarray([s["n_seen"] for s in hist])
+        t = np.asarray([s["temperature"] for s in hist])
+        ax.semilogy(seen, t, ("-", "--", "-.", ":")[i % 4], color=colours[i], lw=1.8,
+                    label=_short_label(key))
+        up = [i for i in range(1, len(t)) if t[i] > t[i - 1]]
+        ax.plot(seen[up], t[up], "X", color="black", ms=9, zorder=5)
+    ax.set_xlabel("events seen by the stream")
+    ax.set_ylabel("temperature (log scale)")
+    ax.set_title("Temperature: annealing, and a reheat at each drift restart", fontsize=11)
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.2g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=8)
+    ax.margins(y=0.08)
+    ax.grid(alpha=0.25, which="both")
+    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5), title="stream",
+              frameon=False)
 
 
 def _ignored_line(ignored: dict[str, int]) -> str:
@@ -768,51 +1277,51 @@ def _ignored_line(ignored: dict[str, int]) -> str:
         f"{name} ({n} event{'s' * (n != 1)})" for name, n in ignored.items())
 
 
-def _ignored_counts(result: Any) -> dict[str, int]:
-    """The ignored-field counters of a finished pipeline (empty where the runner has none)."""
+def _counters(result: Any, namespace: str) -> dict[str, int] | None:
+    """The counters of a finished pipeline in ``namespace``, by name (None where the runner
+    reports no metrics)."""
     from apache_beam.metrics.metric import MetricsFilter
 
     try:
-        counters = result.metrics().query(MetricsFilter().with_namespace(_IGNORED))["counters"]
+        found = result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
     except Exception:  # noqa: BLE001 - a runner without metrics: no counts
-        return {}
+        return None
     counts: dict[str, int] = defaultdict(int)
-    for c in counters:
+    for c in found:
         n = c.committed if c.committed is not None else c.attempted
         counts[c.key.metric.name] += int(n or 0)
-    return {k: v for k, v in counts.items() if v}
+    return dict(counts)
 
 
-def _plot(history: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    import matplotlib
+def _run_counters(result: Any) -> tuple[dict[str, int], dict[str, Any]]:
+    """The ignored fields' counts, and what :func:`summarise` takes as ``counters``: the
+    events' feature names (when every event had the same), the drift alarms and restarts."""
+    ignored = {k: v for k, v in (_counters(result, _IGNORED) or {}).items() if v}
+    names = [json.loads(k) for k, v in (_counters(result, _FEATURE_NAMES) or {}).items() if v]
+    drift = _counters(result, _DRIFT[0])
+    counters: dict[str, Any] = {"feature_names": [n for n in names if n is not None]}
+    for name in _DRIFT[1]:
+        counters[name] = None if drift is None else drift.get(name, 0)
+    return ignored, counters
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    keys = sorted(history)
-    if not keys:
-        return
-    fig, axes = plt.subplots(2, len(keys), figsize=(3.2 * len(keys), 6), squeeze=False)
-    for j, key in enumerate(keys):
-        hist = history[key]
-        C = np.asarray([s["centers"] for s in hist])  # (steps, k, d)
-        seen = [s["n_seen"] for s in hist]
-        ax = axes[0, j]
-        for c in range(C.shape[1]):
-            (line,) = ax.plot(C[:, c, 0], C[:, c, 1] if C.shape[2] > 1 else seen, "-", lw=1)
-            ax.plot(C[-1, c, 0], C[-1, c, 1] if C.shape[2] > 1 else seen[-1], "o",
-                    color=line.get_color())
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel("feature 0")
-        ax.set_ylabel("feature 1" if C.shape[2] > 1 else "events")
-        ax = axes[1, j]
-        ax.semilogy(seen, [s["temperature"] for s in hist])
-        ax.set_xlabel("events seen")
-        ax.set_ylabel("temperature")
-    fig.suptitle("streamrbf: centre trajectories (top) and temperature (bottom) per stream")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+def _parameters(args: argparse.Namespace, options: PipelineOptions) -> dict[str, Any]:
+    """The run's parameters as the summary shows them."""
+    if getattr(args, "dead_letters", None):
+        source = f"replay of {args.dead_letters}"
+    elif args.input_subscription or args.input_topic:
+        source = f"Pub/Sub {args.input_subscription or args.input_topic}"
+    elif args.input:
+        source = args.input
+    else:
+        source = (f"built-in generator: {args.streams} streams x {args.events_per_stream} "
+                  f"events, {args.bad_fraction:.1%} broken")
+    return {"input": source, "runner": _runner_name(options), "key_field": args.key_field,
+            "features": _names(args.features) or "each event's numeric fields",
+            "id_field": args.id_field, "keep_fields": _names(args.keep_fields),
+            "n_clusters": args.n_clusters, "batch_size": args.batch_size,
+            "temperature_decay": args.temperature_decay, "half_life": args.half_life,
+            "seed": args.seed, "max_dead_letter_share": args.max_dead_letter_share}
 
 
 _LOCAL_RUNNERS = frozenset(
@@ -984,9 +1493,7 @@ def _run_job(parser: argparse.ArgumentParser, args: argparse.Namespace,
     files = _input_files(args.input) if args.input else []  # no match: stop, write nothing
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for old in ("assignments.jsonl", "dead_letters.jsonl", "snapshots.jsonl"):
-        for f in out.glob(old + "*"):
-            f.unlink()
+    _remove_earlier_outputs(out)
     show = progress_enabled(disabled=args.quiet or not args.progress) and _in_process(options)
     run_id = uuid.uuid4().hex if show else ""
     bar = None
@@ -1009,16 +1516,21 @@ def _run_job(parser: argparse.ArgumentParser, args: argparse.Namespace,
         if bar is not None:
             bar.close()
         _BOARDS.pop(run_id, None)
-    summary = summarise(out, _ignored_counts(result))
+    ignored, counters = _run_counters(result)
+    summary = summarise(out, ignored, parameters=_parameters(args, options), counters=counters)
     n, n_dead = summary["total_events"], summary["total_dead_letters"]
     if not args.quiet:
         print(summary["table"])
-        ignored = _ignored_line(summary["ignored_fields"])
-        if ignored:
-            print(f"\n{ignored}")
+        ignored_line = _ignored_line(summary["ignored_fields"])
+        if ignored_line:
+            print(f"\n{ignored_line}")
         print(f"\n{n} events clustered, {n_dead} dead letters in "
               f"{elapsed:.1f} s ({n / max(elapsed, 1e-9):,.0f} events/s); outputs in "
               f"{out.resolve()}")
+        n_models = sum("model_file" in row for row in summary["streams"].values())
+        if n_models:
+            print(f"models: {_plural(n_models, 'file')} in {(out / 'models').resolve()} (one "
+                  "per stream, listed in index.json); 'streamrbf inspect FILE' opens one")
     share = summary["dead_letter_share"]
     if share > args.max_dead_letter_share:
         raise CommandError(
@@ -1026,6 +1538,18 @@ def _run_job(parser: argparse.ArgumentParser, args: argparse.Namespace,
             f"--max_dead_letter_share {args.max_dead_letter_share:g}; see "
             f"{out / 'dead_letters.jsonl'}", exit_code=EXIT_TOO_MANY_DEAD_LETTERS)
     return 0
+
+
+def _remove_earlier_outputs(out: Path) -> None:
+    """Delete what an earlier run left in ``out`` that this run may not overwrite: the
+    (possibly sharded) JSON-lines files and the model files."""
+    for old in ("assignments.jsonl", "dead_letters.jsonl", "snapshots.jsonl", "sample.jsonl"):
+        for f in out.glob(old + "*"):
+            f.unlink()
+    models = out / "models"
+    if models.is_dir():
+        for f in [*models.glob("*.safetensors"), models / "index.json"]:
+            f.unlink(missing_ok=True)
 
 
 def _dead_letter_events(paths: Sequence[Path]) -> list[dict[str, Any]]:

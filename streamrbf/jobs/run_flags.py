@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from ..console import (
     EXIT_CODES,
@@ -15,7 +16,67 @@ from ..console import (
     probability,
 )
 
-__all__ = ["check_run_flags", "run_parser"]
+__all__ = ["OUTPUTS", "check_run_flags", "outputs_help", "run_parser"]
+
+# The main job's outputs, in --output_dir: the one list that `streamrbf run --help`, docs/cli.md
+# (its copy of the help, checked by the tests) and the README's outputs paragraph (checked to
+# name each file) follow.
+OUTPUTS: tuple[tuple[str, str], ...] = (
+    ("assignments.jsonl",
+     "one line per clustered event: key, cluster, distance, temperature and the non-zero "
+     "memberships; id (with --id_field) and the --keep_fields"),
+    ("dead_letters.jsonl",
+     "one line per refused event (bad JSON or CSV, NaN, a missing feature, a stream too short "
+     "to cluster): key (null when unreadable), event (the input line verbatim, without its "
+     "line end; a line that is not UTF-8 decoded with U+FFFD for each bad byte), reason, "
+     "stage; id (with --id_field); csv_header (CSV input: the columns of the line's file)"),
+    ("snapshots.jsonl",
+     "each stream's model (steps, events seen, temperature, centres, masses) after each step"),
+    ("sample.jsonl",
+     "up to 200 clustered events per stream, drawn at random: key, cluster, features; id "
+     "(with --id_field); the points of clusters.png (not written by streaming runs)"),
+    ("summary.json",
+     "the run's parameters; per stream: events, dead letters, steps, temperature, centres, "
+     "sizes, reheats, model file; dead_letter_share, dead letters by reason, drift alarms "
+     "and restarts, ignored_fields (name -> events where ignored)"),
+    ("summary.md",
+     "the run as a report: parameters, a table of the streams, dead letters by reason, each "
+     "stream's centres, drift restarts (reheats), the files"),
+    ("clusters.png",
+     "a figure: per stream, sampled events coloured by cluster, the centres' paths and where "
+     "drift restarted the model; below, every stream's temperature over the events"),
+    ("models/",
+     "each stream's final model as a safe model file (safetensors and JSON, no pickle) that "
+     "'streamrbf inspect FILE' and RBFKMeans.load open, named after the key (a slug and a "
+     "hash); models/index.json maps each key to its file"),
+)
+
+
+def outputs_help(width: int = 96) -> str:
+    """The outputs of the main job as ``--help`` shows them: a line per file of
+    :data:`OUTPUTS`, its description wrapped under it.
+
+    Parameters
+    ----------
+    width
+        The text's width.
+
+    Returns
+    -------
+    str
+        The lines, each indented by two spaces, without a final newline.
+
+    Examples
+    --------
+    >>> print(outputs_help().splitlines()[0])
+      assignments.jsonl    one line per clustered event: key, cluster, distance, temperature and the
+    """
+    lines = []
+    for name, text in OUTPUTS:
+        lines += textwrap.wrap(text, width, initial_indent=f"  {name:<21}",
+                               subsequent_indent=" " * 23, break_on_hyphens=False,
+                               break_long_words=False)
+    return "\n".join(lines)
 
 
 _RUN_DESCRIPTION = """\
@@ -42,25 +103,13 @@ near miss of a known flag (--ouptut_dir) is an error; so is a flag no Beam Pytho
 on a local runner; on other runners such a flag (Flink's --checkpointing_interval) is passed to
 the job server with a note. The runner defaults to Beam's in-process FnApiRunner.
 
-output, in --output_dir (the three .jsonl files of an earlier run there are replaced):
-  assignments.jsonl    one line per clustered event: key, cluster, distance, temperature and
-                       the non-zero memberships; id (with --id_field) and the --keep_fields
-  dead_letters.jsonl   one line per refused event (bad JSON or CSV, NaN, a missing feature, a
-                       stream too short to cluster): key (null when unreadable), event (the
-                       input line verbatim, without its line end; a line that is not UTF-8
-                       decoded with U+FFFD for each bad byte), reason, stage; id (with
-                       --id_field); csv_header (CSV input: the columns of the line's file)
-  snapshots.jsonl      each stream's model (steps, events seen, temperature, centres, masses)
-                       after its steps
-  summary.json         per stream: events, dead letters, steps, temperature, centres, sizes;
-                       dead_letter_share; ignored_fields (name -> events where ignored)
-  summary.md           the same as a Markdown table
-  clusters.png         centre trajectories and temperature over time, a column per stream
+output, in --output_dir (those of an earlier run there are replaced):
+{outputs}
 stdout: the summary table, the ignored fields, then "N events clustered, M dead letters in S s
-(R events/s); outputs in DIR". When the dead letters are more than --max_dead_letter_share of
-the events, the last line (stderr) says so and the exit code is 4. stderr: a progress bar
-(events processed, streams, temperature range) while the pipeline runs, when stderr is a
-terminal."""
+(R events/s); outputs in DIR" and a line saying where the model files are. When the dead
+letters are more than --max_dead_letter_share of the events, the last line (stderr) says so and
+the exit code is 4. stderr: a progress bar (events processed, streams, temperature range) while
+the pipeline runs, when stderr is a terminal."""
 
 _REPLAY_DESCRIPTION = """\
 Run the main job again on the events of a dead_letters.jsonl file: the "event" of each dead
@@ -109,7 +158,8 @@ def run_parser(prog: str = "streamrbf run", replay: bool = False) -> argparse.Ar
     >>> args.n_clusters, args.output_dir, args.progress, beam_args
     (4, './streamrbf-output', True, ['--runner', 'X'])
     """
-    description = _REPLAY_DESCRIPTION if replay else _RUN_DESCRIPTION
+    description = _REPLAY_DESCRIPTION if replay else _RUN_DESCRIPTION.format(
+        outputs=outputs_help())
     p = argparse.ArgumentParser(prog=prog, description=description, epilog=_RUN_EPILOG,
                                 formatter_class=Formatter, allow_abbrev=False)
     if replay:
