@@ -19,6 +19,7 @@ import importlib.util
 import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -342,6 +343,10 @@ def _pyplot() -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # Every figure is 7.5 in wide at 110 dpi (~825 px), the width of the text column, so it is
+    # shown at its own size: text of 10-12 pt reads like the page's.
+    plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
+                         "xtick.labelsize": 10, "ytick.labelsize": 10, "legend.fontsize": 10})
     return plt
 
 
@@ -367,7 +372,7 @@ def plot_speed(results: dict[str, Any]) -> bytes | None:
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", lw=0.8)
     for y, v in enumerate(values):
-        ax.text(v, y, f" {v:.2f}x", va="center", fontsize=8)
+        ax.text(v, y, f" {v:.2f}x", va="center")
     ax.set_xlim(min(0.5, min(values) / 1.5), max(values) * 2.5)
     ax.set_xlabel("events/s of streamrbf / events/s of the peer (log scale; > 1: streamrbf faster)")
     ax.set_title("Speed ratios")
@@ -382,8 +387,11 @@ def plot_quality(results: dict[str, Any]) -> bytes | None:
     if not panels:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.6), squeeze=False)
-    axes = list(axes[0])
+    # one panel per row, each the column's width
+    heights = [3.6] * (1 if core_q else 0) + [0.42 * len(res) + 1.4 for res in river_q.values()]
+    fig, axes = plt.subplots(panels, 1, figsize=(7.5, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    axes = list(axes[:, 0])
     if core_q:
         ax = axes.pop(0)
         names = list(dict.fromkeys(r["data"] for r in core_q))
@@ -398,14 +406,14 @@ def plot_quality(results: dict[str, Any]) -> bytes | None:
         ax.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names])
         ax.set_ylabel("inertia / KMeans(n_init=10) inertia")
         ax.set_title("Core: quality (lower is better)")
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(loc="upper left")
     for (kind, res), ax in zip(river_q.items(), axes):
         names = list(res)
         for i, name in enumerate(names):
             aris = [s[0] for s in res[name]]
             ax.barh(i, _mean(aris), color="C0" if name.startswith("streamrbf") else "C7")
             ax.scatter(aris, [i] * len(aris), s=10, color="black", zorder=3)
-        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_yticks(range(len(names)), names)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
         ax.set_xlabel("prequential ARI (mean; dots: seeds)")
@@ -435,9 +443,9 @@ def plot_drift(results: dict[str, Any]) -> bytes | None:
                    [i] * sum(r is None for r in recs), color="C3", marker="x", s=30)
         n_never = sum(r is None for r in recs)
         if n_never:
-            ax.text(never_at, i, f"   never x{n_never}", va="center", fontsize=8, color="C3")
+            ax.text(never_at, i, f"   never x{n_never}", va="center", color="C3")
     ax.axvline(never_at, color="C3", lw=0.6, ls=":")
-    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     ax.set_xlim(0, never_at * 1.35)
     ax.set_xlabel("events after the jump until the windowed ARI regains 90 % (lower is better)")
@@ -460,7 +468,7 @@ def plot_beam(results: dict[str, Any]) -> bytes | None:
     ax.barh(labels, [rate[n] for n in names], color=colours)
     ax.invert_yaxis()
     for y, n in enumerate(names):
-        ax.text(rate[n], y, f" {rate[n]:,.0f}", va="center", fontsize=8)
+        ax.text(rate[n], y, f" {rate[n]:,.0f}", va="center")
     ax.set_xlim(0, max(rate.values()) * 1.3)
     ax.set_xlabel("events/s (higher is better)")
     ax.set_title("Beam pipelines, FnApiRunner")
@@ -479,20 +487,39 @@ def plot_gpu(results: dict[str, Any]) -> bytes | None:
     ax.barh(labels, values, color="C4")
     ax.invert_yaxis()
     for y, v in enumerate(values):
-        ax.text(v, y, f" {v:,.0f} M", va="center", fontsize=8)
+        ax.text(v, y, f" {v:,.0f} M", va="center")
     ax.set_xlim(0, max(values) * 1.3)
     ax.set_xlabel("million events/s of partial_fit (higher is better)")
     ax.set_title(f"GPU: {rows[0].get('device', '?')}, batch {rows[0].get('batch', '?'):,}")
     return _figure_bytes(fig)
 
 
-PLOTS = {
-    "speed.png": (plot_speed, "Speed ratios of streamrbf over each peer"),
-    "quality.png": (plot_quality, "Clustering quality"),
-    "drift.png": (plot_drift, "Events to recover after the clusters jump"),
-    "beam.png": (plot_beam, "Events per second of each Beam pipeline"),
-    "gpu.png": (plot_gpu, "GPU events per second"),
+PLOTS = {  # file: (plot, alternative text, caption)
+    "speed.png": (plot_speed, "Speed ratios of streamrbf over each peer",
+                  "How many times faster streamrbf is than each peer on one thread, per shape "
+                  "(d features, k clusters); log scale, 1 = as fast."),
+    "quality.png": (plot_quality, "Clustering quality",
+                    "Top: inertia of `RBFKMeans` over that of scikit-learn's "
+                    "`KMeans(n_init=10)` on each data set, after `fit` and after three streaming "
+                    "passes (lower is better; 1 = as good as ten restarts of batch K-Means). "
+                    "Below: prequential ARI of each River method on each kind of stream (bars: "
+                    "mean over seeds; dots: one seed each)."),
+    "drift.png": (plot_drift, "Events to recover after the clusters jump",
+                  "Events each method needs after the clusters jump to regain 90 % of its "
+                  "windowed ARI from before the jump, one dot per seed (x: never)."),
+    "beam.png": (plot_beam, "Events per second of each Beam pipeline",
+                 "Events per second of each pipeline of the Beam benchmark (higher is better)."),
+    "gpu.png": (plot_gpu, "GPU events per second",
+                "`partial_fit` events per second on the GPU, per shape and compile mode."),
 }
+
+
+def _figure(name: str) -> str:
+    """A plot of the page with its caption (``md_in_html``)."""
+    _, alt, caption = PLOTS[name]
+    caption = re.sub(r"`([^`]+)`", r"<code>\1</code>", caption)
+    return (f'<figure markdown="span">\n  ![{alt}]({IMG}/{name})\n'
+            f"  <figcaption>{caption}</figcaption>\n</figure>")
 
 
 # -- the page ----------------------------------------------------------------------------------
@@ -506,7 +533,7 @@ def render(results: dict[str, Any] | None) -> tuple[str, dict[str, bytes]]:
     ran = {k: v for k, v in results.items()
            if not (isinstance(v, dict) and set(v) == {"error"})}
     images = {}
-    for name, (plot, _) in PLOTS.items():
+    for name, (plot, _, _) in PLOTS.items():
         png = plot(ran)
         if png is not None:
             images[name] = png
@@ -520,9 +547,9 @@ def render(results: dict[str, Any] | None) -> tuple[str, dict[str, bytes]]:
     parts = [f"# Benchmarks\n\n{banner}{INTRO}", machine_section(results)]
     if images:
         summary = ["## At a glance"]
-        for name, (_, alt) in PLOTS.items():
+        for name in PLOTS:
             if name in images and name not in ("beam.png", "gpu.png"):
-                summary.append(f"![{alt}]({IMG}/{name})")
+                summary.append(_figure(name))
         parts.append("\n\n".join(summary))
     known = [name for name in SUITE_TITLES if name in results]
     others = [name for name in results if name not in (*SUITE_TITLES, "machine", "quick")]
@@ -530,7 +557,7 @@ def render(results: dict[str, Any] | None) -> tuple[str, dict[str, bytes]]:
         section = suite_section(name, results[name])
         image = {"beam": "beam.png", "core": "gpu.png"}.get(name)
         if image in images:
-            section += f"\n\n![{PLOTS[image][1]}]({IMG}/{image})"
+            section += f"\n\n{_figure(image)}"
         parts.append(section)
     parts.append(
         "## Deep clustering\n\n`python -m streamrbf.experiments.digits` trains an autoencoder "

@@ -277,3 +277,45 @@ def test_architecture_parameter_table_is_the_signatures(site: Path) -> None:
             assert cell.startswith(flag), (flag, cell)
             if action.default not in (None, True, False):
                 assert cell == f"{flag} {action.default}", (flag, cell)
+
+
+# -- what a reader sees without a browser (tests/test_site_browser.py opens the pages in one) --
+
+
+def test_site_loads_nothing_from_elsewhere_and_draws_formulas(site: Path) -> None:
+    """No script, style or font from another host; formulas are MathML, not TeX for a script."""
+    for path in site.rglob("*.html"):
+        raw = path.read_text(encoding="utf-8")
+        remote = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', raw)
+        assert not remote, (path, remote)
+    theory = (site / "theory" / "index.html").read_text(encoding="utf-8")
+    assert theory.count("<math") > 40
+    assert "\\(" not in _text(site / "theory" / "index.html")
+
+
+def test_signatures_are_formatted_and_footnotes_render(site: Path) -> None:
+    raw = (site / "reference" / "beam" / "index.html").read_text(encoding="utf-8")
+    signatures = [html.unescape(re.sub(r"<[^>]+>", "", s)) for s in
+                  re.findall(r'<div class="doc-signature[^"]*">(.*?)</div>', raw, re.S)]
+    assert signatures
+    widest = max(len(line) for s in signatures for line in s.splitlines())
+    assert widest <= 100, f"a signature line of {widest} characters: is ruff installed?"
+    # a combined numpy entry ("batch_size, max_buffering_secs") types each name by its signature
+    table = _text(site / "reference" / "beam" / "index.html")
+    assert "max_buffering_secs float | None" in table
+    river = (site / "reference" / "river" / "index.html").read_text(encoding="utf-8")
+    assert "[^" not in _text(site / "reference" / "river" / "index.html")
+    assert 'class="footnote"' in river
+
+
+def test_version_changelog_and_collapsed_lists(site: Path) -> None:
+    import streamrbf
+
+    assert f"streamrbf {streamrbf.__version__}" in _text(site / "index.html")
+    changelog = _text(site / "changelog" / "index.html")
+    assert "## [" not in changelog and "0.2.0" in changelog
+    for path in site.rglob("*.html"):
+        raw = path.read_text(encoding="utf-8")
+        for paragraph in re.findall(r"<p>(.*?)</p>", raw, re.S):
+            text = html.unescape(re.sub(r"<[^>]+>", "", paragraph))
+            assert not re.search(r"(^|\n)\s*- ", text), (path, text[:200])
