@@ -66,8 +66,9 @@ def test_version_comes_from_the_package_metadata(capsys):
 @pytest.mark.parametrize(
     ("command", "mentions"),
     [
-        ("run", ("assignments.jsonl", "dead_letters.jsonl", "snapshots.jsonl", "summary.json",
-                 "summary.md", "clusters.png", "--no-progress", "BEAM_FLAG")),
+        ("run", ("assignments.jsonl", "dead_letters.jsonl", "snapshots.jsonl", "sample.jsonl",
+                 "summary.json", "summary.md", "clusters.png", "models/", "--no-progress",
+                 "BEAM_FLAG")),
         ("bench", ("bench.md", "bench.json", "--quick", "--no-progress")),
         ("inspect", ("MODEL", "--json", "--plot", "temperature", "masses")),
     ],

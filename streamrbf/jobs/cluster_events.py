@@ -1546,6 +1546,7 @@ def _remove_earlier_outputs(out: Path) -> None:
     for old in ("assignments.jsonl", "dead_letters.jsonl", "snapshots.jsonl", "sample.jsonl"):
         for f in out.glob(old + "*"):
             f.unlink()
+    (out / "clusters.png").unlink(missing_ok=True)  # (a run without a model draws none)
     models = out / "models"
     if models.is_dir():
         for f in [*models.glob("*.safetensors"), models / "index.json"]:
