@@ -523,6 +523,12 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
         Full-batch iterations, or epochs over the data when ``batch_size`` is set (epoch ``e``
         ends after ``floor(e * n_samples / batch_size)`` batches in all, so ``n_iter_`` is
         ``ceil(n_steps_ * batch_size / n_samples)`` as in ``MiniBatchKMeans``).
+    split_merge
+        Full-batch :meth:`fit` only: after annealing, rounds of split and merge moves at zero
+        temperature (the largest-error clusters split along their principal axes, the least
+        useful centres removed, Lloyd's iterations after each) while they lower the inertia,
+        within ``max_iter`` (:mod:`streamrbf.core.refine`). False: annealing and Lloyd's
+        iterations alone.
     max_no_improvement
         Mini-batch :meth:`fit` only: once cold, stop after this many consecutive batches that
         do not improve the smoothed batch inertia (``MiniBatchKMeans``'s rule). None (the
@@ -616,6 +622,7 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
         "mapping": [StrOptions(set(MAPPINGS))],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "max_no_improvement": [Interval(Integral, 1, None, closed="left"), None],
+        "split_merge": ["boolean"],
         "init_size": [Interval(Integral, 1, None, closed="left"), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -645,6 +652,7 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
         init_size: int | None = None,
         max_iter: int = 300,
         max_no_improvement: int | None = None,
+        split_merge: bool = True,
         tol: float = 1e-4,
         half_life: float | str | None = "auto",
         reassignment_ratio: float = 0.01,
@@ -668,6 +676,7 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
         self.init_size = init_size
         self.max_iter = max_iter
         self.max_no_improvement = max_no_improvement
+        self.split_merge = split_merge
         self.tol = tol
         self.half_life = half_life
         self.reassignment_ratio = reassignment_ratio

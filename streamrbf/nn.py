@@ -100,8 +100,10 @@ class RBFCluster(nn.Module):
     straight_through
         With ``mapping="hard"``: forward one-hot, backward through the softmax at the current
         temperature, so the memberships pass gradients (straight-through estimator).
-    device, dtype
-        Where and in which dtype the centres live (``torch.nn`` factory arguments).
+    device
+        The device the centres live on (a ``torch.nn`` factory argument; None: the default).
+    dtype
+        The dtype of the centres (a ``torch.nn`` factory argument; None: the default).
     temperature
         Deprecated: the old name of ``initial_temperature``.
     decay

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 
 import apache_beam as beam
 import numpy as np
@@ -20,11 +21,12 @@ from hypothesis import strategies as st
 from streamrbf import RBFKMeans
 from streamrbf.beam import ClusterPerKey, DeadLetter, KeyState, KeyStateCoder
 from streamrbf.beam.per_key import (
+    Snapshot,
     _ParseAndBatchDoFn,
     _ParseAndBatchWithIdsDoFn,
     _ScoreAndLearnDoFn,
 )
-from streamrbf.beam.state import EventChunk
+from streamrbf.beam.state import EventChunk, stable_hash
 from streamrbf.core import engine
 from streamrbf.core.assignment import Assignment
 from streamrbf.core.policy import Policy
@@ -479,6 +481,48 @@ def test_snapshots_pass_every_multiple_of_snapshot_every_across_a_drift_restart(
     assert final > steps[0] + (400 - 60) // 10
     assert np.sort(state.read().model.centers[0][:, 0]) == pytest.approx([20, 30], abs=1)
     assert sorted({s // 3 for s in steps}) == list(range(final // 3 + 1))
+
+
+def test_the_last_snapshot_is_the_whole_model_the_key_holds_at_the_end():
+    # Across a drift restart (which starts a model afresh: new start and floor temperatures) and
+    # the end of input's flush: the last snapshot holds every field of the key's model record.
+    rng = np.random.default_rng(1)
+    halves = [np.concatenate([rng.normal(a, 1, (100, 2)), rng.normal(b, 1, (100, 2))])
+              for a, b in ((0, 6), (20, 30))]
+    X = np.concatenate([h[rng.permutation(200)] for h in halves] + [rng.normal(25, 1, (7, 2))])
+    t = ClusterPerKey(2, batch_size=10, warmup=60, snapshot_every=1, random_state=5)
+    fn = _ScoreAndLearnDoFn(t.policy, t.warmup, None, 1, t.clock, 5, 10, None, "events", None,
+                            t.drift_detector)
+    state = _State()
+    outs = _outputs(fn.process(("k", EventChunk(("u", "v"), X)), state, _Timer(), _Timer(),
+                               _Timer()))
+    outs += _outputs(fn.end_of_input("k", state, _Timer(), _Timer()))
+    snaps = [v for tag, v in outs if tag == "snapshots"]
+    assert [s.temperature for s in snaps[1:]] != sorted(
+        (s.temperature for s in snaps[1:]), reverse=True), "no reheat: no drift restart"
+    m = state.last_written.model
+    last = snaps[-1]
+    assert last.n_steps == int(m.n_steps[0]) and last.n_seen == int(m.n_seen[0]) == len(X)
+    assert last.temperature == float(m.temperature[0])
+    assert last.initial_temperature == float(m.initial_temperature[0])
+    assert last.min_temperature == float(m.min_temperature[0])
+    assert last.seed == int(m.seed[0]) == (5 * 1_000_003 + stable_hash("k")) % 2**32
+    assert last.feature_names == ["u", "v"]
+    np.testing.assert_array_equal(np.asarray(last.centers), m.centers[0])
+    np.testing.assert_array_equal(np.asarray(last.counts), m.masses[0])
+    # The restart started the model afresh: its start is not the first model's.
+    assert last.initial_temperature != snaps[0].initial_temperature
+    # Plain values, as JSON writes and reads them back.
+    assert Snapshot(**json.loads(json.dumps(last._asdict()))) == last
+
+
+def test_a_snapshot_of_an_earlier_release_still_reads():
+    # Earlier snapshots had six fields: JSON (and pickles) of them give None for the later ones.
+    old = {"key": "a", "n_steps": 3, "n_seen": 40, "temperature": 0.5, "centers": [[0.0]],
+           "counts": [1.0]}
+    s = Snapshot(**old)
+    assert (s.initial_temperature, s.min_temperature, s.seed, s.feature_names) == (None,) * 4
+    assert pickle.loads(pickle.dumps(s)) == s and s[:6] == tuple(old.values())
 
 
 # ----------------------------------------------------------------------------- event ids

@@ -193,6 +193,64 @@ def test_each_stream_has_a_model_file_that_inspect_opens(default_run, capsys):
         assert "3 clusters x 2 features" in report and "f0, f1" in report
 
 
+def test_model_files_are_the_models_cluster_per_key_held_at_the_end(tmp_path, monkeypatch):
+    # Every field of each stream's model record (centres, masses, temperatures, start and floor,
+    # seed, counters, names), across a drift restart: the file is the model, not an estimate.
+    from streamrbf.beam import per_key
+    from streamrbf.core.persistence import load_state
+
+    held: dict[str, object] = {}
+    flush = per_key._ScoreAndLearnDoFn._flush
+
+    class Recorder:  # the key's Beam state, remembering the model of every write
+        def __init__(self, state, key):
+            self.state, self.key = state, key
+
+        def read(self):
+            return self.state.read()
+
+        def write(self, value):
+            held[self.key] = value.model
+            self.state.write(value)
+
+        def clear(self):
+            self.state.clear()
+
+    def recording_flush(self, key, model, final):
+        return (yield from flush(self, key, Recorder(model, key), final))
+
+    monkeypatch.setattr(per_key._ScoreAndLearnDoFn, "_flush", recording_flush)
+    rng = np.random.default_rng(3)
+    lines = []
+    for i in range(600):  # "drift" jumps half way; "calm" does not
+        a = [0.0, 6.0][i % 2] + (20.0 if i >= 300 else 0.0)
+        lines.append({"key": "drift", "x": a + rng.normal(0, 1), "y": rng.normal(0, 1)})
+        lines.append({"key": "calm", "x": [0.0, 6.0][i % 2] + rng.normal(0, 1),
+                      "y": rng.normal(0, 1)})
+    src = tmp_path / "events.jsonl"
+    src.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    out = tmp_path / "out"
+    assert cluster_events.main(["--input", str(src), "--output_dir", str(out), "--n_clusters",
+                                "2", "--batch_size", "10", "--seed", "11", "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["streams"]["drift"]["reheats"]) >= 1
+    assert summary["streams"]["calm"]["reheats"] == []
+    index = json.loads((out / "models" / "index.json").read_text())
+    assert sorted(index) == sorted(held) == ["calm", "drift"]
+    for key, name in index.items():
+        state, params, extra = load_state(out / "models" / name, "RBFKMeans")
+        m = held[key]
+        assert extra["stream"] == key and params["random_state"] == 11
+        np.testing.assert_array_equal(state.centers, m.centers)
+        np.testing.assert_array_equal(state.masses, m.masses)
+        for field in ("temperature", "initial_temperature", "min_temperature", "n_steps",
+                      "n_seen", "seed"):
+            np.testing.assert_array_equal(getattr(state, field), getattr(m, field), err_msg=field)
+        assert state.feature_names == m.feature_names == ("x", "y")
+        model = RBFKMeans.load(out / "models" / name)
+        assert model.n_steps_ == int(m.n_steps[0]) and model.temperature_ == m.temperature[0]
+
+
 def test_clusters_png_is_a_figure_of_readable_size(default_run):
     from matplotlib.image import imread
 

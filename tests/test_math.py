@@ -310,3 +310,31 @@ def test_free_energy_reaches_the_kmeans_objective_at_any_small_temperature(dtype
     assert float(F.detach()) == pytest.approx(float(kmeans_objective(d.detach())), rel=1e-6)
     one_hot = torch.nn.functional.one_hot(d.detach().argmin(1), 3).to(dtype)
     assert torch.equal(d.grad, one_hot)
+
+
+@pytest.mark.parametrize("mapping", ["entmax15", "softmax"])
+@pytest.mark.parametrize("m", [2, 3, 4])
+@pytest.mark.parametrize("ratio", [0.8, 0.95, 1.05, 1.25])
+def test_coincident_centres_split_below_the_critical_temperature(mapping, m, ratio):
+    """docs/theory.md: m centres coinciding at the mean of data with covariance eigenvalue
+    lambda split below T_c = 2 sqrt(m) lambda (entmax-1.5) or 2 lambda (softmax): one soft-Lloyd
+    step multiplies a perturbation along the top eigenvector by T_c / T."""
+    from streamrbf.core.statistics import batch_result
+
+    rng = np.random.default_rng(m)
+    Z = rng.normal(size=(20000, 2))
+    Z -= Z.mean(axis=0)
+    Z = Z @ np.linalg.inv(np.linalg.cholesky(np.cov(Z.T, bias=True))).T  # exactly white
+    lam = 4.0
+    X = Z * np.array([math.sqrt(lam), 1.0])  # covariance diag(4, 1)
+    critical = 2 * lam * (math.sqrt(m) if mapping == "entmax15" else 1.0)
+    T = ratio * critical
+    eps = 1e-5
+    C = np.zeros((m, 2))
+    C[0, 0], C[1, 0] = eps, -eps  # sum of the perturbations 0
+    r = batch_result(X, C, T, mapping)
+    stepped = r.stats.sums / r.stats.mass[:, None]
+    growth = stepped[0, 0] / eps
+    assert growth == pytest.approx(critical / T, rel=1e-6)
+    assert (growth > 1) == (T < critical)
+    assert abs(stepped[:, 1]).max() < 1e-9  # along the top eigenvector only

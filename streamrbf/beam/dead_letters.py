@@ -473,8 +473,10 @@ def parse_weighted(
         The event.
     weight_field
         The name of the weight's field.
-    feature_names, n_features
-        As in :func:`parse_features`, for the other fields.
+    feature_names
+        The expected names of the other fields, as in :func:`parse_features`.
+    n_features
+        The expected number of feature values (the other fields), as in :func:`parse_features`.
 
     Returns
     -------

@@ -47,6 +47,37 @@ _CHUNK_ROWS = 4096
 class Snapshot(NamedTuple):
     """A key's model after ``n_steps`` steps and ``n_seen`` events (plain lists: JSON-ready).
 
+    It holds all of the key's model record, so a model rebuilt from it (as the ``streamrbf run``
+    job writes each stream's model file) is the one ClusterPerKey held: the same centres, masses,
+    temperatures, counters, seed and feature names, hence the same later random draws. The fields
+    after ``counts`` came later and have defaults (None: not recorded), so that
+    ``Snapshot(**d)`` still reads the JSON of a snapshot that lacks them.
+
+    Attributes
+    ----------
+    key : str
+        The key (the stream).
+    n_steps : int
+        Learning steps (batches learnt from) of the key's model.
+    n_seen : int
+        Events the key's model has seen.
+    temperature : float
+        The model's current temperature.
+    centers : list of list of float
+        The centres, ``n_clusters`` lists of ``n_features`` values.
+    counts : list of float
+        The centres' decayed masses.
+    initial_temperature : float or None
+        The temperature the model started from (since its last drift restart, which starts a
+        model afresh, hot).
+    min_temperature : float or None
+        The floor the temperature never anneals below.
+    seed : int or None
+        The model's seed (derived from ``random_state`` and the key): with ``n_steps``, it
+        determines the model's random draws.
+    feature_names : list of str or None
+        The model's feature names (None for array events without ``feature_names``).
+
     Examples
     --------
     >>> import apache_beam as beam
@@ -68,6 +99,10 @@ class Snapshot(NamedTuple):
     temperature: float
     centers: list[list[float]]
     counts: list[float]
+    initial_temperature: float | None = None
+    min_temperature: float | None = None
+    seed: int | None = None
+    feature_names: list[str] | None = None
 
 
 class PerKeyResult(NamedTuple):
@@ -97,7 +132,9 @@ class PerKeyResult(NamedTuple):
 
 def _snapshot(key: str, m: ModelState) -> Snapshot:
     return Snapshot(key, int(m.n_steps[0]), int(m.n_seen[0]), float(m.temperature[0]),
-                    m.centers[0].tolist(), m.masses[0].tolist())
+                    m.centers[0].tolist(), m.masses[0].tolist(),
+                    float(m.initial_temperature[0]), float(m.min_temperature[0]), int(m.seed[0]),
+                    None if m.feature_names is None else list(m.feature_names))
 
 
 _NUMBER_TYPES = frozenset((float, int))
@@ -529,9 +566,11 @@ class ClusterPerKey(beam.PTransform):
     ----------
     n_clusters
         Centres per key.
-    batch_size, max_buffering_secs
-        Batch size, and the processing time a partial batch may wait (streams; None: until full
-        or idle).
+    batch_size
+        Events per batch: each key's model scores and learns from its events this many at a time.
+    max_buffering_secs
+        Processing time a partial batch may wait before it is scored and learnt from (streams
+        only); None: it waits until it is full or the key is idle.
     warmup
         Events a key buffers before initialising its model; None: ``max(4 * n_clusters, 32)``.
     ttl_secs
@@ -539,8 +578,11 @@ class ClusterPerKey(beam.PTransform):
     snapshot_every
         Emit a :class:`Snapshot` of a key's model at initialisation and every this many steps
         (0: never).
-    feature_names, n_features
-        Fix the features of every stream (otherwise each stream's first event fixes its own).
+    feature_names
+        The feature names of every stream: a dict event must have exactly these keys, a sequence
+        gets these names; None: each stream's first event fixes its own.
+    n_features
+        The number of features of every stream; None: each stream's first event fixes its own.
     clock
         Processing-time clock for buffering and TTL (tests under ``TestStream`` pass one).
     random_state

@@ -412,3 +412,34 @@ def exact_small_sq_distances_csr(data, indices, indptr, C, D, xx, cc, ratio):
                 D[i, j] = s
                 count += 1
     return count
+
+
+@_jit_batch
+def nearest_two(X, G, xx, cc, weights, labels, first, second, mass, sums):
+    """Lloyd's pass from the Gram block ``G = X @ C.T`` and the squared norms ``xx``, ``cc``:
+    each row's nearest centre ``labels``, its squared distance ``first`` and the squared
+    distance to the second-nearest centre ``second`` (the norm expansion, at least 0; inf with
+    one centre), and the clusters' weighted ``mass`` and ``sums`` (accumulated); ``weights``
+    empty: every weight is 1. Ties go to the lowest index, as ``argmin``."""
+    n, k = G.shape
+    dim = X.shape[1]
+    weighted = weights.shape[0] > 0
+    for i in range(n):
+        best = np.inf
+        runner = np.inf
+        jbest = 0
+        for j in range(k):
+            dist = xx[i] + cc[j] - 2.0 * np.float64(G[i, j])
+            if dist < best:
+                runner = best
+                best = dist
+                jbest = j
+            elif dist < runner:
+                runner = dist
+        labels[i] = jbest
+        first[i] = max(best, 0.0)
+        second[i] = max(runner, 0.0)
+        wi = weights[i] if weighted else 1.0
+        mass[jbest] += wi
+        for t in range(dim):
+            sums[jbest, t] += wi * X[i, t]

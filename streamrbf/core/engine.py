@@ -19,6 +19,7 @@ torch tensors (on an accelerator) use the torch programs of :mod:`streamrbf.core
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -28,7 +29,8 @@ import numpy as np
 from . import _kernels
 from ._warn import warn_caller
 from .assignment import AssignmentBatch
-from .policy import Policy
+from .policy import AUTO, QUIET_SHIFT, Policy
+from .refine import split_merge
 from .seeding import kmeans_plusplus, reseed_candidates
 from .state import (
     REFITTING,
@@ -42,6 +44,7 @@ from .state import (
 )
 from .statistics import (
     CANCELLATION,
+    CHUNK_ELEMENTS,
     BatchResult,
     SufficientStatistics,
     batch_result,
@@ -71,10 +74,6 @@ __all__ = [
     "statistics",
     "step",
 ]
-
-# Rows x centres of one chunk of a pass over many rows: the Gram block is 32 MB in float64.
-CHUNK_ELEMENTS = 1 << 22
-
 
 class FitResult(NamedTuple):
     """What :func:`fit` and :func:`initialise` return: the model, and the data's labels, K-Means
@@ -364,8 +363,8 @@ def _tolerance(X: Any, policy: Policy, weights: np.ndarray | None = None) -> flo
 def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
         feature_names: tuple[str, ...] | None = None,
         sample_weight: Any = None,
-        progress: Callable[[int, int, float, float, str | None], None] | None = None
-        ) -> FitResult:
+        progress: Callable[[int, int, float, float, str | None], None] | None = None,
+        trace: Callable[[int, int, float, np.ndarray], None] | None = None) -> FitResult:
     """Fit a model to the data ``X`` from scratch: the best of the policy's seedings, each
     annealed on ``X`` until its clustering is hard and stable.
 
@@ -396,6 +395,10 @@ def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
         objective and why it stopped (``"small centers change"``, ``"no point changed
         cluster"``, ``"lack of improvement in inertia"``, or None at ``max_iter``): a face's
         verbose report; None: nothing.
+    trace
+        Called after each annealing iteration with the seeding's number, the iteration, the
+        temperature it ran at and the centres after it (a host copy): to draw the phase
+        transitions; None: nothing.
 
     Returns
     -------
@@ -425,7 +428,10 @@ def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
         C0, sample, sample_w = initial_centres(X, policy, rng, w)
         t0 = _start_temperature(policy, sample, C0, sample_w)
         tmin = policy.floor_temperature(t0)
-        run = _anneal(X, _centres_like(C0, X), t0, tmin, policy, rng, tol, full, w, stream)
+        run = _anneal(X, _centres_like(C0, X), t0, tmin, policy, rng, tol, full, w, stream,
+                      None if trace is None else functools.partial(trace, trial))
+        if policy.split_merge and full and not stream:
+            run = _refined(X, run, policy, rng, tol, w)
         if progress is not None:
             progress(trial, run[6], run[2], run[3], run[7])
         if best is None or run[3] < best[3]:
@@ -476,7 +482,7 @@ def initialise(X: Any, policy: Policy, seed: int,
                sample_weight=sample_weight)
 
 
-def _anneal(X, C, t0, tmin, policy, rng, tol, full, w, stream):
+def _anneal(X, C, t0, tmin, policy, rng, tol, full, w, stream, trace=None):
     """``fit``'s loop for one seeding (rows weighted by ``w``); returns (centres, masses,
     temperature, inertia, labels, steps, iterations, why it stopped or None). A stream's first
     batch (``stream``) anneals at the policy's pace and stays where it got to, for the batches
@@ -491,6 +497,8 @@ def _anneal(X, C, t0, tmin, policy, rng, tol, full, w, stream):
               else policy.fit_temperature_factor(t0, tmin))
     hard, previous = one_hot, None
     reason = None
+    adaptive = full and not stream and policy.temperature_decay == AUTO
+    quiet = 0
     B = n if full else int(policy.batch_size)
     order = np.empty(0, np.int64)
     watch = (None if full or policy.max_no_improvement is None
@@ -501,6 +509,7 @@ def _anneal(X, C, t0, tmin, policy, rng, tol, full, w, stream):
         if it == max_iter - 1 and not stream:
             T = cooled(policy.last_fit_temperature(T, tmin), 1.0, tmin)  # never 0
         stable = False
+        T_step = T
         cold = hard or one_hot or T <= tmin  # as the iteration starts
         if full:
             C, hard, labels, moved = _full_batch_step(X, C, T, policy.mapping, w, cold)
@@ -508,7 +517,12 @@ def _anneal(X, C, t0, tmin, policy, rng, tol, full, w, stream):
             # no empty centre was moved.
             stable = cold and not moved and previous is not None and _same(labels, previous)
             previous = labels
-            T = cooled(T, factor, tmin)
+            if adaptive:
+                # Quiet steps (the centres moved little on the scale of the temperature: the
+                # soft fixed point at this temperature is reached) cool faster and faster;
+                # a step that moves the centres (a phase transition) returns to the pace.
+                quiet = 0 if _shift(C, start) > QUIET_SHIFT * len(C) * T else min(quiet + 1, 3)
+            T = cooled(T, factor ** (1 << quiet), tmin)
             steps += 1
         else:
             hard = True
@@ -540,6 +554,8 @@ def _anneal(X, C, t0, tmin, policy, rng, tol, full, w, stream):
                 # (a move counts in the epoch's shift: the loop goes on)
                 C, _ = _separate_duplicates(X, C, T, policy.mapping, w)
         shift = _shift(C, start)
+        if trace is not None:
+            trace(n_iter, T_step, host_array(C))
         # Converged once a step taken cold (or found hard) moved the centres by less than the
         # tolerance, or changed no point's nearest centre: a run that only now reached its
         # floor takes one more step, in which centres left empty are moved.
@@ -556,6 +572,34 @@ def _anneal(X, C, t0, tmin, policy, rng, tol, full, w, stream):
     if full:
         masses = final.stats.mass
     return C, masses, T, weighted_sum(final.nearest, w), final.labels, steps, n_iter, reason
+
+
+def _refined(X: Any, run: tuple, policy: Policy, rng: np.random.Generator, tol: float,
+             w: np.ndarray | None) -> tuple:
+    """An annealed run (``_anneal``'s tuple) after split and merge moves at zero temperature
+    (:func:`~streamrbf.core.refine.split_merge`) within the iterations ``max_iter`` leaves."""
+    C, masses, T, inertia, labels, steps, n_iter, reason = run
+    left = int(policy.max_iter) - n_iter
+    if left < 1:
+        return run
+    if _numpy(X) or is_sparse(X):
+        C2, r, used = split_merge(X, C, w, tol, left, rng)
+        new_masses, new_labels = r.stats.mass, r.labels
+    else:  # a tensor: the moves run on a host copy of the data (one transfer)
+        C2, r, used = split_merge(host_array(X), host_array(C), w, tol, left, rng)
+        C2 = _centres_like(C2, C)
+        new_masses = _like_tensor(r.stats.mass, C)
+        new_labels = _like_tensor(r.labels, C)
+    # (never worse than the annealed run: Lloyd's steps and kept moves only lower the error;
+    # the temperature stays where the annealing left it, cold)
+    return (C2, new_masses, T, weighted_sum(r.nearest, w), new_labels,
+            steps + used, n_iter + used, reason if used < left else None)
+
+
+def _like_tensor(a: np.ndarray, C: Any) -> Any:
+    import torch
+
+    return torch.from_numpy(a).to(C.device)
 
 
 def _next_rows(order: np.ndarray, B: int, n: int, rng: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -17,9 +17,13 @@ The rules behind "auto":
   neighbouring centres are shared, but the given clusters are kept rather than melted down.
 - ``min_temperature="auto"``: :data:`AUTO_MIN_RATIO` x the starting temperature.
 - ``temperature_decay="auto"``: the temperature falls by :data:`AUTO_DECAY` per full-batch
-  iteration of ``fit``, and by the same factor per :data:`DECAY_EVENTS` events of a stream (at
-  most that much per step): a stream anneals at the same pace per event whatever its batch size.
-  A number is the factor per step.
+  iteration of ``fit`` while the centres move, and faster (``AUTO_DECAY ** 2``, ``** 4``,
+  ``** 8``) after quiet iterations (:data:`QUIET_SHIFT`): ``fit`` spends its iterations where
+  the clustering changes. A stream's temperature falls by the same factor per
+  :data:`DECAY_EVENTS` events (at most that much per step): a stream anneals at the same pace
+  per event whatever its batch size. A number is the factor per step.
+- ``split_merge=True``: a full-batch ``fit`` ends with split and merge moves at zero temperature
+  (:mod:`streamrbf.core.refine`) and Lloyd's polish, within ``max_iter``.
 - ``half_life="auto"``: ``fit`` over a fixed data set never forgets; a stream's masses halve every
   ``max(AUTO_MEMORY_STEPS, AUTO_MEMORY_PER_CLUSTER * n_clusters)`` steps, so a centre's step size
   never falls below about 1 / (1.44 x that many steps) of what one batch brings: it keeps following
@@ -53,6 +57,11 @@ AUTO_TEMPERATURE_SCALE = 4.0
 AUTO_MIN_RATIO = 1e-3
 AUTO_DECAY = 0.9
 DECAY_EVENTS = 100
+#: A full-batch step of ``fit`` is *quiet* when its centres moved by at most this x the
+#: temperature (mean squared shift per centre): the soft fixed point at this temperature is
+#: reached, and the next steps cool by ``decay ** 2``, ``** 4``, ``** 8``; a step that moves
+#: the centres more (a phase transition under way) returns to ``decay``.
+QUIET_SHIFT = 0.1
 AUTO_MEMORY_STEPS = 100
 AUTO_MEMORY_PER_CLUSTER = 4
 STREAM_N_INIT = 5
@@ -246,6 +255,10 @@ class Policy:
         below ``tol`` x the mean feature variance.
     batch_size
         ``fit``'s mini-batch size; None: full batch (each iteration one soft-Lloyd step).
+    split_merge
+        Full-batch ``fit`` only: after annealing, split the clusters with the largest error and
+        merge the least useful centres while that lowers the K-Means objective
+        (:mod:`streamrbf.core.refine`), within ``max_iter``; False: annealing alone.
     max_no_improvement
         Mini-batch ``fit`` only: once cold, stop after this many consecutive batches that do not
         improve the smoothed batch inertia (as scikit-learn's ``MiniBatchKMeans``); None: no such
@@ -285,6 +298,7 @@ class Policy:
     tol: float = 1e-4
     batch_size: int | None = None
     max_no_improvement: int | None = None
+    split_merge: bool = True
     init_size: int | None = None
     forgetting_per_step: float | None = None
 
@@ -381,13 +395,17 @@ class Policy:
         ratio = self.reassignment_ratio
         if not (_real(ratio) and 0 <= ratio < 1):
             raise ValueError(f"reassignment_ratio must be in [0, 1), got {ratio!r}")
-        if self.init_size is not None and not (_int(self.init_size) and self.init_size >= 1):
-            raise ValueError(f"init_size must be None or an int >= 1, got {self.init_size!r}")
         if not (_int(self.max_iter) and self.max_iter >= 1):
             raise ValueError(f"max_iter must be an int >= 1, got {self.max_iter!r}")
         if not (_real(self.tol) and self.tol >= 0):
             raise ValueError(f"tol must be a float >= 0, got {self.tol!r}")
-        for name in ("batch_size", "max_no_improvement"):
+        return self._check_fit_options()
+
+    def _check_fit_options(self) -> Policy:
+        """The rest of :meth:`check`: ``fit``'s options."""
+        if not isinstance(self.split_merge, (bool, np.bool_)):
+            raise ValueError(f"split_merge must be a bool, got {self.split_merge!r}")
+        for name in ("init_size", "batch_size", "max_no_improvement"):
             v = getattr(self, name)
             if v is not None and not (_int(v) and v >= 1):
                 raise ValueError(f"{name} must be None or an int >= 1, got {v!r}")

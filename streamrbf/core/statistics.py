@@ -14,6 +14,7 @@ accelerators and differentiable code, and import it when called.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -148,6 +149,9 @@ class BatchResult:
 
 # Above this mean support size per row, the weighted sums go through one BLAS matmul instead of the
 # sparse scatter (the scatter costs support x dim per row, the matmul k x dim at BLAS speed).
+# Rows x centres of one chunk of a pass over many rows: the Gram block is 32 MB in float64.
+CHUNK_ELEMENTS = 1 << 22
+
 _DENSE_SUPPORT_FRACTION = 1 / 16
 # Room for this many non-zeros per row first; a batch with a busier row is redone with room for k.
 _SPARSE_ROOM = 8
@@ -167,6 +171,32 @@ def _blas_controller():
 
 # Below this, BLAS stays on one thread by itself and limiting it would cost more than the product.
 _TINY_MATMUL = 1 << 16
+
+
+def blas_threads_for(size: int) -> Any:
+    """A context in which products of ``size`` multiply-adds run as :func:`gram` runs them (one
+    BLAS thread from 2**16 up to 2**24): for a loop of many such products, which would
+    otherwise pay for limiting the threads at every product.
+
+    Parameters
+    ----------
+    size
+        Multiply-adds of one product.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        The context.
+
+    Examples
+    --------
+    >>> with blas_threads_for(10):
+    ...     float((np.ones((2, 3)) @ np.ones(3))[0])
+    3.0
+    """
+    if _TINY_MATMUL <= size < _SMALL_MATMUL:
+        return _blas_controller().limit(limits=1, user_api="blas")
+    return contextlib.nullcontext()
 
 
 def is_sparse(X: Any) -> bool:
@@ -313,8 +343,8 @@ def safe_gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
     """
     with np.errstate(over="ignore", invalid="ignore"):  # checked below
         G = gram(X, C)
-        if np.isfinite(G).all():
-            return G
+        if math.isfinite(G.sum()) or np.isfinite(G).all():  # (a sum is finite when all are,
+            return G                                         # unless it overflows: then check)
         if X.dtype != np.float64:
             G = gram(X.astype(np.float64), C.astype(np.float64))  # sparse stays sparse
             if np.isfinite(G).all():

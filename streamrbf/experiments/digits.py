@@ -308,31 +308,42 @@ def table(results: list[SeedResult]) -> str:
 
 
 def figure(result: SeedResult, path: str | Path) -> None:
-    """PCA of the codes coloured by cluster before and after joint training; temperature curve."""
+    """PCA of the codes coloured by cluster before and after joint training (one scale for
+    both panels, so the codes' shrinking shows), above the temperature curve; 7.5 x 7.2 in,
+    readable at the docs' column width."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    fig = plt.figure(figsize=(7.5, 7.2))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1.25, 1])
+    axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, :])]
     panels = (
-        (result.codes_start, result.labels_start, "Start: pretrained codes, two-step clusters"),
-        (result.codes_end, result.labels_end, "End: jointly trained codes, nearest centre"),
+        (result.codes_start, result.labels_start, "Before: pretrained codes,\ntwo-step clusters"),
+        (result.codes_end, result.labels_end, "After: jointly trained codes,\nnearest centre"),
     )
-    for ax, (codes, labels, title) in zip(axes[:2], panels, strict=True):
-        xy = PCA(n_components=2, random_state=0).fit_transform(codes)
-        ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=5, vmin=0, vmax=9)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("PC 1")
-        ax.set_ylabel("PC 2")
-    axes[2].semilogy(result.temperatures)
-    axes[2].set_title("Temperature T (annealed once per epoch)", fontsize=10)
-    axes[2].set_xlabel("joint epoch")
-    axes[2].set_ylabel("T")
+    points = [PCA(n_components=2, random_state=0).fit_transform(c) for c, _, _ in panels]
+    low = np.min([p.min(axis=0) for p in points], axis=0)
+    high = np.max([p.max(axis=0) for p in points], axis=0)
+    pad = 0.04 * (high - low)
+    for ax, xy, (_, labels, title) in zip(axes[:2], points, panels, strict=True):
+        ax.set_xlim(low[0] - pad[0], high[0] + pad[0])  # one scale for both: the codes shrink
+        ax.set_ylim(low[1] - pad[1], high[1] + pad[1])
+        ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=6, vmin=0, vmax=9)
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("PC 1", fontsize=10)
+        ax.set_ylabel("PC 2", fontsize=10)
+        ax.tick_params(labelsize=9)
+    axes[2].semilogy(np.arange(len(result.temperatures)), result.temperatures, marker=".")
+    axes[2].set_title("Temperature T of the layer, annealed once per joint epoch", fontsize=11)
+    axes[2].set_xlabel("joint epoch (0: the start)", fontsize=10)
+    axes[2].set_ylabel("T (log scale)", fontsize=10)
+    axes[2].tick_params(labelsize=9)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
 
 

@@ -868,6 +868,23 @@ def _names_for(d: int, name_sets: Sequence[Sequence[str]]) -> list[str] | None:
     return found[0] if len(found) == 1 else None
 
 
+def _snapshot_names(snapshot: dict[str, Any],
+                    name_sets: Sequence[Sequence[str]]) -> list[str] | None:
+    """A stream's feature names: its snapshot's, or (a snapshot of an earlier release, which
+    did not record them) the one list of as many names as it has features among ``name_sets``.
+
+    Examples
+    --------
+    >>> _snapshot_names({"centers": [[0.0, 1.0]], "seed": 3, "feature_names": None}, [["x", "y"]])
+    >>> _snapshot_names({"centers": [[0.0, 1.0]]}, [["x", "y"]])
+    ['x', 'y']
+    """
+    if "feature_names" in snapshot:  # recorded (None: the stream's events had no names)
+        names = snapshot.get("feature_names")
+        return None if names is None else list(names)
+    return _names_for(len(snapshot["centers"][0]), name_sets)
+
+
 def _write_models(out: Path, history: dict[str, list[dict[str, Any]]],
                   parameters: dict[str, Any], name_sets: Sequence[Sequence[str]]
                   ) -> dict[str, str]:
@@ -875,9 +892,12 @@ def _write_models(out: Path, history: dict[str, list[dict[str, Any]]],
     ``RBFKMeans.load`` and ``streamrbf inspect`` read) in ``out/models``, and an index
     (``models/index.json``: key -> file name). Returns the index.
 
-    A snapshot has the centres, masses, temperature and counters; the file's starting
-    temperature (where a reheat returns to) is the hottest since the stream's last reheat, its
-    floor the policy's rule for it (1/1000 of the start)."""
+    A snapshot holds the stream's whole model record (centres, masses, temperatures, counters,
+    seed and feature names), so each file is the model ClusterPerKey held at the end. Snapshots
+    of earlier releases lacked the starting and floor temperatures, the seed and the names: for
+    them the start is the hottest temperature since the stream's last reheat, the floor the
+    policy's rule for it (1/1000 of the start), the seed recomputed from the run's and the key,
+    and the names the one list of the right length the events had."""
     from ..beam.state import stable_hash
     from ..core.persistence import save_state
     from ..core.policy import AUTO_MIN_RATIO
@@ -889,17 +909,22 @@ def _write_models(out: Path, history: dict[str, list[dict[str, Any]]],
     seed = int(parameters.get("seed", 0))
     for key, hist in sorted(history.items()):
         last = hist[-1]
-        rises = [i for i in range(1, len(hist))
-                 if hist[i]["temperature"] > hist[i - 1]["temperature"]]
-        start = max(s["temperature"] for s in hist[(rises or [0])[-1]:])
         C = np.asarray(last["centers"], dtype=np.float64)
-        names = _names_for(C.shape[1], name_sets)
+        names = _snapshot_names(last, name_sets)
+        if last.get("initial_temperature") is not None:
+            start, floor = last["initial_temperature"], last["min_temperature"]
+        else:  # an earlier release's snapshots: estimated
+            rises = [i for i in range(1, len(hist))
+                     if hist[i]["temperature"] > hist[i - 1]["temperature"]]
+            start = max(s["temperature"] for s in hist[(rises or [0])[-1]:])
+            floor = min(AUTO_MIN_RATIO * start, last["temperature"])
+        model_seed = last.get("seed")
+        if model_seed is None:
+            model_seed = (seed * 1_000_003 + stable_hash(key)) % 2**32
         state = ModelState.single(
             C, np.asarray(last["counts"], dtype=np.float64), temperature=last["temperature"],
-            initial_temperature=start, min_temperature=min(AUTO_MIN_RATIO * start,
-                                                          last["temperature"]),
-            n_steps=last["n_steps"], n_seen=last["n_seen"],
-            seed=(seed * 1_000_003 + stable_hash(key)) % 2**32,
+            initial_temperature=start, min_temperature=floor,
+            n_steps=last["n_steps"], n_seen=last["n_seen"], seed=int(model_seed),
             feature_names=None if names is None else tuple(names))
         params = {"n_clusters": int(C.shape[0]), "batch_size": parameters.get("batch_size", 100),
                   "temperature_decay": parameters.get("temperature_decay", "auto"),
@@ -972,7 +997,7 @@ def summarise(output_dir: str | Path, ignored_fields: dict[str, int] | None = No
         per[key].update(
             steps=last["n_steps"], n_seen=last["n_seen"], temperature=last["temperature"],
             centers=last["centers"], masses=last["counts"],
-            feature_names=_names_for(len(last["centers"][0]), name_sets),
+            feature_names=_snapshot_names(last, name_sets),
             cluster_sizes=[sizes[key].get(c, 0) for c in range(len(last["centers"]))],
             reheats=[{k: v for k, v in r.items() if k != "centers"} for r in _reheats(hist)],
             model_file=f"models/{models[key]}")
