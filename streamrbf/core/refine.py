@@ -16,7 +16,9 @@ here repair them, in the manner of breathing K-Means (Fritzke 2020):
   nearest neighbour of a removed centre is kept in that round (removing both would open a hole);
 - Lloyd iterations after each move; a round that lowers the K-Means error by more than
   :data:`MIN_GAIN` is kept, otherwise it is undone and ``m`` shrinks by one; the moves end at
-  ``m = 0`` or when the iterations run out.
+  ``m = 0`` or when the iterations run out. The last round (``m = 1``) is a swap: the two halves
+  of the split are kept, the least useful centre elsewhere goes, and Lloyd's iterations run to
+  convergence.
 
 Every pass is a hard (one-hot) pass of the compiled kernels over the data in chunks; the data are
 numpy arrays or scipy sparse matrices (models on an accelerator skip the moves). Every random
@@ -48,7 +50,7 @@ __all__ = ["MIN_GAIN", "POWER_ITERATIONS", "ROUND_ITER", "hard_pass", "lloyd", "
            "split_merge", "utilities"]
 
 #: A round of moves is kept when it lowers the K-Means error by more than this share.
-MIN_GAIN = 1e-4
+MIN_GAIN = 1e-6
 #: Lloyd iterations after each split or merge: the moves are judged on a partly converged
 #: solution (most of a move's gain shows in the first iterations); the best one is polished
 #: to convergence within the iterations left.
@@ -338,13 +340,14 @@ def moves_for(k: int) -> int:
 
 
 def _split(X: Any, C: np.ndarray, r: BatchResult, w: np.ndarray | None, m: int,
-           rng: np.random.Generator) -> np.ndarray:
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The centres with the ``m`` largest-error clusters split in two along their principal
-    axes: ``(k + m, d)``."""
+    axes: ``(k + m, d)``, and which of them are the halves of a split."""
     err = r.nearest if w is None else r.nearest * w
     err = np.bincount(r.labels, weights=err, minlength=len(C))
     new = C.astype(np.float64)
     extra = []
+    halves = np.zeros(len(C), bool)
     for j in np.argsort(-err, kind="stable")[:m]:
         rows = np.flatnonzero(r.labels == j)
         if rows.size < 2 or err[j] <= 0:
@@ -353,19 +356,26 @@ def _split(X: Any, C: np.ndarray, r: BatchResult, w: np.ndarray | None, m: int,
         half = 0.5 * math.sqrt(max(lam, 0.0)) * v
         extra.append(new[j] + half)
         new[j] = new[j] - half
-    return np.vstack([new, *extra]).astype(C.dtype) if extra else C
+        halves[j] = True
+    if not extra:
+        return C, halves
+    halves = np.concatenate([halves, np.ones(len(extra), bool)])
+    return np.vstack([new, *extra]).astype(C.dtype), halves
 
 
-def _merge(X: Any, C: np.ndarray, r: BatchResult, w: np.ndarray | None, k: int) -> np.ndarray:
+def _merge(X: Any, C: np.ndarray, r: BatchResult, w: np.ndarray | None, k: int,
+           halves: np.ndarray) -> np.ndarray:
     """The ``k`` centres left after removing the least useful ones: in order of utility, each
-    removed centre's nearest remaining neighbour is kept in this round."""
+    removed centre's nearest remaining neighbour is kept in this round, and so are the
+    ``halves`` of this round's splits (undoing a split is what rejecting the round does), as
+    long as enough others are left to remove."""
     m = len(C) - k
     util = utilities(X, C, r, w)
     C64 = C.astype(np.float64)
     D = ((C64[:, None, :] - C64[None, :, :]) ** 2).sum(-1)
     np.fill_diagonal(D, np.inf)
     removed: list[int] = []
-    kept = np.zeros(len(C), bool)
+    kept = halves.copy()
     for j in np.argsort(util, kind="stable"):
         if len(removed) == m:
             break
@@ -440,13 +450,18 @@ def _moves(X: Any, C: np.ndarray, w: np.ndarray | None, tol: float, max_iter: in
     best, best_r, best_err = C, r, error(r)
     m = moves_for(k)
     while m > 0 and used < max_iter:
-        grown = _split(X, best, best_r, w, m, rng)
+        grown, halves = _split(X, best, best_r, w, m, rng)
         if len(grown) == k:
             break  # nothing to split: every cluster is a single point
-        grown, g, it = lloyd(X, grown, w, tol, min(round_iter, max_iter - used), xx)
+        # The last round is one swap: the halves of the split are kept (the least useful centre
+        # elsewhere goes), and Lloyd's iterations run to convergence: on elongated clusters a
+        # good swap shows its gain only after many iterations.
+        cap = round_iter if m > 1 else max_iter
+        grown, g, it = lloyd(X, grown, w, tol, min(cap, max_iter - used), xx)
         used += it
-        trial, t, it = lloyd(X, _merge(X, grown, g, w, k), w, tol,
-                             max(1, min(round_iter, max_iter - used)), xx)
+        merged = _merge(X, grown, g, w, k, halves if m == 1 else np.zeros_like(halves))
+        trial, t, it = lloyd(X, merged, w, tol,
+                             max(1, min(cap, max_iter - used)), xx)
         used += it
         e = error(t)
         if e < best_err * (1.0 - MIN_GAIN):
