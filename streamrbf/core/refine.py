@@ -319,7 +319,8 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def moves_for(k: int) -> int:
     """Centres split and merged in the first round of moves for ``k`` clusters: ``sqrt(k)``,
-    at least 5 (breathing K-Means' default), at most ``k``.
+    at least 5 (breathing K-Means' default), at most half the clusters (a round that moves more
+    rarely survives its comparison, and costs as much as any).
 
     Parameters
     ----------
@@ -333,10 +334,10 @@ def moves_for(k: int) -> int:
 
     Examples
     --------
-    >>> moves_for(2), moves_for(10), moves_for(100)
-    (2, 5, 10)
+    >>> moves_for(2), moves_for(7), moves_for(10), moves_for(100)
+    (1, 3, 5, 10)
     """
-    return min(int(k), max(5, math.ceil(math.sqrt(k))))
+    return max(1, min(int(k) // 2, max(5, math.ceil(math.sqrt(k)))))
 
 
 def _split(X: Any, C: np.ndarray, r: BatchResult, w: np.ndarray | None, m: int,
