@@ -31,6 +31,7 @@ SUITE_TITLES = {
     "core": "Core: `RBFKMeans` against scikit-learn",
     "river": "River: `streamrbf.river.RBFKMeans` against river and scikit-learn",
     "beam": "Beam: `ClusterPerKey` against Beam's OnlineClustering example",
+    "quality": "Quality battery: one `fit`, a stream and River against K-Means and River's",
 }
 SUITE_COMMANDS = {name: f"python -m streamrbf.bench {name}" for name in SUITE_TITLES}
 
@@ -309,7 +310,24 @@ def beam_section(beam: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-RENDERERS = {"core": core_section, "river": river_section, "beam": beam_section}
+def quality_section(quality: dict[str, Any]) -> str:
+    """The battery's table (``streamrbf.bench.quality.markdown``), without the local path of
+    the run's own figure (the page draws it)."""
+    from streamrbf.bench.quality import markdown
+
+    lines = []
+    for line in markdown(quality).splitlines():
+        if line.startswith(("Figure:", "Goals per set", "FAIL")) or " sets meet every" in line:
+            continue  # (the bench's own report checks the project's targets; the page measures)
+        if line.startswith("|"):
+            line = "|".join(line.split("|")[:-2]) + "|"  # without the pass column
+            line = line.replace(" ✗", "")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+RENDERERS = {"core": core_section, "river": river_section, "beam": beam_section,
+             "quality": quality_section}
 
 
 def suite_section(name: str, result: Any) -> str:
@@ -318,7 +336,7 @@ def suite_section(name: str, result: Any) -> str:
     if isinstance(result, dict) and set(result) == {"error"}:  # the suite failed in that run
         return head + f"\n\nThis suite failed in the recorded run: `{result['error']}`."
     if name in RENDERERS:
-        render = _suite_renderer(name) if name != "core" else None
+        render = _suite_renderer(name) if name not in ("core", "quality") else None
         body = render(result) if render is not None else RENDERERS[name](result)
     else:
         body = "```json\n" + json.dumps(result, indent=2, default=str) + "\n```"
@@ -494,6 +512,21 @@ def plot_gpu(results: dict[str, Any]) -> bytes | None:
     return _figure_bytes(fig)
 
 
+def plot_battery(results: dict[str, Any]) -> bytes | None:
+    """The quality battery's figure, as ``python -m streamrbf.bench quality`` draws it."""
+    quality = results.get("quality")
+    if not quality or not quality.get("sets"):
+        return None
+    import tempfile
+
+    from streamrbf.bench.quality import _figure as battery_figure
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "battery.png"
+        battery_figure(quality, path)
+        return path.read_bytes()
+
+
 PLOTS = {  # file: (plot, alternative text, caption)
     "speed.png": (plot_speed, "Speed ratios of streamrbf over each peer",
                   "How many times faster streamrbf is than each peer on one thread, per shape "
@@ -509,6 +542,13 @@ PLOTS = {  # file: (plot, alternative text, caption)
                   "windowed ARI from before the jump, one dot per seed (x: never)."),
     "beam.png": (plot_beam, "Events per second of each Beam pipeline",
                  "Events per second of each pipeline of the Beam benchmark (higher is better)."),
+    "battery.png": (plot_battery, "Inertia ratios on the quality battery",
+                    "Top: inertia over that of `KMeans(n_init=10)` on each set of the battery, "
+                    "mean of the seeds (bars) and worst seed (whiskers), for one default "
+                    "`RBFKMeans.fit`, one `KMeans(n_init=1)`, and three streaming passes of "
+                    "`MiniBatchKMeans` and `RBFKMeans.partial_fit` (batches of 256). Below: one "
+                    "fit's annealing, its temperature per iteration (falling fast when the "
+                    "centres are quiet, slowly while they move) and its distinct centres."),
     "gpu.png": (plot_gpu, "GPU events per second",
                 "`partial_fit` events per second on the GPU, per shape and compile mode."),
 }
@@ -548,14 +588,14 @@ def render(results: dict[str, Any] | None) -> tuple[str, dict[str, bytes]]:
     if images:
         summary = ["## At a glance"]
         for name in PLOTS:
-            if name in images and name not in ("beam.png", "gpu.png"):
+            if name in images and name not in ("beam.png", "gpu.png", "battery.png"):
                 summary.append(_figure(name))
         parts.append("\n\n".join(summary))
     known = [name for name in SUITE_TITLES if name in results]
     others = [name for name in results if name not in (*SUITE_TITLES, "machine", "quick")]
     for name in [*known, *others]:
         section = suite_section(name, results[name])
-        image = {"beam": "beam.png", "core": "gpu.png"}.get(name)
+        image = {"beam": "beam.png", "core": "gpu.png", "quality": "battery.png"}.get(name)
         if image in images:
             section += f"\n\n{_figure(image)}"
         parts.append(section)

@@ -407,10 +407,21 @@ def trajectory_panel(ax: Any, history: Sequence[dict[str, Any]] | None) -> bool:
     twin = ax.twinx()
     twin.step(it, distinct, where="post", color="tab:blue", label="distinct centres")
     twin.set_ylabel("distinct centres", color="tab:blue")
+    twin.yaxis.get_major_locator().set_params(integer=True)
+    if all("inertia" in h for h in history):
+        # the K-Means objective of the centres: where it falls, the clustering is changing
+        final = history[-1]["inertia"] or 1.0
+        rel = [h["inertia"] / final for h in history]
+        third = ax.twinx()
+        third.spines["right"].set_position(("axes", 1.08))
+        third.plot(it, rel, color="tab:green", ls="--", label="K-Means objective")
+        third.set_ylabel("K-Means objective / its final value", color="tab:green")
     for i in range(1, len(distinct)):
         if distinct[i] != distinct[i - 1]:
             ax.axvline(it[i], color="grey", alpha=0.3, lw=0.8)
-    ax.set_title("one run: temperature and distinct centres (grey: splits)")
+    ax.set_title("one fit's annealing: temperature (log), distinct centres and the K-Means "
+                 "objective per iteration (grey: a change in the distinct centres)",
+                 fontsize="medium")
     return True
 
 
