@@ -15,7 +15,7 @@ here repair them, in the manner of breathing K-Means (Fritzke 2020):
   how much the error grows when its points go to their second-nearest centre) are removed; the
   nearest neighbour of a removed centre is kept in that round (removing both would open a hole);
 - Lloyd iterations after each move; a round that lowers the K-Means error by more than
-  :data:`MIN_GAIN` is kept, otherwise it is undone and ``m`` shrinks by one; the moves end at
+  :data:`MIN_GAIN` is kept, otherwise it is undone and ``m`` shrinks by a third; the moves end at
   ``m = 0`` or when the iterations run out. The last round (``m = 1``) is a swap: the two halves
   of the split are kept, the least useful centre elsewhere goes, and Lloyd's iterations run to
   convergence.
@@ -468,7 +468,7 @@ def _moves(X: Any, C: np.ndarray, w: np.ndarray | None, tol: float, max_iter: in
         if e < best_err * (1.0 - MIN_GAIN):
             best, best_r, best_err = trial, t, e
         else:
-            m -= 1
+            m = m * 2 // 3  # (5, 3, 2, 1, 0: fewer, smaller rounds once moves stop paying)
     if used < max_iter:  # the best one, polished until no point changes its cluster
         best, best_r, it = lloyd(X, best, w, 0.0, max_iter - used, xx)
         used += it
