@@ -443,3 +443,42 @@ def nearest_two(X, G, xx, cc, weights, labels, first, second, mass, sums):
         mass[jbest] += wi
         for t in range(dim):
             sums[jbest, t] += wi * X[i, t]
+
+
+@_jit_batch
+def bank_statistics(X, model, C, divisors, mapping, weights, mass, sums, labels, nearest,
+                    support):
+    """One pass of a bank of models over a mixed batch: row ``i`` belongs to model
+    ``model[i]``, whose centres are ``C[model[i]]`` (``(B, k, d)``) and logit divisor
+    ``divisors[model[i]]``. Accumulates each model's responsibility masses ``mass (B, k)``,
+    weighted sums ``sums (B, k, d)`` and non-zero count ``support (B,)``; writes each row's
+    nearest centre and squared distance (by direct differences: no cancellation).
+    ``weights`` empty: every weight is 1."""
+    n, dim = X.shape
+    k = C.shape[1]
+    weighted = weights.shape[0] > 0
+    d = np.empty(k, np.float64)
+    vals = np.empty(k, np.float64)
+    idx = np.empty(k, np.int64)
+    ubuf = np.empty(k, np.float64)
+    tbuf = np.empty(k, np.float64)
+    for i in range(n):
+        b = model[i]
+        for j in range(k):
+            s = 0.0
+            for t in range(dim):
+                diff = np.float64(X[i, t]) - np.float64(C[b, j, t])
+                s += diff * diff
+            d[j] = s
+        cnt, jmin, dmin = row_responsibilities(d, divisors[b], mapping, vals, idx, ubuf, tbuf)
+        labels[i] = jmin
+        nearest[i] = dmin
+        wi = weights[i] if weighted else 1.0
+        if wi > 0.0:
+            support[b] += cnt
+        for r in range(cnt):
+            p = wi * vals[r]
+            j = idx[r]
+            mass[b, j] += p
+            for t in range(dim):
+                sums[b, j, t] += p * X[i, t]
