@@ -84,3 +84,35 @@ def test_bad_calls_are_refused_by_name(models, X, match):
     bank = _bank(np.random.default_rng(0), 4, 3, 2, np.float64)
     with pytest.raises(ValueError, match=match):
         step_bank(bank, X, models, Policy(n_clusters=3))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 5), st.integers(1, 4), st.integers(0, 2**16),
+       st.sampled_from(["entmax15", "softmax", "hard"]), st.booleans(), st.booleans(),
+       st.sampled_from([np.float64, np.float32]))
+def test_the_torch_bank_program_is_the_compiled_one(B, k, d, seed, mapping, starved, weighted,
+                                                   dtype):
+    """The device path (a batched torch program), run on CPU tensors here and on CUDA when a
+    device is there, against the compiled CPU path."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(seed)
+    bank = _bank(rng, B, k, d, dtype, starved)
+    n = int(rng.integers(0, 40))
+    models = rng.integers(0, B, n)
+    X = rng.normal(0, 3, (n, d)).astype(dtype)
+    w = rng.uniform(0, 3, n) if weighted and n else None
+    policy = Policy(n_clusters=k, mapping=mapping)
+    ref, r_ref = step_bank(bank, X, models, policy, sample_weight=w)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    on_torch = ModelState(torch.from_numpy(bank.centers).to(dev),
+                          torch.from_numpy(bank.masses).to(dev), bank.temperature,
+                          bank.initial_temperature, bank.min_temperature, bank.n_steps,
+                          bank.n_seen, bank.seed)
+    new, r = step_bank(on_torch, torch.from_numpy(X).to(dev), models, policy, sample_weight=w)
+    rtol = 1e-6 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(new.centers.cpu().numpy(), ref.centers, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(new.masses.cpu().numpy(), ref.masses, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(new.temperature, ref.temperature, rtol=1e-12)
+    assert new.n_steps.tolist() == ref.n_steps.tolist()
+    assert new.n_seen.tolist() == ref.n_seen.tolist()
+    np.testing.assert_allclose(r.nearest, r_ref.nearest, rtol=1e-9, atol=1e-9)

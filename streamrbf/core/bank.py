@@ -10,8 +10,11 @@ temperatures and the counters are array operations over the bank. Python runs pe
 for the rare model that has a starved centre to re-seed (drawn from that model's own random
 stream, as its lone step would).
 
-This is the CPU path (numpy centres); models on an accelerator step one at a time through
-:func:`~streamrbf.core.engine.step`.
+A bank whose centres are torch tensors (on an accelerator) steps through one batched torch
+program instead (:func:`_step_bank_torch`: a gather of each row's centres, the mapping of every
+row at its model's temperature, ``index_add`` into the models' masses and sums, the step on the
+device) with one transfer to the host per call (each row's label and distance, and which models
+have a starved centre); the same tests run it on CPU tensors.
 """
 
 from __future__ import annotations
@@ -98,13 +101,11 @@ def step_bank(state: ModelState, X: Any, models: Any, policy: Policy, *,
     >>> bool(np.allclose(new.centers[0], alone.centers[0])), r.rows_per_model.tolist()
     (True, [2, 1])
     """
-    if state.on_device:
-        raise ValueError("step_bank steps numpy banks; step models on an accelerator with "
-                         "engine.step")
-    X = np.ascontiguousarray(X)
     B, k, d = state.centers.shape
+    if not state.on_device:
+        X = np.ascontiguousarray(X)
     if X.ndim != 2 or X.shape[1] != d:
-        raise ValueError(f"X has shape {X.shape}; the bank's models have {d} features")
+        raise ValueError(f"X has shape {tuple(X.shape)}; the bank's models have {d} features")
     models = np.asarray(models)
     if models.shape != (X.shape[0],) or not np.issubdtype(models.dtype, np.integer):
         raise ValueError(f"models must be one integer index per row of X ({X.shape[0]}), got "
@@ -113,6 +114,8 @@ def step_bank(state: ModelState, X: Any, models: Any, policy: Policy, *,
     if models.size and (models.min() < 0 or models.max() >= B):
         raise ValueError(f"model indices must be in [0, {B}), got {models.min()}..{models.max()}")
     w = sample_weights(sample_weight, X.shape[0])
+    if state.on_device:
+        return _step_bank_torch(state, X, models, policy, w)
     C = state.centers
     X = X.astype(C.dtype, copy=False)
     counts = np.bincount(models, minlength=B)
@@ -148,18 +151,84 @@ def step_bank(state: ModelState, X: Any, models: Any, policy: Policy, *,
             rng = LazyGenerator(state.seed[b], state.n_steps[b], RESEEDING)
             new_c[s], new_m[s] = _reseed(X[rows], new_c[s], new_m[s], nearest[rows], ratio, rng,
                                          None if w is None else w[rows])
+    centers, masses = C.copy(), state.masses.copy()
+    centers[stepped] = new_c.astype(C.dtype)
+    masses[stepped] = new_m.astype(masses.dtype)
+    new = _counted_state(state, centers, masses, stepped, n_b, policy)
+    return new, BankResult(labels, nearest, counts)
+
+
+def _counted_state(state: ModelState, centers: Any, masses: Any, stepped: np.ndarray,
+                   n_b: np.ndarray, policy: Policy) -> ModelState:
+    """The new record: the stepped models' centres and masses, their temperatures annealed by
+    their row counts, their step and event counters (saturating) advanced."""
     factor = _per_count(n_b, lambda n: policy.temperature_factor(n))
     T = state.temperature.copy()
     T[stepped] = np.maximum(np.maximum(T[stepped] * factor, state.min_temperature[stepped]),
                             _TINY)
-    centers, masses = C.copy(), state.masses.copy()
-    centers[stepped] = new_c.astype(C.dtype)
-    masses[stepped] = new_m.astype(masses.dtype)
     n_steps, n_seen = state.n_steps.copy(), state.n_seen.copy()
     n_steps[stepped] = np.minimum(n_steps[stepped].astype(np.uint64) + 1,
                                   COUNTER_MAX).astype(n_steps.dtype)
     n_seen[stepped] = np.minimum(n_seen[stepped].astype(np.uint64) + n_b.astype(np.uint64),
                                  COUNTER_MAX).astype(n_seen.dtype)
-    new = ModelState(centers, masses, T, state.initial_temperature, state.min_temperature,
-                     n_steps, n_seen, state.seed, state.feature_names)
-    return new, BankResult(labels, nearest, counts)
+    return ModelState(centers, masses, T, state.initial_temperature, state.min_temperature,
+                      n_steps, n_seen, state.seed, state.feature_names)
+
+
+def _step_bank_torch(state: ModelState, X: Any, models: np.ndarray, policy: Policy,
+                     w: np.ndarray | None) -> tuple[ModelState, BankResult]:
+    """:func:`step_bank` of a bank on torch: the program of the module docstring."""
+    import torch
+
+    from .mappings import TORCH_MAPPINGS
+
+    C = state.centers
+    dev, dtype = C.device, C.dtype
+    B, k, d = C.shape
+    X = torch.as_tensor(X).to(device=dev, dtype=dtype)
+    counts = np.bincount(models, minlength=B)
+    idx = torch.from_numpy(models).to(dev)
+    X64 = X.to(torch.float64)
+    D = ((X64[:, None, :] - C[idx].to(torch.float64)) ** 2).sum(-1)  # (n, k), direct
+    T = torch.from_numpy(state.temperature.astype(np.float64)).to(dev)
+    P = TORCH_MAPPINGS[policy.mapping](D, T[idx][:, None])
+    if w is not None:
+        P = P * torch.from_numpy(w).to(dev)[:, None]
+    mass = torch.zeros((B, k), dtype=torch.float64, device=dev).index_add_(0, idx, P)
+    sums = torch.zeros((B, k, d), dtype=torch.float64, device=dev).index_add_(
+        0, idx, P[:, :, None] * X64[:, None, :])
+    nearest, labels = D.min(dim=-1)
+    stepped = np.flatnonzero(counts)
+    n_b = counts[stepped]
+    s_idx = torch.from_numpy(stepped).to(dev)
+    forget = torch.from_numpy(_per_count(n_b, lambda n: policy.forgetting(n))).to(dev)
+    old_c = C[s_idx].to(torch.float64)
+    old_m = state.masses[s_idx].to(torch.float64)
+    new_m = forget[:, None] * old_m + mass[s_idx]
+    moving = new_m > 0
+    safe = new_m + (~moving).to(new_m.dtype)
+    new_c = old_c + (sums[s_idx] - mass[s_idx][:, :, None] * old_c) / safe[:, :, None] \
+        * moving[:, :, None]
+    ratio = float(policy.reassignment_ratio)
+    top = new_m.max(dim=1, keepdim=True).values
+    starved = ((new_m < ratio * top) & (top > 0)).any(dim=1) if ratio > 0 else \
+        torch.zeros(len(stepped), dtype=torch.bool, device=dev)
+    # the one transfer to the host: labels, distances and the starved models
+    host = torch.cat([labels.to(torch.float64), nearest, starved.to(torch.float64)]).cpu().numpy()
+    n = X.shape[0]
+    labels_h = host[:n].astype(np.int64)
+    nearest_h = host[n:2 * n]
+    if not np.isfinite(nearest_h).all():
+        raise overflow_error(X.cpu().numpy())
+    for s in np.flatnonzero(host[2 * n:]):  # rare: a model with a starved centre
+        b = int(stepped[s])
+        rows = np.flatnonzero(models == b)
+        rng = LazyGenerator(state.seed[b], state.n_steps[b], RESEEDING)
+        c_s, m_s = _reseed(X64[torch.from_numpy(rows).to(dev)], new_c[s], new_m[s],
+                           nearest_h[rows], ratio, rng, None if w is None else w[rows])
+        new_c[s], new_m[s] = c_s, m_s
+    centers, masses = C.clone(), state.masses.clone()
+    centers[s_idx] = new_c.to(dtype)
+    masses[s_idx] = new_m.to(masses.dtype)
+    new = _counted_state(state, centers, masses, stepped, n_b, policy)
+    return new, BankResult(labels_h, nearest_h, counts)
