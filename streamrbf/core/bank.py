@@ -5,8 +5,9 @@ mixed batch tags each row with the model it belongs to; :func:`step_bank` scores
 against its own model and steps every model present on its own rows, with its own temperature,
 step count, forgetting and re-seeding: the result equals :func:`~streamrbf.core.engine.step`
 of each model alone on its rows (tested to 1e-6 in float64). The pass over the rows is one
-compiled segment loop (:func:`~streamrbf.core._kernels.bank_statistics`); the step, the
-temperatures and the counters are array operations over the bank. Python runs per model only
+compiled segment loop (:func:`~streamrbf.core._kernels.bank_statistics`); the step (the
+formula of :func:`~streamrbf.core.statistics.step_arrays`, over the bank), the temperatures and
+the counters are array operations. Python runs per model only
 for the rare model that has a starved centre to re-seed (drawn from that model's own random
 stream, as its lone step would).
 
@@ -27,7 +28,7 @@ from . import _kernels
 from .engine import _reseed, sample_weights
 from .policy import Policy
 from .state import COUNTER_MAX, RESEEDING, LazyGenerator, ModelState
-from .statistics import overflow_error
+from .statistics import overflow_error, step_arrays
 from .temperature import _TINY, logit_divisor
 
 __all__ = ["BankResult", "step_bank"]
@@ -134,13 +135,8 @@ def step_bank(state: ModelState, X: Any, models: Any, policy: Policy, *,
     n_b = counts[stepped]
     # the step of engine.step (statistics.step_arrays), for every stepped model at once
     forget = _per_count(n_b, lambda n: policy.forgetting(n))
-    old_c = C[stepped].astype(np.float64)
-    old_m = state.masses[stepped].astype(np.float64)
-    new_m = forget[:, None] * old_m + mass[stepped]
-    moving = new_m > 0
-    safe = new_m + ~moving
-    new_c = old_c + (sums[stepped] - mass[stepped][:, :, None] * old_c) / safe[:, :, None] \
-        * moving[:, :, None]
+    new_c, new_m = step_arrays(C[stepped], state.masses[stepped], mass[stepped], sums[stepped],
+                               forget[:, None])
     if policy.reassignment_ratio > 0:
         ratio = float(policy.reassignment_ratio)
         top = new_m.max(axis=1)
@@ -202,13 +198,8 @@ def _step_bank_torch(state: ModelState, X: Any, models: np.ndarray, policy: Poli
     n_b = counts[stepped]
     s_idx = torch.from_numpy(stepped).to(dev)
     forget = torch.from_numpy(_per_count(n_b, lambda n: policy.forgetting(n))).to(dev)
-    old_c = C[s_idx].to(torch.float64)
-    old_m = state.masses[s_idx].to(torch.float64)
-    new_m = forget[:, None] * old_m + mass[s_idx]
-    moving = new_m > 0
-    safe = new_m + (~moving).to(new_m.dtype)
-    new_c = old_c + (sums[s_idx] - mass[s_idx][:, :, None] * old_c) / safe[:, :, None] \
-        * moving[:, :, None]
+    new_c, new_m = step_arrays(C[s_idx], state.masses[s_idx], mass[s_idx], sums[s_idx],
+                               forget[:, None])
     ratio = float(policy.reassignment_ratio)
     top = new_m.max(dim=1, keepdim=True).values
     starved = ((new_m < ratio * top) & (top > 0)).any(dim=1) if ratio > 0 else \

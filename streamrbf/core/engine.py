@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -30,7 +30,7 @@ from . import _kernels
 from ._warn import warn_caller
 from .assignment import AssignmentBatch
 from .policy import AUTO, QUIET_SHIFT, Policy
-from .refine import split_merge
+from .refine import far_rows, split_merge
 from .seeding import kmeans_plusplus, reseed_candidates
 from .state import (
     REFITTING,
@@ -50,7 +50,9 @@ from .statistics import (
     batch_result,
     gram,
     is_sparse,
+    merged,
     overflow_error,
+    row_chunks,
     row_norms,
     safe_gram,
     sparse_memberships,
@@ -144,12 +146,6 @@ def sample_weights(sample_weight: Any, n: int) -> np.ndarray | None:
     return None if (w == 1.0).all() else w
 
 
-def _chunks(n: int, k: int) -> Iterator[slice]:
-    rows = max(256, CHUNK_ELEMENTS // max(int(k), 1))
-    for lo in range(0, n, rows):
-        yield slice(lo, min(n, lo + rows))
-
-
 def _like(X: Any, C: Any) -> Any:
     """``X`` in the dtype (and on the device) of the centres ``C``; a scipy sparse ``X`` as a
     CSR matrix in canonical form (sorted, no duplicates), copied only when it is not."""
@@ -187,16 +183,16 @@ def _pass(X: Any, C: Any, temperature: float, mapping: str, *, with_sums: bool,
     if not _numpy(C):
         from .accelerated import batch_statistics
 
-        return _reduce([batch_statistics(X[s], C, temperature, mapping, with_sums=with_sums,
+        return merged([batch_statistics(X[s], C, temperature, mapping, with_sums=with_sums,
                                          backend="torch", sample_weight=w(s))
-                        for s in _chunks(n, len(C))])
+                        for s in row_chunks(n, len(C))])
     if keep or n * len(C) <= CHUNK_ELEMENTS:
         return batch_result(X, C, temperature, mapping, with_sums=with_sums,
                             sample_weight=weights)
     labels = np.empty(n, np.int64)
     nearest_d = np.empty(n, np.float64)
     stats, support = None, 0
-    for s in _chunks(n, len(C)):
+    for s in row_chunks(n, len(C)):
         r = batch_result(X[s], C, temperature, mapping, with_sums=with_sums,
                          sample_weight=w(s))
         labels[s], nearest_d[s] = r.labels, r.nearest
@@ -204,23 +200,6 @@ def _pass(X: Any, C: Any, temperature: float, mapping: str, *, with_sums: bool,
         support += r.support
     assert stats is not None  # at least one chunk
     return BatchResult(stats, labels, nearest_d, support)
-
-
-def _reduce(parts: list[BatchResult]) -> BatchResult:
-    if len(parts) == 1:
-        return parts[0]
-    stats = parts[0].stats
-    for p in parts[1:]:
-        stats = stats + p.stats
-    cat = np.concatenate if _numpy(parts[0].labels) else _torch_cat
-    return BatchResult(stats, cat([p.labels for p in parts]), cat([p.nearest for p in parts]),
-                       sum(p.support for p in parts))
-
-
-def _torch_cat(parts: list[Any]) -> Any:
-    import torch
-
-    return torch.cat(parts)
 
 
 def _sq_distances_to(sample: Any, C: np.ndarray) -> np.ndarray:
@@ -338,9 +317,9 @@ def _tolerance(X: Any, policy: Policy, weights: np.ndarray | None = None) -> flo
                 mean = X.sum(axis=0, dtype=np.float64) / n
             else:
                 mean = sum((weights[s] @ X[s].astype(np.float64, copy=False)
-                            for s in _chunks(n, X.shape[1])), np.zeros(X.shape[1])) / total
+                            for s in row_chunks(n, X.shape[1])), np.zeros(X.shape[1])) / total
             squares = np.zeros(X.shape[1])
-            for s in _chunks(n, X.shape[1]):
+            for s in row_chunks(n, X.shape[1]):
                 dev = X[s] - mean
                 if weights is None:
                     squares += np.einsum("ij,ij->j", dev, dev)
@@ -686,9 +665,7 @@ def _separate_duplicates(X: Any, C: Any, T: float, mapping: str,
         return C, False
     dup = np.setdiff1d(np.arange(len(host)), first)
     r = _pass(X, C, T, mapping, with_sums=False, weights=w)
-    far_d = host_array(r.nearest) * (1.0 if w is None else (w > 0))
-    far = np.argsort(-far_d, kind="stable")[: dup.size]
-    far = far[far_d[far] > 0]
+    far = far_rows(host_array(r.nearest), w, dup.size)
     if not far.size:
         return C, False
     dup = dup[: far.size]
@@ -724,9 +701,7 @@ def _full_batch_step(X: Any, C: Any, T: float, mapping: str, w: np.ndarray | Non
     else:
         empty = np.flatnonzero(mass <= 0)
     if empty.size:
-        far_d = host_array(r.nearest) * (1.0 if w is None else (w > 0))
-        far = np.argsort(-far_d, kind="stable")[: empty.size]
-        far = far[far_d[far] > 0]  # only points away from every centre
+        far = far_rows(host_array(r.nearest), w, empty.size)  # away from every centre
         empty = empty[: far.size]
         if _numpy(C_new):
             C_new[empty] = _dense(X[far])
@@ -1258,7 +1233,7 @@ def memberships(state: ModelState, X: Any, policy: Policy, *, model: int = 0) ->
     if not _numpy(C):
         return _device_memberships(X, C, T, mapping)
     out = np.zeros((_rows(X), k), dtype=X.dtype)
-    for s in _chunks(_rows(X), k):
+    for s in row_chunks(_rows(X), k):
         m = sparse_memberships(X[s], C, T, mapping)
         out[s] = _kernels.densify(m.vals, m.idx, m.length, k)
     return out
@@ -1271,7 +1246,7 @@ def _device_memberships(X, C, T, mapping):
     from .mappings import responsibilities
 
     out = torch.empty(len(X), len(C), dtype=X.dtype, device=X.device)
-    for s in _chunks(len(X), len(C)):
+    for s in row_chunks(len(X), len(C)):
         D = sq_distances(X[s], C).to(torch.float64)
         if not bool(torch.isfinite(D).all()):
             raise overflow_error(X[s])
@@ -1311,13 +1286,13 @@ def distances(state: ModelState, X: Any, *, model: int = 0) -> Any:
         from .accelerated import sq_distances
 
         dev = torch.empty(len(X), len(C), dtype=X.dtype, device=X.device)
-        for s in _chunks(len(X), len(C)):
+        for s in row_chunks(len(X), len(C)):
             dev[s] = sq_distances(X[s], C).sqrt()
         return dev
     n = _rows(X)
     out = np.empty((n, len(C)), dtype=X.dtype)
     cc = row_norms(C)
-    for s in _chunks(n, len(C)):
+    for s in row_chunks(n, len(C)):
         Xs = X[s]
         xx = row_norms(Xs)
         # squared norms and the distances in float64 (float32 ones overflow near 1e19)

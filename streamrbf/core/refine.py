@@ -42,12 +42,14 @@ from .statistics import (
     blas_threads_for,
     gram,
     is_sparse,
+    merged,
+    row_chunks,
     row_norms,
     safe_gram,
 )
 
-__all__ = ["MIN_GAIN", "POWER_ITERATIONS", "ROUND_ITER", "hard_pass", "lloyd", "moves_for",
-           "split_merge", "utilities"]
+__all__ = ["MIN_GAIN", "POWER_ITERATIONS", "ROUND_ITER", "far_rows", "hard_pass", "lloyd",
+           "moves_for", "split_merge", "utilities"]
 
 #: A round of moves is kept when it lowers the K-Means error by more than this share.
 MIN_GAIN = 1e-6
@@ -60,13 +62,8 @@ ROUND_ITER = 5
 POWER_ITERATIONS = 8
 
 
-def _chunks(n: int, k: int) -> list[slice]:
-    rows = max(256, CHUNK_ELEMENTS // max(int(k), 1))
-    return [slice(lo, min(n, lo + rows)) for lo in range(0, n, rows)]
-
-
-def hard_pass(X: Any, C: np.ndarray, w: np.ndarray | None, with_sums: bool = True,
-              xx: np.ndarray | None = None) -> BatchResult:
+def hard_pass(X: Any, C: np.ndarray, w: np.ndarray | None, xx: np.ndarray | None = None
+              ) -> BatchResult:
     """One hard pass over all rows of ``X`` (a numpy array or scipy CSR matrix of the dtype of
     ``C``): each row's nearest centre, its squared distance, and the clusters' (weighted) masses
     and sums.
@@ -79,8 +76,6 @@ def hard_pass(X: Any, C: np.ndarray, w: np.ndarray | None, with_sums: bool = Tru
         The centres ``(k, d)``, the dtype of ``X``.
     w
         The rows' weights, or None.
-    with_sums
-        Whether to compute the sums (a Lloyd step needs them).
     xx
         The rows' squared norms when known (dense rows); None: computed.
 
@@ -98,17 +93,8 @@ def hard_pass(X: Any, C: np.ndarray, w: np.ndarray | None, with_sums: bool = Tru
     n = X.shape[0]
     if not is_sparse(X):
         return _dense_pass(X, C, w, row_norms(X) if xx is None else xx)
-    parts = [batch_result(X[s], C, 1.0, "hard", with_sums=with_sums,
-                          sample_weight=None if w is None else w[s])
-             for s in _chunks(n, len(C))]
-    if len(parts) == 1:
-        return parts[0]
-    stats = parts[0].stats
-    for p in parts[1:]:
-        stats = stats + p.stats
-    return BatchResult(stats, np.concatenate([p.labels for p in parts]),
-                       np.concatenate([p.nearest for p in parts]),
-                       sum(p.support for p in parts))
+    return merged([batch_result(X[s], C, 1.0, "hard", sample_weight=None if w is None else w[s])
+                   for s in row_chunks(n, len(C))])
 
 
 @dataclass
@@ -131,16 +117,11 @@ def _dense_pass(X: np.ndarray, C: np.ndarray, w: np.ndarray | None, xx: np.ndarr
     mass = np.zeros(k, np.float64)
     sums = np.zeros((k, X.shape[1]), np.float64)
     cc = row_norms(C)
-    weights = _NONE if w is None else w
-    for s in _chunks(n, k):
+    for s in row_chunks(n, k):
         part = X[s]
-        with np.errstate(over="ignore", invalid="ignore"):
-            G = part @ C.T
-        if not (math.isfinite(G.sum()) or np.isfinite(G).all()):
-            G = safe_gram(part, C)   # (float32 overflow: in float64, or a clear error)
-        _kernels.nearest_two(part, G, xx[s], cc,
-                             weights[s] if w is not None else _NONE, labels[s], first[s],
-                             second[s], mass, sums)
+        _kernels.nearest_two(part, safe_gram(part, C, limit=False), xx[s], cc,
+                             _NONE if w is None else w[s], labels[s], first[s], second[s],
+                             mass, sums)
     loss = float(first.sum() if w is None else first @ w)
     stats = SufficientStatistics(mass, sums, loss, n)
     return _DensePass(stats, labels, first, n if w is None else int(np.count_nonzero(w)),
@@ -155,9 +136,30 @@ def _rows_of(X: Any, rows: np.ndarray) -> np.ndarray:
     return np.asarray(part.toarray() if is_sparse(part) else part, dtype=np.float64)
 
 
-def _far_rows(r: BatchResult, w: np.ndarray | None, count: int) -> np.ndarray:
-    """Up to ``count`` rows farthest from their nearest centre (weight > 0, distance > 0)."""
-    far_d = r.nearest * (1.0 if w is None else (w > 0))
+def far_rows(nearest: np.ndarray, w: np.ndarray | None, count: int) -> np.ndarray:
+    """Up to ``count`` rows farthest from their nearest centre, of weight > 0 and distance > 0
+    (where an empty or duplicated centre goes), farthest first.
+
+    Parameters
+    ----------
+    nearest
+        Each row's squared distance to its nearest centre (a host array).
+    w
+        The rows' weights, or None.
+    count
+        How many rows at most.
+
+    Returns
+    -------
+    numpy.ndarray
+        Row indices.
+
+    Examples
+    --------
+    >>> far_rows(np.array([0.0, 4.0, 1.0, 9.0]), None, 3).tolist()
+    [3, 1, 2]
+    """
+    far_d = nearest * (1.0 if w is None else (w > 0))
     far = np.argsort(-far_d, kind="stable")[:count]
     return far[far_d[far] > 0]
 
@@ -205,7 +207,7 @@ def lloyd(X: Any, C: np.ndarray, w: np.ndarray | None, tol: float, max_iter: int
         new[full] = r.stats.sums[full] / mass[full, None]
         empty = np.flatnonzero(~full)
         if empty.size:
-            far = _far_rows(r, w, empty.size)
+            far = far_rows(r.nearest, w, empty.size)
             new[empty[: far.size]] = _rows_of(X, far)
         new = new.astype(C.dtype)
         shift = float(((new.astype(np.float64) - C) ** 2).sum())
@@ -245,7 +247,7 @@ def second_nearest(X: Any, C: np.ndarray, labels: np.ndarray) -> np.ndarray:
     C64 = C.astype(np.float64)
     cc = (C64 * C64).sum(1)
     out = np.empty(n, np.float64)
-    for s in _chunks(n, len(C)):
+    for s in row_chunks(n, len(C)):
         part = X[s]
         P = part.astype(np.float64) if is_sparse(part) else np.asarray(part, np.float64)
         D = row_norms(P)[:, None] - 2.0 * gram(P, C64) + cc[None, :]

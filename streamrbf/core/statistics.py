@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -32,9 +33,12 @@ __all__ = [
     "SparseMemberships",
     "SufficientStatistics",
     "batch_result",
+    "blas_threads_for",
     "is_sparse",
+    "merged",
     "gram",
     "overflow_error",
+    "row_chunks",
     "row_norms",
     "safe_gram",
     "sparse_memberships",
@@ -147,11 +151,11 @@ class BatchResult:
     """The sparse responsibilities themselves (CPU batches; None from accelerators)."""
 
 
-# Above this mean support size per row, the weighted sums go through one BLAS matmul instead of the
-# sparse scatter (the scatter costs support x dim per row, the matmul k x dim at BLAS speed).
 # Rows x centres of one chunk of a pass over many rows: the Gram block is 32 MB in float64.
 CHUNK_ELEMENTS = 1 << 22
 
+# Above this mean support size per row, the weighted sums go through one BLAS matmul instead of the
+# sparse scatter (the scatter costs support x dim per row, the matmul k x dim at BLAS speed).
 _DENSE_SUPPORT_FRACTION = 1 / 16
 # Room for this many non-zeros per row first; a batch with a busier row is redone with room for k.
 _SPARSE_ROOM = 8
@@ -197,6 +201,68 @@ def blas_threads_for(size: int) -> Any:
     if _TINY_MATMUL <= size < _SMALL_MATMUL:
         return _blas_controller().limit(limits=1, user_api="blas")
     return contextlib.nullcontext()
+
+
+def row_chunks(n: int, k: int) -> Iterator[slice]:
+    """The chunks of rows a pass over ``n`` rows against ``k`` centres takes: about
+    :data:`CHUNK_ELEMENTS` point-centre pairs each (at least 256 rows).
+
+    Parameters
+    ----------
+    n
+        The rows.
+    k
+        The centres (or columns) each row meets.
+
+    Returns
+    -------
+    Iterator[slice]
+        Consecutive slices covering ``range(n)``.
+
+    Examples
+    --------
+    >>> [(s.start, s.stop) for s in row_chunks(5, 2)]
+    [(0, 5)]
+    """
+    rows = max(256, CHUNK_ELEMENTS // max(int(k), 1))
+    for lo in range(0, n, rows):
+        yield slice(lo, min(n, lo + rows))
+
+
+def merged(parts: list[BatchResult]) -> BatchResult:
+    """One result of the chunks of a pass: statistics summed, per-row arrays concatenated
+    (numpy arrays or torch tensors).
+
+    Parameters
+    ----------
+    parts
+        The chunks' results, in row order (at least one).
+
+    Returns
+    -------
+    BatchResult
+        The pass's result.
+
+    Examples
+    --------
+    >>> X, C = np.array([[0.0], [1.0], [9.0]]), np.array([[0.0], [10.0]])
+    >>> r = merged([batch_result(X[:2], C, 1.0, "hard"), batch_result(X[2:], C, 1.0, "hard")])
+    >>> r.labels.tolist(), r.stats.mass.tolist()
+    ([0, 0, 1], [2.0, 1.0])
+    """
+    if len(parts) == 1:
+        return parts[0]
+    stats = parts[0].stats
+    for p in parts[1:]:
+        stats = stats + p.stats
+    if isinstance(parts[0].labels, np.ndarray):
+        cat: Any = np.concatenate
+    else:
+        import torch
+
+        cat = torch.cat
+    return BatchResult(stats, cat([p.labels for p in parts]), cat([p.nearest for p in parts]),
+                       sum(p.support for p in parts))
 
 
 def is_sparse(X: Any) -> bool:
@@ -248,7 +314,7 @@ def row_norms(X: Any) -> np.ndarray:
     return np.einsum("ij,ij->i", X, X, dtype=np.float64)
 
 
-def gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
+def gram(X: np.ndarray, C: np.ndarray, limit: bool = True) -> np.ndarray:
     """``X @ C.T``, on a single BLAS thread when the product is small (see ``_SMALL_MATMUL``).
 
     From 2**16 up to 2**24 multiply-adds the product is limited to one BLAS thread (a second one
@@ -261,6 +327,9 @@ def gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
         The rows ``(n, d)``.
     C
         The centres ``(k, d)``.
+    limit
+        Whether to set the BLAS threads for this product; False: the caller has (a loop of
+        products inside one :func:`blas_threads_for`).
 
     Returns
     -------
@@ -274,11 +343,10 @@ def gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
     """
     if is_sparse(X):  # a scipy sparse matrix: a dense (n, k) result
         return np.asarray(X @ C.T)
-    size = X.shape[0] * X.shape[1] * C.shape[0]
-    if _TINY_MATMUL <= size < _SMALL_MATMUL:
-        with _blas_controller().limit(limits=1, user_api="blas"):
-            return X @ C.T
-    return X @ C.T
+    if not limit:
+        return X @ C.T
+    with blas_threads_for(X.shape[0] * X.shape[1] * C.shape[0]):
+        return X @ C.T
 
 
 class SparseMemberships(NamedTuple):
@@ -312,7 +380,7 @@ _NO_NORMS = np.empty(0, np.float64)
 _NO_NORMS.flags.writeable = False
 
 
-def safe_gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
+def safe_gram(X: np.ndarray, C: np.ndarray, limit: bool = True) -> np.ndarray:
     """:func:`gram`, computed again in float64 when a float32 product overflowed (values near
     the top of float32's range: the kernels turn the squared norms and this product into
     distances in float64, which must not see an infinity here).
@@ -323,6 +391,8 @@ def safe_gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
         Rows ``(n, d)``.
     C
         Centres ``(k, d)``, the same dtype.
+    limit
+        As in :func:`gram`.
 
     Returns
     -------
@@ -342,11 +412,11 @@ def safe_gram(X: np.ndarray, C: np.ndarray) -> np.ndarray:
     (dtype('float64'), True)
     """
     with np.errstate(over="ignore", invalid="ignore"):  # checked below
-        G = gram(X, C)
+        G = gram(X, C, limit)
         if math.isfinite(G.sum()) or np.isfinite(G).all():  # (a sum is finite when all are,
             return G                                         # unless it overflows: then check)
         if X.dtype != np.float64:
-            G = gram(X.astype(np.float64), C.astype(np.float64))  # sparse stays sparse
+            G = gram(X.astype(np.float64), C.astype(np.float64), limit)  # sparse stays sparse
             if np.isfinite(G).all():
                 return G
     raise overflow_error(X)
@@ -522,7 +592,7 @@ def batch_result(
     return BatchResult(stats, m.labels, m.nearest, m.nnz, m)
 
 
-def step_arrays(centers: Any, masses: Any, mass: Any, sums: Any, forgetting: float) -> tuple:
+def step_arrays(centers: Any, masses: Any, mass: Any, sums: Any, forgetting: Any) -> tuple:
     """One gradient step from sufficient statistics (``mass`` (k,), ``sums`` (k, d)), with
     forgetting; returns the new ``(centres, masses)``, in float64.
 
@@ -535,15 +605,16 @@ def step_arrays(centers: Any, masses: Any, mass: Any, sums: Any, forgetting: flo
     Parameters
     ----------
     centers
-        The centres ``(k, d)``: a numpy array or a torch tensor.
+        The centres ``(k, d)``: a numpy array or a torch tensor; or a bank's ``(B, k, d)``.
     masses
-        Their decayed masses ``(k,)``, of the same kind.
+        Their decayed masses ``(k,)`` (a bank's ``(B, k)``), of the same kind.
     mass
-        The batch's masses ``(k,)``.
+        The batch's masses ``(k,)`` (``(B, k)``).
     sums
-        The batch's weighted sums ``(k, d)``.
+        The batch's weighted sums ``(k, d)`` (``(B, k, d)``).
     forgetting
-        The factor the masses are multiplied by before the batch's are added.
+        The factor the masses are multiplied by before the batch's are added (a bank: one per
+        model, ``(B, 1)``).
 
     Returns
     -------
@@ -565,9 +636,10 @@ def step_arrays(centers: Any, masses: Any, mass: Any, sums: Any, forgetting: flo
 
 
 def _step(c64, counts, mass, sums, decay):
-    """The step of :func:`step_arrays`, in operators only (numpy arrays or torch tensors)."""
+    """The step of :func:`step_arrays`, in operators only (numpy arrays or torch tensors), for
+    one model (``counts (k,)``) or a bank (``(B, k)``, ``decay`` a scalar or ``(B, 1)``)."""
     new_counts = decay * counts + mass
     moving = new_counts > 0
     safe = new_counts + ~moving  # 1 where nothing moves: no division by zero
-    delta = (sums - mass[:, None] * c64) / safe[:, None]
-    return c64 + delta * moving[:, None], new_counts
+    delta = (sums - mass[..., None] * c64) / safe[..., None]
+    return c64 + delta * moving[..., None], new_counts
