@@ -318,6 +318,9 @@ class _ParseLine(beam.DoFn):
                  keep_fields: Sequence[str] = ()) -> None:
         self.key_field = key_field
         self.csv_headers = csv_headers
+        # each file's header as the CSV line dead letters and references carry (made once)
+        self._header_lines = {k: _csv_line(h) for k, h in (csv_headers or {}).items()
+                              if isinstance(h, list)}
         self.features = None if features is None else tuple(features)
         self.id_field = id_field
         self.keep_fields = tuple(keep_fields)
@@ -339,7 +342,7 @@ class _ParseLine(beam.DoFn):
         self._names = {}
 
     def dead(self, key: str | None, text: str, reason: str, event_id: Any = None,
-             header: list[str] | str | None = None) -> beam.pvalue.TaggedOutput:
+             header_line: str | None = None) -> beam.pvalue.TaggedOutput:
         """A parse-stage dead letter: ``key``, ``event`` (the line, verbatim), ``reason``,
         ``stage``; ``id`` with an id field; ``csv_header`` (the columns of the line's file, as
         a CSV line) for CSV input."""
@@ -348,7 +351,7 @@ class _ParseLine(beam.DoFn):
         if self.id_field is not None:
             letter["id"] = event_id
         if self.csv_headers is not None:
-            letter["csv_header"] = _csv_line(header) if isinstance(header, list) else None
+            letter["csv_header"] = header_line
         return beam.pvalue.TaggedOutput("dead_letters", letter)
 
     def _fields(self, line: str, header: list[str] | str | None) -> dict[str, Any]:
@@ -397,11 +400,13 @@ class _ParseLine(beam.DoFn):
         return out
 
     def process(self, element: Any) -> Iterable[Any]:
-        line, header = element, None
+        line, header, header_line = element, None, None
         if self.csv_headers is not None:
             path, line = element
+            file_key = _file_key(path)
             header = self.csv_headers.get(
-                _file_key(path), f"{path}: not among the files matched when the job started")
+                file_key, f"{path}: not among the files matched when the job started")
+            header_line = self._header_lines.get(file_key)
         text, unreadable = _line_text(line)
         key = event_id = None
         try:
@@ -430,15 +435,13 @@ class _ParseLine(beam.DoFn):
             features = self._features(fields, header is not None)
             names, values = parse_features(features, self.features)
             event = dict(zip(names, values))
-            event[_REF] = json.dumps(
-                [text, event_id, kept, _csv_line(header) if header is not None else None,
-                 values])
+            event[_REF] = json.dumps([text, event_id, kept, header_line, values])
             self._names[names] = self._names.get(names, 0) + 1
             yield key, event
         except RecursionError:
-            yield self.dead(key, text, "JSON nested too deeply", event_id, header)
+            yield self.dead(key, text, "JSON nested too deeply", event_id, header_line)
         except (ValueError, TypeError, csv.Error) as err:
-            yield self.dead(key, text, str(err), event_id, header)
+            yield self.dead(key, text, str(err), event_id, header_line)
 
 
 def _csv_line(names: Sequence[str]) -> str:
