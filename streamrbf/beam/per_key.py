@@ -163,9 +163,10 @@ class _ParseAndBatchDoFn(beam.DoFn):
         self._timestamp = _MIN_TIMESTAMP
         self._dim = len(self.feature_names) if self.feature_names is not None else self.n_features
 
-    def process(self, element: Any) -> Iterable[Any]:
-        slot = None
-        if type(element) is tuple and len(element) == 2:
+    def _parse(self, element: Any, id_field: str | None = None) -> Any:
+        """``(key, event id, feature names, features)`` of a good event (the id None without
+        ``id_field``), or the :class:`DeadLetter` saying why it is bad."""
+        if id_field is None and type(element) is tuple and len(element) == 2:
             key, features = element
             t = type(features)
             # Fast path, plain (str, list of numbers): one type check per value, one finiteness
@@ -176,19 +177,28 @@ class _ParseAndBatchDoFn(beam.DoFn):
                     and (self._dim is None or len(features) == self._dim)):
                 try:
                     if isfinite(sum(features)):
-                        slot = (key, self.feature_names, len(features))
+                        return key, None, self.feature_names, features
                 except OverflowError:
                     pass
-        if slot is None:
-            # Anything else: the full parser decides (and says why an event is bad).
-            try:
+        # Anything else: the full parser decides (and says why an event is bad).
+        try:
+            if id_field is None:
                 key, (names, features) = parse_keyed(element, self.feature_names,
                                                      self.n_features)
-            except (ValueError, TypeError, OverflowError) as err:
-                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of_element(element,
-                                                                                   str(err)))
-                return
-            slot = (key, names, len(features))
+                return key, None, names, features
+            key, event_id, (names, features) = _parse_keyed_with_id(
+                element, id_field, self.feature_names, self.n_features)
+            return key, event_id, names, features
+        except (ValueError, TypeError, OverflowError) as err:
+            return DeadLetter.of_element(element, str(err))
+
+    def process(self, element: Any) -> Iterable[Any]:
+        parsed = self._parse(element)
+        if type(parsed) is DeadLetter:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, parsed)
+            return
+        key, _, names, features = parsed
+        slot = (key, names, len(features))
         buf = self._buffers.get(slot)
         if buf is None:
             buf = self._buffers[slot] = array("d")
@@ -217,12 +227,11 @@ class _ParseAndBatchWithIdsDoFn(_ParseAndBatchDoFn):
         self.id_field = id_field
 
     def process(self, element: Any) -> Iterable[Any]:
-        try:
-            key, event_id, (names, features) = _parse_keyed_with_id(
-                element, self.id_field, self.feature_names, self.n_features)
-        except (ValueError, TypeError, OverflowError) as err:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of_element(element, str(err)))
+        parsed = self._parse(element, self.id_field)
+        if type(parsed) is DeadLetter:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, parsed)
             return
+        key, event_id, names, features = parsed
         slot = (key, names, len(features))
         buf = self._buffers.get(slot)
         if buf is None:

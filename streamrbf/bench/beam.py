@@ -92,6 +92,23 @@ def _build(name: str, n_keys: int, d: int, k: int, batch: int, ckpt: str):
         _ = out.assignments | "CountA" >> beam.combiners.Count.Globally()
         _ = out.dead_letters | "CountD" >> beam.combiners.Count.Globally()
 
+    def many_keys(pc):
+        # The same short streams in shards: each shard's streams in one bank, one bank call
+        # per chunk (warm-up 64 as above).
+        from ..beam import ClusterManyKeys
+
+        out = pc | ClusterManyKeys(k, shards=8, warmup=64)
+        _ = out.assignments | "CountA" >> beam.combiners.Count.Globally()
+        _ = out.dead_letters | "CountD" >> beam.combiners.Count.Globally()
+
+    def many_keys_batches(pc):
+        from ..beam import ClusterManyKeys
+
+        out = pc | ClusterManyKeys(k, shards=8, warmup=64, output="batches")
+        _ = (out.assignments | "Sizes" >> beam.Map(lambda kv: len(kv[1]))
+             | "CountA" >> beam.CombineGlobally(sum))
+        _ = out.dead_letters | "CountD" >> beam.combiners.Count.Globally()
+
     def ours_batches(pc):
         out = pc | ClusterPerKey(k, batch_size=batch, max_buffering_secs=None, warmup=batch,
                                  output="batches")
@@ -154,6 +171,8 @@ def _build(name: str, n_keys: int, d: int, k: int, batch: int, ckpt: str):
             "count": count,
             "ClusterPerKey": ours, "ClusterPerKey batches": ours_batches,
             "ClusterPerKey many keys": ours_many_keys,
+            "ClusterManyKeys many keys": many_keys,
+            "ClusterManyKeys many keys batches": many_keys_batches,
             "OnlineClustering": beam_example,
             "OnlineClustering+assign": beam_example_assign}[name]
 
@@ -251,9 +270,14 @@ def run(quick: bool = False) -> dict:
             pool.shutdown()
     # Many short streams: one key per 100 events (1,000 keys of 100 events in the full run).
     n_keys_many = n // 100
+    many_names = ("ClusterPerKey many keys", "ClusterManyKeys many keys",
+                  "ClusterManyKeys many keys batches", "count")
+    many = {}
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-        many_keys_seconds = pool.submit(_measure, "ClusterPerKey many keys", n_keys_many, (n,),
-                                        d, k, batch, 3).result()[0]
+        for name in many_names:
+            many[name] = pool.submit(_measure, name, n_keys_many, (n,), d, k, batch,
+                                     3).result()[0]
+    many_keys_seconds = many["ClusterPerKey many keys"]
     rate = {name: n / t for name, t in times.items()}
     steady = {name: (n - n_small) / max(times[name] - times_small[name], 1e-9)
               for name in names}
@@ -310,7 +334,12 @@ def run(quick: bool = False) -> dict:
         f"batching job (both one element per batch): **{batches_overhead:+.0%}** (goal <= +50%)",
         f"- Many short streams: ClusterPerKey on {n_keys_many:,} keys of ~100 events (batch 64, "
         f"warm-up 64): **{many_keys_seconds:.2f} s**, {n / many_keys_seconds:,.0f} events/s, "
-        f"{1e3 * many_keys_seconds / n_keys_many:.1f} ms per key all included",
+        f"{1e3 * many_keys_seconds / n_keys_many:.1f} ms per key all included; "
+        f"ClusterManyKeys (8 shards, a shard's streams in one bank): "
+        f"**{many['ClusterManyKeys many keys']:.2f} s**, "
+        f"{n / many['ClusterManyKeys many keys']:,.0f} events/s (goal >= 100,000), "
+        f"output='batches' {n / many['ClusterManyKeys many keys batches']:,.0f} events/s; "
+        f"the source and a count alone: {n / many['count']:,.0f} events/s",
         f"- Ceiling on this runner: the bare batching + re-emit job (ClusterPerKey's batching and "
         f"output, no clustering) runs at **{ceiling:.1f}x** OnlineClustering; reading and "
         f"counting the events alone at **{floor:.1f}x**",
@@ -323,6 +352,8 @@ def run(quick: bool = False) -> dict:
     return {"events": n, "seconds": times, "events_per_s": rate,
             "events_small": n_small, "seconds_small": times_small,
             "steady_events_per_s": steady,
+            "many_keys_sharded": {name: {"seconds": t, "events_per_s": n / t}
+                                  for name, t in many.items()},
             "many_keys": {"keys": n_keys_many, "seconds": many_keys_seconds,
                           "events_per_s": n / many_keys_seconds,
                           "ms_per_key": 1e3 * many_keys_seconds / n_keys_many},

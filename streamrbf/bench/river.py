@@ -222,6 +222,101 @@ def quality(quick: bool) -> dict:
 # -- report ------------------------------------------------------------------------------------
 
 
+# -- many streams --------------------------------------------------------------------------------
+
+
+def _keyed_events(n_keys, per_key, d, k, seed):
+    """Events of ``n_keys`` streams of ``per_key`` events each, interleaved at random; each
+    stream has its own ``k`` blobs. Returns (events with an "id" field, the frame, keys,
+    true labels)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 4.0, (n_keys, k, d))
+    keys = np.repeat(np.arange(n_keys), per_key)
+    rng.shuffle(keys)
+    y = rng.integers(0, k, keys.size)
+    X = centres[keys, y] + rng.normal(0.0, 1.0, (keys.size, d))
+    cols = [f"f{i}" for i in range(d)]
+    frame = pd.DataFrame(X, columns=cols)
+    frame.insert(0, "id", keys)
+    events = [dict(zip(cols, row, strict=True)) for row in X.tolist()]
+    for e, key in zip(events, keys.tolist(), strict=True):
+        e["id"] = key
+    return events, frame, keys, y
+
+
+def _per_key_ari(keys, y, pred, n_keys):
+    from sklearn.metrics import adjusted_rand_score
+
+    order = np.argsort(keys, kind="stable")
+    cuts = np.r_[0, np.flatnonzero(np.diff(keys[order])) + 1, keys.size]
+    return float(np.mean([adjusted_rand_score(y[order[a:b]], pred[order[a:b]])
+                          for a, b in zip(cuts[:-1], cuts[1:], strict=True)]))
+
+
+def many_streams(quick: bool) -> list[dict]:
+    """Per-stream models at (16, 4): streamrbf's KeyedRBFKMeans against a dict of river KMeans
+    models, event by event (predict_one, then learn_one; per-key prequential ARI), the bytes per
+    stream (tracemalloc, whole process) and learn_many / predict_many on frames of 65,536
+    events with a key column."""
+    from river import cluster
+
+    from streamrbf.river import KeyedRBFKMeans, RBFKMeans
+
+    d, k, per_key = 16, 4, 100
+    rows = []
+    warm_events, _, _, _ = _keyed_events(50, 40, d, k, 99)
+    warm = KeyedRBFKMeans(RBFKMeans(n_clusters=k, seed=0), key="id")
+    for e in warm_events:  # compile the kernels outside the timings
+        warm.predict_one(e)
+        warm.learn_one(e)
+    for n_keys in ((500,) if quick else (2_000, 10_000)):
+        events, frame, keys, y = _keyed_events(n_keys, per_key, d, k, 0)
+        ours = KeyedRBFKMeans(RBFKMeans(n_clusters=k, seed=0), key="id", max_streams=10**7)
+        pred = np.empty(keys.size, np.int64)
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        t = time.perf_counter()
+        for i, e in enumerate(events):
+            pred[i] = ours.predict_one(e)
+            ours.learn_one(e)
+        rate = keys.size / (time.perf_counter() - t)
+        per_stream = (tracemalloc.get_traced_memory()[0] - before) / n_keys
+        tracemalloc.stop()
+        ari = _per_key_ari(keys, y, pred, n_keys)
+        models: dict = {}
+        n_river = min(keys.size, 40_000 if quick else 200_000)
+        pred_r = np.empty(n_river, np.int64)
+        t = time.perf_counter()
+        for i, e in enumerate(events[:n_river]):
+            m = models.get(e["id"])
+            x = {f: v for f, v in e.items() if f != "id"}
+            if m is None:
+                m = models[e["id"]] = cluster.KMeans(n_clusters=k, seed=0)
+                pred_r[i] = 0
+            else:
+                pred_r[i] = m.predict_one(x)
+            m.learn_one(x)
+        rate_r = n_river / (time.perf_counter() - t)
+        ari_r = _per_key_ari(keys[:n_river], y[:n_river], pred_r, n_keys)
+        many = KeyedRBFKMeans(RBFKMeans(n_clusters=k, seed=0), key="id", max_streams=10**7)
+        B = 65_536
+        t = time.perf_counter()
+        for s in range(0, len(frame), B):
+            many.learn_many(frame.iloc[s:s + B])
+        learn_rate = len(frame) / (time.perf_counter() - t)
+        t = time.perf_counter()
+        for s in range(0, len(frame), B):
+            many.predict_many(frame.iloc[s:s + B])
+        predict_rate = len(frame) / (time.perf_counter() - t)
+        rows.append({"keys": n_keys, "events": int(keys.size), "streamrbf": rate,
+                     "river_dict": rate_r, "ratio": rate / rate_r, "ari": ari,
+                     "river_ari": ari_r, "bytes_per_stream": per_stream,
+                     "learn_many": learn_rate, "predict_many": predict_rate})
+    return rows
+
+
 def _fmt_rate(r):
     return f"{r / 1e3:.1f} k"
 
@@ -240,6 +335,7 @@ def run(quick: bool = False) -> dict:
         sp = speed(quick)
         mem = memory(quick)
         qual = quality(quick)
+        many = many_streams(quick)
     lines = [f"# River adapter benchmark ({'quick' if quick else 'full'})", ""]
     lines += ["## Speed: learn_one + predict_one, events/s (median of interleaved rounds, "
               "1 thread)", "",
@@ -276,11 +372,22 @@ def run(quick: bool = False) -> dict:
                 row += (f" {np.mean([a[3] for a in v]):.3f} | "
                         f"{', '.join('never' if r is None else str(r) for r in recs)} |")
             lines.append(row)
+    lines += ["", "## Many streams: KeyedRBFKMeans against a dict of river KMeans, (16, 4), "
+              "100 events per stream, 1 thread", "",
+              "| streams | predict_one + learn_one | river dict | ratio (goal >= 4x) | "
+              "per-key ARI | river ARI | bytes / stream (goal <= 1024) | learn_many (goal "
+              ">= 1 M/s) | predict_many |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in many:
+        lines.append(f"| {r['keys']} | {_fmt_rate(r['streamrbf'])} | "
+                     f"{_fmt_rate(r['river_dict'])} | {r['ratio']:.1f}x | {r['ari']:.3f} | "
+                     f"{r['river_ari']:.3f} | {r['bytes_per_stream']:.0f} | "
+                     f"{r['learn_many'] / 1e6:.2f} M | {r['predict_many'] / 1e6:.2f} M |")
     lines += ["", f"Sliding window: {WINDOW} events, step {WINDOW_STEP}; 'never' = not "
               "within the stream. Distortion: final centres, whole stream (jump: second "
               "half).", f"Total time: {time.perf_counter() - t0:.0f} s"]
     print("\n".join(lines))
-    return {"speed": sp, "memory": mem, "quality": qual}
+    return {"speed": sp, "memory": mem, "quality": qual, "many_streams": many}
 
 
 def main(argv=None) -> None:

@@ -258,3 +258,119 @@ def nearest_rows(X, C):
         labels[i] = j
     return labels
 
+
+
+@_jit
+def reseed_event_model(C, counts, aux, ratio):
+    """The River re-seeding check of one model: when a centre's decayed mass is below ``ratio``
+    x the largest (:func:`streamrbf.core.seeding.reseed_candidates`), the first such centre moves
+    onto the reservoir's candidate ``aux[1:]`` with the smallest mass of the others; the
+    reservoir then restarts. True if a centre moved."""
+    k = C.shape[0]
+    moved = False
+    if k > 1 and aux[0] > 0.0:
+        top = counts.max()
+        dead = -1
+        for j in range(k):
+            if counts[j] < ratio * top:
+                dead = j
+                break
+        if top > 0.0 and dead >= 0:
+            low = math.inf
+            for j in range(k):
+                if j != dead and counts[j] < low:
+                    low = counts[j]
+            for t in range(C.shape[1]):
+                C[dead, t] = aux[1 + t]
+            counts[dead] = low
+            moved = True
+    aux[0] = 0.0
+    return moved
+
+
+@_jit
+def learn_event_bank(x, w, b, C, masses, T, T_min, n_steps, n_seen, aux, rs, det, params):
+    """:func:`learn_event` on model ``b`` of a bank (centres ``C[b]``, masses ``masses[b]``, its
+    reservoir ``aux[b]``, ``rs[b]`` and detector ``det[b]``), then that model's bookkeeping as
+    River's clusterer does it after a step: the temperature ``T[b]`` cooled by ``params[1]``
+    (never below ``T_min[b]``), the step and event counters, and every ``params[3]`` steps the
+    re-seeding check (:func:`reseed_event_model`, ratio ``params[4]``). ``params[0]`` is the
+    masses' forgetting, ``params[2]`` the mapping's code. Returns ``(nearest centre, squared
+    distance, drift alarm)``."""
+    j, dmin, alarm = learn_event(x, C[b], masses[b], T[b], int(params[2]), params[0], aux[b],
+                                 rs[b:b + 1], det[b], w)
+    if j < 0:
+        return j, dmin, alarm
+    T[b] = max(T[b] * params[1], T_min[b], 2.2250738585072014e-308)
+    if n_steps[b] < 9223372036854775807:
+        n_steps[b] += 1
+    if n_seen[b] < 9223372036854775807:
+        n_seen[b] += 1
+    every = np.int64(params[3])
+    if every > 0 and n_steps[b] % every == 0:
+        reseed_event_model(C[b], masses[b], aux[b], params[4])
+    return j, dmin, alarm
+
+
+@_jit
+def nearest_in_model(x, C, b, count):
+    """The nearest of the first ``count`` centres of model ``b`` of the bank ``C`` to the event
+    ``x``: ``(index, squared distance)``."""
+    best, dbest = 0, math.inf
+    for j in range(count):
+        s = 0.0
+        for t in range(x.shape[0]):
+            diff = x[t] - np.float64(C[b, j, t])
+            s += diff * diff
+        if s < dbest:
+            best, dbest = j, s
+    return best, dbest
+
+
+@_jit
+def nearest_rows_bank(X, models, C, counts, out):
+    """Each row's nearest of the first ``counts[models[i]]`` centres of its model (0 for a row
+    whose model has none, ``models[i] < 0``)."""
+    for i in range(X.shape[0]):
+        b = models[i]
+        if b < 0 or counts[b] == 0:
+            out[i] = 0
+        else:
+            out[i] = nearest_in_model(X[i], C, b, counts[b])[0]
+
+
+@_jit
+def watch_rows_bank(det, models, values, alarms):
+    """Feed each row's distortion to its model's detector ``det[models[i]]`` in order; a model's
+    alarm sets ``alarms[models[i]]``."""
+    for i in range(values.shape[0]):
+        b = models[i]
+        if watch_distortion(det[b], values[i]):
+            alarms[b] = True
+
+
+@_jit
+def memberships_rows_bank(X, models, C, divisors, mapping, vals, idx, counts):
+    """Each row's non-zero memberships under its model (centres ``C[models[i]]``, at
+    ``divisors[i]``): ``counts[i]`` values into ``vals[i]`` at centres ``idx[i]``."""
+    k = C.shape[1]
+    d = np.empty(k, np.float64)
+    ubuf = np.empty(k, np.float64)
+    tbuf = np.empty(k, np.float64)
+    for i in range(X.shape[0]):
+        _sq_distances(X[i], C[models[i]], d)
+        counts[i] = row_responsibilities(d, divisors[i], mapping, vals[i], idx[i], ubuf,
+                                         tbuf)[0]
+
+
+@_jit
+def distances_to_labels(X, models, labels, C):
+    """Each row's squared distance to centre ``labels[i]`` of its model ``models[i]``."""
+    out = np.empty(X.shape[0])
+    for i in range(X.shape[0]):
+        s = 0.0
+        for t in range(X.shape[1]):
+            diff = X[i, t] - np.float64(C[models[i], labels[i], t])
+            s += diff * diff
+        out[i] = s
+    return out

@@ -1,15 +1,7 @@
-"""River adapter: annealed entmax-1.5 K-Means for streams of dict events.
-
-:class:`RBFKMeans` is a ``river.base.Clusterer`` that learns one event (or one mini-batch) at a
-time; :class:`KeyedRBFKMeans` keeps one such model per value of a key field, with bounded memory.
-The step, the temperature and the seeding are those of the core (:mod:`streamrbf.core.statistics`,
-:mod:`streamrbf.core.temperature`, :mod:`streamrbf.core.seeding`); the per-event arithmetic runs in
-the compiled kernels of :mod:`streamrbf.core._online_kernels`, so torch is never called per event.
-"""
+"""River's clusterer of one stream: :class:`RBFKMeans` (re-exported by :mod:`streamrbf.river`)."""
 
 from __future__ import annotations
 
-import collections
 import math
 import numbers
 import struct
@@ -21,16 +13,16 @@ import numba
 import numpy as np
 from river import base
 
-from .core import _online_kernels as _ok
-from .core import engine
-from .core._kernels import check_mapping
-from .core.drift import Cusum
-from .core.drift import detector as core_detector
-from .core.policy import DRIFT_RESTART_GAIN, RECHECK_GAIN, RECHECK_WARMUPS, Policy, warmup_size
-from .core.seeding import reseed_candidates
-from .core.state import RESEEDING, ModelState, counted, generator, seed_from
-from .core.temperature import cooled, logit_divisor
-from .core.validation import (
+from ..core import _online_kernels as _ok
+from ..core import engine
+from ..core._kernels import check_mapping
+from ..core.drift import Cusum
+from ..core.drift import detector as core_detector
+from ..core.policy import DRIFT_RESTART_GAIN, RECHECK_GAIN, RECHECK_WARMUPS, Policy, warmup_size
+from ..core.seeding import reseed_candidates
+from ..core.state import RESEEDING, ModelState, counted, generator, seed_from
+from ..core.temperature import cooled, logit_divisor
+from ..core.validation import (
     FeatureTypeError,
     InputError,
     MissingFeatureError,
@@ -39,7 +31,7 @@ from .core.validation import (
     value_limit,
 )
 
-__all__ = ["FeatureTypeError", "KeyedRBFKMeans", "RBFKMeans"]
+__all__ = ["FeatureTypeError", "RBFKMeans"]
 
 _NO_DETECTOR = np.zeros(0)
 # The centres are float32 (one model per stream: memory matters), so the value rule's limit is
@@ -860,184 +852,3 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
             xv, self._C, logit_divisor(self._state.temperature[0]), self._mapping_code, vals, idx
         )
         return dict(zip(idx[:n].tolist(), vals[:n].tolist(), strict=True))
-
-
-class KeyedRBFKMeans(base.Wrapper, base.Clusterer):
-    """One :class:`RBFKMeans` (and one temperature) per value of a key field, in bounded memory.
-
-    Each event is routed on `x[key]`; the key field itself is not a feature. A stream's model is a
-    clone of `model`, created on its first event. At most `max_streams` models are kept: when a
-    new stream arrives beyond that, the least recently used stream is evicted (and would restart
-    from scratch if it came back); an event that is refused does not count as a use. Predicting
-    for an unknown stream checks the event, returns 0 (`{}` for `predict_proba_one`) and creates
-    nothing.
-
-    Parameters
-    ----------
-    model
-        The model every stream starts from (cloned).
-    key
-        Name of the field that identifies the stream.
-    max_streams
-        Maximum number of models kept.
-
-    Attributes
-    ----------
-    models : collections.OrderedDict
-        The models, least recently used first.
-    n_streams : int
-        Number of streams currently kept.
-    n_evicted : int
-        Number of streams evicted so far.
-
-    Examples
-    --------
-
-    >>> from streamrbf.river import KeyedRBFKMeans, RBFKMeans
-    >>> keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=2, warmup=4, seed=0), key="id", max_streams=2)
-    >>> for i in range(40):
-    ...     keyed.learn_one({"id": i % 3, "v": float(i % 2) + (i % 3) * 10})
-    >>> keyed.n_streams, keyed.n_evicted
-    (2, 38)
-    >>> keyed.predict_one({"id": "unknown", "v": 0.0})
-    0
-
-    """
-
-    def __init__(self, model: RBFKMeans, key: Any = "stream", max_streams: int = 10_000):
-        self.model = model
-        self.key = key
-        self.max_streams = max_streams
-        if not (isinstance(max_streams, numbers.Integral) and max_streams >= 1):
-            raise ValueError(f"max_streams must be an integer >= 1, got {max_streams!r}")
-        self.models: collections.OrderedDict = collections.OrderedDict()
-        self.n_evicted = 0
-
-    @property
-    def _wrapped_model(self):
-        return self.model
-
-    @classmethod
-    def _unit_test_params(cls):
-        yield {"model": RBFKMeans(n_clusters=2, seed=0), "max_streams": 4}
-
-    @property
-    def n_streams(self) -> int:
-        return len(self.models)
-
-    def _split(self, x: dict) -> tuple[Any, dict]:
-        try:
-            k = x[self.key]
-            rest = {f: v for f, v in x.items() if f != self.key}
-        except KeyError:
-            raise ValueError(f"missing key field {self.key!r}") from None
-        except (TypeError, AttributeError):
-            raise TypeError(
-                f"an event must be a dict {{field: value}}, got {type(x).__name__}"
-            ) from None
-        if not rest:
-            raise ValueError(f"empty event: no features besides the key field {self.key!r}")
-        try:
-            hash(k)
-        except TypeError:
-            raise TypeError(
-                f"key field {self.key!r} must be hashable, got {type(k).__name__}"
-            ) from None
-        return k, rest
-
-    def learn_one(self, x: dict, w: float = 1.0, **kwargs) -> None:
-        """Learn from one event with the model of its stream (created on its first event).
-
-        Parameters
-        ----------
-        x
-            The event: the key field and the features.
-        w
-            The event's weight (see :meth:`RBFKMeans.learn_one`); an event of weight 0 is
-            checked, and neither creates nor refreshes its stream.
-        **kwargs
-            Ignored (River's protocol).
-        """
-        k, rest = self._split(x)
-        m = self.models.get(k)
-        if w.__class__ is not float or w != 1.0:
-            w = _event_weight(w)
-            if w == 0.0:
-                (m if m is not None else self.model.clone()).learn_one(rest, 0.0)  # checks
-                return
-        if m is None:
-            m = self.model.clone()
-            m.learn_one(rest, w)  # raises before the stream is registered if the event is bad
-            self.models[k] = m
-            if len(self.models) > self.max_streams:
-                self.models.popitem(last=False)
-                self.n_evicted += 1
-            return
-        m.learn_one(rest, w)  # a bad event raises here, and the stream does not count as used
-        self.models.move_to_end(k)
-
-    def predict_one(self, x: dict, **kwargs) -> int:
-        """The nearest cluster of an event under its stream's model (0 for an unknown stream).
-
-        Parameters
-        ----------
-        x
-            The event: the key field and the features.
-        **kwargs
-            Ignored (River's protocol).
-
-        Returns
-        -------
-        int
-            The cluster.
-        """
-        k, rest = self._split(x)
-        m = self.models.get(k)
-        # an unknown stream: the (never trained) template checks the event and answers 0
-        return (self.model if m is None else m).predict_one(rest)
-
-    def predict_proba_one(self, x: dict, **kwargs) -> dict[int, float]:
-        """The non-zero memberships of an event under its stream's model (`{}` for an unknown
-        stream).
-
-        Parameters
-        ----------
-        x
-            The event: the key field and the features.
-        **kwargs
-            Ignored (River's protocol).
-
-        Returns
-        -------
-        dict
-            `{cluster: membership}`.
-        """
-        k, rest = self._split(x)
-        m = self.models.get(k)
-        return (self.model if m is None else m).predict_proba_one(rest)
-
-    def model_for(self, key: Any) -> RBFKMeans | None:
-        """The model of one stream (None if unknown); does not count as a use.
-
-        Parameters
-        ----------
-        key
-            The value of the key field that identifies the stream.
-
-        Returns
-        -------
-        RBFKMeans or None
-            The stream's clusterer, or None for a stream not seen (or evicted).
-
-        Examples
-        --------
-        >>> from streamrbf.river import KeyedRBFKMeans, RBFKMeans
-        >>> keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=2, warmup=4, seed=0), key="id")
-        >>> for i in range(20):
-        ...     keyed.learn_one({"id": "s" + str(i % 2), "v": float(i % 4)})
-        >>> sorted(c["v"] for c in keyed.model_for("s0").centers.values())  # s0 saw 0 and 2
-        [0.0, 2.0]
-        >>> keyed.model_for("unknown") is None
-        True
-        """
-        return self.models.get(key)

@@ -1,0 +1,286 @@
+"""Many streams in one bank: the compiled stream start, the warm-up's provisional clustering, and
+River's KeyedRBFKMeans on the bank (per event and per frame)."""
+
+from __future__ import annotations
+
+import pickle
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import adjusted_rand_score
+
+from streamrbf.core import _start_kernels as sk
+from streamrbf.core import engine
+from streamrbf.core.bank import initialise_bank
+from streamrbf.core.policy import Policy
+from streamrbf.river import KeyedRBFKMeans, RBFKMeans
+
+
+def _segments(n_seg, size, k, d, seed, sep=4.0):
+    rng = np.random.default_rng(seed)
+    cent = rng.normal(0, sep, (n_seg, k, d))
+    lab = rng.integers(0, k, (n_seg, size))
+    X = cent[np.arange(n_seg)[:, None], lab] + rng.normal(0, 1, (n_seg, size, d))
+    return X.reshape(-1, d), np.arange(n_seg + 1) * size
+
+
+# -- the compiled start ---------------------------------------------------------------------------
+
+def test_the_bank_start_is_as_good_as_the_engines_stream_start():
+    X, starts = _segments(60, 32, 4, 8, 0, sep=2.0)  # overlapping: seedings matter
+    policy = Policy(n_clusters=4)
+    bank, inertia = initialise_bank(X, starts, policy, seeds=np.arange(60))
+    alone = np.array([engine.initialise(X[a:b], policy, s).inertia
+                      for s, (a, b) in enumerate(zip(starts[:-1], starts[1:], strict=True))])
+    ratio = inertia / alone
+    assert ratio.mean() <= 1.02 and ratio.max() <= 1.25
+    # each model is recorded as a start: n_seen, temperatures in [floor, start]
+    assert bank.n_seen.tolist() == [32] * 60
+    assert (bank.min_temperature <= bank.temperature).all()
+    assert (bank.temperature <= bank.initial_temperature).all()
+
+
+def test_the_bank_start_is_reproducible_from_the_seeds():
+    X, starts = _segments(20, 16, 3, 4, 1)
+    policy = Policy(n_clusters=3)
+    a, _ = initialise_bank(X, starts, policy, seeds=np.arange(20))
+    b, _ = initialise_bank(X, starts, policy, seeds=np.arange(20))
+    c, _ = initialise_bank(X[:16], starts[:2], policy, seeds=[0])  # alone: the same model
+    assert a.centers.tobytes() == b.centers.tobytes()
+    assert np.array_equal(a.centers[0], c.centers[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(3, 20), min_size=1, max_size=6),
+       d=st.integers(1, 5), seed=st.integers(0, 2**31),
+       scale=st.sampled_from([1e-6, 1.0, 1e6]), dup=st.booleans())
+def test_the_bank_start_is_finite_and_keeps_each_segments_weight(sizes, d, seed, scale, dup):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, scale, (sum(sizes), d))
+    if dup:
+        X[: len(X) // 2] = X[0]  # duplicated rows
+    w = rng.uniform(0.5, 2.0, len(X))
+    starts = np.r_[0, np.cumsum(sizes)]
+    bank, inertia = initialise_bank(X, starts, Policy(n_clusters=3), seeds=np.arange(len(sizes)),
+                                    sample_weight=w)
+    assert np.isfinite(bank.centers).all() and np.isfinite(inertia).all()
+    totals = np.add.reduceat(w, starts[:-1])
+    np.testing.assert_allclose(bank.masses.sum(axis=1), totals, rtol=1e-9)
+
+
+def test_the_bank_start_refuses_segments_it_cannot_start():
+    with pytest.raises(ValueError, match="segments of at least 3 rows"):
+        initialise_bank(np.zeros((5, 2)), [0, 2, 5], Policy(n_clusters=3), seeds=[0, 1])
+    with pytest.raises(ValueError, match="k-means"):
+        initialise_bank(np.zeros((5, 2)), [0, 5], Policy(n_clusters=2, init=np.zeros((2, 2))),
+                        seeds=[0])
+
+
+def test_align_to_keeps_the_reference_labels():
+    rng = np.random.default_rng(0)
+    C = rng.normal(size=(5, 3))
+    perm = rng.permutation(5)
+    ref = C[perm[:3]] + 1e-3
+    C2, M2 = C.copy(), np.arange(5.0)
+    sk.align_to(C2, M2, ref, 3)
+    np.testing.assert_array_equal(C2[:3], C[perm[:3]])
+    assert sorted(M2.tolist()) == [0.0, 1.0, 2.0, 3.0, 4.0]  # a permutation of the centres
+    np.testing.assert_array_equal(C2[np.argsort(M2)], C)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=2), min_size=1,
+                     max_size=30), k=st.integers(1, 5))
+def test_a_warm_up_prediction_is_the_label_learning_gives(rows, k):
+    C, M, count = np.zeros((k, 2)), np.zeros(k), 0
+    for r in rows:
+        x = np.array(r)
+        before = (C.copy(), M.copy())
+        label, same = sk.provisional_event(x, 1.0, C, M, count, False)
+        assert np.array_equal(C, before[0]) and np.array_equal(M, before[1]) and same <= k
+        learnt, count = sk.provisional_event(x, 1.0, C, M, count)
+        assert learnt == label and 1 <= count <= k and 0 <= label < count
+
+
+# -- KeyedRBFKMeans on the bank -------------------------------------------------------------------
+
+def _events(n_keys, per_key, d, k, seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 4.0, (n_keys, k, d))
+    keys = np.repeat(np.arange(n_keys), per_key)
+    rng.shuffle(keys)
+    y = rng.integers(0, k, keys.size)
+    X = centres[keys, y] + rng.normal(0.0, 1.0, (keys.size, d))
+    cols = [f"f{i}" for i in range(d)]
+    events = [{"id": key, **dict(zip(cols, row, strict=True))}
+              for key, row in zip(keys.tolist(), X.tolist(), strict=True)]
+    frame = pd.DataFrame(X, columns=cols)
+    frame.insert(0, "id", keys)
+    return events, frame, keys, y
+
+
+def _ari(keys, y, pred):
+    return np.mean([adjusted_rand_score(y[keys == j], pred[keys == j]) for j in np.unique(keys)])
+
+
+def test_keyed_streams_beat_a_dict_of_river_kmeans_on_prequential_ari():
+    from river import cluster
+
+    events, _, keys, y = _events(40, 100, 8, 4, 3)
+    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=4, seed=0), key="id")
+    ours, theirs, models = [], [], {}
+    for e in events:
+        ours.append(keyed.predict_one(e))
+        keyed.learn_one(e)
+        x = {f: v for f, v in e.items() if f != "id"}
+        m = models.setdefault(e["id"], cluster.KMeans(n_clusters=4, seed=0))
+        theirs.append(m.predict_one(x))
+        m.learn_one(x)
+    a, b = _ari(keys, y, np.array(ours)), _ari(keys, y, np.array(theirs))
+    assert a >= b and a > 0.9
+
+
+def test_a_stream_learns_the_same_whatever_the_other_streams_do():
+    events, _, keys, _ = _events(5, 80, 3, 3, 4)
+    mixed = KeyedRBFKMeans(RBFKMeans(n_clusters=3, seed=7), key="id", max_streams=5)
+    alone = KeyedRBFKMeans(RBFKMeans(n_clusters=3, seed=7), key="id")
+    for e in events:
+        mixed.learn_one(e)
+        if e["id"] == 2:
+            alone.learn_one(e)
+    a, b = mixed.model_for(2), alone.model_for(2)
+    assert a.centers == b.centers and a.temperature == b.temperature
+
+
+def test_warm_up_labels_survive_the_start():
+    # the started model keeps the labels the provisional clustering gave
+    events, _, keys, y = _events(1, 100, 4, 3, 5)
+    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=3, seed=0, warmup=30), key="id")
+    pred = []
+    for e in events:
+        pred.append(keyed.predict_one(e))
+        keyed.learn_one(e)
+    pred = np.array(pred)
+    assert adjusted_rand_score(y[10:], pred[10:]) == 1.0
+
+
+def test_a_stream_costs_under_a_kilobyte_after_its_warm_up():
+    events, _, _, _ = _events(1500, 60, 16, 4, 6)
+    KeyedRBFKMeans(RBFKMeans(n_clusters=4, seed=0), key="id").learn_one(events[0])  # imports
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=4, seed=0), key="id", max_streams=10**6)
+    for e in events:
+        keyed.learn_one(e)
+    per_stream = (tracemalloc.get_traced_memory()[0] - before) / 1500
+    tracemalloc.stop()
+    assert keyed.bank.warm == {}  # every warm-up buffer released
+    assert per_stream <= 1024
+
+
+def test_learn_many_steps_every_stream_of_a_frame_and_predicts_as_predict_one():
+    events, frame, keys, y = _events(30, 60, 4, 3, 7)
+    many = KeyedRBFKMeans(RBFKMeans(n_clusters=3, seed=0), key="id")
+    many.learn_many(frame.iloc[:1000])
+    many.learn_many(frame.iloc[1000:])
+    assert many.n_streams == 30 and many.bank.warm == {}
+    assert all(many.model_for(j).n_features == 4 for j in range(30))
+    pred = many.predict_many(frame).to_numpy()
+    assert pred.tolist() == [many.predict_one(e) for e in events]
+    assert _ari(keys, y, pred) > 0.95
+
+
+def test_learn_many_warm_up_rows_are_those_learn_one_buffers():
+    _, frame, _, _ = _events(3, 20, 2, 2, 8)
+    a = KeyedRBFKMeans(RBFKMeans(n_clusters=2, seed=0, warmup=10), key="id")
+    b = KeyedRBFKMeans(RBFKMeans(n_clusters=2, seed=0, warmup=10), key="id")
+    part = frame.iloc[:20]
+    a.learn_many(part)
+    for row in part.to_dict("records"):
+        b.learn_one(row)
+    for j in range(3):
+        ma, mb = a.model_for(j), b.model_for(j)
+        if ma.centers:  # started: the same start on the same warm-up events
+            assert ma.centers == mb.centers
+        else:
+            assert [r.tolist() for r in ma._warm] == [r.tolist() for r in mb._warm]
+
+
+def test_a_bad_frame_changes_nothing():
+    _, frame, _, _ = _events(4, 30, 2, 2, 9)
+    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=2, seed=0), key="id")
+    keyed.learn_many(frame.iloc[:60])
+    before = pickle.dumps(keyed)
+    bad = frame.iloc[60:].copy()
+    bad.iloc[5, 2] = np.nan
+    with pytest.raises(ValueError, match="f1"):
+        keyed.learn_many(bad)
+    with pytest.raises(ValueError, match="key field 'id'"):
+        keyed.learn_many(frame.drop(columns=["id"]))
+    na = frame.iloc[60:].astype({"id": "float"})
+    na.iloc[3, 0] = np.nan
+    with pytest.raises(ValueError, match="missing key in row 3"):
+        keyed.learn_many(na)
+    assert pickle.dumps(keyed) == before
+
+
+def test_learn_many_with_more_streams_than_kept_evicts_in_order():
+    _, frame, _, _ = _events(10, 20, 2, 2, 10)
+    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=2, seed=0, warmup=4), key="id", max_streams=4)
+    keyed.learn_many(frame)
+    assert keyed.n_streams == 4 and keyed.n_evicted >= 6
+    last = list(dict.fromkeys(frame["id"].tolist()[::-1]))[:4]
+    assert set(keyed.streams) == set(last)
+
+
+def test_a_pickled_keyed_model_predicts_and_learns_the_same():
+    events, _, _, _ = _events(6, 50, 3, 2, 11)
+    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=2, seed=0), key="id")
+    for e in events[:200]:
+        keyed.learn_one(e)
+    copy = pickle.loads(pickle.dumps(keyed))
+    for e in events[200:]:
+        assert copy.predict_one(e) == keyed.predict_one(e)
+        keyed.learn_one(e)
+        copy.learn_one(e)
+    assert copy.model_for(3).centers == keyed.model_for(3).centers
+
+
+def test_a_bank_round_trips_through_its_bytes_and_learns_on_the_same():
+    from streamrbf.core.streams import StreamBank, from_bytes, to_bytes
+
+    _, frame, keys, _ = _events(12, 40, 3, 2, 12)
+    policy = Policy(n_clusters=2)
+    bank = StreamBank(policy, warmup=16, seed=3, max_streams=8)
+    bank.allocate(3)
+    M = frame.drop(columns=["id"]).to_numpy()
+    k = frame["id"].tolist()
+    for s in range(0, 250, 5):  # some streams warming, some evicted
+        bank.learn_rows(M[s:s + 5], bank.rows_for(k[s:s + 5]))
+    assert bank.n_evicted > 0 and bank.warm
+    data = to_bytes(bank)
+    back = from_bytes(data, policy, 16, 3, max_streams=8)
+    assert to_bytes(back) == data and list(back.slots) == list(bank.slots)
+    for s in range(250, len(k), 5):
+        a = bank.learn_rows(M[s:s + 5], bank.rows_for(k[s:s + 5]))
+        b = back.learn_rows(M[s:s + 5], back.rows_for(k[s:s + 5]))
+        assert a.tolist() == b.tolist()
+    assert to_bytes(back) == to_bytes(bank)
+
+
+def test_a_bank_copy_shares_nothing_that_learning_changes():
+    from streamrbf.core.streams import StreamBank, to_bytes
+
+    _, frame, _, _ = _events(4, 40, 2, 2, 13)
+    bank = StreamBank(Policy(n_clusters=2), warmup=8, seed=0, max_streams=10)
+    bank.allocate(2)
+    M, k = frame.drop(columns=["id"]).to_numpy(), frame["id"].tolist()
+    bank.learn_rows(M[:60], bank.rows_for(k[:60]))
+    before = to_bytes(bank)
+    copy = bank.copy()
+    copy.learn_rows(M[60:], copy.rows_for(k[60:]))
+    assert to_bytes(bank) == before != to_bytes(copy)
