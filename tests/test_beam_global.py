@@ -506,3 +506,22 @@ def test_bad_weights_are_dead_letters_naming_the_field():
                     label="Assigned")
     with pytest.raises(ValueError, match="weight_field 'w' is one of the feature_names"):
         ClusterGlobally(2, feature_names=["a", "w"], weight_field="w")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param(
+    "cuda", marks=pytest.mark.skipif(not __import__("torch").cuda.is_available(),
+                                     reason="no CUDA device"))])
+def test_shard_statistics_on_a_torch_device_equal_the_cpu_ones(device):
+    from streamrbf.beam.global_model import _PartialStatistics
+    from streamrbf.core.state import ModelState
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 3))
+    model = ModelState.single(rng.normal(size=(4, 3)), np.ones(4), temperature=0.7)
+    policy = Policy(n_clusters=4)
+    (cpu,) = list(_PartialStatistics(policy).process(X, model))
+    (dev,) = list(_PartialStatistics(policy, device=device).process(X, model))
+    assert isinstance(dev.mass, np.ndarray) and dev.n == cpu.n == 500
+    np.testing.assert_allclose(dev.mass, cpu.mass, rtol=1e-9)
+    np.testing.assert_allclose(dev.sums, cpu.sums, rtol=1e-9, atol=1e-9)
+    assert dev.loss == pytest.approx(cpu.loss, rel=1e-9)

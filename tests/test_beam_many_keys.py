@@ -208,3 +208,21 @@ def test_ids_travel_with_their_events(tmp_path):
     clusters = {a[5]: a[1] for a in assigned}
     assert len({clusters[f"e{i}"] for i in range(0, 40, 2)}) == 1
 
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param(
+    "cuda", marks=pytest.mark.skipif(not __import__("torch").cuda.is_available(),
+                                     reason="no CUDA device"))])
+def test_chunks_stepped_on_a_torch_device_equal_the_cpu_kernels(device):
+    rng = np.random.default_rng(7)
+    keys = [f"k{i % 30}" for i in range(3000)]
+    X = rng.normal(size=(3000, 4)) + 3.0 * (np.arange(3000) % 2)[:, None]
+    host, dev = _State(), _State()
+    a = b = None
+    for s in range(0, 3000, 500):
+        a = list(_dofn().process((0, _chunk(X[s:s + 500], keys[s:s + 500])), host))
+        b = list(_dofn(device=device).process((0, _chunk(X[s:s + 500], keys[s:s + 500])), dev))
+        assert [x[1].cluster for x in a] == [x[1].cluster for x in b]
+    np.testing.assert_allclose(dev.value.bank.state.centers, host.value.bank.state.centers,
+                               rtol=1e-4, atol=1e-4)
+    assert a is not None and b is not None

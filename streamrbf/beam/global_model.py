@@ -8,6 +8,7 @@ data at once (to float rounding).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import os
@@ -26,7 +27,7 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from ..core import engine
 from ..core.persistence import load_state, save_state
 from ..core.policy import Policy, translate_deprecated
-from ..core.state import ModelState
+from ..core.state import ModelState, host_array
 from .dead_letters import DeadLetter, ValidateEvents
 from .state import ModelStateCoder
 
@@ -324,11 +325,14 @@ class _NoModelDeadLetters(beam.DoFn):
 
 
 class _PartialStatistics(beam.DoFn):
-    """Sufficient statistics of one shard against the broadcast model."""
+    """Sufficient statistics of one shard against the broadcast model (on the worker's
+    ``device`` when one is named: the model and the shard go there in one transfer each, the
+    statistics come back as host arrays)."""
 
-    def __init__(self, policy: Policy, weighted: bool = False) -> None:
+    def __init__(self, policy: Policy, weighted: bool = False, device: str | None = None) -> None:
         self.policy = policy
         self.weighted = weighted
+        self.device = device
 
     def process(self, batch: Any, model: ModelState | None) -> Iterable[Any]:
         if not isinstance(model, ModelState):  # no model (Beam's EmptySideInput)
@@ -338,7 +342,18 @@ class _PartialStatistics(beam.DoFn):
             stats = engine.statistics(model, X[:0], self.policy)
             yield type(stats)(stats.mass, stats.sums, stats.loss, len(X))
             return
-        yield engine.statistics(model, X, self.policy, sample_weight=w)
+        if self.device is None:
+            yield engine.statistics(model, X, self.policy, sample_weight=w)
+            return
+        import torch
+
+        dev = torch.device(self.device)
+        on = dataclasses.replace(model, centers=torch.as_tensor(model.centers, device=dev),
+                                 masses=torch.as_tensor(model.masses, device=dev))
+        stats = engine.statistics(on, torch.as_tensor(X, device=dev), self.policy,
+                                  sample_weight=w)
+        yield type(stats)(host_array(stats.mass), host_array(stats.sums), float(stats.loss),
+                          int(stats.n))
 
 
 class _SumStatistics(beam.CombineFn):
@@ -521,6 +536,10 @@ class ClusterGlobally(beam.PTransform):
         and the initialisation's seedings; a missing or bad weight makes a dead letter). The
         other fields are the features. A valid event's row is its features then its weight,
         also in the ``"model"`` stage's dead letters.
+    device
+        Where each shard's statistics are computed: None (numpy, compiled kernels) or a torch
+        device on the worker (``"cuda"``): the model and the shard go there, the statistics
+        come back to the host (summed as ever).
     **model_params
         How the model learns: any parameter of the learning policy
         (:class:`~streamrbf.core.policy.Policy`: ``mapping``, ``initial_temperature``, ``init``,
@@ -556,9 +575,11 @@ class ClusterGlobally(beam.PTransform):
         refresh_secs: float = 60.0,
         impulses: beam.PTransform | None = None,
         weight_field: str | None = None,
+        device: str | None = None,
         **model_params: Any,
     ) -> None:
         super().__init__()
+        self.device = device
         if weight_field is not None and feature_names is not None and (
                 weight_field in feature_names):
             raise ValueError(f"weight_field {weight_field!r} is one of the feature_names")
@@ -618,7 +639,7 @@ class ClusterGlobally(beam.PTransform):
         weighted = self.weight_field is not None
         models = (
             self._shards(vectors)
-            | "Statistics" >> beam.ParDo(_PartialStatistics(self.policy, weighted),
+            | "Statistics" >> beam.ParDo(_PartialStatistics(self.policy, weighted, self.device),
                                          model=beam.pvalue.AsSingleton(side))
             | "Sum" >> beam.CombineGlobally(_SumStatistics()).without_defaults()
             | "OneKey" >> beam.Map(lambda st: ("model", st)).with_output_types(tuple[str, Any])
@@ -684,7 +705,7 @@ class ClusterGlobally(beam.PTransform):
             stats = (
                 batches
                 | f"Statistics{t}" >> beam.ParDo(
-                    _PartialStatistics(self.policy, weighted),
+                    _PartialStatistics(self.policy, weighted, self.device),
                     model=beam.pvalue.AsSingleton(model))
                 | f"Sum{t}" >> beam.CombineGlobally(_SumStatistics())
             )

@@ -19,6 +19,7 @@ from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from itertools import repeat
+from math import isfinite
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -33,7 +34,14 @@ from ..core.policy import Policy, translate_deprecated, warmup_size
 from ..core.streams import StreamBank, from_bytes, to_bytes
 from ..core.validation import value_limit
 from .dead_letters import DEAD_LETTERS, DeadLetter, too_large_reason
-from .per_key import SNAPSHOTS, PerKeyResult, Snapshot, _event, _ParseAndBatchDoFn
+from .per_key import (
+    _NUMBER_TYPES,
+    SNAPSHOTS,
+    PerKeyResult,
+    Snapshot,
+    _event,
+    _ParseAndBatchDoFn,
+)
 from .state import _RecordCoder, stable_hash
 
 __all__ = ["ClusterManyKeys", "ShardChunk", "ShardState", "ShardStateCoder"]
@@ -189,8 +197,28 @@ class _ParseAndShardDoFn(_ParseAndBatchDoFn):
         super().start_bundle()
         self._keys: dict[tuple[Any, ...], list] = {}
         self._shard_of: dict[str, int] = {}
+        # key -> (rows, keys, d, slot) of its shard's open chunk, for keys already seen in this
+        # chunk with the default features: their next events skip the slot lookups
+        self._open: dict[str, tuple] = {}
 
     def process(self, element: Any) -> Iterable[Any]:
+        if type(element) is tuple and len(element) == 2 and self.id_field is None:
+            key, features = element
+            t = type(features)
+            if (t is list or t is tuple) and type(key) is str:
+                at = self._open.get(key)
+                if (at is not None and len(features) == at[2]
+                        and _NUMBER_TYPES.issuperset(map(type, features))):
+                    try:
+                        finite = isfinite(sum(features))
+                    except OverflowError:
+                        finite = False
+                    if finite:  # (a plain event of a key seen in this chunk: checked)
+                        at[0].extend(features)
+                        at[1].append(key)
+                        if len(at[1]) >= self.chunk_rows:
+                            yield self._chunk(at[3])
+                        return
         parsed = self._parse(element, self.id_field)
         if type(parsed) is DeadLetter:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, parsed)
@@ -211,10 +239,13 @@ class _ParseAndShardDoFn(_ParseAndBatchDoFn):
         keys.append(key)
         if self.id_field is not None:
             self._ids[slot].append(event_id)
+        elif names == self.feature_names and type(features) is list:
+            self._open[key] = (buf, keys, len(features), slot)
         if len(keys) >= self.chunk_rows:
             yield self._chunk(slot)
 
     def _chunk(self, slot: tuple[Any, ...]) -> tuple[int, ShardChunk]:
+        self._open.clear()  # (entries may point at this chunk)
         shard, names, d = slot
         rows = np.frombuffer(self._buffers.pop(slot), np.float64).reshape(-1, d)
         return shard, ShardChunk(names, rows, self._keys.pop(slot), self._ids.pop(slot, None))
@@ -241,8 +272,10 @@ class _BankDoFn(beam.DoFn):
 
     def __init__(self, policy: Policy, warmup: int, seed: int, max_streams: int, drift: bool,
                  ttl_secs: float | None, snapshot_every: int, clock: Callable[[], float],
-                 id_field: str | None, output: str = "events") -> None:
+                 id_field: str | None, output: str = "events",
+                 device: str | None = None) -> None:
         self.output = output
+        self.device = device
         self.policy, self.warmup, self.seed = policy, warmup, seed
         self.max_streams, self.drift = max_streams, drift
         self.ttl_secs, self.snapshot_every, self.clock = ttl_secs, snapshot_every, clock
@@ -259,6 +292,7 @@ class _BankDoFn(beam.DoFn):
         else:
             # a working copy: a failed bundle's retry starts from the committed bank
             bank, names = held.bank.copy(), held.names
+        bank.device = self.device  # (the worker's; not part of the state)
         rows, keys, ids = chunk.rows, chunk.keys, chunk.ids
         d = bank.n_features
         if (d is not None and rows.shape[1] != d) or chunk.names != names:
@@ -298,13 +332,16 @@ class _BankDoFn(beam.DoFn):
             yield from _batches(keys, at, labels, sq, temps, vals, idx, nnz, ids)
         else:
             dist, lab, t_l = np.sqrt(sq).tolist(), labels.tolist(), temps.tolist()
-            idx_l, vals_l, nnz_l = idx.tolist(), vals.tolist(), nnz.tolist()
+            # most events have one membership: their first column; the others a row each
+            first_c, first_v = idx[:, 0].tolist(), vals[:, 0].tolist()
+            shared = {i: dict(zip(idx[i, :c].tolist(), vals[i, :c].tolist(), strict=True))
+                      for i, c in zip(np.flatnonzero(nnz > 1).tolist(),
+                                      nnz[nnz > 1].tolist(), strict=True)}
             no_ids = repeat(None) if ids is None else ids
             for i, (key, event_id) in enumerate(zip(keys, no_ids)):
-                c = nnz_l[i]
-                m = ({idx_l[i][0]: vals_l[i][0]} if c == 1
-                     else dict(zip(idx_l[i][:c], vals_l[i][:c], strict=True)))
-                yield key, Assignment(lab[i], m, dist[i], t_l[i], event_id)
+                m = shared.get(i) if shared else None
+                yield key, Assignment(lab[i], {first_c[i]: first_v[i]} if m is None else m,
+                                      dist[i], t_l[i], event_id)
         if self.snapshot_every:
             yield from self._snapshots(bank, at, before)
 
@@ -410,6 +447,10 @@ class ClusterManyKeys(beam.PTransform):
         learns the same whatever the sharding).
     id_field
         As for ``ClusterPerKey``.
+    device
+        Where each chunk's started streams are stepped: None (the compiled CPU kernels) or a
+        torch device of the worker (``"cuda"``): one transfer of the stepped streams and the
+        chunk there, one back (:class:`~streamrbf.core.streams.StreamBank`'s ``device``).
     output
         ``"events"``: one ``(key, Assignment)`` per event. ``"batches"``: one ``(key,``
         :class:`~streamrbf.core.assignment.AssignmentBatch` ``)`` per stream and chunk (two
@@ -442,8 +483,10 @@ class ClusterManyKeys(beam.PTransform):
                  feature_names: Sequence[str] | None = None, n_features: int | None = None,
                  clock: Callable[[], float] = time.time, random_state: int = 0,
                  id_field: str | None = None, output: str = "events",
-                 drift_detector: str | None = "cusum", **model_params: Any) -> None:
+                 drift_detector: str | None = "cusum", device: str | None = None,
+                 **model_params: Any) -> None:
         super().__init__()
+        self.device = device
         if output not in ("events", "batches"):
             raise ValueError(f"output must be 'events' or 'batches', got {output!r}")
         self.output = output
@@ -490,7 +533,7 @@ class ClusterManyKeys(beam.PTransform):
         scored = parsed.chunks | "ScoreAndLearn" >> beam.ParDo(_BankDoFn(
             self.policy, self.warmup, self.random_state, self.max_streams, self.drift,
             self.ttl_secs if streaming else None, self.snapshot_every, self.clock,
-            self.id_field, self.output)).with_output_types(
+            self.id_field, self.output, self.device)).with_output_types(
             tuple[str, AssignmentBatch] if self.output == "batches" else tuple[str, Assignment]
         ).with_outputs(
             DEAD_LETTERS, SNAPSHOTS, main="assignments")

@@ -88,6 +88,10 @@ class StreamBank:
     drift
         Watch each stream with the CUSUM detector
         (:func:`~streamrbf.core._online_kernels.watch_distortion`).
+    device
+        Where :meth:`learn_rows` steps the started streams: None (the compiled CPU kernels) or
+        a torch device (``"cuda"``): the stepped streams' rows of the bank and the batch go
+        there in one transfer each, and the new rows come back (the bank stays on the host).
 
     Attributes
     ----------
@@ -110,7 +114,8 @@ class StreamBank:
     """
 
     def __init__(self, policy: Policy, warmup: int, seed: int, *, max_streams: int,
-                 drift: bool = True) -> None:
+                 drift: bool = True, device: str | None = None) -> None:
+        self.device = device
         self.policy = policy
         self.warmup = int(warmup)
         self.seed = int(seed)
@@ -126,9 +131,7 @@ class StreamBank:
         self.state = ModelState(np.zeros((0, self.k, 0), np.float32), np.zeros((0, self.k)),
                                 np.ones(0), np.ones(0), np.zeros(0), np.zeros(0, np.int64),
                                 np.zeros(0, np.int64), np.zeros(0, np.uint64))
-        # per stream: re-seeding reservoir and its splitmix64 state, CUSUM memory, phase (0 free,
-        # WARMING, STARTED), provisional centres (k once started), warm-up events buffered, the
-        # caller's clock at its last event
+        # per stream: see `allocate`
         self.aux = np.zeros((0, 1), np.float32)
         self.rs = np.zeros(0, np.uint64)
         self.det = np.zeros((0, 3 if self.drift else 0))
@@ -298,7 +301,7 @@ class StreamBank:
         if row is not None:
             self.release(row)
 
-    def rows_for(self, keys: list) -> np.ndarray:
+    def rows_for(self, keys: list, codes: np.ndarray | None = None) -> np.ndarray:
         """The rows of the streams ``keys`` (one entry per event, in order), creating the new
         ones: the kept ones count as used first, so no stream of ``keys`` is evicted for another
         of them (``keys`` must hold at most ``max_streams`` distinct keys).
@@ -306,30 +309,44 @@ class StreamBank:
         Parameters
         ----------
         keys
-            Each event's key.
+            Each event's key; or, with ``codes``, the distinct keys.
+        codes
+            Each event's index into ``keys`` (distinct keys, say from ``pandas.factorize``), or
+            None.
 
         Returns
         -------
         numpy.ndarray
             Each event's row.
+
+        Examples
+        --------
+        >>> bank = StreamBank(Policy(n_clusters=1), warmup=1, seed=0, max_streams=4)
+        >>> bank.allocate(1)
+        >>> bank.rows_for(["a", "b", "a"]).tolist()
+        [0, 1, 0]
+        >>> bank.rows_for(["b", "a"], np.array([1, 0, 1])).tolist()  # distinct keys and codes
+        [0, 1, 0]
         """
         if self.d is None:
             raise RuntimeError("allocate the bank (its feature count) before adding streams")
-        unique = list(dict.fromkeys(keys))
+        unique = list(dict.fromkeys(keys)) if codes is None else list(keys)
         if len(unique) > self.max_streams:
             raise ValueError(f"{len(unique)} streams in one batch, more than max_streams="
                              f"{self.max_streams}")
         slots = self.slots
-        rows_of = {}
-        for key in unique:
+        rows_of = np.full(len(unique), -1, np.int64)
+        for u, key in enumerate(unique):
             row = slots.get(key)
             if row is not None:
                 slots.move_to_end(key)
-                rows_of[key] = row
-        for key in unique:
-            if key not in rows_of:
-                rows_of[key] = self.new_stream(key)
-        return np.fromiter((rows_of[key] for key in keys), np.int64, len(keys))
+                rows_of[u] = row
+        for u in np.flatnonzero(rows_of < 0).tolist():
+            rows_of[u] = self.new_stream(unique[u])
+        if codes is not None:
+            return rows_of[codes]
+        index = {key: u for u, key in enumerate(unique)}
+        return rows_of[np.fromiter((index[key] for key in keys), np.int64, len(keys))]
 
     # -- learning -----------------------------------------------------------------------------
 
@@ -445,7 +462,7 @@ class StreamBank:
                                           v, j, c)
                 vals[rest], idx[rest], nnz[rest] = v, j, c
                 temps[rest] = divisors
-            _, r = step_bank(st, X, r_rows, self.policy, in_place=True)
+            r = _step(self, X, r_rows)
             labels[rest], sq[rest] = r.labels, r.nearest
             self._after_batch(X, r_rows, r.nearest)
         if not memberships:
@@ -557,7 +574,8 @@ class StreamBank:
 
 def to_bytes(bank: StreamBank) -> bytes:
     """A bank as bytes: a JSON header (counters, keys in LRU order, array dtypes and shapes,
-    warm-up buffers) and the raw arrays of the streams kept, in that order. No pickle.
+    which streams are warming up) and the raw arrays of the streams kept, in that order, then
+    the warm-up buffers of the streams still warming (raw float64). No pickle.
 
     Parameters
     ----------
@@ -583,15 +601,16 @@ def to_bytes(bank: StreamBank) -> bytes:
     if bank.d is not None:
         arrays = [np.ascontiguousarray(getattr(bank.state, f)[used]) for f in _STATE_FIELDS]
         arrays += [np.ascontiguousarray(getattr(bank, name)[used]) for name in _ARRAYS]
-    warm = {str(i): bank.warm[int(r)].tolist() for i, r in enumerate(used.tolist())
-            if int(r) in bank.warm}
+    warming = [i for i, r in enumerate(used.tolist()) if int(r) in bank.warm]
+    if warming:  # the warm-up buffers of the streams still warming, raw
+        arrays.append(np.stack([bank.warm[int(used[i])] for i in warming]))
     rewarm = {str(i): np.asarray(bank.rewarm[int(r)]).tolist()
               for i, r in enumerate(used.tolist()) if int(r) in bank.rewarm}
     head = json.dumps({
         "keys": list(bank.slots), "d": bank.n_features,
         "counters": [bank.n_evicted, bank.n_alarms, bank.n_drifts],
         "arrays": [[a.dtype.str, list(a.shape)] for a in arrays],
-        "warm": warm, "rewarm": rewarm,
+        "warming": warming, "rewarm": rewarm,
     }, separators=(",", ":")).encode()
     return len(head).to_bytes(8, "little") + head + b"".join(a.tobytes() for a in arrays)
 
@@ -633,15 +652,16 @@ def from_bytes(data: bytes, policy: Policy, warmup: int, seed: int, *,
         at += a.nbytes
         out.append(a)
     m = len(keys)
-    for f, a in zip(_STATE_FIELDS + _ARRAYS, out, strict=True):
+    for f, a in zip(_STATE_FIELDS + _ARRAYS, out, strict=False):
         target = getattr(bank.state, f) if f in _STATE_FIELDS else getattr(bank, f)
         target[:m] = a
     for i, key in enumerate(keys):
         bank.slots[key] = i
         bank.keys[i] = key
     bank.free = [r for r in bank.free if r >= m]
-    for i, rows in head["warm"].items():
-        bank.warm[int(i)] = np.array(rows, dtype=np.float64).reshape(warmup, -1)
+    if head["warming"]:
+        for i, buf in zip(head["warming"], out[-1], strict=True):
+            bank.warm[int(i)] = buf.copy()
     for i, rows in head["rewarm"].items():
         bank.rewarm[int(i)] = [np.array(r) for r in rows]
     return bank
@@ -668,6 +688,26 @@ def _warm_rows(self: StreamBank, M, rows, rank, wi, labels) -> None:
     full = np.unique(rows[wi][self.n_warm[rows[wi]] >= self.warmup])
     if full.size:
         self.start(full)
+
+
+def _step(self: StreamBank, X: np.ndarray, rows: np.ndarray) -> Any:
+    """One step of every stream with rows in ``X``, on the host or on the bank's ``device``."""
+    st = self.state
+    if self.device is None:
+        return step_bank(st, X, rows, self.policy, in_place=True)[1]
+    import torch
+
+    dev = torch.device(self.device)
+    stepped, local = np.unique(rows, return_inverse=True)
+    sub = ModelState(torch.as_tensor(st.centers[stepped], device=dev),
+                     torch.as_tensor(st.masses[stepped], device=dev),
+                     *(getattr(st, f)[stepped] for f in _STATE_FIELDS[2:]))
+    new, r = step_bank(sub, X, local.astype(np.int64), self.policy)
+    st.centers[stepped] = new.centers.cpu().numpy()
+    st.masses[stepped] = new.masses.cpu().numpy()
+    for f in ("temperature", "n_steps", "n_seen"):
+        getattr(st, f)[stepped] = getattr(new, f)
+    return r
 
 
 def _rank_within(rows: np.ndarray) -> np.ndarray:

@@ -390,8 +390,8 @@ class KeyedRBFKMeans(_EventFeatures, base.Wrapper, base.Clusterer):
     # -- frames -------------------------------------------------------------------------------
 
     def _key_frame(self, X) -> tuple[Any, tuple]:
-        """``(keys, (checked features, the features to fix or None))`` of a frame with the key
-        column."""
+        """``(the key column, (checked features, the features to fix or None))`` of a frame
+        with the key column."""
         self._check_frame(X)
         if self.key not in X.columns:
             raise ValueError(f"missing key field {self.key!r}: the frame has no such column")
@@ -405,8 +405,8 @@ class KeyedRBFKMeans(_EventFeatures, base.Wrapper, base.Clusterer):
             raise ValueError(f"empty events: no features besides the key field {self.key!r}")
         if self._features is None:
             features = tuple(Xf.columns)
-            return keys.tolist(), (self._frame(Xf, features, strict=True), features)
-        return keys.tolist(), (self._frame(Xf, self._features), None)
+            return keys, (self._frame(Xf, features, strict=True), features)
+        return keys, (self._frame(Xf, self._features), None)
 
     def learn_many(self, X, **kwargs) -> None:
         """Learn a frame of events of many streams at once: each stream's rows, in order, fill its
@@ -433,19 +433,23 @@ class KeyedRBFKMeans(_EventFeatures, base.Wrapper, base.Clusterer):
         >>> sorted(round(c["v"], 1) for c in keyed.model_for("b").centers.values())
         [10.0, 11.0]
         """
+        import pandas as pd
+
         keys, (M, features) = self._key_frame(X)
         if len(M) == 0:
             return
         if features is not None:
             self._start_bank(features)
-        if len(set(keys)) > self.max_streams:  # more streams than kept: in parts, in order
+        codes, uniques = pd.factorize(keys, sort=False)
+        if len(uniques) > self.max_streams:  # more streams than kept: in parts, in order
             half = len(X) // 2
             self.learn_many(X.iloc[:half])
             self.learn_many(X.iloc[half:])
             return
         bank = self.bank
-        new = [key for key in dict.fromkeys(keys) if key not in bank.slots]
-        rows = bank.rows_for(keys)
+        uniques = uniques.tolist()
+        new = [key for key in uniques if key not in bank.slots]
+        rows = bank.rows_for(uniques, codes)
         if self._python_detector:
             for key in new:
                 self._detectors[bank.slots[key]] = self._new_detector()
@@ -474,7 +478,7 @@ class KeyedRBFKMeans(_EventFeatures, base.Wrapper, base.Clusterer):
         if features is not None or bank.state is None:
             return pd.Series(np.zeros(len(X), dtype=np.int64), index=X.index)
         slots = bank.slots
-        rows = np.fromiter((slots.get(k, -1) for k in keys), np.int64, len(keys))
+        rows = np.fromiter((slots.get(k, -1) for k in keys.tolist()), np.int64, len(keys))
         out = np.empty(len(X), np.int64)
         _ok.nearest_rows_bank(M, rows, bank.state.centers, bank.count, out)
         return pd.Series(out, index=X.index)

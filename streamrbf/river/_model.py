@@ -14,6 +14,7 @@ import numpy as np
 from river import base
 
 from ..core import _online_kernels as _ok
+from ..core import _start_kernels as _sk
 from ..core import engine
 from ..core._kernels import check_mapping
 from ..core.drift import Cusum
@@ -289,9 +290,13 @@ class _EventFeatures:
 
         self._check_frame(X)
         if self._C is None:
+            labels = np.zeros(len(X), dtype=np.int64)
             if len(X):
-                self._frame(X, self._features or tuple(X.columns))
-            return pd.Series(np.zeros(len(X), dtype=np.int64), index=X.index)
+                M = self._frame(X, self._features or tuple(X.columns))
+                if self._prov_n:
+                    labels[:] = [_sk.provisional_event(row, 1.0, self._prov, self._prov_m,
+                                                       self._prov_n, False)[0] for row in M]
+            return pd.Series(labels, index=X.index)
         return pd.Series(_ok.nearest_rows(self._frame(X, self._features), self._C), index=X.index)
 
 
@@ -305,6 +310,10 @@ class _Restarts:
         weights ``w`` (the best of a few k-means++ seedings, each annealed on ``X`` until
         hard)."""
         state = engine.initialise(X, self._policy, self._seed, sample_weight=w).state
+        if self._prov is not None:  # the labels the warm-up gave carry over
+            _sk.align_to(state.centers[0], state.masses[0], self._prov, self._prov_n)
+            self._prov = self._prov_m = None
+            self._prov_n = 0
         state.centers = state.centers.astype(np.float32)  # one model per stream: memory matters
         self._adopt(state, X.shape[1])
         if self.batch_size > 1:
@@ -325,6 +334,14 @@ class _Restarts:
         if self._core_det is not None:
             self._core_state = self._core_det.new_state()
 
+    def _provisional(self, x: dict) -> int:
+        """The warm-up's label of a (checked) event: :func:`_sk.provisional_event`."""
+        if not self._prov_n:
+            self._check_event(x)
+            return 0
+        return _sk.provisional_event(self._vector(x), 1.0, self._prov, self._prov_m,
+                                     self._prov_n, False)[0]
+
     def _buffer_for_recheck(self, rows: np.ndarray) -> None:
         """Keep ``rows`` (events with their weight in the last column) for the next check."""
         self._rewarm = list(rows)
@@ -342,6 +359,11 @@ class _Restarts:
         state, replaced = engine.refit(self._state, X, self._policy, gain,
                                        sample_weight=rows[:, -1])
         if replaced:
+            # each new centre takes the label of the old centre it is closest to (greedily)
+            C = state.centers[0].astype(np.float64)
+            masses = state.masses[0].copy()
+            _sk.align_to(C, masses, self._C.astype(np.float64), self.n_clusters)
+            state.centers[0], state.masses[0] = C, masses
             self._adopt(state, X.shape[1])
             if first:
                 self.n_drifts += 1
@@ -389,10 +411,15 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
     The first `warmup` events only fill a buffer; then the engine's initialisation (as for a
     first `partial_fit` of the scikit-learn face: the best of a few k-means++ seedings, each
     annealed on the buffer until its clustering is hard) gives the initial centres, their masses
-    and the temperature. Until then
-    `predict_one` returns 0 and `predict_proba_one` returns `{}`. The events keep being buffered
-    up to `3 * warmup`; then fresh centres chosen on all of them replace the current ones if they
-    explain them better (a start from few events can put two centres on one cluster).
+    and the temperature. Until then the warm-up events are clustered provisionally as they come
+    (:func:`streamrbf.core._start_kernels.provisional_event`, an incremental farthest-point
+    rule): `predict_one` gives the label learning the event would give it (0 before any event),
+    `predict_proba_one` that label with membership 1 (`{}` before any event), and the started
+    model keeps those labels (its centres matched to the provisional ones). The events keep
+    being buffered up to `3 * warmup`; then fresh centres chosen on all of them replace the
+    current ones if they explain them better (a start from few events can put two centres on
+    one cluster); new centres after a re-check or a drift restart take the labels of the old
+    centres nearest to them.
 
     A centre whose decayed mass falls below `reassignment_ratio` (1%) of the largest is moved
     onto a poorly served
@@ -498,6 +525,10 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
 
     _get: itemgetter | None = None  # (a class default too, for models pickled without it)
     _buf_w: np.ndarray | None = None  # (the same)
+    # the warm-up's provisional clustering: centres, masses, how many (the same)
+    _prov: np.ndarray | None = None
+    _prov_m: np.ndarray | None = None
+    _prov_n: int = 0
 
     def __init__(
         self,
@@ -747,6 +778,11 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
     def _learn_vector(self, xv: np.ndarray, w: float = 1.0) -> None:
         """Learn one checked event given as a vector in feature order, of weight ``w > 0``."""
         if self._C is None:
+            if self._prov is None:
+                self._prov = np.zeros((self.n_clusters, len(xv)))
+                self._prov_m = np.zeros(self.n_clusters)
+            _, self._prov_n = _sk.provisional_event(xv, w, self._prov, self._prov_m,
+                                                    self._prov_n)
             self._warm.append(_weighted_row(xv, w))
             if len(self._warm) >= self._warmup_size:
                 rows = np.stack(self._warm)
@@ -809,7 +845,9 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
     # -- prediction ---------------------------------------------------------------------------
 
     def predict_one(self, x: dict) -> int:
-        """The nearest cluster of an event (0 during the warm-up); a bad event raises.
+        """The nearest cluster of an event; a bad event raises. During the warm-up, the
+        label the provisional clustering of the warm-up events would give it (0 before any
+        event), which the started model keeps.
 
         Parameters
         ----------
@@ -822,15 +860,15 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
             The cluster.
         """
         if self._C is None:
-            self._check_event(x)
-            return 0
+            return self._provisional(x)
         j, _ = _ok.nearest_event(self._vector(x), self._C)
         return j
 
     def predict_proba_one(self, x: dict) -> dict[int, float]:
         """Non-zero memberships `{cluster: responsibility}` at the current temperature.
 
-        Before initialisation (during the warm-up) it returns `{}`. The class example shows it.
+        During the warm-up: the provisional cluster with membership 1 (`{}` before any event).
+        The class example shows it.
 
         Parameters
         ----------
@@ -843,8 +881,7 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
             The non-zero memberships; they sum to 1.
         """
         if self._C is None:
-            self._check_event(x)
-            return {}
+            return {self._provisional(x): 1.0} if self._prov_n else (self._check_event(x) or {})
         xv = self._vector(x)
         k = self.n_clusters
         vals, idx = np.empty(k), np.empty(k, np.int64)
