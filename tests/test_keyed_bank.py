@@ -284,3 +284,12 @@ def test_a_bank_copy_shares_nothing_that_learning_changes():
     copy = bank.copy()
     copy.learn_rows(M[60:], copy.rows_for(k[60:]))
     assert to_bytes(bank) == before != to_bytes(copy)
+
+
+def test_a_segment_whose_distances_overflow_says_so():
+    # squared distances beyond float64: the start keeps its first seeding and reports an
+    # infinite inertia (callers refuse the batch), never uninitialised memory
+    X = np.array([[1e200], [-1e200], [3e200], [-2e200]])
+    bank, inertia = initialise_bank(X, [0, 4], Policy(n_clusters=2), seeds=[0])
+    assert not np.isfinite(inertia[0])
+    assert all(any(c == x for x in X[:, 0]) for c in bank.centers[0, :, 0])

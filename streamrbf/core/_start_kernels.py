@@ -291,7 +291,7 @@ def _start_segment(X, w, starts, s, k, n_init, seeds, mapping, temperature, scal
             for j in range(k):
                 dmin = min(dmin, _dist(Xs, i, C, j))
             inertia += ws[i] * dmin
-        if inertia < best:
+        if trial == 0 or inertia < best:  # (the first is kept even if it overflowed)
             best = inertia
             C_out[s] = C
             T_out[s], T0_out[s], Tmin_out[s] = T, t0, tmin
