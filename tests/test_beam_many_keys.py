@@ -226,3 +226,17 @@ def test_chunks_stepped_on_a_torch_device_equal_the_cpu_kernels(device):
     np.testing.assert_allclose(dev.value.bank.state.centers, host.value.bank.state.centers,
                                rtol=1e-4, atol=1e-4)
     assert a is not None and b is not None
+
+
+def test_values_beyond_the_banks_float32_centres_are_dead_letters_not_a_crash(tmp_path):
+    # values a float64 model could take but float32 centres cannot (and whose squared
+    # distances would overflow): dead letters naming the feature; the other stream is clustered
+    from streamrbf.core.validation import max_abs_value
+
+    m = 0.5 * max_abs_value(2)
+    corners = [[m, m], [m, -m], [-m, m], [-m, -m]]
+    events = [("s", corners[i % 4]) for i in range(64)]
+    events += [("t", [float(i % 2), 0.0]) for i in range(64)] + [("t", [1e39, 0.0])]
+    assigned, dead = _run(events, tmp_path, n_clusters=2, shards=1)
+    assert len(assigned) == 64 and {k for k, *_ in assigned} == {"t"}
+    assert len(dead) == 65 and all("float32 range" in reason for _, reason in dead)
