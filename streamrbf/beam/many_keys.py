@@ -429,7 +429,8 @@ class ClusterManyKeys(beam.PTransform):
     Compared with :class:`~streamrbf.beam.ClusterPerKey`: no event waits (no batch of exactly
     ``batch_size``, no flush timer: a stream steps on the events a bundle brings it), warm-up
     events are assigned provisionally rather than held back, every stream of a shard shares the
-    feature set the shard's first chunk fixes, and a shard keeps at most
+    feature set the shard's first chunk fixes, values beyond the float32 range of the centres are
+    dead letters, and a shard keeps at most
     ``max_streams_per_shard`` streams (least recently used evicted). Use ``ClusterPerKey`` for
     a few thousand long streams that want fixed-size batches; ``ClusterManyKeys`` for many
     keys, most of them short. Every event leaves as exactly one ``(key, Assignment)`` or one
