@@ -329,22 +329,27 @@ def _sequence_values(features: Any) -> tuple[float, ...]:
     return tuple(_real(f"#{i}", v) for i, v in enumerate(features))
 
 
-def _check_magnitude(names: tuple[str, ...] | None, values: Sequence[float]) -> None:
-    """The value rule's limit for an event of ``len(values)`` features (float64 models)."""
-    check_limit(np.asarray([values], dtype=np.float64), value_limit(len(values)), names)
+def _check_magnitude(names: tuple[str, ...] | None, values: Sequence[float],
+                     dtype: Any = np.float64) -> None:
+    """The value rule's limit for an event of ``len(values)`` features (models whose centres
+    are ``dtype``)."""
+    check_limit(np.asarray([values], dtype=np.float64), value_limit(len(values), dtype), names)
 
 
-def too_large_reason(names: Sequence[str] | None, values: Sequence[float]) -> str:
+def too_large_reason(names: Sequence[str] | None, values: Sequence[float],
+                     dtype: Any = np.float64) -> str:
     """Why an event with a value beyond the value rule's limit is refused (it names the first
-    such feature).
+    such feature); ``dtype``: the centres' (float32 centres take less).
 
     Examples
     --------
     >>> too_large_reason(("x", "y"), [1.0, 1e200])[:40]
     "feature 'y' = 1e+200 is too large to clu"
+    >>> "float32 range" in too_large_reason(None, [1e39], np.float32)
+    True
     """
     try:
-        _check_magnitude(None if names is None else tuple(names), values)
+        _check_magnitude(None if names is None else tuple(names), values, dtype)
     except ValueTooLargeError as err:
         return str(err)
     raise ValueError("no value is too large")

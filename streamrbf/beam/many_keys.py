@@ -32,8 +32,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 from ..core.assignment import Assignment, AssignmentBatch
 from ..core.policy import Policy, translate_deprecated, warmup_size
 from ..core.streams import StreamBank, from_bytes, to_bytes
-from ..core.validation import ValueTooLargeError, check_limit, value_limit
-from .dead_letters import DEAD_LETTERS, DeadLetter
+from ..core.validation import value_limit
+from .dead_letters import DEAD_LETTERS, DeadLetter, too_large_reason
 from .per_key import (
     _NUMBER_TYPES,
     SNAPSHOTS,
@@ -372,7 +372,7 @@ class _BankDoFn(beam.DoFn):
             if b:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
                     key, _event(chunk.names, row, self.id_field, event_id),
-                    _too_large_reason(chunk.names, row), "model", event_id))
+                    too_large_reason(chunk.names, row, np.float32), "model", event_id))
         keep = np.flatnonzero(~bad).tolist()
         return (chunk.rows[~bad], [chunk.keys[i] for i in keep],
                 None if chunk.ids is None else [chunk.ids[i] for i in keep])
@@ -382,14 +382,6 @@ def _limit(d: int) -> float:
     """The largest value a bank stream takes: its centres are float32 (and squared distances
     between values within that range fit float64)."""
     return value_limit(d, np.float32)
-
-
-def _too_large_reason(names: tuple[str, ...] | None, row: list[float]) -> str:
-    try:
-        check_limit(np.asarray([row]), _limit(len(row)), names)
-    except ValueTooLargeError as err:
-        return str(err)
-    raise ValueError("no value is too large")
 
 
 def _batches(keys: list, at: np.ndarray, labels: np.ndarray, sq: np.ndarray, temps: np.ndarray,
