@@ -14,15 +14,15 @@ from river import base
 from ..core import _online_kernels as _ok
 from ..core.drift import Cusum
 from ..core.drift import detector as core_detector
+from ..core.state import counted
 from ..core.streams import STARTED, WARMING, StreamBank
-from ..core.temperature import logit_divisor
+from ..core.temperature import cooled, logit_divisor
 from ._model import (
-    _FAST_TYPES,
     _PACKERS,
     RBFKMeans,
     _event_weight,
     _EventFeatures,
-    _first_out_of_range,
+    _river_alarm,
 )
 
 
@@ -216,11 +216,10 @@ class KeyedRBFKMeans(_EventFeatures, base.Wrapper, base.Clusterer):
                     hash(key)
                     if vals == self._last_vals:  # the event just checked (predict, then learn)
                         return key, self._last_xv
-                    if _FAST_TYPES.issuperset(map(type, vals)):
-                        xv = np.frombuffer(bytearray(_PACKERS[len(vals)](*vals)))
-                        if _first_out_of_range(xv, self._max_value) < 0:
-                            self._last_vals, self._last_xv = vals, xv
-                            return key, xv
+                    xv = self._packed(vals)
+                    if xv is not None:
+                        self._last_vals, self._last_xv = vals, xv
+                        return key, xv
             except (LookupError, TypeError, OverflowError, struct.error):
                 pass
         key, rest = self._split(x)
@@ -306,10 +305,11 @@ class KeyedRBFKMeans(_EventFeatures, base.Wrapper, base.Clusterer):
                 logit_divisor(st.temperature[row]), int(params[2]), params[0],
                 bank.aux[row], bank.rs[row:row + 1], values, bank.det[row])
             batch[2] = 0
-            st.temperature[row] = max(st.temperature[row] * params[1],
-                                      st.min_temperature[row])
-            st.n_steps[row] += 1
-            st.n_seen[row] += self._bs
+            # the bookkeeping of a lone RBFKMeans after a step (`_after_step`)
+            st.temperature[row] = cooled(st.temperature.item(row), params[1],
+                                         st.min_temperature.item(row))
+            st.n_steps[row] = counted(st.n_steps.item(row), 1)
+            st.n_seen[row] = counted(st.n_seen.item(row), self._bs)
             if st.n_steps[row] % bank.warmup == 0:
                 _ok.reseed_event_model(st.centers[row], st.masses[row], bank.aux[row],
                                        params[4])
@@ -323,15 +323,9 @@ class KeyedRBFKMeans(_EventFeatures, base.Wrapper, base.Clusterer):
 
     @staticmethod
     def _feed(det: Any, values: np.ndarray) -> bool:
-        if isinstance(det, tuple):
+        if isinstance(det, tuple):  # a core detector and its memory
             return bool(det[0].update(det[1], values.astype(np.float64)))
-        alarm = False
-        for v in values.tolist():
-            before = getattr(det, "estimation", None)
-            det.update(v)
-            if det.drift_detected and (before is None or det.estimation > before):
-                alarm = True
-        return alarm
+        return _river_alarm(det, values.tolist())
 
     # -- prediction ---------------------------------------------------------------------------
 

@@ -71,6 +71,18 @@ def _first_out_of_range(x, limit):
     return -1
 
 
+def _river_alarm(det: base.DriftDetector, values: Any) -> bool:
+    """Feed each distortion of ``values`` to a River drift detector; True if one raised a drift
+    while the distortion rose (it also falls while centres converge: that is no drift)."""
+    alarm = False
+    for v in values:
+        before = getattr(det, "estimation", None)
+        det.update(v)
+        if det.drift_detected and (before is None or det.estimation > before):
+            alarm = True
+    return alarm
+
+
 class _EventFeatures:
     """How River's clusterer reads events and frames of events: the feature set the first event
     fixes, every value through the value rule of :mod:`streamrbf.core.validation` (a compiled
@@ -93,13 +105,23 @@ class _EventFeatures:
         if get is not None and type(x) is dict:
             try:
                 vals = get(x)
-                if len(x) == len(vals) and _FAST_TYPES.issuperset(map(type, vals)):
-                    xv = np.frombuffer(bytearray(_PACKERS[len(vals)](*vals)))
-                    if _first_out_of_range(xv, self._max_value) < 0:
+                if len(x) == len(vals):
+                    xv = self._packed(vals)
+                    if xv is not None:
                         return xv
             except (LookupError, TypeError, OverflowError, struct.error):
                 pass
         return self._vector_slow(x)
+
+    def _packed(self, vals: tuple) -> np.ndarray | None:
+        """The fast path's vector of ``vals`` (the feature values in order), or None when a
+        value is not of a common number type or is out of range (the value rule decides then).
+        May raise ``TypeError``, ``OverflowError`` or ``struct.error`` (the same)."""
+        if _FAST_TYPES.issuperset(map(type, vals)):
+            xv = np.frombuffer(bytearray(_PACKERS[len(vals)](*vals)))
+            if _first_out_of_range(xv, self._max_value) < 0:
+                return xv
+        return None
 
     @staticmethod
     def _event_keys(x: dict) -> Any:
@@ -823,13 +845,7 @@ class RBFKMeans(_Restarts, _EventFeatures, base.Clusterer):
         if self._core_det is not None:
             alarm |= self._core_det.update(self._core_state, np.asarray(nearest, np.float64))
         if self._drift is not None:
-            det = self._drift
-            for v in nearest:
-                before = getattr(det, "estimation", None)
-                det.update(v)
-                # Only a rise of the distortion is a drift: it also falls while centres converge.
-                if det.drift_detected and (before is None or det.estimation > before):
-                    alarm = True
+            alarm |= _river_alarm(self._drift, nearest)
         if self._rewarm is not None:
             if xv is not None:
                 self._rewarm.append(_weighted_row(xv, w))
