@@ -440,34 +440,35 @@ class StreamBank:
         st = self.state
         n = len(rows)
         labels = np.zeros(n, np.int64)
-        sq = np.zeros(n)
-        temps = np.zeros(n)
         k = self.k
-        vals, idx, nnz = np.zeros((n, k)), np.zeros((n, k), np.int64), np.ones(n, np.int64)
+        if memberships:
+            sq, temps = np.zeros(n), np.zeros(n)
+            vals, idx, nnz = np.zeros((n, k)), np.zeros((n, k), np.int64), np.ones(n, np.int64)
         rank = _rank_within(rows)
         need = np.where(self.phase[rows] == WARMING, self.warmup - self.n_warm[rows], 0)
         warm = rank < need
-        if warm.any():
-            wi = np.flatnonzero(warm)
+        wi = np.flatnonzero(warm)
+        if wi.size:
             _warm_rows(self, M, rows, rank, wi, labels)
-            vals[wi, 0], idx[wi, 0] = 1.0, labels[wi]
         rest = np.flatnonzero(~warm)
         if rest.size:
             X, r_rows = M[rest], rows[rest]
             if memberships:  # scored before the step
-                divisors = st.temperature[r_rows].astype(np.float64)
+                temps[rest] = divisors = st.temperature[r_rows].astype(np.float64)
                 v, j, c = np.zeros((rest.size, k)), np.zeros((rest.size, k), np.int64), \
                     np.zeros(rest.size, np.int64)
                 _ok.memberships_rows_bank(X, r_rows, st.centers, divisors, int(self.params[2]),
                                           v, j, c)
                 vals[rest], idx[rest], nnz[rest] = v, j, c
-                temps[rest] = divisors
             r = _step(self, X, r_rows)
-            labels[rest], sq[rest] = r.labels, r.nearest
+            labels[rest] = r.labels
+            if memberships:
+                sq[rest] = r.nearest
             self._after_batch(X, r_rows, r.nearest)
         if not memberships:
             return labels
-        if warm.any():
+        if wi.size:  # a provisional cluster, membership 1
+            vals[wi, 0], idx[wi, 0] = 1.0, labels[wi]
             sq[wi] = _ok.distances_to_labels(M[wi], rows[wi], labels[wi], st.centers)
         return labels, sq, temps, (vals, idx, nnz)
 
@@ -671,10 +672,8 @@ def _warm_rows(self: StreamBank, M, rows, rank, wi, labels) -> None:
     """:meth:`StreamBank.learn_rows` for the rows ``wi`` that warm their streams up."""
     st = self.state
     wl = np.empty(wi.size, np.int64)
-    count = self.count.astype(np.int64)
-    _sk.provisional_rows(M[wi], np.ones(wi.size), rows[wi], st.centers, st.masses, count,
+    _sk.provisional_rows(M[wi], np.ones(wi.size), rows[wi], st.centers, st.masses, self.count,
                          wl)
-    self.count[:] = count
     labels[wi] = wl
     pos = self.n_warm[rows[wi]] + rank[wi]
     by = np.argsort(rows[wi], kind="stable")  # each stream's rows, one slice each
@@ -684,8 +683,9 @@ def _warm_rows(self: StreamBank, M, rows, rank, wi, labels) -> None:
         buf = self.warm[int(owners[a])]
         buf[pos[by[a:b]], :-1] = M[wi[by[a:b]]]
         buf[pos[by[a:b]], -1] = 1.0
-    self.n_warm += np.bincount(rows[wi], minlength=len(self.n_warm)).astype(np.int32)
-    full = np.unique(rows[wi][self.n_warm[rows[wi]] >= self.warmup])
+    streams = owners[cuts[:-1]]  # (each stream with rows here, once: no sweep of the bank)
+    self.n_warm[streams] += np.diff(cuts).astype(np.int32)
+    full = streams[self.n_warm[streams] >= self.warmup]
     if full.size:
         self.start(full)
 
