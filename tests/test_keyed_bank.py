@@ -7,7 +7,6 @@ import pickle
 import tracemalloc
 
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -109,18 +108,11 @@ def test_a_warm_up_prediction_is_the_label_learning_gives(rows, k):
 # -- KeyedRBFKMeans on the bank -------------------------------------------------------------------
 
 def _events(n_keys, per_key, d, k, seed):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0.0, 4.0, (n_keys, k, d))
-    keys = np.repeat(np.arange(n_keys), per_key)
-    rng.shuffle(keys)
-    y = rng.integers(0, k, keys.size)
-    X = centres[keys, y] + rng.normal(0.0, 1.0, (keys.size, d))
-    cols = [f"f{i}" for i in range(d)]
-    events = [{"id": key, **dict(zip(cols, row, strict=True))}
-              for key, row in zip(keys.tolist(), X.tolist(), strict=True)]
-    frame = pd.DataFrame(X, columns=cols)
-    frame.insert(0, "id", keys)
-    return events, frame, keys, y
+    """``n_keys`` streams of ``per_key`` events with their own ``k`` blobs, interleaved: (dict
+    events with an "id" field, the frame, keys, true labels), as the bench makes them."""
+    from streamrbf.bench.river import _keyed_events
+
+    return _keyed_events(n_keys, per_key, d, k, seed)
 
 
 def _ari(keys, y, pred):
