@@ -32,6 +32,7 @@ from .core._kernels import MAPPINGS
 from .core._warn import warn_caller
 from .core.persistence import ESTIMATOR_PARAMS, load_state, save_state
 from .core.policy import INITS, Policy, translate_deprecated
+from .core.sample import StreamSample
 from .core.state import ModelState, host_array, seed_from
 from .core.statistics import BatchResult, SufficientStatistics, is_sparse
 from .core.temperature import TemperatureSchedule
@@ -524,11 +525,11 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
         ends after ``floor(e * n_samples / batch_size)`` batches in all, so ``n_iter_`` is
         ``ceil(n_steps_ * batch_size / n_samples)`` as in ``MiniBatchKMeans``).
     split_merge
-        Full-batch :meth:`fit` only: after annealing, rounds of split and merge moves at zero
-        temperature (the largest-error clusters split along their principal axes, the least
-        useful centres removed, Lloyd's iterations after each) while they lower the inertia,
-        within ``max_iter`` (:mod:`streamrbf.core.refine`). False: annealing and Lloyd's
-        iterations alone.
+        Split and merge moves at zero temperature (largest-error clusters split along their
+        principal axes, the least useful centres removed, Lloyd's iterations after each) while
+        they lower the inertia: at the end of :meth:`fit` within ``max_iter``, and in
+        :meth:`partial_fit` on a sample of a numpy stream each time its events double (about a
+        quarter of the throughput; :mod:`streamrbf.core.sample`). False: annealing alone.
     max_no_improvement
         Mini-batch :meth:`fit` only: once cold, stop after this many consecutive batches that
         do not improve the smoothed batch inertia (``MiniBatchKMeans``'s rule). None (the
@@ -766,7 +767,7 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
         policy = self._start(Xv, policy, seed)
         r = engine.fit(Xv, policy, seed, feature_names=self._feature_names(),
                        sample_weight=w, progress=self._progress())
-        self._state = r.state
+        self._state, self._sample = r.state, None
         self.n_steps_ = int(r.state.n_steps[0])
         self.n_iter_ = r.n_iter
         self.labels_ = host_array(r.labels).astype(np.int32)
@@ -780,7 +781,8 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
 
         The first call initialises: the best of ``n_init`` seedings of the batch, each annealed
         on it until hard, so a stream starts from a good clustering of its first batch. Later
-        calls take exactly one step each. The model is unchanged if the call raises.
+        calls take exactly one step each (and, with ``split_merge``, a numpy stream's moves on
+        its sample each time its events double). The model is unchanged if the call raises.
 
         Parameters
         ----------
@@ -809,13 +811,19 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
             seed = seed_from(self.random_state)
             policy = self._start(Xv, policy, seed)
             r = engine.initialise(Xv, policy, seed, self._feature_names(), sample_weight=w)
-            self._state = r.state
+            self._state, self._sample = r.state, StreamSample.for_stream(policy, Xv)
             self.n_steps_ = int(r.state.n_steps[0])
             self.inertia_ = r.inertia
             self._set_labels(r.labels)
+            self._offer(Xv, w)
             return self
         self._learn(X, keep=self.compute_labels, sample_weight=sample_weight)
         return self
+
+    def _offer(self, Xv: Any, w: Any) -> None:
+        """Offer a learnt batch to the stream's sample (:meth:`StreamSample.learnt`)."""
+        if getattr(self, "_sample", None) is not None and not self._state.on_device:
+            self._sample.learnt(self._state, self.get_policy(), Xv, w)
 
     def score_then_learn(self, X: Any) -> BatchResult:
         """Score the batch ``X`` with the model as it is, then take :meth:`partial_fit`'s step on
@@ -854,6 +862,7 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
         self._state, r = engine.step(state, Xv, self.get_policy(), keep=keep,
                                      compile=self.compile, sample_weight=w)
         self.n_steps_ += 1
+        self._offer(Xv, w)
         # (an accelerator step that kept nothing has no distances)
         self.inertia_ = math.nan if r.nearest is None else engine.weighted_sum(r.nearest, w)
         if r.labels is not None:

@@ -23,7 +23,8 @@ The rules behind "auto":
   :data:`DECAY_EVENTS` events (at most that much per step): a stream anneals at the same pace
   per event whatever its batch size. A number is the factor per step.
 - ``split_merge=True``: a full-batch ``fit`` ends with split and merge moves at zero temperature
-  (:mod:`streamrbf.core.refine`) and Lloyd's polish, within ``max_iter``.
+  (:mod:`streamrbf.core.refine`) and Lloyd's polish, within ``max_iter``; a stream that keeps a
+  sample makes the same moves on it each time its events double (:mod:`streamrbf.core.sample`).
 - ``half_life="auto"``: ``fit`` over a fixed data set never forgets; a stream's masses halve every
   ``max(AUTO_MEMORY_STEPS, AUTO_MEMORY_PER_CLUSTER * n_clusters)`` steps, so a centre's step size
   never falls below about 1 / (1.44 x that many steps) of what one batch brings: it keeps following
@@ -256,9 +257,10 @@ class Policy:
     batch_size
         ``fit``'s mini-batch size; None: full batch (each iteration one soft-Lloyd step).
     split_merge
-        Full-batch ``fit`` only: after annealing, split the clusters with the largest error and
-        merge the least useful centres while that lowers the K-Means objective
-        (:mod:`streamrbf.core.refine`), within ``max_iter``; False: annealing alone.
+        ``fit``: after annealing, split the clusters with the largest error and merge the least
+        useful centres while that lowers the K-Means objective (:mod:`streamrbf.core.refine`),
+        within ``max_iter``; a stream with a sample: the same moves on it
+        (:mod:`streamrbf.core.sample`); False: annealing alone.
     max_no_improvement
         Mini-batch ``fit`` only: once cold, stop after this many consecutive batches that do not
         improve the smoothed batch inertia (as scikit-learn's ``MiniBatchKMeans``); None: no such

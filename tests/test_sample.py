@@ -1,0 +1,116 @@
+"""A stream's sample and the split and merge moves partial_fit makes on it."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.cluster import KMeans
+
+from streamrbf import RBFKMeans
+from streamrbf.core.policy import Policy
+from streamrbf.core.sample import StreamSample, sample_size
+from streamrbf.core.state import ModelState
+
+
+def _kept_indices(sample_half_life, n=20_000, size=1_000, seed=0):
+    rng = np.random.default_rng(seed)
+    s = StreamSample(size, sample_half_life)
+    X = np.arange(n, dtype=float)[:, None]
+    for lo in range(0, n, 500):
+        s.add(X[lo:lo + 500], None, rng)
+    return s.rows[:, 0]
+
+
+def test_without_forgetting_the_sample_is_uniform_and_with_it_recent():
+    uniform = _kept_indices(None)
+    assert len(uniform) == 1000 and abs(uniform.mean() / 20_000 - 0.5) < 0.05
+    recent = _kept_indices(2_000.0)
+    assert recent.mean() > 0.75 * 20_000  # weights double every 2,000 events (uniform: 0.5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 300), size=st.integers(1, 50), zeros=st.integers(0, 300))
+def test_the_sample_keeps_at_most_its_size_and_never_a_row_of_weight_zero(n, size, zeros):
+    rng = np.random.default_rng(n)
+    X = rng.normal(size=(n, 2))
+    w = np.ones(n)
+    w[: min(zeros, n)] = 0.0
+    s = StreamSample(size, 100.0)
+    s.add(X, w, rng)
+    assert len(s.rows) == min(size, int((w > 0).sum()))
+    zero_rows = {tuple(r) for r in X[w == 0]}
+    assert not any(tuple(r) in zero_rows for r in s.rows)
+
+
+def test_sample_size_follows_clusters_and_features_within_its_bounds():
+    assert sample_size(8, 16) == 4096
+    assert sample_size(50, 8) == 10_000 and sample_size(100, 2) == 16_384
+    assert sample_size(10, 300) == 6_990  # 16 MB of float64 rows
+    assert sample_size(1, 10**9) == 1
+
+
+def _stream(X, k, seed, **params):
+    m = RBFKMeans(k, random_state=seed, **params)
+    rng = np.random.default_rng(seed)
+    for _ in range(3):
+        order = rng.permutation(len(X))
+        for lo in range(0, len(X), 256):
+            m.partial_fit(X[order[lo:lo + 256]])
+    return m
+
+
+def _uneven_blobs(seed=0, k=20, n=3000, d=6):
+    rng = np.random.default_rng(seed)
+    sizes = rng.multinomial(n - 10 * k, rng.dirichlet(np.ones(k))) + 10
+    centres = rng.uniform(-10, 10, (k, d))
+    spreads = rng.uniform(0.3, 3.0, k)
+    return np.concatenate([c + s * rng.normal(size=(m, d))
+                           for c, s, m in zip(centres, spreads, sizes, strict=True)])
+
+
+def test_a_stream_finds_what_kmeans_with_ten_restarts_finds():
+    # uneven sizes and spreads: the first batch's start leaves centres to move between clusters
+    X = _uneven_blobs()
+    best = KMeans(20, n_init=10, random_state=0).fit(X).inertia_
+    moved = [-_stream(X, 20, s).score(X) / best for s in range(3)]
+    still = [-_stream(X, 20, s, split_merge=False).score(X) / best for s in range(3)]
+    assert max(moved) <= 1.03 and np.mean(moved) < np.mean(still)
+
+
+def test_the_stream_is_reproducible_and_split_merge_off_keeps_no_sample():
+    X = _uneven_blobs(1, k=5, n=1500)
+    a, b = _stream(X, 5, 3), _stream(X, 5, 3)
+    assert a.cluster_centers_.tobytes() == b.cluster_centers_.tobytes()
+    assert a._sample == b._sample and a._sample is not b._sample
+    assert a._sample is not None and len(a._sample.rows) == min(len(X) * 3, sample_size(5, 6))
+    assert _stream(X, 5, 3, split_merge=False)._sample is None
+
+
+def test_moves_that_fit_the_latest_batch_worse_are_refused():
+    # after a jump the sample still holds the old regime: Lloyd on it would pull the centres
+    # back to the mixture, which the latest batch (the new regime) refuses
+    rng = np.random.default_rng(0)
+    old = np.concatenate([rng.normal(0, 0.3, (400, 1)), rng.normal(10, 0.3, (400, 1))])
+    new = old + 5.0
+    s = StreamSample(size=800, half_life=None)
+    s.add(old, None, rng)
+    s.add(new[:200], None, rng)
+    state = ModelState.single(np.array([[5.0], [15.0]]), np.full(2, 100.0), temperature=0.01)
+    before = state.centers.copy()
+    assert not s.refine(state, Policy(n_clusters=2), rng, latest=(new[200:], None))
+    np.testing.assert_array_equal(state.centers, before)
+    # without the check the same moves are taken, and they move the centres off the new regime
+    assert s.refine(state, Policy(n_clusters=2), rng)
+    assert np.abs(np.sort(state.centers[:, 0]) - [5.0, 15.0]).max() > 1.0
+
+
+def test_moves_happen_at_doublings_of_the_events_seen():
+    rng = np.random.default_rng(0)
+    s = StreamSample(size=100, half_life=None)
+    due = []
+    for _ in range(20):
+        s.add(rng.normal(size=(50, 2)), None, rng)
+        due.append(s.due())
+    # the first batch (50 events) sets the schedule: moves after 100, 200, 400 and 800 events
+    assert [i + 1 for i, d in enumerate(due) if d] == [2, 4, 8, 16]
