@@ -201,7 +201,8 @@ class _ParseAndShardDoFn(_ParseAndBatchDoFn):
         # chunk with the default features: their next events skip the slot lookups
         self._open: dict[str, tuple] = {}
 
-    def process(self, element: Any) -> Iterable[Any]:
+    def process(self, element: Any) -> Iterable[Any] | None:
+        # (not a generator: most events return None, which Beam takes at no cost)
         if type(element) is tuple and len(element) == 2 and self.id_field is None:
             key, features = element
             t = type(features)
@@ -216,9 +217,10 @@ class _ParseAndShardDoFn(_ParseAndBatchDoFn):
                     if finite:  # (a plain event of a key seen in this chunk: checked)
                         at[0].extend(features)
                         at[1].append(key)
-                        if len(at[1]) >= self.chunk_rows:
-                            yield self._chunk(at[3])
-                        return
+                        return [self._chunk(at[3])] if len(at[1]) >= self.chunk_rows else None
+        return list(self._parsed(element))
+
+    def _parsed(self, element: Any) -> Iterable[Any]:
         parsed = self._parse(element, self.id_field)
         if type(parsed) is DeadLetter:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, parsed)
@@ -258,7 +260,7 @@ class _ParseAndShardDoFn(_ParseAndBatchDoFn):
 class _ParseAndShardTimestampedDoFn(_ParseAndShardDoFn):
     """For streams: leftover chunks carry the latest timestamp of the bundle's events."""
 
-    def process(self, element: Any, timestamp=beam.DoFn.TimestampParam) -> Iterable[Any]:
+    def process(self, element: Any, timestamp=beam.DoFn.TimestampParam) -> Iterable[Any] | None:
         if timestamp > self._timestamp:
             self._timestamp = timestamp
         return super().process(element)
@@ -331,17 +333,13 @@ class _BankDoFn(beam.DoFn):
         if self.output == "batches":
             yield from _batches(keys, at, labels, sq, temps, vals, idx, nnz, ids)
         else:
-            dist, lab, t_l = np.sqrt(sq).tolist(), labels.tolist(), temps.tolist()
             # most events have one membership: their first column; the others a row each
-            first_c, first_v = idx[:, 0].tolist(), vals[:, 0].tolist()
-            shared = {i: dict(zip(idx[i, :c].tolist(), vals[i, :c].tolist(), strict=True))
-                      for i, c in zip(np.flatnonzero(nnz > 1).tolist(),
-                                      nnz[nnz > 1].tolist(), strict=True)}
-            no_ids = repeat(None) if ids is None else ids
-            for i, (key, event_id) in enumerate(zip(keys, no_ids)):
-                m = shared.get(i) if shared else None
-                yield key, Assignment(lab[i], {first_c[i]: first_v[i]} if m is None else m,
-                                      dist[i], t_l[i], event_id)
+            mems = [{c: v} for c, v in zip(idx[:, 0].tolist(), vals[:, 0].tolist())]
+            for i, c in zip(np.flatnonzero(nnz > 1).tolist(), nnz[nnz > 1].tolist(),
+                            strict=True):
+                mems[i] = dict(zip(idx[i, :c].tolist(), vals[i, :c].tolist(), strict=True))
+            yield from zip(keys, map(Assignment, labels.tolist(), mems, np.sqrt(sq).tolist(),
+                                     temps.tolist(), repeat(None) if ids is None else ids))
         if self.snapshot_every:
             yield from self._snapshots(bank, at, before)
 

@@ -562,8 +562,9 @@ class ClusterPerKey(beam.PTransform):
     stateful step cuts each key's rows into batches of exactly ``batch_size`` (a partial batch
     waits in state; streams flush it after ``max_buffering_secs`` of processing time, bounded input
     at its end); each batch is scored first and then learned from, one core step per batch
-    (``partial_fit``'s, without the moves on a sample: a key's state stays its model). The first ``warmup`` events of a key, rounded up to whole batches, initialise its
-    model (k-means++ and annealing) and are then scored by it. A key idle for ``ttl_secs`` is
+    (``partial_fit``'s, without the moves on a sample: a key's state stays its model). The
+    first ``warmup`` events of a key, rounded up to whole batches, initialise its model
+    (k-means++ and annealing) and are then scored by it. A key idle for ``ttl_secs`` is
     dropped from state (streams only).
 
     ``features`` is a dict, a 1-D array or list, or JSON text. Events with a bad key, unparseable

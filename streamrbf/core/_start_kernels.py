@@ -234,13 +234,16 @@ def _feature_variance(X, w):
 @numba.njit(cache=True, nogil=True, parallel=True)
 def initialise_segments(X, w, starts, k, n_init, seeds, mapping, temperature, scale,
                         floor, floor_is_ratio, factor, max_iter, tol_rel, ref, ref_count,
-                        C_out, M_out, T_out, T0_out, Tmin_out, steps_out, inertia_out):
+                        C_out, M_out, T_out, T0_out, Tmin_out, steps_out, inertia_out,
+                        repeat_rtol=-1.0):
     """Start the model of every segment ``s`` (rows ``starts[s]:starts[s + 1]`` of ``X``, weights
     ``w``): the best (lowest weighted inertia) of ``n_init`` greedy k-means++ seedings, each
     annealed from its start temperature (``temperature``, or when that is not positive ``scale``
     x the auto temperature of the seeds: half the mean squared distance to them) down by
     ``factor`` per iteration to its floor (``floor`` x the start when ``floor_is_ratio``, else
-    ``min(floor, start)``), until hard and still; then one last pass gives the masses. The kept
+    ``min(floor, start)``), until hard and still (with ``repeat_rtol >= 0``, the seedings stop
+    once the best inertia has been reached twice, within that relative tolerance: the
+    :data:`~streamrbf.core.policy.REPEAT_RTOL` rule); then one last pass gives the masses. The kept
     centres are ordered by :func:`align_to` the first ``ref_count[s]`` rows of ``ref[s]``.
     Segment ``s`` draws from the splitmix64 stream of ``seeds[s]`` and the trial, so the
     segments are independent: they run on numba's threads, each segment on one thread (the
@@ -248,13 +251,13 @@ def initialise_segments(X, w, starts, k, n_init, seeds, mapping, temperature, sc
     for s in numba.prange(starts.shape[0] - 1):
         _start_segment(X, w, starts, s, k, n_init, seeds, mapping, temperature, scale, floor,
                        floor_is_ratio, factor, max_iter, tol_rel, ref, ref_count, C_out, M_out,
-                       T_out, T0_out, Tmin_out, steps_out, inertia_out)
+                       T_out, T0_out, Tmin_out, steps_out, inertia_out, repeat_rtol)
 
 
 @_jit
 def _start_segment(X, w, starts, s, k, n_init, seeds, mapping, temperature, scale,  # noqa: C901
                    floor, floor_is_ratio, factor, max_iter, tol_rel, ref, ref_count, C_out,
-                   M_out, T_out, T0_out, Tmin_out, steps_out, inertia_out):
+                   M_out, T_out, T0_out, Tmin_out, steps_out, inertia_out, repeat_rtol):
     """:func:`initialise_segments` of segment ``s``."""
     dim = X.shape[1]
     a, b = starts[s], starts[s + 1]
@@ -268,6 +271,7 @@ def _start_segment(X, w, starts, s, k, n_init, seeds, mapping, temperature, scal
     rs = np.empty(1, np.uint64)
     tol = tol_rel * _feature_variance(Xs, ws) if tol_rel > 0.0 else 0.0
     best = math.inf
+    hits = 0
     for trial in range(n_init):
         rs[0] = seeds[s] * _GOLDEN + np.uint64(trial + 1)
         _kmeans_plusplus(Xs, ws, k, rs, C, D2, cum)
@@ -291,8 +295,14 @@ def _start_segment(X, w, starts, s, k, n_init, seeds, mapping, temperature, scal
             for j in range(k):
                 dmin = min(dmin, _dist(Xs, i, C, j))
             inertia += ws[i] * dmin
+        if trial > 0 and repeat_rtol >= 0.0 and abs(inertia - best) <= repeat_rtol * best:
+            hits += 1  # the best clustering reached again
+            if hits >= 2:
+                break
+            continue
         if trial == 0 or inertia < best:  # (the first is kept even if it overflowed)
             best = inertia
+            hits = 1
             C_out[s] = C
             T_out[s], T0_out[s], Tmin_out[s] = T, t0, tmin
             steps_out[s] = steps

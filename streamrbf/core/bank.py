@@ -268,7 +268,8 @@ def initialise_bank(X: Any, starts: Any, policy: Policy, seeds: Any, *,
         -1.0 if auto_t else float(policy.initial_temperature), AUTO_TEMPERATURE_SCALE,
         AUTO_MIN_RATIO if auto_floor else float(policy.min_temperature), auto_floor,
         policy.temperature_factor(1, full_batch=True), int(policy.max_iter),
-        float(policy.tol or 0.0), ref, ref_count, C, M, T, T0, Tmin, steps, inertia)
+        float(policy.tol or 0.0), ref, ref_count, C, M, T, T0, Tmin, steps, inertia,
+        policy.repeat_rtol(True))
     state = ModelState(C, M, T, T0, Tmin, steps, sizes.copy(), seeds)
     return state, inertia
 

@@ -402,6 +402,7 @@ def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
     full = stream or policy.batch_size is None or policy.batch_size >= n
     tol = _tolerance(X, policy, w)
     best: tuple | None = None
+    repeat, hits = policy.repeat_rtol(stream), 0
     for trial in range(n_init):
         rng = generator(seed, 0, SEEDING, trial)
         C0, sample, sample_w = initial_centres(X, policy, rng, w)
@@ -413,8 +414,13 @@ def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
             run = _refined(X, run, policy, rng, tol, w)
         if progress is not None:
             progress(trial, run[6], run[2], run[3], run[7])
+        if best is not None and repeat >= 0.0 and abs(run[3] - best[3]) <= repeat * best[3]:
+            hits += 1  # the best clustering reached again (policy.REPEAT_RTOL)
+            if hits >= 2:
+                break
+            continue
         if best is None or run[3] < best[3]:
-            best = (*run, t0, tmin)
+            best, hits = (*run, t0, tmin), 1
     assert best is not None  # n_init >= 1
     C, masses, T, inertia, labels, steps, n_iter, _, t0, tmin = best
     state = ModelState.single(C, masses, temperature=T, initial_temperature=t0,

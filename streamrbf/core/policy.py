@@ -31,8 +31,10 @@ The rules behind "auto":
   slow drift, and a larger batch (whose mean is less noisy) keeps proportionally more events.
   A number is a half-life in events; None never forgets.
 - ``n_init="auto"``: 1 seeding for ``fit`` (annealing over all the data escapes poor seedings) and
-  :data:`STREAM_N_INIT` for a stream's first batch (a small sample, where a poor local optimum
-  would persist), 1 when that batch is above :data:`BEST_OF_LIMIT` point-centre-feature products.
+  up to :data:`STREAM_N_INIT` for a stream's first batch (a small sample, where a poor local
+  optimum would persist), stopping once the best clustering is reached twice
+  (:data:`REPEAT_RTOL`), 1 when that batch is above :data:`BEST_OF_LIMIT` point-centre-feature
+  products.
 - ``warmup=None`` (River and Beam): ``max(WARMUP_MIN, WARMUP_PER_CLUSTER * n_clusters)`` events.
 """
 
@@ -66,6 +68,11 @@ QUIET_SHIFT = 0.1
 AUTO_MEMORY_STEPS = 100
 AUTO_MEMORY_PER_CLUSTER = 4
 STREAM_N_INIT = 5
+#: Under ``n_init="auto"``, a stream's first batch stops its seedings once two of them have
+#: reached the best clustering so far (inertias equal within this relative tolerance): the
+#: multistart stopping rule that a local optimum found twice has a basin large enough that more
+#: seedings rarely beat it, so well-clustered first batches cost two seedings, not five.
+REPEAT_RTOL = 1e-9
 BEST_OF_LIMIT = 1 << 24
 INIT_SAMPLE = 100_000
 WARMUP_MIN = 32
@@ -437,6 +444,28 @@ class Policy:
                                                                 int(self.n_clusters))
         return min(n, size)
 
+    def repeat_rtol(self, stream: bool) -> float:
+        """The tolerance of the :data:`REPEAT_RTOL` rule for these seedings, or -1 (no rule):
+        the rule applies to a stream's first batch under ``n_init="auto"``.
+
+        Parameters
+        ----------
+        stream
+            Whether the seedings start a stream.
+
+        Returns
+        -------
+        float
+            :data:`REPEAT_RTOL` or -1.
+
+        Examples
+        --------
+        >>> Policy(n_clusters=3).repeat_rtol(True), Policy(n_clusters=3, n_init=5).repeat_rtol(True)
+        (1e-09, -1.0)
+        """
+        rule = stream and self.n_init == AUTO and isinstance(self.init, str)
+        return REPEAT_RTOL if rule else -1.0
+
     def n_init_for(self, stream: bool, size: int = 0) -> int:
         """Seedings to try: for ``fit`` or a stream's first batch of ``size`` point-centre-feature
         products.
@@ -452,7 +481,8 @@ class Policy:
         -------
         int
             1 for an ``init`` array; ``n_init`` when it is a number; under ``"auto"``, 5 for a
-            stream's first batch of at most ``2**24`` products and 1 otherwise.
+            stream's first batch of at most ``2**24`` products (at most: they stop when the
+            best clustering is reached twice, :meth:`repeat_rtol`) and 1 otherwise.
         """
         if not isinstance(self.init, str):
             return 1
