@@ -15,7 +15,7 @@ from sklearn.metrics import adjusted_rand_score
 from streamrbf.core import _start_kernels as sk
 from streamrbf.core import engine
 from streamrbf.core.bank import initialise_bank
-from streamrbf.core.policy import Policy
+from streamrbf.core.policy import REPEAT_RTOL, Policy
 from streamrbf.river import KeyedRBFKMeans, RBFKMeans
 
 
@@ -69,6 +69,29 @@ def test_the_bank_start_is_finite_and_keeps_each_segments_weight(sizes, d, seed,
     assert np.isfinite(bank.centers).all() and np.isfinite(inertia).all()
     totals = np.add.reduceat(w, starts[:-1])
     np.testing.assert_allclose(bank.masses.sum(axis=1), totals, rtol=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), sep=st.sampled_from([1.0, 2.0, 8.0]))
+def test_auto_seedings_stop_once_the_best_is_reached_twice(seed, sep):
+    # the auto start tries the first seedings of n_init=5, at least two, and stops at the
+    # second hit of the best: never better than five, never worse than two
+    X, starts = _segments(30, 24, 4, 6, seed, sep=sep)
+    seeds = np.arange(30)
+    inertia = {n: initialise_bank(X, starts, Policy(n_clusters=4, n_init=n), seeds)[1]
+               for n in ("auto", 2, 5)}
+    # (a hit is a tie within REPEAT_RTOL: the tie's own winner may be lower by that much)
+    assert (inertia[5] <= inertia["auto"]).all()
+    assert (inertia["auto"] <= inertia[2] * (1 + REPEAT_RTOL)).all()
+
+
+def test_the_engines_stream_start_stops_at_the_second_hit_too():
+    X, _ = _segments(1, 64, 3, 4, 0, sep=10.0)  # well separated: every seeding agrees
+    trials: dict = {"auto": [], 5: []}
+    for n_init, seen in trials.items():
+        engine.fit(X, Policy(n_clusters=3, n_init=n_init), 0, stream=True,
+                   progress=lambda trial, *_, seen=seen: seen.append(trial))
+    assert trials == {"auto": [0, 1], 5: [0, 1, 2, 3, 4]}
 
 
 def test_the_bank_start_refuses_segments_it_cannot_start():
