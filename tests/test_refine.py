@@ -74,6 +74,27 @@ def test_the_moves_repair_a_centre_shared_by_two_clusters():
     assert sorted(np.round(C).tolist()) == [[0.0, 0.0], [10.0, 0.0], [10.0, 3.0]]
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(30, 200), d=st.sampled_from([1, 2, 5, 16, 17, 40]),
+       seed=st.integers(0, 2**16), weighted=st.booleans())
+def test_the_split_axis_is_the_scatters_top_eigenvector(n, d, seed, weighted):
+    # against numpy's eigh, for the scatter path (d <= 16) and the rows path (sparse, d > 16)
+    rng = np.random.default_rng(seed)
+    scales = np.ones(d)
+    scales[rng.integers(d)] = 4.0  # a clear top axis (eigengap): 8 power iterations suffice
+    X = rng.normal(size=(n, d)) * scales @ np.linalg.qr(rng.normal(size=(d, d)))[0]
+    w = rng.uniform(0.5, 2.0, n) if weighted else None
+    c = X.mean(axis=0) + 0.1
+    rows = np.arange(n)
+    ww = np.ones(n) if w is None else w
+    S = ((X - c) * (ww / ww.sum())[:, None]).T @ (X - c)
+    vals, vecs = np.linalg.eigh(S)
+    for data in (X, sp.csr_matrix(X)):
+        v, lam = refine._principal_axis(data, rows, c, w, np.random.default_rng(seed))
+        assert abs(abs(float(v @ vecs[:, -1])) - 1.0) < 1e-3
+        assert lam == pytest.approx(vals[-1], rel=1e-3)
+
+
 def test_weighted_rows_are_repeated_rows_and_sparse_rows_are_dense_rows():
     X, _ = make_blobs(400, centers=8, n_features=3, random_state=3)
     reps = np.random.default_rng(0).integers(1, 4, len(X))

@@ -201,8 +201,8 @@ class _ParseAndShardDoFn(_ParseAndBatchDoFn):
         # chunk with the default features: their next events skip the slot lookups
         self._open: dict[str, tuple] = {}
 
-    def process(self, element: Any) -> Iterable[Any] | None:
-        # (not a generator: most events return None, which Beam takes at no cost)
+    def process(self, element: Any) -> Iterable[Any]:
+        # (not a generator: most events return an empty tuple, no generator object per event)
         if type(element) is tuple and len(element) == 2 and self.id_field is None:
             key, features = element
             t = type(features)
@@ -217,7 +217,7 @@ class _ParseAndShardDoFn(_ParseAndBatchDoFn):
                     if finite:  # (a plain event of a key seen in this chunk: checked)
                         at[0].extend(features)
                         at[1].append(key)
-                        return [self._chunk(at[3])] if len(at[1]) >= self.chunk_rows else None
+                        return [self._chunk(at[3])] if len(at[1]) >= self.chunk_rows else ()
         return list(self._parsed(element))
 
     def _parsed(self, element: Any) -> Iterable[Any]:
@@ -260,7 +260,7 @@ class _ParseAndShardDoFn(_ParseAndBatchDoFn):
 class _ParseAndShardTimestampedDoFn(_ParseAndShardDoFn):
     """For streams: leftover chunks carry the latest timestamp of the bundle's events."""
 
-    def process(self, element: Any, timestamp=beam.DoFn.TimestampParam) -> Iterable[Any] | None:
+    def process(self, element: Any, timestamp=beam.DoFn.TimestampParam) -> Iterable[Any]:
         if timestamp > self._timestamp:
             self._timestamp = timestamp
         return super().process(element)

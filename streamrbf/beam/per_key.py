@@ -193,10 +193,10 @@ class _ParseAndBatchDoFn(beam.DoFn):
             return DeadLetter.of_element(element, str(err))
 
     def process(self, element: Any) -> Iterable[Any]:
+        # (not a generator: most events return an empty tuple, no generator object per event)
         parsed = self._parse(element)
         if type(parsed) is DeadLetter:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, parsed)
-            return
+            return [beam.pvalue.TaggedOutput(DEAD_LETTERS, parsed)]
         key, _, names, features = parsed
         slot = (key, names, len(features))
         buf = self._buffers.get(slot)
@@ -205,7 +205,8 @@ class _ParseAndBatchDoFn(beam.DoFn):
         buf.extend(features)
         if len(buf) >= self.chunk_rows * slot[2]:
             del self._buffers[slot]
-            yield _chunk(slot, buf)
+            return [_chunk(slot, buf)]
+        return ()
 
     def finish_bundle(self) -> Iterable[Any]:
         # Larger chunks first: a key's first chunk fixes its features, let the majority decide.

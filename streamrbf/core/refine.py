@@ -48,8 +48,8 @@ from .statistics import (
     safe_gram,
 )
 
-__all__ = ["MIN_GAIN", "POWER_ITERATIONS", "ROUND_ITER", "far_rows", "hard_pass", "lloyd",
-           "moves_for", "split_merge", "utilities"]
+__all__ = ["MIN_GAIN", "POWER_ITERATIONS", "ROUND_ITER", "SCATTER_MAX_FEATURES", "far_rows",
+           "hard_pass", "lloyd", "moves_for", "split_merge", "utilities"]
 
 #: A round of moves is kept when it lowers the K-Means error by more than this share.
 MIN_GAIN = 1e-6
@@ -60,6 +60,9 @@ ROUND_ITER = 5
 #: Power iterations for a cluster's principal axis (a direction to split along, not an
 #: eigenvector to many digits).
 POWER_ITERATIONS = 8
+#: Up to this many features, the power iterations run on the cluster's ``d x d`` scatter matrix
+#: (one product with its rows, ``d^2`` per row, against ``2 d`` per row and iteration on the rows).
+SCATTER_MAX_FEATURES = 2 * POWER_ITERATIONS
 
 
 def hard_pass(X: Any, C: np.ndarray, w: np.ndarray | None, xx: np.ndarray | None = None
@@ -293,13 +296,23 @@ def utilities(X: Any, C: np.ndarray, r: BatchResult, w: np.ndarray | None) -> np
 def _principal_axis(X: Any, rows: np.ndarray, c: np.ndarray, w: np.ndarray | None,
                     rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """The top eigenvector of the (weighted) scatter of ``X[rows]`` about ``c`` and its
-    eigenvalue (the scatter's variance along it), by power iteration on the rows (the ``d x d``
-    matrix is never formed: sparse rows stay sparse)."""
+    eigenvalue (the scatter's variance along it), by power iteration: on the ``d x d`` scatter
+    matrix for dense rows of at most :data:`SCATTER_MAX_FEATURES` features (one product with
+    the rows), on the rows otherwise (the matrix is never formed: sparse rows stay sparse)."""
     part = X[rows]
     weights = np.ones(len(rows)) if w is None else w[rows]
     total = float(weights.sum())
     v = np.asarray(rng.standard_normal(c.shape[0]), dtype=np.float64)
     lam = 0.0
+    if not is_sparse(part) and c.shape[0] <= SCATTER_MAX_FEATURES:
+        D = np.asarray(part, dtype=np.float64) - c
+        S = (D * (weights / total)[:, None]).T @ D
+        for _ in range(POWER_ITERATIONS):
+            v = _unit(v)
+            Sv = S @ v
+            lam = float(v @ Sv)
+            v = Sv
+        return _unit(v), lam
     for _ in range(POWER_ITERATIONS):
         v = _unit(v)
         proj = np.asarray(part @ v).ravel() - float(c @ v)   # (x - c) . v
