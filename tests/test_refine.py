@@ -131,3 +131,22 @@ def test_split_merge_off_is_annealing_alone():
     assert km.get_params()["split_merge"] is False and km.n_iter_ >= 1
     with pytest.raises(ValueError, match="split_merge"):
         RBFKMeans(4, split_merge="yes").fit(X)
+
+
+def test_nested_blas_limits_set_one_thread_once_and_restore_it():
+    from threadpoolctl import threadpool_info
+
+    from streamrbf.core.statistics import blas_threads_for
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("no BLAS library loaded")
+    with blas_threads_for(1 << 20):
+        assert set(blas_threads()) == {1}
+        with blas_threads_for(1 << 20):  # nested: the outer limit stands
+            assert set(blas_threads()) == {1}
+        assert set(blas_threads()) == {1}
+    assert blas_threads() == before

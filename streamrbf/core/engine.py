@@ -48,6 +48,7 @@ from .statistics import (
     BatchResult,
     SufficientStatistics,
     batch_result,
+    blas_threads_for,
     gram,
     is_sparse,
     merged,
@@ -408,8 +409,11 @@ def fit(X: Any, policy: Policy, seed: int, *, stream: bool = False,
         C0, sample, sample_w = initial_centres(X, policy, rng, w)
         t0 = _start_temperature(policy, sample, C0, sample_w)
         tmin = policy.floor_temperature(t0)
-        run = _anneal(X, _centres_like(C0, X), t0, tmin, policy, rng, tol, full, w, stream,
-                      None if trace is None else functools.partial(trace, trial))
+        # (the BLAS threads set once for the run's products, not at every pass)
+        rows = n if full or policy.batch_size is None else min(n, int(policy.batch_size))
+        with blas_threads_for(rows * X.shape[1] * k):
+            run = _anneal(X, _centres_like(C0, X), t0, tmin, policy, rng, tol, full, w,
+                          stream, None if trace is None else functools.partial(trace, trial))
         if policy.split_merge and full and not stream:
             run = _refined(X, run, policy, rng, tol, w)
         if progress is not None:

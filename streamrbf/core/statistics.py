@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -199,8 +200,28 @@ def blas_threads_for(size: int) -> Any:
     3.0
     """
     if _TINY_MATMUL <= size < _SMALL_MATMUL:
-        return _blas_controller().limit(limits=1, user_api="blas")
+        return _OneBlasThread()
     return contextlib.nullcontext()
+
+
+_NESTING = threading.local()
+
+
+class _OneBlasThread:
+    """One BLAS thread within the context; nested contexts cost nothing (threadpoolctl's limit,
+    tens of microseconds, is set once by the outermost)."""
+
+    def __enter__(self) -> _OneBlasThread:
+        depth = getattr(_NESTING, "depth", 0)
+        _NESTING.depth = depth + 1
+        self._limiter = (None if depth
+                         else _blas_controller().limit(limits=1, user_api="blas"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _NESTING.depth -= 1
+        if self._limiter is not None:
+            self._limiter.restore_original_limits()
 
 
 def row_chunks(n: int, k: int) -> Iterator[slice]:
