@@ -449,7 +449,7 @@ class StreamBank:
         warm = rank < need
         wi = np.flatnonzero(warm)
         if wi.size:
-            _warm_rows(self, M, rows, rank, wi, labels)
+            _warm_rows(self, M, rows, wi, labels)
         rest = np.flatnonzero(~warm)
         if rest.size:
             X, r_rows = M[rest], rows[rest]
@@ -668,22 +668,25 @@ def from_bytes(data: bytes, policy: Policy, warmup: int, seed: int, *,
     return bank
 
 
-def _warm_rows(self: StreamBank, M, rows, rank, wi, labels) -> None:
+def _warm_rows(self: StreamBank, M, rows, wi, labels) -> None:
     """:meth:`StreamBank.learn_rows` for the rows ``wi`` that warm their streams up."""
     st = self.state
     wl = np.empty(wi.size, np.int64)
     _sk.provisional_rows(M[wi], np.ones(wi.size), rows[wi], st.centers, st.masses, self.count,
                          wl)
     labels[wi] = wl
-    pos = self.n_warm[rows[wi]] + rank[wi]
-    by = np.argsort(rows[wi], kind="stable")  # each stream's rows, one slice each
+    by = np.argsort(rows[wi], kind="stable")  # each stream's rows, in arrival order
     owners = rows[wi][by]
     cuts = np.r_[0, np.flatnonzero(np.diff(owners)) + 1, by.size]
-    for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
-        buf = self.warm[int(owners[a])]
-        buf[pos[by[a:b]], :-1] = M[wi[by[a:b]]]
-        buf[pos[by[a:b]], -1] = 1.0
     streams = owners[cuts[:-1]]  # (each stream with rows here, once: no sweep of the bank)
+    # a stream's rows go to consecutive places of its buffer, from its count so far
+    Ms = M[wi[by]]
+    warm = self.warm
+    for row, a, b, p in zip(streams.tolist(), cuts[:-1].tolist(), cuts[1:].tolist(),
+                            self.n_warm[streams].tolist(), strict=True):
+        buf = warm[row]
+        buf[p:p + b - a, :-1] = Ms[a:b]
+        buf[p:p + b - a, -1] = 1.0
     self.n_warm[streams] += np.diff(cuts).astype(np.int32)
     full = streams[self.n_warm[streams] >= self.warmup]
     if full.size:
