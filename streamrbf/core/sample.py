@@ -6,7 +6,10 @@ clusters stays that way (the local optimum :mod:`streamrbf.core.refine` repairs 
 ``fit``). So a stream keeps a bounded sample of what it has seen, recent events favoured, and at
 doubling points of its event count (2, 4, 8, ... times its first batch: a number of refinements
 logarithmic in the stream's length) it runs the split and merge moves of ``fit``
-(:func:`~streamrbf.core.refine.split_merge`) on that sample from its current centres; the masses
+(:func:`~streamrbf.core.refine.split_merge`) on that sample from its current centres, within
+:data:`MAX_PASSES` Lloyd iterations. The moved centres are kept only if they fit the batch the
+stream has just learnt at least as well as the centres they replace (after a drift the sample
+still holds the old regime, and centres fitted to it would pull the model back); the masses then
 follow the new clusters' shares of the sample, the temperature stays.
 
 The sample is a weighted reservoir (Efraimidis and Spirakis' A-Res): each event gets the key
