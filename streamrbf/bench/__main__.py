@@ -1,10 +1,11 @@
-"""``streamrbf bench [core|river|beam|quality|all] [--quick] [--seeds N] [--out DIR]``
+"""``streamrbf bench [core|river|beam|quality|bank|all] [--quick] [--seeds N] [--out DIR]``
 (``python -m streamrbf.bench``).
 
 Runs the chosen benchmark suites in this one process and writes ``DIR/bench.md`` and
 ``DIR/bench.json`` with the machine and library versions they ran on. ``core`` is the default;
 ``quality`` (the battery against the goals of issue 12, not part of ``all``) also draws
-``DIR/quality.png``.
+``DIR/quality.png``; ``bank`` (not part of ``all``) times one bank step of many models on
+numpy, on torch CPU tensors and on CUDA when present (issue 13's device check).
 A progress bar on stderr (only when stderr is a terminal; not with ``--no-progress`` or
 ``--quiet``) shows the suite running and the time spent. A suite that fails (a missing optional
 dependency, an error) is reported on stderr and recorded in the files as ``{"error": ...}``; the
@@ -30,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 SUITES = ("core", "river", "beam")
-# Suites run only when named (not by "all"): the quality battery takes minutes of its own.
-NAMED_SUITES = ("quality",)
+# Suites run only when named (not by "all"): the quality battery takes minutes of its own; the
+# bank suite is the device check (10^5 models, 2^20 rows; CUDA when present).
+NAMED_SUITES = ("quality", "bank")
 
 
 def machine() -> dict[str, Any]:
@@ -76,7 +78,10 @@ suites:
   quality the battery (scikit-learn's, River's and synthetic sets): inertia against
           KMeans(n_init=10) after fit and streaming, fit time, River prequential ARI against
           river's KMeans and STREAMKMeans, each set against the goals; draws DIR/quality.png
-  all     core, river and beam, in that order (not quality)
+  bank    one step of 10^5 models of (16, 4) on a batch of 2^20 rows: compiled numpy, torch on
+          the CPU and, with a GPU, torch on CUDA (goal 3e8 events/s) and ClusterManyKeys with
+          device="cuda" against the CPU
+  all     core, river and beam, in that order (not quality, not bank)
 core and river need scikit-learn and river: pip install 'streamrbf[bench]'.
 
 output: each suite's Markdown tables on stdout as it finishes, then the files
@@ -109,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
             prog, max_help_position=30, width=100))
     parser.add_argument("suite", nargs="?", default="core",
                         choices=(*SUITES, *NAMED_SUITES, "all"), metavar="SUITE",
-                        help="core (default), river, beam, quality or all")
+                        help="core (default), river, beam, quality, bank or all")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes: fewer rounds, shorter streams")
     parser.add_argument("--seeds", type=_positive, default=None, metavar="N",
