@@ -32,7 +32,7 @@ from .core._kernels import MAPPINGS
 from .core._warn import warn_caller
 from .core.persistence import ESTIMATOR_PARAMS, load_state, save_state
 from .core.policy import INITS, Policy, translate_deprecated
-from .core.sample import StreamSample
+from .core.sample import offered
 from .core.state import ModelState, host_array, seed_from
 from .core.statistics import BatchResult, SufficientStatistics, is_sparse
 from .core.temperature import TemperatureSchedule
@@ -811,7 +811,7 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
             seed = seed_from(self.random_state)
             policy = self._start(Xv, policy, seed)
             r = engine.initialise(Xv, policy, seed, self._feature_names(), sample_weight=w)
-            self._state, self._sample = r.state, StreamSample.for_stream(policy, Xv)
+            self._state, self._sample = r.state, None
             self.n_steps_ = int(r.state.n_steps[0])
             self.inertia_ = r.inertia
             self._set_labels(r.labels)
@@ -821,9 +821,11 @@ class RBFKMeans(_ModelFile, _FittedModel, _Inputs, _ShardSteps, ClassNamePrefixF
         return self
 
     def _offer(self, Xv: Any, w: Any) -> None:
-        """Offer a learnt batch to the stream's sample (:meth:`StreamSample.learnt`)."""
-        if getattr(self, "_sample", None) is not None and not self._state.on_device:
-            self._sample.learnt(self._state, self.get_policy(), Xv, w)
+        """Offer a learnt batch to the stream's sample (:func:`~streamrbf.core.sample.offered`;
+        after ``fit`` or ``load`` the sample starts with the next batch)."""
+        if not self._state.on_device:
+            self._sample = offered(getattr(self, "_sample", None), self._state,
+                                   self.get_policy(), Xv, w)
 
     def score_then_learn(self, X: Any) -> BatchResult:
         """Score the batch ``X`` with the model as it is, then take :meth:`partial_fit`'s step on

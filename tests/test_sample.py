@@ -114,3 +114,15 @@ def test_moves_happen_at_doublings_of_the_events_seen():
         due.append(s.due())
     # the first batch (50 events) sets the schedule: moves after 100, 200, 400 and 800 events
     assert [i + 1 for i, d in enumerate(due) if d] == [2, 4, 8, 16]
+
+
+def test_a_stream_after_fit_or_a_load_starts_its_sample_with_its_next_batch(tmp_path):
+    X = _uneven_blobs(2, k=6, n=1200)
+    fitted = RBFKMeans(6, random_state=0).fit(X[:600])
+    assert fitted._sample is None  # fit keeps no sample: its moves ran on all its data
+    fitted.save(tmp_path / "m.safetensors")
+    loaded = RBFKMeans.load(tmp_path / "m.safetensors")
+    for model in (fitted, loaded):
+        model.partial_fit(X[600:900])
+        assert model._sample is not None and model._sample.seen == 300
+    assert fitted._sample == loaded._sample  # the same draws: from the model's seed and steps

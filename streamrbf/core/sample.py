@@ -33,7 +33,7 @@ from .policy import Policy
 from .refine import hard_pass, split_merge
 from .state import RESEEDING, ModelState, generator
 
-__all__ = ["GROWTH", "MAX_PASSES", "MEMORY_FACTOR", "StreamSample", "sample_size"]
+__all__ = ["GROWTH", "MAX_PASSES", "MEMORY_FACTOR", "StreamSample", "offered", "sample_size"]
 
 #: Rows per cluster, rows per cluster and feature, the smallest and largest sizes, and the most
 #: bytes a sample may take.
@@ -315,3 +315,47 @@ class StreamSample:
 def _total(nearest: np.ndarray, w: np.ndarray | None) -> float:
     """The (weighted) sum of squared distances."""
     return float(nearest.sum() if w is None else nearest @ w)
+
+
+def offered(sample: StreamSample | None, state: ModelState, policy: Policy, X: object,
+            w: np.ndarray | None, model: int = 0) -> StreamSample | None:
+    """What a stream does with the batch ``X`` it has just learnt: a stream without a sample yet
+    (its start, or its first batch after ``fit`` or a load) starts one
+    (:meth:`StreamSample.for_stream`: None when the stream keeps none), then
+    :meth:`StreamSample.learnt`.
+
+    Parameters
+    ----------
+    sample
+        The stream's sample, or None.
+    state
+        The models, changed in place when moves are kept.
+    policy
+        How the stream learns.
+    X
+        The batch.
+    w
+        Its weights, or None.
+    model
+        Which model of the bank.
+
+    Returns
+    -------
+    StreamSample or None
+        The stream's sample.
+
+    Examples
+    --------
+    >>> st = ModelState.single(np.array([[0.0], [1.0]]), np.ones(2), temperature=0.1)
+    >>> s = offered(None, st, Policy(n_clusters=2), np.zeros((8, 1)), None)
+    >>> s.seen, offered(None, st, Policy(n_clusters=2, split_merge=False), np.zeros((8, 1)),
+    ...                 None)
+    (8, None)
+    """
+    if sample is None:
+        sample = StreamSample.for_stream(policy, X)
+        if sample is None:
+            return None
+    if isinstance(X, np.ndarray):
+        sample.learnt(state, policy, X, w, model)
+    return sample
