@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from .engine import weighted_sum
 from .policy import Policy
 from .refine import hard_pass, split_merge
 from .state import RESEEDING, ModelState, generator
@@ -115,8 +116,9 @@ class StreamSample:
     def for_stream(cls, policy: Policy, X: object) -> StreamSample | None:
         """The sample a stream that started on the batch ``X`` keeps: None unless ``X`` is a
         dense numpy batch and ``policy.split_merge`` is on (a stream on an accelerator makes no
-        moves); its half-life is :data:`MEMORY_FACTOR` times the forgetting's in events (under
-        ``half_life="auto"``, ``memory_steps()`` batches of ``X``'s size).
+        moves); its half-life is :data:`MEMORY_FACTOR` times the forgetting's in events, as
+        :meth:`~streamrbf.core.policy.Policy.forgetting` gives it for batches of ``X``'s size
+        (under ``half_life="auto"``, ``memory_steps()`` such batches).
 
         Parameters
         ----------
@@ -139,13 +141,9 @@ class StreamSample:
         """
         if not (policy.split_merge and isinstance(X, np.ndarray) and X.ndim == 2):
             return None
-        h = policy.half_life
-        if h is None:
-            events = None
-        elif h == "auto":
-            events = float(policy.memory_steps() * max(len(X), 1))
-        else:
-            events = float(h)
+        n = max(len(X), 1)
+        factor = policy.forgetting(n)  # per batch of n events: they halve in n ln 2 / -ln f
+        events = n * math.log(2.0) / -math.log(factor) if 0.0 < factor < 1.0 else None
         return cls(sample_size(int(policy.n_clusters), X.shape[1]),
                    None if events is None else MEMORY_FACTOR * events)
 
@@ -303,18 +301,13 @@ class StreamSample:
             wl = None if latest[1] is None else np.asarray(latest[1], dtype=np.float64)
             before = hard_pass(Xl, C, wl).nearest
             after = hard_pass(Xl, C2, wl).nearest
-            if _total(after, wl) > _total(before, wl):
+            if weighted_sum(after, wl) > weighted_sum(before, wl):
                 return False
         share = np.bincount(r.labels, minlength=k) / len(X)
         total = float(np.sum(state.masses[model]))
         state.centers[model] = C2.astype(state.centers.dtype)
         state.masses[model] = share * total
         return True
-
-
-def _total(nearest: np.ndarray, w: np.ndarray | None) -> float:
-    """The (weighted) sum of squared distances."""
-    return float(nearest.sum() if w is None else nearest @ w)
 
 
 def offered(sample: StreamSample | None, state: ModelState, policy: Policy, X: object,
@@ -356,6 +349,5 @@ def offered(sample: StreamSample | None, state: ModelState, policy: Policy, X: o
         sample = StreamSample.for_stream(policy, X)
         if sample is None:
             return None
-    if isinstance(X, np.ndarray):
-        sample.learnt(state, policy, X, w, model)
+    sample.learnt(state, policy, X, w, model)  # type: ignore[arg-type]  # (learnt checks X)
     return sample
