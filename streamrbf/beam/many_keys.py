@@ -19,7 +19,6 @@ from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from itertools import repeat
-from math import isfinite
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -34,14 +33,7 @@ from ..core.policy import Policy, translate_deprecated, warmup_size
 from ..core.streams import StreamBank, from_bytes, to_bytes
 from ..core.validation import value_limit
 from .dead_letters import DEAD_LETTERS, DeadLetter, too_large_reason
-from .per_key import (
-    _NUMBER_TYPES,
-    SNAPSHOTS,
-    PerKeyResult,
-    Snapshot,
-    _event,
-    _ParseAndBatchDoFn,
-)
+from .per_key import SNAPSHOTS, PerKeyResult, Snapshot, _event, _ParseAndBatchDoFn, _plain_finite
 from .state import _RecordCoder, stable_hash
 
 __all__ = ["ClusterManyKeys", "ShardChunk", "ShardState", "ShardStateCoder"]
@@ -208,16 +200,11 @@ class _ParseAndShardDoFn(_ParseAndBatchDoFn):
             t = type(features)
             if (t is list or t is tuple) and type(key) is str:
                 at = self._open.get(key)
-                if (at is not None and len(features) == at[2]
-                        and _NUMBER_TYPES.issuperset(map(type, features))):
-                    try:
-                        finite = isfinite(sum(features))
-                    except OverflowError:
-                        finite = False
-                    if finite:  # (a plain event of a key seen in this chunk: checked)
-                        at[0].extend(features)
-                        at[1].append(key)
-                        return [self._chunk(at[3])] if len(at[1]) >= self.chunk_rows else ()
+                if at is not None and len(features) == at[2] and _plain_finite(features):
+                    # (a plain event of a key seen in this chunk: checked)
+                    at[0].extend(features)
+                    at[1].append(key)
+                    return [self._chunk(at[3])] if len(at[1]) >= self.chunk_rows else ()
         return list(self._parsed(element))
 
     def _parsed(self, element: Any) -> Iterable[Any]:

@@ -140,6 +140,18 @@ def _snapshot(key: str, m: ModelState) -> Snapshot:
 _NUMBER_TYPES = frozenset((float, int))
 
 
+def _plain_finite(features: list | tuple) -> bool:
+    """Whether every value is a plain ``float`` or ``int`` and they are finite: one type check
+    per value and one finiteness check per event (a sum; an overflow or a non-finite value is
+    False, and the full parser decides). The parse stages' fast path."""
+    if not _NUMBER_TYPES.issuperset(map(type, features)):
+        return False
+    try:
+        return isfinite(sum(features))
+    except OverflowError:
+        return False
+
+
 class _ParseAndBatchDoFn(beam.DoFn):
     """Validate ``(key, features)`` events and gather them per key within the bundle.
 
@@ -169,17 +181,12 @@ class _ParseAndBatchDoFn(beam.DoFn):
         if id_field is None and type(element) is tuple and len(element) == 2:
             key, features = element
             t = type(features)
-            # Fast path, plain (str, list of numbers): one type check per value, one finiteness
-            # check per event (a sum; an overflow or a non-finite value takes the full parser).
+            # Fast path, plain (str, list of numbers): anything else takes the full parser.
             if (type(key) is str and key and (key.isascii() or is_utf8_text(key))
                     and (t is list or t is tuple) and features
-                    and _NUMBER_TYPES.issuperset(map(type, features))
-                    and (self._dim is None or len(features) == self._dim)):
-                try:
-                    if isfinite(sum(features)):
-                        return key, None, self.feature_names, features
-                except OverflowError:
-                    pass
+                    and (self._dim is None or len(features) == self._dim)
+                    and _plain_finite(features)):
+                return key, None, self.feature_names, features
         # Anything else: the full parser decides (and says why an event is bad).
         try:
             if id_field is None:
