@@ -147,13 +147,20 @@ def test_the_quick_quality_bench_runs_end_to_end(tmp_path, capsys):
         row = r["per_seed"][0]
         for key in ("fit_ratio", "kmeans1_ratio", "fit_s", "kmeans10_s", "kmeans1_s",
                     "time_ratio", "stream_ratio", "minibatch_ratio", "ari streamrbf",
-                    "ari river KMeans", "ari river STREAMKMeans"):
+                    "ari river KMeans", "ari river STREAMKMeans", "ari kmeans10 labels",
+                    "river_ratio streamrbf", "river_ratio river KMeans"):
             assert np.isfinite(row[key]), key
         assert row["fit_ratio"] > 0.999 and row["stream_ratio"] > 0.999  # vs the best of 10
+        assert row["river_ratio streamrbf"] > 0.999 and row["river_ratio river KMeans"] > 0.999
         for key in ("fit_mean", "fit_worst", "kmeans1_mean", "time_ratio_median",
                     "stream_mean", "stream_worst", "minibatch_mean", "minibatch_worst",
                     "ari streamrbf", "ari river KMeans", "ari river STREAMKMeans"):
             assert key in r["summary"], key
+        gaps = [p["ari streamrbf"] - p[f"ari {r['summary']['ari best peer']}"]
+                for p in r["per_seed"]]
+        assert r["summary"]["ari gap"] == pytest.approx(np.mean(gaps))
+        assert r["summary"]["ari gap se"] == pytest.approx(np.std(gaps, ddof=1) / np.sqrt(2))
+        assert f"| {name} | {r['summary']['ari best peer']} | " in md
         assert set(r["checks"]) == {"fit_mean", "fit_worst", "fit_vs_kmeans1", "fit_time",
                                     "stream_mean", "stream_worst", "river_ari", "pass"}
 

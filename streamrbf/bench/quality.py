@@ -15,7 +15,10 @@ scikit-learn is loaded, torch's own setting). For every set of :mod:`streamrbf.b
   over KMeans(n_init=10)'s;
 - River, prequential: one shuffled pass of dict events, ``predict_one`` then ``learn_one``; the
   adjusted Rand index of the predictions against the true labels, for ``streamrbf.river.RBFKMeans``
-  (defaults), ``river.cluster.KMeans`` and ``river.cluster.STREAMKMeans`` (see :data:`RIVER_PEERS`).
+  (defaults), ``river.cluster.KMeans`` and ``river.cluster.STREAMKMeans`` (see :data:`RIVER_PEERS`);
+  to read a gap, the report adds streamrbf's difference to the better peer seed by seed (mean
+  and standard error), the ARI of ``KMeans(n_init=10)``'s own final labels, and each River
+  method's final inertia over ``KMeans(n_init=10)``'s.
 
 Every inertia is computed the same way from the final centres (the sum over rows of the squared
 distance to the nearest centre). The table marks each set against :data:`THRESHOLDS`; the JSON
@@ -60,6 +63,7 @@ RIVER_PEERS = {
     "river KMeans": {"halflife": 0.5, "mu": 0.0, "sigma": 1.0},
     "river STREAMKMeans": {"chunk_size": "10 k", "halflife": 0.5, "mu": 0.0, "sigma": 1.0},
 }
+PEER_NAMES = tuple(RIVER_PEERS)
 METHODS = ("streamrbf fit", "KMeans(n_init=1)", "MiniBatchKMeans stream", "streamrbf stream")
 
 
@@ -98,7 +102,14 @@ def _fit(ds: DataSet, seed: int) -> dict[str, Any]:
         "fit_n_iter": int(getattr(ours, "n_iter_", -1)),
         "distinct_centres": int(len(np.unique(centres.round(12), axis=0))),
         "history": _history(X, k, seed) if seed == 0 else None,
+        **({} if ds.y is None else {"ari kmeans10 labels": _ari(ds.y, ref.labels_)}),
     }
+
+
+def _ari(y: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(y, labels))
 
 
 def _history(X: np.ndarray, k: int, seed: int) -> list[dict[str, Any]]:
@@ -161,9 +172,12 @@ def _river_models(k: int, seed: int) -> dict[str, Any]:
     }
 
 
-def _river(ds: DataSet, seed: int, order: np.ndarray) -> dict[str, Any]:
-    from sklearn.metrics import adjusted_rand_score
+def _river_centres(model: Any, d: int) -> np.ndarray:
+    """A River clusterer's centres (``model.centers``: {cluster: {feature: value}}) as rows."""
+    return np.array([[c.get(j, 0.0) for j in range(d)] for c in model.centers.values()])
 
+
+def _river(ds: DataSet, seed: int, order: np.ndarray, best: float) -> dict[str, Any]:
     assert ds.y is not None
     events = [dict(enumerate(row)) for row in ds.X[order].tolist()]
     truth = ds.y[order]
@@ -176,8 +190,10 @@ def _river(ds: DataSet, seed: int, order: np.ndarray) -> dict[str, Any]:
             pred[i] = (model.predict_one(x) if name != "river STREAMKMeans" or model.centers
                        else 0)
             model.learn_one(x)
-        out[f"ari {name}"] = float(adjusted_rand_score(truth, pred))
         out[f"river_s {name}"] = time.perf_counter() - t
+        out[f"ari {name}"] = _ari(truth, pred)
+        # what the partition costs in the K-Means objective: the final centres' inertia
+        out[f"river_ratio {name}"] = _inertia(ds.X, _river_centres(model, ds.d)) / best
     return out
 
 
@@ -202,6 +218,15 @@ def _summary(rows: list[dict[str, Any]], with_labels: bool) -> dict[str, Any]:
     if with_labels:
         for name in ("streamrbf", "river KMeans", "river STREAMKMeans"):
             s[f"ari {name}"] = float(np.mean(col(f"ari {name}")))
+            s[f"river_ratio {name}"] = float(np.mean(col(f"river_ratio {name}")))
+        s["ari kmeans10 labels"] = float(np.mean(col("ari kmeans10 labels")))
+        # streamrbf against the better peer, seed by seed: a gap smaller than its standard error
+        # is the seeds' luck, not the method
+        peer = max(PEER_NAMES, key=lambda name: s[f"ari {name}"])
+        gap = np.subtract(col("ari streamrbf"), col(f"ari {peer}"))
+        s["ari best peer"] = peer
+        s["ari gap"] = float(gap.mean())
+        s["ari gap se"] = float(gap.std(ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else None
     return s
 
 
@@ -218,7 +243,7 @@ def _checks(s: dict[str, Any]) -> dict[str, bool | None]:
         "river_ari": None,
     }
     if "ari streamrbf" in s:
-        peers = max(s["ari river KMeans"], s["ari river STREAMKMeans"])
+        peers = max(s[f"ari {name}"] for name in PEER_NAMES)
         if peers > th["ari_floor"]:
             checks["river_ari"] = s["ari streamrbf"] >= peers
     return checks
@@ -266,7 +291,7 @@ def evaluate(ds: DataSet, seeds: Sequence[int], river: bool = True) -> dict[str,
             del row["history"]
             row.update(_stream(ds, seed, orders, row["kmeans10_inertia"]))
             if river and ds.y is not None:
-                row.update(_river(ds, seed, orders[0]))
+                row.update(_river(ds, seed, orders[0], row["kmeans10_inertia"]))
             rows.append(row)
     for w in log:
         text = f"{w.category.__name__}: {' '.join(str(w.message).split())[:160]}"
@@ -285,6 +310,30 @@ _LABELS = {"fit_mean": "fit mean", "fit_worst": "fit worst", "fit_vs_kmeans1": "
 
 def _mark(ok: bool | None) -> str:
     return "" if ok is None else ("" if ok else " ✗")
+
+
+def _ari_details(result: dict[str, Any]) -> list[str]:
+    """The River ARI table's reading aids: streamrbf minus the better peer seed by seed (mean and
+    standard error), the ARI of KMeans(n_init=10)'s own final labels (how far the K-Means
+    optimum agrees with the classes) and each River method's final inertia over KMeans(n_init=10)'s
+    (what its partition costs in the K-Means objective)."""
+    rows = [(name, r["summary"]) for name, r in result["sets"].items()
+            if "ari gap" in r["summary"]]
+    if not rows:
+        return []
+    lines = ["", "River, seed by seed: streamrbf's ARI minus the better peer's (mean ± standard "
+             "error over the seeds); the ARI of KMeans(n_init=10)'s final labels on the whole "
+             "set; after the pass, each method's inertia over KMeans(n_init=10)'s (mean):", "",
+             "| set | better peer | ARI streamrbf − peer | ARI of KMeans(n_init=10) labels "
+             "| inertia streamrbf / KMeans / STREAMKMeans |",
+             "| --- | --- | --- | ---: | --- |"]
+    for name, s in rows:
+        se = "" if s["ari gap se"] is None else f" ± {s['ari gap se']:.3f}"
+        ratios = " / ".join(f"{s[f'river_ratio {m}']:.3f}"
+                            for m in ("streamrbf", *PEER_NAMES))
+        lines.append(f"| {name} | {s['ari best peer']} | {s['ari gap']:+.3f}{se} "
+                     f"| {s['ari kmeans10 labels']:.3f} | {ratios} |")
+    return lines
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -344,6 +393,7 @@ def markdown(result: dict[str, Any]) -> str:
     if result["sets"]:
         passed = sum(r["checks"]["pass"] for r in sets)
         lines += ["", f"{passed} of {len(result['sets'])} sets meet every goal."]
+    lines += _ari_details(result)
     for name, why in result.get("skipped", {}).items():
         lines.append(f"Skipped {name}: {why}")
     warned = {name: r["warnings"] for name, r in result["sets"].items() if r.get("warnings")}
