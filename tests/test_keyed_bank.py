@@ -197,6 +197,42 @@ def test_a_stream_costs_under_a_kilobyte_after_its_warm_up():
     assert per_stream <= 1024
 
 
+@pytest.mark.parametrize("per_key", [1, 3, 10])
+@pytest.mark.parametrize("how", ["learn_one", "learn_many"])
+def test_a_warming_stream_holds_room_for_at_most_twice_its_events(per_key, how):
+    from streamrbf.core.streams import WARM_ROWS
+
+    events, frame, _, _ = _events(300, per_key, 16, 4, 7)
+    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=4, seed=0), key="id")  # warm-up of 32 events
+    if how == "learn_one":
+        for e in events:
+            keyed.learn_one(e)
+    else:
+        for s in range(0, len(frame), 128):  # a stream's events over several frames
+            keyed.learn_many(frame.iloc[s:s + 128])
+    bank = keyed.bank
+    assert len(bank.warm) == 300
+    for row, buf in bank.warm.items():
+        assert bank.n_warm[row] == per_key
+        assert per_key <= len(buf) <= max(WARM_ROWS, 2 * per_key)
+        held = buf[:per_key, :-1]
+        mine = frame[frame["id"] == bank.keys[row]].drop(columns=["id"]).to_numpy()
+        np.testing.assert_array_equal(held, mine)  # every event, in order
+
+
+def test_a_one_event_stream_costs_under_a_kilobyte():
+    events, _, _, _ = _events(2000, 1, 16, 4, 9)
+    KeyedRBFKMeans(RBFKMeans(n_clusters=4, seed=0), key="id").learn_one(events[0])  # imports
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=4, seed=0), key="id", max_streams=10**6)
+    for e in events:
+        keyed.learn_one(e)
+    per_stream = (tracemalloc.get_traced_memory()[0] - before) / 2000
+    tracemalloc.stop()
+    assert len(keyed.bank.warm) == 2000 and per_stream <= 1024
+
+
 def test_learn_many_steps_every_stream_of_a_frame_and_predicts_as_predict_one():
     events, frame, keys, y = _events(30, 60, 4, 3, 7)
     many = KeyedRBFKMeans(RBFKMeans(n_clusters=3, seed=0), key="id")
@@ -280,6 +316,13 @@ def test_a_bank_round_trips_through_its_bytes_and_learns_on_the_same():
     data = to_bytes(bank)
     back = from_bytes(data, policy, 16, 3, max_streams=8)
     assert to_bytes(back) == data and list(back.slots) == list(bank.slots)
+    # a warming stream is written as the events it holds: one more event, one more row
+    row = next(iter(bank.warm))
+    more = bank.copy()
+    more.learn_rows(M[:1], np.array([row]))
+    grown = to_bytes(more)
+    header = int.from_bytes(grown[:8], "little") - int.from_bytes(data[:8], "little")
+    assert len(grown) - len(data) - header == (3 + 1) * 8  # d = 3 values and a weight
     for s in range(250, len(k), 5):
         a = bank.learn_rows(M[s:s + 5], bank.rows_for(k[s:s + 5]))
         b = back.learn_rows(M[s:s + 5], back.rows_for(k[s:s + 5]))

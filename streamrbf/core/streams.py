@@ -40,6 +40,10 @@ __all__ = ["StreamBank", "from_bytes", "key_seed", "to_bytes"]
 WARMING, STARTED = 1, 2
 #: The bank's arrays grow by a quarter when full: at most a fifth of them stand empty.
 GROWTH = 1.25
+#: A warming stream's buffer starts with room for this many events and doubles when an event
+#: finds it full, up to ``warmup`` rows: a stream that stops after a few events holds at most
+#: twice as many rows, not ``warmup``.
+WARM_ROWS = 1
 _STATE_FIELDS = ("centers", "masses", "temperature", "initial_temperature", "min_temperature",
                  "n_steps", "n_seen", "seed")
 _ARRAYS = ("aux", "rs", "det", "phase", "count", "n_warm", "last_used")
@@ -268,7 +272,7 @@ class StreamBank:
         st.n_steps[row] = st.n_seen[row] = 0
         self.aux[row] = 0.0
         self.det[row] = 0.0
-        self.warm[row] = np.empty((self.warmup, st.centers.shape[2] + 1))
+        self.warm[row] = np.empty((min(self.warmup, WARM_ROWS), st.centers.shape[2] + 1))
         self.slots[key] = row
         self.keys[row] = key
         return row
@@ -385,8 +389,11 @@ class StreamBank:
             Its weight, > 0.
         """
         st = self.state
-        if _sk.warm_event(xv, w, row, st.centers, st.masses, self.count, self.n_warm,
-                          self.warm[row]):
+        buf = self.warm[row]
+        if self.n_warm[row] == len(buf):  # full: room for as many more events (see WARM_ROWS)
+            buf = self.warm[row] = _grown(buf, min(self.warmup, max(WARM_ROWS, 2 * len(buf))))
+        if _sk.warm_event(xv, w, row, st.centers, st.masses, self.count, self.n_warm, buf) \
+                and len(buf) == self.warmup:
             self.start(np.array([row]))
 
     def predict_event(self, row: int, xv: np.ndarray) -> int:
@@ -576,7 +583,8 @@ class StreamBank:
 def to_bytes(bank: StreamBank) -> bytes:
     """A bank as bytes: a JSON header (counters, keys in LRU order, array dtypes and shapes,
     which streams are warming up) and the raw arrays of the streams kept, in that order, then
-    the warm-up buffers of the streams still warming (raw float64). No pickle.
+    the events held by the streams still warming (raw float64, one stream after the other).
+    No pickle.
 
     Parameters
     ----------
@@ -603,8 +611,9 @@ def to_bytes(bank: StreamBank) -> bytes:
         arrays = [np.ascontiguousarray(getattr(bank.state, f)[used]) for f in _STATE_FIELDS]
         arrays += [np.ascontiguousarray(getattr(bank, name)[used]) for name in _ARRAYS]
     warming = [i for i, r in enumerate(used.tolist()) if int(r) in bank.warm]
-    if warming:  # the warm-up buffers of the streams still warming, raw
-        arrays.append(np.stack([bank.warm[int(used[i])] for i in warming]))
+    if warming:  # the events the streams still warming hold, raw
+        arrays.append(np.concatenate([bank.warm[r][:bank.n_warm[r]]
+                                      for r in used[warming].tolist()]))
     rewarm = {str(i): np.asarray(bank.rewarm[int(r)]).tolist()
               for i, r in enumerate(used.tolist()) if int(r) in bank.rewarm}
     head = json.dumps({
@@ -660,8 +669,9 @@ def from_bytes(data: bytes, policy: Policy, warmup: int, seed: int, *,
         bank.slots[key] = i
         bank.keys[i] = key
     bank.free = [r for r in bank.free if r >= m]
-    if head["warming"]:
-        for i, buf in zip(head["warming"], out[-1], strict=True):
+    if head["warming"]:  # each warming stream's events (its buffer grows as they come)
+        held = np.split(out[-1], np.cumsum(bank.n_warm[head["warming"]])[:-1])
+        for i, buf in zip(head["warming"], held, strict=True):
             bank.warm[int(i)] = buf.copy()
     for i, rows in head["rewarm"].items():
         bank.rewarm[int(i)] = [np.array(r) for r in rows]
@@ -685,12 +695,21 @@ def _warm_rows(self: StreamBank, M, rows, wi, labels) -> None:
     for row, a, b, p in zip(streams.tolist(), cuts[:-1].tolist(), cuts[1:].tolist(),
                             self.n_warm[streams].tolist(), strict=True):
         buf = warm[row]
+        if p + b - a > len(buf):  # room for these rows, doubling (see WARM_ROWS)
+            buf = warm[row] = _grown(buf, min(self.warmup, max(p + b - a, 2 * len(buf))))
         buf[p:p + b - a, :-1] = Ms[a:b]
         buf[p:p + b - a, -1] = 1.0
     self.n_warm[streams] += np.diff(cuts).astype(np.int32)
     full = streams[self.n_warm[streams] >= self.warmup]
     if full.size:
         self.start(full)
+
+
+def _grown(buf: np.ndarray, rows: int) -> np.ndarray:
+    """A warm-up buffer with room for ``rows`` events, holding ``buf``'s."""
+    new = np.empty((rows, buf.shape[1]))
+    new[:len(buf)] = buf
+    return new
 
 
 def _step(self: StreamBank, X: np.ndarray, rows: np.ndarray) -> Any:
