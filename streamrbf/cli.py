@@ -69,16 +69,17 @@ def _top_parser() -> argparse.ArgumentParser:
 _INSPECT_DESCRIPTION = """\
 Show what a model file written by RBFKMeans.save holds: its shape and dtype, the temperature
 (current, initial, floor, decay per step), steps, feature names, the mass of each cluster as a
-bar chart, and the first coordinates of each centre. The file is read with RBFKMeans.load
+bar chart, the first coordinates of each centre, and the size of a stream's sample when the
+file holds one. The file is read with RBFKMeans.load
 (safetensors with a JSON header; nothing is unpickled). A missing, foreign or corrupt file, or
 one that cannot be read at all (too large for the memory left, say), is refused with exit code 3
 and a one-line reason. Text from the file is printed with control characters escaped (\\x1b).
 
 output: the report on stdout, or with --json one JSON object (keys: file, kind, n_clusters,
 n_features, dtype, device, temperature {current, initial, minimum, decay}, n_steps, n_iter,
-inertia, feature_names, masses, centers, params). With --plot FILE.png (or .svg, .pdf) also a
-small plot of the centres: a 2-D PCA projection when there are more than two features, marker
-area by mass, each centre labelled with its cluster id."""
+inertia, feature_names, masses, centers, params, sample {rows, seen, half_life} or null). With
+--plot FILE.png (or .svg, .pdf) also a small plot of the centres: a 2-D PCA projection when there
+are more than two features, marker area by mass, each centre labelled with its cluster id."""
 
 _INSPECT_EPILOG = """\
 examples:
@@ -182,6 +183,7 @@ def _model_report(path: str, model: Any) -> dict[str, Any]:
     names = getattr(model, "feature_names_in_", None)
     decay = model.get_params()["temperature_decay"]
     n_iter = _plain(getattr(model, "n_iter_", None))
+    sample = getattr(model, "_sample", None)  # a stream's, when saved with it
     return {
         "file": str(path),
         "kind": "RBFKMeans",
@@ -203,6 +205,8 @@ def _model_report(path: str, model: Any) -> dict[str, Any]:
         "centers": C,  # (a list for --json only: the text report shows 4 values a centre)
         "params": {k: _plain(v) for k, v in model.get_params().items()
                    if not (isinstance(v, str) and v == "deprecated")},
+        "sample": None if sample is None else {
+            "rows": len(sample.rows), "seen": sample.seen, "half_life": sample.half_life},
     }
 
 
@@ -255,8 +259,12 @@ def _print_report(info: dict[str, Any], top: int, out: TextIO) -> None:
         f"{'mapping':<{w}}{_printable(params.get('mapping'))}, half-life of the masses "
         f"{_printable(params.get('half_life', 'auto'))}",
         f"{'mass':<{w}}{total:.6g} in all",
-        "",
     ]
+    if info.get("sample"):
+        s = info["sample"]
+        lines.append(f"{'sample':<{w}}{s['rows']} rows of the {s['seen']} events seen (for the "
+                     "stream's split and merge moves)")
+    lines.append("")
     unicode = _can_encode("\u2588\u258c", out)
     width = 28
     shown = np.sort(np.argsort(-masses, kind="stable")[:top])

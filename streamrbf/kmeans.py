@@ -32,7 +32,7 @@ from .core._kernels import MAPPINGS
 from .core._warn import warn_caller
 from .core.persistence import ESTIMATOR_PARAMS, load_state, save_state
 from .core.policy import INITS, Policy, translate_deprecated
-from .core.sample import offered
+from .core.sample import StreamSample, offered
 from .core.state import ModelState, host_array, seed_from
 from .core.statistics import BatchResult, SufficientStatistics, is_sparse
 from .core.temperature import TemperatureSchedule
@@ -49,6 +49,8 @@ _DEPRECATED = "deprecated"
 _REAL_POSITIVE = Interval(Real, 0, None, closed="neither")
 _AUTO = StrOptions({"auto"})
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+#: The tensors of a stream's sample in a model file (:meth:`StreamSample.record`).
+_SAMPLE_TENSORS = ("sample_rows", "sample_keys")
 
 
 class _FittedModel:
@@ -176,13 +178,18 @@ class _ModelFile:
         model.inertia_ = math.nan
         return model
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, sample: bool = True) -> None:
         """Save to a safetensors file (tensors) with a JSON header (everything else). No pickle.
 
         Parameters
         ----------
         path
             The file to write (replaced atomically if it exists).
+        sample
+            Also write the stream's sample (a model that learnt by :meth:`partial_fit` keeps
+            one for its split and merge moves: :mod:`streamrbf.core.sample`, at most 16,384 rows
+            and 16 MB), so that the loaded model goes on exactly as this one would. False: a
+            smaller file; the loaded model starts a new sample with its next batch.
 
         Examples
         --------
@@ -193,7 +200,11 @@ class _ModelFile:
         >>> RBFKMeans.load(path).predict([[5.0]]).tolist() == km.predict([[5.0]]).tolist()
         True
         """
-        save_state(path, "RBFKMeans", self._fitted(), self._file_params(), self._file_extra())
+        extra, arrays = self._file_extra(), None
+        kept = getattr(self, "_sample", None)
+        if sample and kept is not None:
+            extra["sample"], arrays = kept.record()
+        save_state(path, "RBFKMeans", self._fitted(), self._file_params(), extra, arrays)
 
     def _file_params(self) -> dict[str, Any]:
         params = {k: v for k, v in self.get_params().items() if not _is_deprecated_default(v)}
@@ -236,13 +247,17 @@ class _ModelFile:
         ...
         FileNotFoundError: no model file at 'no-such-file.safetensors'
         """
-        state, params, extra = load_state(path, "RBFKMeans")
+        state, params, extra = load_state(path, "RBFKMeans", _SAMPLE_TENSORS)
         invalid = f"{str(path)!r} is not a valid RBFKMeans model file"
         try:
             model = cls(**params)
             model._validate_params()  # scikit-learn's constraints, then the policy's rules
             model.get_policy()
             n_iter, inertia = _file_fit_report(extra)
+            kept = None
+            if "sample" in extra:
+                kept = StreamSample.from_record(extra["sample"], extra["arrays"],
+                                                state.n_features)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{invalid}: {err}") from None
         if model.n_clusters != state.n_clusters:
@@ -257,6 +272,8 @@ class _ModelFile:
                 raise ValueError(f"{str(path)!r}: cannot place the model on {target!r}: "
                                  f"{err}") from None
         model._state = state
+        if not state.on_device:
+            model._sample = kept
         model.n_features_in_ = state.n_features
         if state.feature_names is not None:
             model.feature_names_in_ = np.asarray(state.feature_names, dtype=object)

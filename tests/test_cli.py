@@ -212,6 +212,25 @@ def test_inspect_json_has_the_feature_names(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["feature_names"] == ["amount", "lag"]
 
 
+def test_inspect_shows_a_streams_sample_when_the_file_holds_one(model_file, tmp_path, capsys):
+    path, model = model_file  # fitted: no sample
+    assert main(["inspect", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sample"] is None
+    stream = RBFKMeans(3, random_state=0)
+    X = np.random.default_rng(2).normal(size=(1000, 3))
+    for s in range(0, 1000, 250):
+        stream.partial_fit(X[s:s + 250])
+    stream.save(tmp_path / "stream.safetensors")
+    assert main(["inspect", str(tmp_path / "stream.safetensors"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["sample"] == {"rows": 1000, "seen": 1000,
+                              "half_life": stream._sample.half_life}
+    assert main(["inspect", str(tmp_path / "stream.safetensors")]) == 0
+    assert "sample       1000 rows of the 1000 events seen" in capsys.readouterr().out
+    assert main(["inspect", str(path)]) == 0
+    assert "sample " not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("d", [1, 2, 5])
 def test_inspect_plot_writes_a_png(tmp_path, d, capsys):
     X = np.random.default_rng(d).normal(size=(150, d)) + np.repeat(np.eye(3, d) * 6, 50, axis=0)

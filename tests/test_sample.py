@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.cluster import KMeans
@@ -126,3 +127,95 @@ def test_a_stream_after_fit_or_a_load_starts_its_sample_with_its_next_batch(tmp_
         model.partial_fit(X[600:900])
         assert model._sample is not None and model._sample.seen == 300
     assert fitted._sample == loaded._sample  # the same draws: from the model's seed and steps
+
+
+def test_a_loaded_stream_goes_on_as_the_saved_one_would(tmp_path):
+    X = _uneven_blobs(3, k=8, n=4000)
+    a = RBFKMeans(8, random_state=0)
+    for s in range(0, 1536, 256):
+        a.partial_fit(X[s:s + 256])
+    a.save(tmp_path / "with.safetensors")
+    a.save(tmp_path / "without.safetensors", sample=False)
+    b = RBFKMeans.load(tmp_path / "with.safetensors")
+    c = RBFKMeans.load(tmp_path / "without.safetensors")
+    assert b._sample == a._sample and b._sample is not a._sample and c._sample is None
+    assert (tmp_path / "with.safetensors").stat().st_size > a._sample.rows.nbytes \
+        > 10 * (tmp_path / "without.safetensors").stat().st_size
+    for s in range(1536, len(X), 256):  # three more doublings: moves on the sample
+        for model in (a, b, c):
+            model.partial_fit(X[s:s + 256])
+    assert a.cluster_centers_.tobytes() == b.cluster_centers_.tobytes()
+    assert a._sample == b._sample and c._sample != a._sample  # (c's began after the load)
+
+
+def _saved_sample(tmp_path, **changes):
+    from streamrbf.core.persistence import save_state
+
+    rng = np.random.default_rng(0)
+    s = StreamSample(size=50, half_life=200.0)
+    s.add(rng.normal(size=(80, 2)), None, rng)
+    fields, tensors = s.record()
+    fields.update({k: v for k, v in changes.items() if not k.startswith("sample_")})
+    tensors.update({k: v for k, v in changes.items() if k.startswith("sample_")})
+    m = RBFKMeans(3, random_state=0).fit(rng.normal(size=(30, 2)))
+    path = tmp_path / "m.safetensors"
+    save_state(path, "RBFKMeans", m._state, m._file_params(),
+               {**m._file_extra(), "sample": fields}, tensors)
+    return path, s
+
+
+def test_a_saved_sample_is_read_back_whole(tmp_path):
+    path, s = _saved_sample(tmp_path)
+    assert RBFKMeans.load(path)._sample == s
+
+
+@pytest.mark.parametrize("changes, says", [
+    ({"size": 0}, "sample size must be an int in [1, 16384], got 0"),
+    ({"size": 10**6}, "sample size must be an int"),
+    ({"size": 10}, "with n <= 10"),  # more rows than the size
+    ({"size": "50"}, "sample size must be an int"),
+    ({"half_life": -1.0}, "sample half_life must be None or a finite number > 0"),
+    ({"half_life": True}, "sample half_life"),
+    ({"seen": 10}, "sample seen (10) is below its 50 rows"),
+    ({"seen": -1}, "sample seen must be an int in [0, 2**63)"),
+    ({"next_refine": 2**63}, "sample next_refine must be an int"),
+    ({"sample_rows": np.zeros((50, 3))}, "sample tensors must be rows (n, 2)"),
+    ({"sample_keys": np.zeros(49)}, "sample tensors must be rows (n, 2)"),
+    ({"sample_keys": np.zeros((50, 1))}, "sample tensors must be rows (n, 2)"),
+    ({"sample_rows": np.zeros(50)}, "sample tensors must be rows (n, 2)"),
+])
+def test_a_bad_sample_in_a_file_is_refused_naming_the_file_and_the_field(tmp_path, changes,
+                                                                         says):
+    path, _ = _saved_sample(tmp_path, **changes)
+    with pytest.raises(ValueError) as err:
+        RBFKMeans.load(path)
+    assert str(path) in str(err.value) and says in str(err.value)
+
+
+def test_a_sample_without_its_tensors_is_refused(tmp_path):
+    from streamrbf.core.persistence import save_state
+
+    rng = np.random.default_rng(0)
+    m = RBFKMeans(3, random_state=0).fit(rng.normal(size=(30, 2)))
+    fields = {"size": 50, "half_life": None, "seen": 0, "next_refine": 0}
+    path = tmp_path / "m.safetensors"
+    save_state(path, "RBFKMeans", m._state, m._file_params(), {**m._file_extra(),
+                                                               "sample": fields})
+    with pytest.raises(ValueError, match="sample_rows and sample_keys are missing"):
+        RBFKMeans.load(path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(fields=st.dictionaries(st.sampled_from(["size", "half_life", "seen", "next_refine"]),
+                              st.one_of(st.none(), st.booleans(), st.integers(-5, 2**64),
+                                        st.floats(allow_nan=True), st.text(max_size=3)),
+                              max_size=4),
+       n=st.integers(0, 4), width=st.integers(0, 3))
+def test_sample_fields_are_read_or_refused_with_a_value_error(fields, n, width):
+    tensors = {"sample_rows": np.zeros((n, width)), "sample_keys": np.zeros(n)}
+    try:
+        s = StreamSample.from_record(fields, tensors, n_features=2)
+    except ValueError:
+        return
+    assert 1 <= s.size <= 16384 and len(s.rows) == len(s.keys) <= s.size <= 16384
+    assert s.seen >= len(s.rows) and (not len(s.rows) or s.rows.shape[1] == 2)

@@ -329,8 +329,12 @@ def _header(header: dict[str, str], where: str, kind: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- the schema
+#: The tensors of the schema itself (a face's further tensors are named apart).
+_SCHEMA_TENSORS = ("centers", "masses", "counts", "init")
+
 def save_state(path: str | os.PathLike, kind: str, state: ModelState, params: dict[str, Any],
-               extra: dict[str, Any] | None = None) -> Path:
+               extra: dict[str, Any] | None = None,
+               arrays: dict[str, np.ndarray] | None = None) -> Path:
     """Write a model: its state record, the face's parameters and extra fields.
 
     An ``init`` parameter that is an array is stored as the tensor ``init``.
@@ -348,6 +352,9 @@ def save_state(path: str | os.PathLike, kind: str, state: ModelState, params: di
     extra
         Further JSON-serialisable fields of the face, returned as they are by
         :func:`load_state`.
+    arrays
+        Further tensors of the face (named apart from ``centers``, ``masses``, ``counts`` and
+        ``init``), which :func:`load_state` returns when asked for.
 
     Returns
     -------
@@ -365,6 +372,10 @@ def save_state(path: str | os.PathLike, kind: str, state: ModelState, params: di
     """
     params = dict(params)
     tensors = {"centers": state.centers, "masses": state.masses}
+    for name, a in (arrays or {}).items():
+        if name in _SCHEMA_TENSORS:
+            raise ValueError(f"tensor name {name!r} is the schema's own")
+        tensors[name] = a
     if params.get("init") is not None and not isinstance(params["init"], str):
         tensors["init"] = np.asarray(params["init"], dtype=np.float64)
         params["init"] = "array"
@@ -375,7 +386,7 @@ def save_state(path: str | os.PathLike, kind: str, state: ModelState, params: di
     return write_model_file(path, kind, tensors, meta)
 
 
-def load_state(path: str | os.PathLike, kind: str
+def load_state(path: str | os.PathLike, kind: str, arrays: tuple[str, ...] = ()
                ) -> tuple[ModelState, dict[str, Any], dict[str, Any]]:
     """Read a model written by :func:`save_state` (or a version-1 file): ``(state, params,
     extra)``, every field checked; a ``ValueError`` naming the file for anything invalid.
@@ -386,6 +397,10 @@ def load_state(path: str | os.PathLike, kind: str
         The file.
     kind
         The face's model type.
+    arrays
+        Names of the face's further tensors to read (:func:`save_state`'s ``arrays``); those
+        the file holds come back in ``extra["arrays"]`` (checked for form: finite floats; the
+        face checks their meaning).
 
     Returns
     -------
@@ -401,11 +416,15 @@ def load_state(path: str | os.PathLike, kind: str
     FileNotFoundError: no model file at 'missing.safetensors'
     """
     where = repr(str(path))
-    tensors, meta = read_model_file(path, kind, ["centers", "masses", "counts", "init"])
+    tensors, meta = read_model_file(path, kind, [*_SCHEMA_TENSORS, *arrays])
     try:
         if meta["_version"] == 1:
-            return _from_version_1(tensors, meta)
-        return _from_version_2(tensors, meta)
+            state, params, extra = _from_version_1(tensors, meta)
+        else:
+            state, params, extra = _from_version_2(tensors, meta)
+        if arrays:
+            extra = {**extra, "arrays": {n: tensors[n] for n in arrays if n in tensors}}
+        return state, params, extra
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError, IndexError) as err:
         raise ValueError(f"{where} is not a valid {kind} model file: {err}") from None
 

@@ -26,6 +26,7 @@ at least 4,096 and at most 16,384 rows, within 16 MB.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,91 @@ class StreamSample:
                 and np.array_equal(self.keys, other.keys))
 
     __hash__ = None  # type: ignore[assignment]  # (mutable)
+
+    def record(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The sample as a model file holds it: JSON fields and two tensors.
+
+        Returns
+        -------
+        tuple
+            ``({"size", "half_life", "seen", "next_refine"}, {"sample_rows": rows (n, d)
+            float64, "sample_keys": keys (n,) float64})``; :meth:`from_record` reads it back.
+
+        Examples
+        --------
+        >>> s = StreamSample(size=3, half_life=None)
+        >>> s.add(np.arange(10.0)[:, None], None, np.random.default_rng(0))
+        >>> fields, tensors = s.record()
+        >>> fields, tensors["sample_rows"].shape
+        ({'size': 3, 'half_life': None, 'seen': 10, 'next_refine': 0}, (3, 1))
+        >>> StreamSample.from_record(fields, tensors, n_features=1) == s
+        True
+        """
+        fields = {"size": self.size, "half_life": self.half_life, "seen": self.seen,
+                  "next_refine": self.next_refine}
+        return fields, {"sample_rows": self.rows, "sample_keys": self.keys}
+
+    @classmethod
+    def from_record(cls, fields: Any, tensors: dict[str, np.ndarray],
+                    n_features: int) -> StreamSample:
+        """A sample from what :meth:`record` wrote, every field checked.
+
+        Parameters
+        ----------
+        fields
+            The JSON fields.
+        tensors
+            ``"sample_rows"`` and ``"sample_keys"`` (finite floats).
+        n_features
+            The model's features: the rows' width.
+
+        Returns
+        -------
+        StreamSample
+            The sample.
+
+        Raises
+        ------
+        ValueError
+            Naming the first field that is missing, of the wrong type or out of range.
+
+        Examples
+        --------
+        >>> StreamSample.from_record({"size": 0, "half_life": None, "seen": 0,
+        ...                           "next_refine": 0}, {}, n_features=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: sample size must be an int in [1, 16384], got 0
+        """
+        if not isinstance(fields, dict):
+            raise ValueError("sample must be an object")
+        size, half_life = fields.get("size"), fields.get("half_life")
+        seen, next_refine = fields.get("seen"), fields.get("next_refine")
+        if not (type(size) is int and 1 <= size <= MAX_ROWS):
+            raise ValueError(f"sample size must be an int in [1, {MAX_ROWS}], got {size!r}")
+        if half_life is not None and not (type(half_life) in (int, float)
+                                          and 0 < half_life < math.inf):
+            raise ValueError(f"sample half_life must be None or a finite number > 0, got "
+                             f"{half_life!r}")
+        rows, keys = tensors.get("sample_rows"), tensors.get("sample_keys")
+        if rows is None or keys is None:
+            raise ValueError("the sample's tensors sample_rows and sample_keys are missing")
+        n = len(keys) if keys.ndim == 1 else -1
+        if rows.ndim != 2 or len(rows) != n or (n and rows.shape[1] != n_features) or n > size:
+            raise ValueError(f"sample tensors must be rows (n, {n_features}) and keys (n,) "
+                             f"with n <= {size}, got {rows.shape} and {keys.shape}")
+        counters = []
+        for name, v in (("seen", seen), ("next_refine", next_refine)):
+            if not (type(v) is int and 0 <= v < 2**63):
+                raise ValueError(f"sample {name} must be an int in [0, 2**63), got {v!r}")
+            counters.append(int(v))
+        if counters[0] < n:
+            raise ValueError(f"sample seen ({seen}) is below its {n} rows")
+        sample = cls(size, None if half_life is None else float(half_life))
+        sample.rows = np.ascontiguousarray(rows, dtype=np.float64)
+        sample.keys = np.ascontiguousarray(keys, dtype=np.float64)
+        sample.seen, sample.next_refine = counters
+        return sample
 
     @classmethod
     def for_stream(cls, policy: Policy, X: object) -> StreamSample | None:
@@ -313,7 +399,8 @@ class StreamSample:
 def offered(sample: StreamSample | None, state: ModelState, policy: Policy, X: object,
             w: np.ndarray | None, model: int = 0) -> StreamSample | None:
     """What a stream does with the batch ``X`` it has just learnt: a stream without a sample yet
-    (its start, or its first batch after ``fit`` or a load) starts one
+    (its start, its first batch after ``fit``, or after a load from a file saved without its
+    sample) starts one
     (:meth:`StreamSample.for_stream`: None when the stream keeps none), then
     :meth:`StreamSample.learnt`.
 
