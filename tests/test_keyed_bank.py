@@ -183,16 +183,23 @@ def test_warm_up_labels_survive_the_start():
     assert adjusted_rand_score(y[10:], pred[10:]) == 1.0
 
 
-def test_a_stream_costs_under_a_kilobyte_after_its_warm_up():
-    events, _, _, _ = _events(1500, 60, 16, 4, 6)
+def _bytes_per_stream(n_keys, per_key, seed):
+    """KeyedRBFKMeans after ``per_key`` events of each of ``n_keys`` streams at (16, 4): the
+    model and the whole process's memory per stream (tracemalloc)."""
+    events, _, _, _ = _events(n_keys, per_key, 16, 4, seed)
     KeyedRBFKMeans(RBFKMeans(n_clusters=4, seed=0), key="id").learn_one(events[0])  # imports
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=4, seed=0), key="id", max_streams=10**6)
     for e in events:
         keyed.learn_one(e)
-    per_stream = (tracemalloc.get_traced_memory()[0] - before) / 1500
+    per_stream = (tracemalloc.get_traced_memory()[0] - before) / n_keys
     tracemalloc.stop()
+    return keyed, per_stream
+
+
+def test_a_stream_costs_under_a_kilobyte_after_its_warm_up():
+    keyed, per_stream = _bytes_per_stream(1500, 60, 6)
     assert keyed.bank.warm == {}  # every warm-up buffer released
     assert per_stream <= 1024
 
@@ -221,15 +228,7 @@ def test_a_warming_stream_holds_room_for_at_most_twice_its_events(per_key, how):
 
 
 def test_a_one_event_stream_costs_under_a_kilobyte():
-    events, _, _, _ = _events(2000, 1, 16, 4, 9)
-    KeyedRBFKMeans(RBFKMeans(n_clusters=4, seed=0), key="id").learn_one(events[0])  # imports
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    keyed = KeyedRBFKMeans(RBFKMeans(n_clusters=4, seed=0), key="id", max_streams=10**6)
-    for e in events:
-        keyed.learn_one(e)
-    per_stream = (tracemalloc.get_traced_memory()[0] - before) / 2000
-    tracemalloc.stop()
+    keyed, per_stream = _bytes_per_stream(2000, 1, 9)
     assert len(keyed.bank.warm) == 2000 and per_stream <= 1024
 
 

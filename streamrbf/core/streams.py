@@ -388,12 +388,9 @@ class StreamBank:
         w
             Its weight, > 0.
         """
-        st = self.state
-        buf = self.warm[row]
-        if self.n_warm[row] == len(buf):  # full: room for as many more events (see WARM_ROWS)
-            buf = self.warm[row] = _grown(buf, min(self.warmup, max(WARM_ROWS, 2 * len(buf))))
-        if _sk.warm_event(xv, w, row, st.centers, st.masses, self.count, self.n_warm, buf) \
-                and len(buf) == self.warmup:
+        buf = self.warm[row] = _room(self.warm[row], self.n_warm[row] + 1, self.warmup)
+        if _sk.warm_event(xv, w, row, self.state.centers, self.state.masses, self.count,
+                          self.n_warm, buf) and len(buf) == self.warmup:
             self.start(np.array([row]))
 
     def predict_event(self, row: int, xv: np.ndarray) -> int:
@@ -694,9 +691,7 @@ def _warm_rows(self: StreamBank, M, rows, wi, labels) -> None:
     warm = self.warm
     for row, a, b, p in zip(streams.tolist(), cuts[:-1].tolist(), cuts[1:].tolist(),
                             self.n_warm[streams].tolist(), strict=True):
-        buf = warm[row]
-        if p + b - a > len(buf):  # room for these rows, doubling (see WARM_ROWS)
-            buf = warm[row] = _grown(buf, min(self.warmup, max(p + b - a, 2 * len(buf))))
+        buf = warm[row] = _room(warm[row], p + b - a, self.warmup)
         buf[p:p + b - a, :-1] = Ms[a:b]
         buf[p:p + b - a, -1] = 1.0
     self.n_warm[streams] += np.diff(cuts).astype(np.int32)
@@ -705,9 +700,12 @@ def _warm_rows(self: StreamBank, M, rows, wi, labels) -> None:
         self.start(full)
 
 
-def _grown(buf: np.ndarray, rows: int) -> np.ndarray:
-    """A warm-up buffer with room for ``rows`` events, holding ``buf``'s."""
-    new = np.empty((rows, buf.shape[1]))
+def _room(buf: np.ndarray, need: int, warmup: int) -> np.ndarray:
+    """The warm-up buffer ``buf`` if it has room for ``need`` events, else a copy with room for
+    at least twice as many as it has (:data:`WARM_ROWS` at least, ``warmup`` at most)."""
+    if need <= len(buf):
+        return buf
+    new = np.empty((min(warmup, max(need, 2 * len(buf), WARM_ROWS)), buf.shape[1]))
     new[:len(buf)] = buf
     return new
 
