@@ -687,13 +687,15 @@ def _warm_rows(self: StreamBank, M, rows, wi, labels) -> None:
     cuts = np.r_[0, np.flatnonzero(np.diff(owners)) + 1, by.size]
     streams = owners[cuts[:-1]]  # (each stream with rows here, once: no sweep of the bank)
     # a stream's rows go to consecutive places of its buffer, from its count so far
-    Ms = M[wi[by]]
-    warm = self.warm
+    Mw = np.ones((wi.size, M.shape[1] + 1))  # the rows with their weight (1) last
+    Mw[:, :-1] = M[wi[by]]
+    warm, W = self.warm, self.warmup
     for row, a, b, p in zip(streams.tolist(), cuts[:-1].tolist(), cuts[1:].tolist(),
                             self.n_warm[streams].tolist(), strict=True):
-        buf = warm[row] = _room(warm[row], p + b - a, self.warmup)
-        buf[p:p + b - a, :-1] = Ms[a:b]
-        buf[p:p + b - a, -1] = 1.0
+        buf = warm[row]
+        if p + b - a > len(buf):
+            buf = warm[row] = _room(buf, p + b - a, W)
+        buf[p:p + b - a] = Mw[a:b]
     self.n_warm[streams] += np.diff(cuts).astype(np.int32)
     full = streams[self.n_warm[streams] >= self.warmup]
     if full.size:
