@@ -197,3 +197,21 @@ def test_bad_seeds_are_a_usage_error(capsys):
         main(["quality", "--seeds", "0"])
     assert exit_.value.code == 2
     assert "expected a whole number >= 1, got '0'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("gap, se, peer, optimum, reading", [
+    (0.02, 0.01, 0.5, 0.6, ""),
+    (-0.01, 0.02, 0.5, 0.6, "within 2 standard errors"),
+    (-0.09, 0.04, 0.36, 0.28, "the peer scores above the K-Means optimum's labels"),
+    (-0.01, 0.01, 0.36, 0.28,
+     "within 2 standard errors; the peer scores above the K-Means optimum's labels"),
+    (-0.10, 0.01, 0.50, 0.60, "streamrbf trails"),
+    (-0.10, None, 0.50, 0.60, "streamrbf trails"),  # one seed: no standard error
+])
+def test_a_river_gap_is_read_from_its_error_and_the_optimums_labels(gap, se, peer, optimum,
+                                                                    reading):
+    from streamrbf.bench.quality import _reading
+
+    s = {"ari gap": gap, "ari gap se": se, "ari best peer": "river KMeans",
+         "ari river KMeans": peer, "ari kmeans10 labels": optimum}
+    assert _reading(s) == reading

@@ -312,6 +312,21 @@ def _mark(ok: bool | None) -> str:
     return "" if ok is None else ("" if ok else " ✗")
 
 
+def _reading(s: dict[str, Any]) -> str:
+    """What a River ARI gap says: nothing to read where streamrbf leads; where it trails, whether
+    the gap is within two standard errors (the seeds' luck) and whether the better peer's ARI is
+    above what K-Means's own optimum scores (its lead then comes from a partition with a worse
+    K-Means objective)."""
+    if s["ari gap"] >= 0.0:
+        return ""
+    why = []
+    if s["ari gap se"] is not None and -s["ari gap"] <= 2.0 * s["ari gap se"]:
+        why.append("within 2 standard errors")
+    if s[f"ari {s['ari best peer']}"] > s["ari kmeans10 labels"]:
+        why.append("the peer scores above the K-Means optimum's labels")
+    return "; ".join(why) or "streamrbf trails"
+
+
 def _ari_details(result: dict[str, Any]) -> list[str]:
     """The River ARI table's reading aids: streamrbf minus the better peer seed by seed (mean and
     standard error), the ARI of KMeans(n_init=10)'s own final labels (how far the K-Means
@@ -325,14 +340,14 @@ def _ari_details(result: dict[str, Any]) -> list[str]:
              "error over the seeds); the ARI of KMeans(n_init=10)'s final labels on the whole "
              "set; after the pass, each method's inertia over KMeans(n_init=10)'s (mean):", "",
              "| set | better peer | ARI streamrbf − peer | ARI of KMeans(n_init=10) labels "
-             "| inertia streamrbf / KMeans / STREAMKMeans |",
-             "| --- | --- | --- | ---: | --- |"]
+             "| inertia streamrbf / KMeans / STREAMKMeans | reading |",
+             "| --- | --- | --- | ---: | --- | --- |"]
     for name, s in rows:
         se = "" if s["ari gap se"] is None else f" ± {s['ari gap se']:.3f}"
         ratios = " / ".join(f"{s[f'river_ratio {m}']:.3f}"
                             for m in ("streamrbf", *PEER_NAMES))
         lines.append(f"| {name} | {s['ari best peer']} | {s['ari gap']:+.3f}{se} "
-                     f"| {s['ari kmeans10 labels']:.3f} | {ratios} |")
+                     f"| {s['ari kmeans10 labels']:.3f} | {ratios} | {_reading(s)} |")
     return lines
 
 
