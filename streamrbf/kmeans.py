@@ -202,7 +202,7 @@ class _ModelFile:
         """
         extra, arrays = self._file_extra(), None
         kept = getattr(self, "_sample", None)
-        if sample and kept is not None:
+        if sample and kept is not None and self.split_merge:
             extra["sample"], arrays = kept.record()
         save_state(path, "RBFKMeans", self._fitted(), self._file_params(), extra, arrays)
 
@@ -272,8 +272,8 @@ class _ModelFile:
                 raise ValueError(f"{str(path)!r}: cannot place the model on {target!r}: "
                                  f"{err}") from None
         model._state = state
-        if not state.on_device:
-            model._sample = kept
+        # (a stream on a device, or with its moves off, keeps no sample)
+        model._sample = kept if not state.on_device and model.split_merge else None
         model.n_features_in_ = state.n_features
         if state.feature_names is not None:
             model.feature_names_in_ = np.asarray(state.feature_names, dtype=object)

@@ -329,6 +329,26 @@ def test_a_bank_round_trips_through_its_bytes_and_learns_on_the_same():
     assert to_bytes(back) == to_bytes(bank)
 
 
+def test_bank_bytes_whose_warm_up_events_do_not_match_their_counts_are_refused():
+    import json
+
+    from streamrbf.core.streams import StreamBank, from_bytes, to_bytes
+
+    bank = StreamBank(Policy(n_clusters=2), warmup=8, seed=0, max_streams=4)
+    bank.allocate(2)
+    bank.learn_rows(np.arange(10.0).reshape(5, 2), bank.rows_for(["a", "a", "b", "a", "b"]))
+    data = to_bytes(bank)
+    n = int.from_bytes(data[:8], "little")
+    head = json.loads(data[8:8 + n])
+    assert head["arrays"][-1] == ["<f8", [5, 3]]  # the 5 events held, weight last
+    for shape in ([1, 5, 3], [4, 3]):  # a stack of buffers; fewer events than counted
+        head["arrays"][-1][1] = shape
+        text = json.dumps(head, separators=(",", ":")).encode()
+        with pytest.raises(ValueError, match="do not match the warming streams' counts"):
+            from_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:],
+                       Policy(n_clusters=2), 8, 0, max_streams=4)
+
+
 def test_a_bank_copy_shares_nothing_that_learning_changes():
     from streamrbf.core.streams import StreamBank, to_bytes
 

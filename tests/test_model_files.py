@@ -259,6 +259,12 @@ def crafted_files(draw):
                       "min_temperature": [0.001], "n_steps": [3], "n_seen": [40],
                       "seed": [7], "feature_names": [f"f{i}" for i in range(d)]},
             "extra": {"n_iter": 3, "inertia": 1.5}}
+    if draw(st.booleans()):  # a stream saved with its sample (streamrbf.core.sample)
+        rows = draw(st.integers(0, 6))
+        meta["extra"]["sample"] = {"size": draw(st.integers(rows, 8)), "half_life": 50.0,
+                                   "seen": rows + draw(st.integers(0, 9)), "next_refine": 16}
+        tensors["sample_rows"] = rng.normal(size=(rows, d))
+        tensors["sample_keys"] = rng.normal(size=rows)
     info = {"kind": "RBFKMeans", "version": 2, "meta": meta}
     for _ in range(draw(st.integers(1, 3))):
         where = draw(st.sampled_from(["field", "field", "table", "bytes", "tensor"]))
@@ -266,7 +272,8 @@ def crafted_files(draw):
             path = draw(st.sampled_from(list(_paths(info))[1:]))
             _set(info, path, draw(json_values), delete=draw(st.booleans()))
         elif where == "tensor":
-            name = draw(st.sampled_from(["centers", "masses", "init", "counts", "extra"]))
+            name = draw(st.sampled_from(["centers", "masses", "init", "counts", "extra",
+                                         "sample_rows", "sample_keys"]))
             tensors[name] = draw(arrays())
     data = save(tensors, metadata={"streamrbf": json.dumps(info)})
     if draw(st.booleans()):  # the container's own table
@@ -345,7 +352,7 @@ def test_fuzz_long_crafted_files_load_or_are_refused(tmp_path, data):
 
 def test_fuzz_finds_both_outcomes():
     # The generator is not vacuous: its files are loaded and refused, in both cases often.
-    outcomes = {"loaded": 0, "refused": 0}
+    outcomes = {"loaded": 0, "refused": 0, "with a sample": 0}
 
     @given(crafted_files())
     @settings(max_examples=200, deadline=None, database=None,
@@ -356,13 +363,15 @@ def test_fuzz_finds_both_outcomes():
             p = Path(d) / "case.safetensors"
             p.write_bytes(data)
             try:
-                RBFKMeans.load(p)
+                model = RBFKMeans.load(p)
                 outcomes["loaded"] += 1
+                outcomes["with a sample"] += model._sample is not None
             except ValueError:
                 outcomes["refused"] += 1
 
     count()
     assert outcomes["loaded"] >= 10 and outcomes["refused"] >= 10, outcomes
+    assert outcomes["with a sample"] >= 3, outcomes
     assert math.isfinite(outcomes["loaded"])
 
 

@@ -141,7 +141,7 @@ def test_a_loaded_stream_goes_on_as_the_saved_one_would(tmp_path):
     assert b._sample == a._sample and b._sample is not a._sample and c._sample is None
     assert (tmp_path / "with.safetensors").stat().st_size > a._sample.rows.nbytes \
         > 10 * (tmp_path / "without.safetensors").stat().st_size
-    for s in range(1536, len(X), 256):  # three more doublings: moves on the sample
+    for s in range(1536, len(X), 256):  # past the next doubling (2,048 events): moves
         for model in (a, b, c):
             model.partial_fit(X[s:s + 256])
     assert a.cluster_centers_.tobytes() == b.cluster_centers_.tobytes()
@@ -170,7 +170,7 @@ def test_a_saved_sample_is_read_back_whole(tmp_path):
 
 
 @pytest.mark.parametrize("changes, says", [
-    ({"size": 0}, "sample size must be an int in [1, 16384], got 0"),
+    ({"size": 0}, "sample size must be an int in [1, 16384] for 2 features, got 0"),
     ({"size": 10**6}, "sample size must be an int"),
     ({"size": 10}, "with n <= 10"),  # more rows than the size
     ({"size": "50"}, "sample size must be an int"),
@@ -219,3 +219,25 @@ def test_sample_fields_are_read_or_refused_with_a_value_error(fields, n, width):
         return
     assert 1 <= s.size <= 16384 and len(s.rows) == len(s.keys) <= s.size <= 16384
     assert s.seen >= len(s.rows) and (not len(s.rows) or s.rows.shape[1] == 2)
+
+
+def test_a_sample_record_is_held_to_the_byte_limit_of_its_width():
+    fields = {"size": 16384, "half_life": None, "seen": 0, "next_refine": 0}
+    empty = {"sample_rows": np.zeros((0, 2000)), "sample_keys": np.zeros(0)}
+    with pytest.raises(ValueError, match=r"int in \[1, 1048\] for 2000 features, got 16384"):
+        StreamSample.from_record(fields, empty, n_features=2000)
+    assert sample_size(3, 2000) == 1048
+    assert StreamSample.from_record({**fields, "size": 1048}, empty, n_features=2000).size == 1048
+
+
+def test_a_stream_whose_moves_are_turned_off_drops_its_sample(tmp_path):
+    X = _uneven_blobs(4, k=5, n=2000)
+    m = RBFKMeans(5, random_state=0)
+    for s in range(0, 1024, 256):
+        m.partial_fit(X[s:s + 256])
+    assert m._sample is not None
+    m.set_params(split_merge=False)
+    m.save(tmp_path / "m.safetensors")  # no sample written: the model makes no moves
+    assert RBFKMeans.load(tmp_path / "m.safetensors")._sample is None
+    m.partial_fit(X[1024:1280])
+    assert m._sample is None

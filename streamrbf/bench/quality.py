@@ -193,7 +193,9 @@ def _river(ds: DataSet, seed: int, order: np.ndarray, best: float) -> dict[str, 
         out[f"river_s {name}"] = time.perf_counter() - t
         out[f"ari {name}"] = _ari(truth, pred)
         # what the partition costs in the K-Means objective: the final centres' inertia
-        out[f"river_ratio {name}"] = _inertia(ds.X, _river_centres(model, ds.d)) / best
+        centres = _river_centres(model, ds.d)  # (none: STREAMKMeans before its first chunk)
+        out[f"river_ratio {name}"] = (_inertia(ds.X, centres) / best if len(centres)
+                                      else float("nan"))
     return out
 
 
@@ -323,7 +325,7 @@ def _reading(s: dict[str, Any]) -> str:
     if s["ari gap se"] is not None and -s["ari gap"] <= 2.0 * s["ari gap se"]:
         why.append("within 2 standard errors")
     if s[f"ari {s['ari best peer']}"] > s["ari kmeans10 labels"]:
-        why.append("the peer scores above the K-Means optimum's labels")
+        why.append("the peer's prequential ARI is above that of the K-Means optimum's labels")
     return "; ".join(why) or "streamrbf trails"
 
 

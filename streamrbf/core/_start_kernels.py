@@ -412,7 +412,8 @@ def provisional_rows(X, w, slots, C, M, counts, labels):
 def warm_event(x, w, b, C, M, counts, n_warm, buf):
     """Stream ``b`` of a bank takes one warm-up event: :func:`provisional_event` with its
     provisional centres ``C[b]`` (``counts[b]`` of them), and the event (its weight last) into
-    its buffer ``buf`` at row ``n_warm[b]``; True once the buffer is full."""
+    its buffer ``buf`` at row ``n_warm[b]``; True once ``buf`` is full (the stream starts when
+    a full buffer holds its whole warm-up; a smaller one grows: ``StreamBank.warm_event``)."""
     _, counts[b] = provisional_event(x, w, C[b], M[b], counts[b])
     n = n_warm[b]
     buf[n, :-1] = x

@@ -399,7 +399,7 @@ def load_state(path: str | os.PathLike, kind: str, arrays: tuple[str, ...] = ()
         The face's model type.
     arrays
         Names of the face's further tensors to read (:func:`save_state`'s ``arrays``); those
-        the file holds come back in ``extra["arrays"]`` (checked for form: finite floats; the
+        the file holds come back in ``extra["arrays"]`` (checked for form: finite values; the
         face checks their meaning).
 
     Returns

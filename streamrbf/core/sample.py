@@ -166,14 +166,16 @@ class StreamSample:
         ...                           "next_refine": 0}, {}, n_features=1)
         Traceback (most recent call last):
         ...
-        ValueError: sample size must be an int in [1, 16384], got 0
+        ValueError: sample size must be an int in [1, 16384] for 1 features, got 0
         """
         if not isinstance(fields, dict):
             raise ValueError("sample must be an object")
         size, half_life = fields.get("size"), fields.get("half_life")
         seen, next_refine = fields.get("seen"), fields.get("next_refine")
-        if not (type(size) is int and 1 <= size <= MAX_ROWS):
-            raise ValueError(f"sample size must be an int in [1, {MAX_ROWS}], got {size!r}")
+        most = max(1, min(MAX_ROWS, MAX_BYTES // (8 * max(n_features, 1))))  # (sample_size's cap)
+        if not (type(size) is int and 1 <= size <= most):
+            raise ValueError(f"sample size must be an int in [1, {most}] for {n_features} "
+                             f"features, got {size!r}")
         if half_life is not None and not (type(half_life) in (int, float)
                                           and 0 < half_life < math.inf):
             raise ValueError(f"sample half_life must be None or a finite number > 0, got "
@@ -400,8 +402,8 @@ def offered(sample: StreamSample | None, state: ModelState, policy: Policy, X: o
             w: np.ndarray | None, model: int = 0) -> StreamSample | None:
     """What a stream does with the batch ``X`` it has just learnt: a stream without a sample yet
     (its start, its first batch after ``fit``, or after a load from a file saved without its
-    sample) starts one
-    (:meth:`StreamSample.for_stream`: None when the stream keeps none), then
+    sample) starts one (:meth:`StreamSample.for_stream`: None when the stream keeps none, as
+    when ``split_merge`` is off: a stream whose moves were turned off drops its sample), then
     :meth:`StreamSample.learnt`.
 
     Parameters
@@ -432,7 +434,7 @@ def offered(sample: StreamSample | None, state: ModelState, policy: Policy, X: o
     ...                 None)
     (8, None)
     """
-    if sample is None:
+    if sample is None or not policy.split_merge:  # (moves turned off: the sample goes)
         sample = StreamSample.for_stream(policy, X)
         if sample is None:
             return None

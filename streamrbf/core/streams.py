@@ -667,7 +667,11 @@ def from_bytes(data: bytes, policy: Policy, warmup: int, seed: int, *,
         bank.keys[i] = key
     bank.free = [r for r in bank.free if r >= m]
     if head["warming"]:  # each warming stream's events (its buffer grows as they come)
-        held = np.split(out[-1], np.cumsum(bank.n_warm[head["warming"]])[:-1])
+        counts = bank.n_warm[head["warming"]]
+        if out[-1].ndim != 2 or len(out[-1]) != counts.sum():
+            raise ValueError(f"warm-up events {out[-1].shape} do not match the warming streams' "
+                             f"counts ({int(counts.sum())} events)")
+        held = np.split(out[-1], np.cumsum(counts)[:-1])
         for i, buf in zip(head["warming"], held, strict=True):
             bank.warm[int(i)] = buf.copy()
     for i, rows in head["rewarm"].items():
