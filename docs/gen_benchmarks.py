@@ -325,6 +325,13 @@ def quality_section(quality: dict[str, Any]) -> str:
             line = "|".join(line.split("|")[:-2]) + "|"  # without the pass column
             line = line.replace(" ✗", "")
         lines.append(line)
+    if any("ari gap" in r["summary"] for r in quality.get("sets", {}).values()):
+        lines += ["", "How to read the River columns: the adjusted Rand index scores agreement "
+                  "with the sets' classes, not the K-Means objective. Where the classes are "
+                  "not what K-Means's optimum finds (one broad class split across centres, "
+                  "say), a method can score a higher ARI with a worse partition in the "
+                  "objective, which the inertia column shows; a gap within two standard "
+                  "errors is the seeds' luck."]
     return "\n".join(lines)
 
 
