@@ -148,7 +148,8 @@ def test_the_quick_quality_bench_runs_end_to_end(tmp_path, capsys):
         for key in ("fit_ratio", "kmeans1_ratio", "fit_s", "kmeans10_s", "kmeans1_s",
                     "time_ratio", "stream_ratio", "minibatch_ratio", "ari streamrbf",
                     "ari river KMeans", "ari river STREAMKMeans", "ari kmeans10 labels",
-                    "river_ratio streamrbf", "river_ratio river KMeans"):
+                    "river_ratio streamrbf", "river_ratio river KMeans", "warm ari streamrbf",
+                    "warm ari river STREAMKMeans"):
             assert np.isfinite(row[key]), key
         assert row["fit_ratio"] > 0.999 and row["stream_ratio"] > 0.999  # vs the best of 10
         assert row["river_ratio streamrbf"] > 0.999 and row["river_ratio river KMeans"] > 0.999
