@@ -223,7 +223,7 @@ def _summary(rows: list[dict[str, Any]], with_labels: bool) -> dict[str, Any]:
         "minibatch_worst": float(np.max(col("minibatch_ratio"))),
     }
     if with_labels:
-        for name in ("streamrbf", "river KMeans", "river STREAMKMeans"):
+        for name in ("streamrbf", *PEER_NAMES):
             s[f"ari {name}"] = float(np.mean(col(f"ari {name}")))
             s[f"river_ratio {name}"] = float(np.mean(col(f"river_ratio {name}")))
             s[f"warm ari {name}"] = float(np.mean(col(f"warm ari {name}")))
@@ -338,8 +338,8 @@ def _reading(s: dict[str, Any]) -> str:
 def _ari_details(result: dict[str, Any]) -> list[str]:
     """The River ARI table's reading aids: streamrbf minus the better peer seed by seed (mean and
     standard error), the ARI of KMeans(n_init=10)'s own final labels (how far the K-Means
-    optimum agrees with the classes) and each River method's final inertia over KMeans(n_init=10)'s
-    (what its partition costs in the K-Means objective)."""
+    optimum agrees with the classes), each River method's final inertia over KMeans(n_init=10)'s
+    (what its partition costs in the K-Means objective) and its ARI on the warm-up's events."""
     rows = [(name, r["summary"]) for name, r in result["sets"].items()
             if "ari gap" in r["summary"]]
     if not rows:

@@ -71,8 +71,13 @@ def sample_size(n_clusters: int, n_features: int) -> int:
     (4096, 10000, 4096, 209)
     """
     rows = max(ROWS_PER_CLUSTER * n_clusters, ROWS_PER_DIMENSION * n_clusters * n_features)
-    rows = min(max(rows, MIN_ROWS), MAX_ROWS)
-    return max(1, min(rows, MAX_BYTES // (8 * max(n_features, 1))))
+    return min(max(rows, MIN_ROWS), _most_rows(n_features))
+
+
+def _most_rows(n_features: int) -> int:
+    """The largest sample of ``n_features``-wide float64 rows: :data:`MAX_ROWS`, within
+    :data:`MAX_BYTES` (at least one row)."""
+    return max(1, min(MAX_ROWS, MAX_BYTES // (8 * max(n_features, 1))))
 
 
 class StreamSample:
@@ -172,7 +177,7 @@ class StreamSample:
             raise ValueError("sample must be an object")
         size, half_life = fields.get("size"), fields.get("half_life")
         seen, next_refine = fields.get("seen"), fields.get("next_refine")
-        most = max(1, min(MAX_ROWS, MAX_BYTES // (8 * max(n_features, 1))))  # (sample_size's cap)
+        most = _most_rows(n_features)
         if not (type(size) is int and 1 <= size <= most):
             raise ValueError(f"sample size must be an int in [1, {most}] for {n_features} "
                              f"features, got {size!r}")

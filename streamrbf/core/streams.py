@@ -697,7 +697,7 @@ def _warm_rows(self: StreamBank, M, rows, wi, labels) -> None:
     for row, a, b, p in zip(streams.tolist(), cuts[:-1].tolist(), cuts[1:].tolist(),
                             self.n_warm[streams].tolist(), strict=True):
         buf = warm[row]
-        if p + b - a > len(buf):
+        if p + b - a > len(buf):  # (_room's test, here to spare a call per stream and frame)
             buf = warm[row] = _room(buf, p + b - a, W)
         buf[p:p + b - a] = Mw[a:b]
     self.n_warm[streams] += np.diff(cuts).astype(np.int32)
